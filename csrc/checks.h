@@ -1,0 +1,27 @@
+// Argument checks shared by every device's implementation of the fastlstm ops.
+// Each failure names the argument, what was expected and what was received.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+#include "lstm.h"
+
+namespace fastlstm {
+
+// Checks shapes, dtypes and devices of a layer op's arguments and returns the layer's sizes.
+// Length *values* are checked by each device (check_lengths_cpu here), since reading them
+// on a GPU would cost a device-to-host copy.
+LayerDims check_layer_args(const at::Tensor& input, const at::Tensor& lengths,
+                           const at::Tensor& h0, const at::Tensor& c0,
+                           at::TensorList weights, bool has_biases, bool has_projections,
+                           bool bidirectional);
+
+// Checks every 0 <= lengths[b] <= T on a CPU int64 tensor.
+void check_lengths_cpu(const at::Tensor& lengths_cpu, int64_t T);
+
+// Checks an optional incoming gradient: undefined, or exactly `expected` in shape, dtype, device.
+void check_grad_arg(const at::Tensor& grad, const char* name, at::IntArrayRef expected,
+                    const at::Tensor& like);
+
+}  // namespace fastlstm

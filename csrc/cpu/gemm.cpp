@@ -1,0 +1,76 @@
+#include "gemm.h"
+
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/from_blob.h>
+#include <c10/core/ScalarType.h>
+
+#include <climits>
+#include <cstring>
+
+extern "C" {
+// Fortran BLAS, LP64. Weak: absent when libtorch_cpu's BLAS does not export them.
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+namespace fastlstm::cpu {
+namespace {
+
+bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+template <typename T>
+void gemm_aten(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    at::Tensor t = at::from_blob(const_cast<T*>(p), {trans ? cols : rows, trans ? rows : cols},
+                                 {ld, 1}, opts);
+    return trans ? t.t() : t;
+  };
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  at::addmm_out(c, c, view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b), beta, alpha);
+}
+
+template <typename T, typename F>
+bool gemm_blas(F* fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+               const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (fn == nullptr || !fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) ||
+      !fits_int(ldb) || !fits_int(ldc))
+    return false;
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  fn(&tb, &ta, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  return true;
+}
+
+}  // namespace
+
+template <typename T>
+void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+             int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta * C; BLAS may not touch C at all here.
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+  bool done;
+  if constexpr (std::is_same_v<T, float>)
+    done = gemm_blas(sgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  else
+    done = gemm_blas(dgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (!done) gemm_aten(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template void gemm_rm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                             const float*, int64_t, float, float*, int64_t);
+template void gemm_rm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                              int64_t, const double*, int64_t, double, double*, int64_t);
+
+}  // namespace fastlstm::cpu

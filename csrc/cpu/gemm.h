@@ -1,0 +1,17 @@
+// Row-major GEMM on raw pointers for the CPU recurrence: C[M,N] = alpha*op(A)*op(B) + beta*C.
+//
+// The per-step GEMMs are small (B x 4H x H), so per-call overhead matters: when the BLAS that
+// libtorch_cpu carries exports the Fortran sgemm_/dgemm_ (MKL in the x86 wheels), call it
+// directly; otherwise go through at::addmm_out on borrowed tensors.
+#pragma once
+
+#include <cstdint>
+
+namespace fastlstm::cpu {
+
+// lda/ldb/ldc: elements between consecutive rows as stored. beta == 0 ignores C's contents.
+template <typename T>
+void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+             int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+}  // namespace fastlstm::cpu

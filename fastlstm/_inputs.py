@@ -1,0 +1,91 @@
+"""Checks and normalises what users pass to fastlstm.LSTM: lengths and the initial state.
+
+Every error names the argument, what was expected and what was received.
+"""
+
+import numbers
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+LengthsLike = Union[Sequence[int], Tensor]
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def as_lengths(lengths: Optional[LengthsLike], batch: int, steps: int,
+               device: torch.device) -> Tensor:
+    """lengths -> int64 tensor [batch], on the CPU or on `device`.
+
+    None means every sequence is `steps` long. Values are checked here unless they live on a
+    GPU (reading them would cost a device-to-host copy) or we are being traced by
+    torch.compile; the native op checks them in either case.
+    """
+    if lengths is None:
+        return torch.full((batch,), steps, dtype=torch.int64, device=device)
+    if isinstance(lengths, Tensor):
+        if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+            raise TypeError(f"lengths must hold integers, got a tensor of dtype {lengths.dtype}")
+        if lengths.dim() != 1:
+            raise ValueError(f"lengths must be 1-D with one entry per sequence, got shape "
+                             f"{tuple(lengths.shape)}")
+        if lengths.device.type != "cpu" and lengths.device != device:
+            raise ValueError(f"lengths must be on the CPU or on the input's device {device}, "
+                             f"got {lengths.device}")
+        out = lengths.to(torch.int64)
+    elif isinstance(lengths, (list, tuple)):
+        for i, v in enumerate(lengths):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"lengths must hold integers, got lengths[{i}] = {v!r} of type "
+                                f"{type(v).__name__}")
+            if not -2**63 <= int(v) < 2**63:
+                raise ValueError(f"lengths must lie in [0, T={steps}], got lengths[{i}] = {v}")
+        out = torch.tensor([int(v) for v in lengths], dtype=torch.int64)
+        if device.type != "cpu" and not _compiling():
+            out = out.to(device, non_blocking=True)
+    else:
+        raise TypeError(f"lengths must be a list, tuple or integer tensor, got "
+                        f"{type(lengths).__name__}")
+    if out.shape[0] != batch:
+        raise ValueError(f"lengths must have one entry per sequence ({batch}), got {out.shape[0]}")
+    if out.device.type == "cpu" and not _compiling() and out.numel() > 0:
+        lo, hi = int(out.min()), int(out.max())
+        if lo < 0 or hi > steps:
+            bad = lo if lo < 0 else hi
+            index = int((out == bad).nonzero()[0, 0])
+            raise ValueError(f"lengths must lie in [0, T={steps}], got lengths[{index}] = {bad}")
+    return out
+
+
+def initial_state(hx: Optional[Tuple[Tensor, Tensor]], layers_x_dirs: int, batch: int,
+                  hidden: int, out_size: int, batched: bool, like: Tensor) -> Tuple[Tensor, Tensor]:
+    """hx -> (h0 [L*D, B, Hout], c0 [L*D, B, H]) as 3-D tensors; zeros when hx is None."""
+    h_shape = (layers_x_dirs, batch, out_size)
+    c_shape = (layers_x_dirs, batch, hidden)
+    if hx is None:
+        return (torch.zeros(h_shape, dtype=like.dtype, device=like.device),
+                torch.zeros(c_shape, dtype=like.dtype, device=like.device))
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2 or \
+            not all(isinstance(t, Tensor) for t in hx):
+        raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+    h0, c0 = hx
+    want_dim = 3 if batched else 2
+    for name, t, shape in (("h_0", h0, h_shape), ("c_0", c0, c_shape)):
+        if t.dim() != want_dim:
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            raise ValueError(f"hx: for {kind} input, {name} must be {want_dim}-D, got "
+                             f"{t.dim()}-D with shape {tuple(t.shape)}")
+        expected = shape if batched else (shape[0], shape[2])
+        if tuple(t.shape) != expected:
+            raise ValueError(f"hx: {name} must have shape {expected}, got {tuple(t.shape)}")
+        if t.dtype != like.dtype:
+            raise TypeError(f"hx: {name} must have the input's dtype {like.dtype}, got {t.dtype}")
+        if t.device != like.device:
+            raise ValueError(f"hx: {name} must be on the input's device {like.device}, got "
+                             f"{t.device}")
+    if not batched:
+        h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+    return h0, c0

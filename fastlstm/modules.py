@@ -1,0 +1,192 @@
+"""fastlstm.LSTM: torch.nn.LSTM's constructor, parameters and state_dict, plus `lengths=`."""
+
+import math
+import numbers
+import warnings
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from . import functional
+from ._inputs import LengthsLike, as_lengths, initial_state
+
+
+class LSTM(nn.Module):
+    """Drop-in replacement for :class:`torch.nn.LSTM` with per-sequence lengths.
+
+    ``forward(input, hx=None, lengths=None)`` returns ``(output, (h_n, c_n))`` exactly as
+    ``nn.LSTM`` does on ``pack_padded_sequence(input, lengths, enforce_sorted=False)``
+    unpacked with ``total_length=T``: outputs are 0 past each length, ``h_n``/``c_n`` come from
+    each sequence's own last step, and the reverse direction starts at each sequence's end.
+    ``input`` may be ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, unbatched ``(T, I)``, or a
+    PackedSequence (then the output is a PackedSequence too, and ``lengths`` must be None).
+    ``lengths`` may be a list, a tuple, or an integer tensor on the CPU or the input's device,
+    in any order; zero-length sequences give zero outputs and ``h_n, c_n = h_0, c_0``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        # Same checks, in the same order, with the same messages as nn.RNNBase.
+        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or \
+                not 0 <= dropout <= 1:
+            raise ValueError("dropout should be a number in range [0, 1] representing the "
+                             "probability of an element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          "non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}")
+        if not isinstance(hidden_size, int):
+            raise TypeError(f"hidden_size should be of type int, got: {type(hidden_size).__name__}")
+        if hidden_size <= 0:
+            raise ValueError("hidden_size must be greater than zero")
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+
+        self.mode = "LSTM"
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        num_directions = 2 if bidirectional else 1
+        out_size = proj_size if proj_size > 0 else hidden_size
+
+        # Registration order = nn.LSTM's, so that the same seed gives the same weights.
+        self._flat_weights_names: List[str] = []
+        self._all_weights: List[List[str]] = []
+        for layer in range(num_layers):
+            for direction in range(num_directions):
+                layer_input = input_size if layer == 0 else out_size * num_directions
+                shapes = [("weight_ih", (4 * hidden_size, layer_input)),
+                          ("weight_hh", (4 * hidden_size, out_size))]
+                if bias:
+                    shapes += [("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))]
+                if proj_size > 0:
+                    shapes.append(("weight_hr", (proj_size, hidden_size)))
+                suffix = "_reverse" if direction == 1 else ""
+                names = []
+                for kind, shape in shapes:
+                    name = f"{kind}_l{layer}{suffix}"
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
+                    names.append(name)
+                self._flat_weights_names.extend(names)
+                self._all_weights.append(names)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def _flat_weights(self) -> List[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> List[List[nn.Parameter]]:
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """No-op, kept so that code written for nn.LSTM (cuDNN) runs unchanged."""
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.proj_size != 0:
+            s += ", proj_size={proj_size}"
+        if self.num_layers != 1:
+            s += ", num_layers={num_layers}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.batch_first is not False:
+            s += ", batch_first={batch_first}"
+        if self.dropout != 0:
+            s += ", dropout={dropout}"
+        if self.bidirectional is not False:
+            s += ", bidirectional={bidirectional}"
+        return s.format(**self.__dict__)
+
+    def forward(self, input: Union[Tensor, PackedSequence],
+                hx: Optional[Tuple[Tensor, Tensor]] = None,
+                lengths: Optional[LengthsLike] = None
+                ) -> Tuple[Union[Tensor, PackedSequence], Tuple[Tensor, Tensor]]:
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths must be None when input is a PackedSequence (its "
+                                 "batch_sizes already give them), got lengths too")
+            return self._forward_packed(input, hx)
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a Tensor or a PackedSequence, got "
+                            f"{type(input).__name__}")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead "
+                             f"(shape {tuple(input.shape)})")
+        batched = input.dim() == 3
+        if not batched:
+            if lengths is not None and not isinstance(lengths, Tensor):
+                lengths = list(lengths)
+            x = input.unsqueeze(1)
+        else:
+            x = input.transpose(0, 1) if self.batch_first else input
+        output, state = self._forward_time_major(x, hx, lengths, batched)
+        if not batched:
+            output = output.squeeze(1)
+            state = (state[0].squeeze(1), state[1].squeeze(1))
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, state
+
+    def _check_input(self, x: Tensor) -> None:
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+        w = self.weight_ih_l0
+        if x.dtype != w.dtype:
+            raise TypeError(f"input must have the weights' dtype {w.dtype}, got {x.dtype}")
+        if x.device != w.device:
+            raise ValueError(f"input must be on the weights' device {w.device}, got {x.device}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
+                             f"{self.input_size}, got {x.shape[-1]}")
+
+    def _forward_time_major(self, x: Tensor, hx, lengths, batched: bool):
+        """x [T, B, I] -> output [T, B, D*Hout], (h_n, c_n) [L*D, B, *]."""
+        self._check_input(x)
+        steps, batch = x.shape[0], x.shape[1]
+        lengths_t = as_lengths(lengths, batch, steps, x.device)
+        num_directions = 2 if self.bidirectional else 1
+        out_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        h0, c0 = initial_state(hx, self.num_layers * num_directions, batch, self.hidden_size,
+                               out_size, batched, x)
+        output, h_n, c_n = functional.lstm(
+            x, lengths_t, h0, c0, self._flat_weights, self.num_layers, self.bias,
+            self.bidirectional, self.proj_size > 0, self.dropout, self.training)
+        return output, (h_n, c_n)
+
+    def _forward_packed(self, packed: PackedSequence, hx):
+        # Padded in batch order; hx and (h_n, c_n) are in batch order too, as with nn.LSTM.
+        padded, lengths = pad_packed_sequence(packed)
+        output, state = self._forward_time_major(padded, hx, lengths, batched=True)
+        return repack_like(output, packed), state
+
+
+def repack_like(padded: Tensor, like: PackedSequence) -> PackedSequence:
+    """padded [T, B, *] (batch order) -> PackedSequence with like's batch_sizes and indices."""
+    batch_sizes = like.batch_sizes
+    steps = batch_sizes.shape[0]
+    step_of_row = torch.repeat_interleave(torch.arange(steps), batch_sizes)
+    first_row = torch.cumsum(batch_sizes, 0) - batch_sizes
+    slot = torch.arange(step_of_row.shape[0]) - first_row[step_of_row]
+    batch_of_row = slot if like.sorted_indices is None else like.sorted_indices.cpu()[slot]
+    data = padded[step_of_row.to(padded.device), batch_of_row.to(padded.device)]
+    return PackedSequence(data, batch_sizes, like.sorted_indices, like.unsorted_indices)

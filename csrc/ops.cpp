@@ -60,10 +60,15 @@ LayerDims check_layer_args(const at::Tensor& input, const at::Tensor& lengths,
   TORCH_CHECK_VALUE(h0.dim() == 3, "fastlstm: h0 must be 3-D [D, B, Hout], got ", h0.sizes());
   TORCH_CHECK_VALUE(c0.dim() == 3, "fastlstm: c0 must be 3-D [D, B, H], got ", c0.sizes());
   const at::Tensor& w_hh0 = weights[1];
-  TORCH_CHECK_VALUE(w_hh0.dim() == 2 && w_hh0.size(0) % 4 == 0,
-                    "fastlstm: w_hh must be 2-D [4*H, Hout], got ", w_hh0.sizes());
+  TORCH_CHECK_VALUE(w_hh0.dim() == 2 && w_hh0.size(0) % 4 == 0 && w_hh0.size(0) > 0,
+                    "fastlstm: w_hh must be 2-D [4*H, Hout] with H > 0, got ", w_hh0.sizes());
   d.H = w_hh0.size(0) / 4;
-  d.Hout = has_projections ? h0.size(2) : d.H;
+  const at::Tensor& w_hr0 = weights[d.weights_per_dir() - 1];
+  if (has_projections) {
+    TORCH_CHECK_VALUE(w_hr0.dim() == 2 && w_hr0.size(0) > 0,
+                      "fastlstm: w_hr must be 2-D [Hout, H] with Hout > 0, got ", w_hr0.sizes());
+  }
+  d.Hout = has_projections ? w_hr0.size(0) : d.H;
 
   check_shape(h0, "h0", shape3(d.D, d.B, d.Hout));
   check_shape(c0, "c0", shape3(d.D, d.B, d.H));
@@ -75,7 +80,7 @@ LayerDims check_layer_args(const at::Tensor& input, const at::Tensor& lengths,
     auto expect = [&](const char* name, std::vector<int64_t> shape) {
       const at::Tensor& w = weights[k++];
       check_shape(w, name + sfx, shape);
-      check_same_dtype_device(w, name, input);
+      check_same_dtype_device(w, (name + sfx).c_str(), input);
     };
     expect("w_ih", {4 * d.H, d.I});
     expect("w_hh", {4 * d.H, d.Hout});

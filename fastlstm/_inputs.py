@@ -70,7 +70,10 @@ def initial_state(hx: Optional[Tuple[Tensor, Tensor]], layers_x_dirs: int, batch
                 torch.zeros(c_shape, dtype=like.dtype, device=like.device))
     if not isinstance(hx, (tuple, list)) or len(hx) != 2 or \
             not all(isinstance(t, Tensor) for t in hx):
-        raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+        got = (f"a {type(hx).__name__} of {len(hx)}: ("
+               + ", ".join(type(t).__name__ for t in hx) + ")"
+               if isinstance(hx, (tuple, list)) else type(hx).__name__)
+        raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {got}")
     h0, c0 = hx
     want_dim = 3 if batched else 2
     for name, t, shape in (("h_0", h0, h_shape), ("c_0", c0, c_shape)):

@@ -18,13 +18,47 @@ def reserve_numel(T, B, H, Hout, D, has_projections):
     return D * T * B * row_width
 
 
+def check_layer_args(input, lengths, h0, c0, weights, has_biases, has_projections,
+                     bidirectional):
+    """The shape, dtype and device checks of csrc/ops.cpp, for the fake kernels (which run
+    under torch.compile, and for mixed-device calls that dispatch to Meta).
+    Returns (T, B, H, Hout, D)."""
+    if input.dim() != 3:
+        raise ValueError(f"fastlstm: input must be 3-D [T, B, I], got {input.dim()}-D with "
+                         f"shape {list(input.shape)}")
+    D = 2 if bidirectional else 1
+    per_dir = 2 + 2 * bool(has_biases) + bool(has_projections)
+    if len(weights) != D * per_dir:
+        raise ValueError(f"fastlstm: weights must hold {D * per_dir} tensors, got {len(weights)}")
+    kinds = ["w_ih", "w_hh"] + ["b_ih", "b_hh"] * bool(has_biases) + ["w_hr"] * bool(has_projections)
+    names = [kind + sfx for sfx in ("", "_reverse")[:D] for kind in kinds]
+    for name, t in [("h0", h0), ("c0", c0)] + list(zip(names, weights)):
+        if t.dtype != input.dtype:
+            raise TypeError(f"fastlstm: {name} must have the input's dtype {input.dtype}, got "
+                            f"{t.dtype}")
+        if t.device != input.device:
+            raise ValueError(f"fastlstm: {name} must be on the input's device {input.device}, "
+                             f"got {t.device}")
+    if lengths.device.type != "cpu" and lengths.device != input.device:
+        raise ValueError(f"fastlstm: lengths must be on the CPU or on the input's device "
+                         f"{input.device}, got {lengths.device}")
+    T, B, _ = input.shape
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"fastlstm: lengths must have shape [{B}], got {list(lengths.shape)}")
+    H = weights[1].shape[0] // 4
+    Hout = weights[per_dir - 1].shape[0] if has_projections else H
+    for name, t, shape in (("h0", h0, (D, B, Hout)), ("c0", c0, (D, B, H))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"fastlstm: {name} must have shape {list(shape)}, got "
+                             f"{list(t.shape)}")
+    return T, B, H, Hout, D
+
+
 @torch.library.register_fake("fastlstm::lstm_layer_forward")
 def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_projections,
                         bidirectional):
-    T, B, _ = input.shape
-    D = 2 if bidirectional else 1
-    H = weights[1].shape[0] // 4
-    Hout = h0.shape[2] if has_projections else H
+    T, B, H, Hout, D = check_layer_args(input, lengths, h0, c0, weights, has_biases,
+                                        has_projections, bidirectional)
     return (input.new_empty(T, B, D * Hout), input.new_empty(D, B, Hout),
             input.new_empty(D, B, H),
             input.new_empty(reserve_numel(T, B, H, Hout, D, has_projections)))
@@ -34,6 +68,13 @@ def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_project
 def _layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, weights,
                          reserve, has_biases, has_projections, bidirectional,
                          input_requires_grad):
+    check_layer_args(input, lengths, h0, c0, weights, has_biases, has_projections,
+                     bidirectional)
+    for name, t in (("reserve", reserve), ("grad_output", grad_output),
+                    ("grad_h_n", grad_h_n), ("grad_c_n", grad_c_n)):
+        if t is not None and t.device != input.device:
+            raise ValueError(f"fastlstm: {name} must be on the input's device {input.device}, "
+                             f"got {t.device}")
     grad_input = input.new_empty(input.shape) if input_requires_grad else input.new_empty(0)
     return (grad_input, h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             [w.new_empty(w.shape) for w in weights])

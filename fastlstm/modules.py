@@ -134,8 +134,6 @@ class LSTM(nn.Module):
                              f"(shape {tuple(input.shape)})")
         batched = input.dim() == 3
         if not batched:
-            if lengths is not None and not isinstance(lengths, Tensor):
-                lengths = list(lengths)
             x = input.unsqueeze(1)
         else:
             x = input.transpose(0, 1) if self.batch_first else input
@@ -150,11 +148,20 @@ class LSTM(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
-        w = self.weight_ih_l0
-        if x.dtype != w.dtype:
-            raise TypeError(f"input must have the weights' dtype {w.dtype}, got {x.dtype}")
-        if x.device != w.device:
-            raise ValueError(f"input must be on the weights' device {w.device}, got {x.device}")
+        first = self.weight_ih_l0
+        for name in self._flat_weights_names[1:]:
+            w = getattr(self, name)
+            if w.dtype != first.dtype:
+                raise TypeError(f"{name} must have weight_ih_l0's dtype {first.dtype}, got "
+                                f"{w.dtype}")
+            if w.device != first.device:
+                raise ValueError(f"{name} must be on weight_ih_l0's device {first.device}, got "
+                                 f"{w.device}")
+        if x.dtype != first.dtype:
+            raise TypeError(f"input must have the weights' dtype {first.dtype}, got {x.dtype}")
+        if x.device != first.device:
+            raise ValueError(f"input must be on the weights' device {first.device}, got "
+                             f"{x.device}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
                              f"{self.input_size}, got {x.shape[-1]}")

@@ -1,0 +1,1 @@
+"""fastlstm's benchmark suite: `python -m benchmarks --help`."""

@@ -161,6 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
     bool bidirectional, bool input_requires_grad) {
   const LayerDims d = check_layer_args(input_, lengths_, h0_, c0_, weights_, has_biases,
                                        has_projections, bidirectional);
+  check_cpu_dtype(input_);
   const at::Tensor lengths = lengths_.to(at::kLong).contiguous();
   check_lengths_cpu(lengths, d.T);
   auto grad_or_undefined = [](const std::optional<at::Tensor>& g) {

@@ -59,6 +59,9 @@ ReserveBlocks<T> reserve_blocks(const LayerDims& d, T* reserve, int64_t dir) {
 
 std::vector<at::Tensor> contiguous_all(at::TensorList ts);
 
+// The CPU kernels run float32 and float64.
+void check_cpu_dtype(const at::Tensor& input);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cpu(
     const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
     const at::Tensor& c0, at::TensorList weights, bool has_biases, bool has_projections,

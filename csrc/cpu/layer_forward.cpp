@@ -18,6 +18,12 @@
 
 namespace fastlstm::cpu {
 
+void check_cpu_dtype(const at::Tensor& input) {
+  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+                   "fastlstm: on the CPU, input must be float32 or float64, got ",
+                   input.scalar_type());
+}
+
 std::vector<at::Tensor> contiguous_all(at::TensorList ts) {
   std::vector<at::Tensor> out;
   out.reserve(ts.size());
@@ -119,6 +125,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cp
     bool bidirectional) {
   const LayerDims d = check_layer_args(input_, lengths_, h0_, c0_, weights_, has_biases,
                                        has_projections, bidirectional);
+  check_cpu_dtype(input_);
   const at::Tensor lengths = lengths_.to(at::kLong).contiguous();
   check_lengths_cpu(lengths, d.T);
   const Schedule s = make_schedule(lengths, d.T);

@@ -1,0 +1,246 @@
+"""Shared helpers of the fastlstm correctness tests.
+
+The judge is always torch.nn.LSTM run through pack_padded_sequence / pad_packed_sequence;
+fastlstm never computes its own expected values.
+
+nn.LSTM cannot take zero-length sequences, so for a batch with some the reference runs
+nn.LSTM on the non-empty sequences only and puts the results back in place (outputs 0,
+h_n/c_n = h_0/c_0 for the empty ones, composed with differentiable index_copy so that
+autograd gives grad h_0 = grad h_n for them). `check_parity` checks the empty sequences
+directly as well.
+"""
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fastlstm
+
+# Tolerances of torch.testing.assert_close: |actual - expected| <= atol + rtol * |expected|.
+#
+# float64: both sides run the same math in double precision (fastlstm uses libm exp/tanh for
+#   float64); measured max abs diffs over the whole parity grid are ~1e-16 for outputs and
+#   states, <= ~2e-16 for input grads and <= ~1e-14 for weight grads (largest where a grad
+#   sums thousands of terms, ~6e-13 at T=70000). 1e-10 leaves ample headroom while still
+#   catching any real error (a wrong gate, a step off by one, a missing term gives >= 1e-3).
+# float32: fastlstm uses Cephes-style polynomial exp/sigmoid/tanh and its own GEMM order, so it
+#   differs from nn.LSTM by rounding. Measured over the parity grid (T <= 40, H <= 32):
+#   outputs/h_n/c_n <= ~2e-7, input and state grads <= ~4e-7, weight grads (sums over all
+#   tokens, magnitudes up to ~50) <= ~6e-6 abs, i.e. ~1e-6..1e-5 relative on their largest
+#   entries. atol 2e-6 covers the O(1) values with ~10x headroom; rtol 5e-5 covers the large
+#   accumulated weight grads with ~5x headroom. The T=70000 test uses LONG_FLOAT32_TOLERANCE.
+TOLERANCES: Dict[torch.dtype, Dict[str, float]] = {
+    torch.float64: dict(atol=1e-10, rtol=1e-10),
+    torch.float32: dict(atol=2e-6, rtol=5e-5),
+}
+# T=70000 in float32 against nn.LSTM's oneDNN kernel: measured max abs diff 2.4e-7 on
+# outputs / input grads, 1.2e-3 on bias grads whose magnitudes reach ~260 (relative 4.4e-6).
+LONG_FLOAT32_TOLERANCE = dict(atol=1e-5, rtol=1e-4)
+
+LSTM_KWARGS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
+
+
+def tol(dtype: torch.dtype) -> Dict[str, float]:
+    return TOLERANCES[dtype]
+
+
+def make_pair(input_size: int, hidden_size: int, dtype: torch.dtype = torch.float64,
+              seed: int = 0, **kwargs) -> Tuple[nn.LSTM, "fastlstm.LSTM"]:
+    """(nn.LSTM, fastlstm.LSTM) with identical parameters (copied through state_dict)."""
+    unknown = set(kwargs) - set(LSTM_KWARGS)
+    assert not unknown, unknown
+    torch.manual_seed(seed)
+    ref = nn.LSTM(input_size, hidden_size, dtype=dtype, **kwargs)
+    fast = fastlstm.LSTM(input_size, hidden_size, dtype=dtype, **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    assert [n for n, _ in ref.named_parameters()] == [n for n, _ in fast.named_parameters()]
+    for (_, a), (_, b) in zip(ref.named_parameters(), fast.named_parameters()):
+        assert torch.equal(a, b)
+    return ref, fast
+
+
+def as_list(lengths) -> List[int]:
+    if isinstance(lengths, Tensor):
+        return [int(v) for v in lengths.tolist()]
+    return [int(v) for v in lengths]
+
+
+def random_lengths(kind: str, B: int, T: int, gen: torch.Generator) -> List[int]:
+    """Lengths of one of the kinds the parity grid covers, in no particular order."""
+    if kind == "full":
+        return [T] * B
+    lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
+    if kind == "random":
+        lengths[int(torch.randint(0, B, (1,), generator=gen))] = T  # some sequence is full
+    elif kind == "has_one":
+        lengths[int(torch.randint(0, B, (1,), generator=gen))] = 1
+        if B > 1:
+            lengths[int(torch.randint(0, B, (1,), generator=gen))] = T
+    elif kind == "has_zero":
+        idx = torch.randperm(B, generator=gen).tolist()
+        lengths[idx[0]] = 0
+        if B > 2:
+            lengths[idx[1]] = T
+            lengths[idx[2]] = 0 if B > 3 else 1
+    elif kind == "all_zero":
+        lengths = [0] * B
+    else:
+        raise ValueError(kind)
+    return lengths
+
+
+def padding_mask(lengths: Sequence[int], T: int, batch_first: bool) -> Tensor:
+    """Bool mask, True at padding positions, shaped [T, B] (or [B, T] when batch_first)."""
+    lengths_t = torch.tensor(as_list(lengths))
+    mask = torch.arange(T)[:, None] >= lengths_t[None, :]
+    return mask.t() if batch_first else mask
+
+
+def reference_forward(ref: nn.LSTM, x: Tensor, lengths: Sequence[int],
+                      hx: Optional[Tuple[Tensor, Tensor]] = None):
+    """nn.LSTM on pack_padded_sequence(x, lengths, enforce_sorted=False), unpacked to T steps.
+
+    Zero-length sequences (which nn.LSTM rejects) are left out of the nn.LSTM call and get
+    output 0 and (h_n, c_n) = (h_0, c_0), composed differentiably.
+    """
+    lengths = as_list(lengths)
+    bf = ref.batch_first
+    bdim = 0 if bf else 1
+    T, B = x.shape[1 - bdim], x.shape[bdim]
+    D = 2 if ref.bidirectional else 1
+    hout = ref.proj_size if ref.proj_size > 0 else ref.hidden_size
+    if hx is None:
+        h0 = x.new_zeros(ref.num_layers * D, B, hout)
+        c0 = x.new_zeros(ref.num_layers * D, B, ref.hidden_size)
+    else:
+        h0, c0 = hx
+    nz = [b for b, n in enumerate(lengths) if n > 0]
+    if len(nz) == B:
+        packed = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
+        out, (h_n, c_n) = ref(packed, (h0, c0))
+        out, _ = pad_packed_sequence(out, batch_first=bf, total_length=T)
+        return out, h_n, c_n
+    out_shape = (B, T, D * hout) if bf else (T, B, D * hout)
+    if not nz:
+        return x.new_zeros(out_shape), h0 * 1, c0 * 1
+    idx = torch.tensor(nz)
+    packed = pack_padded_sequence(x.index_select(bdim, idx), [lengths[b] for b in nz],
+                                  batch_first=bf, enforce_sorted=False)
+    out_nz, (h_nz, c_nz) = ref(packed, (h0.index_select(1, idx), c0.index_select(1, idx)))
+    out_nz, _ = pad_packed_sequence(out_nz, batch_first=bf, total_length=T)
+    out = x.new_zeros(out_shape).index_copy(bdim, idx, out_nz)
+    return out, h0.index_copy(1, idx, h_nz), c0.index_copy(1, idx, c_nz)
+
+
+def max_abs_diff(a: Tensor, b: Tensor) -> float:
+    if a.numel() == 0:
+        return 0.0
+    return (a.detach().double() - b.detach().double()).abs().max().item()
+
+
+def assert_close(name: str, actual: Tensor, expected: Tensor, dtype: Optional[torch.dtype] = None,
+                 tolerance: Optional[Dict[str, float]] = None) -> float:
+    """Prints the max abs diff (and how much of the tolerance it uses), then asserts."""
+    t = tolerance if tolerance is not None else tol(dtype or expected.dtype)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    d = max_abs_diff(actual, expected)
+    if expected.numel():
+        usage = ((actual.detach().double() - expected.detach().double()).abs()
+                 / (t["atol"] + t["rtol"] * expected.detach().double().abs())).max().item()
+    else:
+        usage = 0.0
+    print(f"  {name:<28s} max|diff| = {d:.3e}  (tolerance usage {usage:.3f})")
+    torch.testing.assert_close(actual.detach(), expected.detach(), **t, msg=lambda m: f"{name}: {m}")
+    return d
+
+
+def upstream_grads(shapes: Sequence[torch.Size], dtype: torch.dtype, seed: int) -> List[Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]
+
+
+def _run(fn: Callable, base: Tensor, view: Callable[[Tensor], Tensor],
+         hx: Optional[Tuple[Tensor, Tensor]], module: nn.Module, grads: Optional[List[Tensor]],
+         terms: Sequence[str], x_requires_grad: bool):
+    base = base.detach().clone().requires_grad_(x_requires_grad)
+    hx_leaf = None
+    if hx is not None:
+        hx_leaf = tuple(t.detach().clone().requires_grad_() for t in hx)
+    module.zero_grad(set_to_none=True)
+    out, h_n, c_n = fn(view(base), hx_leaf)
+    result = {"output": out, "h_n": h_n, "c_n": c_n}
+    if grads is None:
+        shapes = [out.shape, h_n.shape, c_n.shape]
+        grads = upstream_grads(shapes, out.dtype, seed=1234)
+    loss = sum((result[name] * g).sum() for name, g in zip(("output", "h_n", "c_n"), grads)
+               if name in terms)
+    loss.backward()
+    result["grad_input"] = base.grad
+    if hx_leaf is not None:
+        result["grad_h_0"], result["grad_c_0"] = hx_leaf[0].grad, hx_leaf[1].grad
+    for name, p in module.named_parameters():
+        result["grad." + name] = p.grad if p.grad is not None else torch.zeros_like(p)
+    return result, grads
+
+
+def check_parity(ref: nn.LSTM, fast: "fastlstm.LSTM", base: Tensor, lengths,
+                 hx: Optional[Tuple[Tensor, Tensor]] = None,
+                 view: Callable[[Tensor], Tensor] = lambda t: t,
+                 lengths_arg=None, terms: Sequence[str] = ("output", "h_n", "c_n"),
+                 x_requires_grad: bool = True, grads: Optional[List[Tensor]] = None,
+                 tolerance: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """Runs nn.LSTM (packed, the judge) and fastlstm.LSTM(lengths=...) on view(base) and
+    compares output, h_n, c_n and the gradients of base, h_0, c_0 and every parameter (by name)
+    of sum(result * random upstream grad) over `terms`. The upstream grad of `output` is nonzero
+    in the padding too (both must ignore it). Also checks directly that outputs and input grads
+    are exactly 0 past each length and that zero-length sequences pass h_0/c_0 (and the
+    gradient of h_n/c_n) straight through. Returns the max abs diff per quantity.
+    """
+    lengths_list = as_list(lengths)
+    lengths_arg = lengths if lengths_arg is None else lengths_arg
+    dtype = base.dtype
+    exp, grads = _run(lambda x, h: reference_forward(ref, x, lengths_list, h), base, view, hx,
+                      ref, grads, terms, x_requires_grad)
+
+    def fast_fn(x, h):
+        out, (h_n, c_n) = fast(x, h, lengths=lengths_arg)
+        return out, h_n, c_n
+
+    act, _ = _run(fast_fn, base, view, hx, fast, grads, terms, x_requires_grad)
+    assert set(act) == set(exp)
+    print(f"parity: lengths={lengths_list} dtype={dtype}")
+    diffs = {}
+    for name in exp:
+        if exp[name] is None:
+            assert act[name] is None, name
+            continue
+        assert act[name] is not None, f"{name}: fastlstm gave no gradient"
+        diffs[name] = assert_close(name, act[name], exp[name], dtype, tolerance)
+
+    # Direct checks, independent of nn.LSTM.
+    bf = ref.batch_first
+    T = view(base).shape[1 if bf else 0]
+    pad = padding_mask(lengths_list, T, bf)
+    out = act["output"]
+    assert torch.all(out[pad] == 0), "output is not exactly 0 past the lengths"
+    if x_requires_grad:
+        gx = view(act["grad_input"])
+        assert torch.all(gx[pad] == 0), "grad of the input is not exactly 0 in the padding"
+    zero = [b for b, n in enumerate(lengths_list) if n == 0]
+    if zero:
+        z = torch.tensor(zero)
+        g_out, g_h, g_c = grads
+        h0 = hx[0] if hx is not None else torch.zeros_like(act["h_n"])
+        c0 = hx[1] if hx is not None else torch.zeros_like(act["c_n"])
+        assert torch.equal(out.index_select(0 if bf else 1, z),
+                           torch.zeros_like(out.index_select(0 if bf else 1, z)))
+        assert torch.equal(act["h_n"][:, z], h0[:, z]), "zero length: h_n != h_0"
+        assert torch.equal(act["c_n"][:, z], c0[:, z]), "zero length: c_n != c_0"
+        if hx is not None:
+            want_h = g_h[:, z] if "h_n" in terms else torch.zeros_like(g_h[:, z])
+            want_c = g_c[:, z] if "c_n" in terms else torch.zeros_like(g_c[:, z])
+            assert torch.equal(act["grad_h_0"][:, z], want_h), "zero length: grad h_0 != grad h_n"
+            assert torch.equal(act["grad_c_0"][:, z], want_c), "zero length: grad c_0 != grad c_n"
+    return diffs

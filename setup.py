@@ -70,7 +70,7 @@ def default_max_jobs():
 
 def make_extension():
     rel = lambda paths: sorted(os.path.relpath(p, HERE) for p in paths)  # noqa: E731
-    cpu_sources = rel([os.path.join(HERE, "csrc", "ops.cpp")] +
+    cpu_sources = rel(glob.glob(os.path.join(HERE, "csrc", "*.cpp")) +
                       glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
     cuda_sources = rel(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")) +
                        glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cpp")))

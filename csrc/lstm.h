@@ -7,10 +7,16 @@
 //   weights  per direction: w_ih [4H, I], w_hh [4H, Hout], (b_ih [4H], b_hh [4H]), (w_hr [Hout, H])
 //   output   [T, B, D*Hout]   exactly 0 past each length
 //   h_n      [D, B, Hout]     c_n [D, B, H]   taken at each sequence's own last step
-//   reserve  [D * reserve_per_dir]  what backward needs; layout below, opaque to Python
+//   reserve  uint8 [D * reserve_bytes_per_dir]  what backward needs; layout below, opaque to Python
 #pragma once
 
 #include <cstdint>
+
+#if defined(__CUDACC__)
+#define FASTLSTM_HOST_DEVICE __host__ __device__
+#else
+#define FASTLSTM_HOST_DEVICE
+#endif
 
 namespace fastlstm {
 
@@ -27,16 +33,64 @@ struct LayerDims {
   // Tensors per direction in `weights`, in nn.LSTM's order: w_ih, w_hh, [b_ih, b_hh], [w_hr].
   int64_t weights_per_dir() const { return 2 + (has_biases ? 2 : 0) + (has_proj ? 1 : 0); }
 
-  // Reserve of one direction: four row blocks of T*B rows each, holding valid tokens in packed
-  // order (time-major, batch sorted by length, descending) in their first N = sum(lengths) rows:
-  //   gates [T*B, 4H]  activated i, f, g, o
-  //   cell  [T*B, H]   c_t
-  //   out   [T*B, Hout] the direction's output h_t (after projection)
-  //   hraw  [T*B, H]   h_t before projection (only when has_proj)
-  // Sized by T*B, not N, so that shapes never depend on the values of lengths.
-  // fastlstm/_ops.py mirrors this formula in the fake (meta) implementation.
-  int64_t reserve_row_width() const { return 4 * H + H + Hout + (has_proj ? H : 0); }
-  int64_t reserve_per_dir() const { return T * B * reserve_row_width(); }
+  // Reserve of one direction, in bytes: four row blocks of T*B rows each, holding valid tokens
+  // in packed order (time-major, batch sorted by length, descending) in their first
+  // N = sum(lengths) rows. acc is the accumulation type (float for half/bfloat16, else T):
+  //   cell  [T*B, H]    acc  c_t
+  //   gates [T*B, 4H]   acc  activated i, f, g, o
+  //   out   [T*B, Hout] T    the direction's output h_t (after projection)
+  //   hraw  [T*B, H]    T    h_t before projection (only when has_proj)
+  // Sized by T*B, not N, so that shapes never depend on the values of lengths, and rounded up
+  // to 64 bytes so that every block stays aligned. fastlstm/_ops.py mirrors this formula.
+  int64_t reserve_bytes_per_dir(int64_t t_size, int64_t acc_size) const {
+    const int64_t rows = T * B;
+    const int64_t bytes = rows * (5 * H * acc_size + (Hout + (has_proj ? H : 0)) * t_size);
+    return (bytes + 63) / 64 * 64;
+  }
 };
+
+// Where each active row's previous cell state lives at a step: rows j < n_continuing read
+// continuing + j*H (the previous step's packed rows), the others start + j*H (c0, sorted).
+template <typename Acc>
+struct PrevCell {
+  const Acc* continuing;
+  const Acc* start;
+  int64_t n_continuing;
+  FASTLSTM_HOST_DEVICE const Acc* row(int64_t j, int64_t H) const {
+    return j < n_continuing ? continuing + j * H : start + j * H;
+  }
+};
+
+// Pointers to one direction's weights (see weights_per_dir for the order).
+template <typename T>
+struct DirectionWeights {
+  const T* w_ih;  // [4H, I]
+  const T* w_hh;  // [4H, Hout]
+  const T* b_ih;  // [4H] or nullptr
+  const T* b_hh;  // [4H] or nullptr
+  const T* w_hr;  // [Hout, H] or nullptr
+};
+
+// Row blocks of one direction's reserve (layout in LayerDims::reserve_bytes_per_dir).
+template <typename T, typename Acc>
+struct ReserveBlocks {
+  Acc* cell;   // [T*B, H]
+  Acc* gates;  // [T*B, 4H]
+  T* out;      // [T*B, Hout]
+  T* hraw;     // [T*B, H] or nullptr
+};
+
+template <typename T, typename Acc>
+ReserveBlocks<T, Acc> reserve_blocks(const LayerDims& d, void* reserve, int64_t dir) {
+  const int64_t rows = d.T * d.B;
+  char* base = static_cast<char*>(reserve) +
+               dir * d.reserve_bytes_per_dir(sizeof(T), sizeof(Acc));
+  ReserveBlocks<T, Acc> r{};
+  r.cell = reinterpret_cast<Acc*>(base);
+  r.gates = r.cell + rows * d.H;
+  r.out = reinterpret_cast<T*>(r.gates + rows * 4 * d.H);
+  r.hraw = d.has_proj ? r.out + rows * d.Hout : nullptr;
+  return r;
+}
 
 }  // namespace fastlstm

@@ -12,10 +12,12 @@ layer_forward = torch.ops.fastlstm.lstm_layer_forward.default
 layer_backward = torch.ops.fastlstm.lstm_layer_backward.default
 
 
-def reserve_numel(T, B, H, Hout, D, has_projections):
-    """Elements of the reserve; mirrors LayerDims::reserve_per_dir in csrc/lstm.h."""
-    row_width = 4 * H + H + Hout + (H if has_projections else 0)
-    return D * T * B * row_width
+def reserve_bytes(T, B, H, Hout, D, has_projections, dtype):
+    """Bytes of the uint8 reserve; mirrors LayerDims::reserve_bytes_per_dir in csrc/lstm.h."""
+    t_size = torch.empty((), dtype=dtype, device="meta").element_size()
+    acc_size = 4 if dtype in (torch.float16, torch.bfloat16) else t_size
+    per_dir = T * B * (5 * H * acc_size + (Hout + (H if has_projections else 0)) * t_size)
+    return D * ((per_dir + 63) // 64 * 64)
 
 
 def check_layer_args(input, lengths, h0, c0, weights, has_biases, has_projections,
@@ -61,7 +63,8 @@ def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_project
                                         has_projections, bidirectional)
     return (input.new_empty(T, B, D * Hout), input.new_empty(D, B, Hout),
             input.new_empty(D, B, H),
-            input.new_empty(reserve_numel(T, B, H, Hout, D, has_projections)))
+            input.new_empty(reserve_bytes(T, B, H, Hout, D, has_projections, input.dtype),
+                            dtype=torch.uint8))
 
 
 @torch.library.register_fake("fastlstm::lstm_layer_backward")

@@ -656,7 +656,9 @@ def test_raw_backward_valid_args_run():
         call_bwd(a)
 
 
-RESERVE = 240  # D * T * B * (4H + H + Hout) for the default bwd_args()
+# Bytes, D * round64(T * B * (5H * 4 + Hout * 4)) for the default float32 bwd_args()
+# (LayerDims::reserve_bytes_per_dir in csrc/lstm.h).
+RESERVE = 960
 
 RAW_BWD_CASES = [
     # ---- reserve
@@ -677,8 +679,8 @@ RAW_BWD_CASES = [
     pytest.param({}, _set("reserve", lambda a: torch.stack([a["reserve"]] * 2, 1)[:, 0]),
                  expect(ValueError, r"reserve", r"contiguous"), id="reserve-noncontiguous"),
     pytest.param({"D": 2, "proj": 2},
-                 _set("reserve", lambda a: a["reserve"][:260]),
-                 expect(ValueError, r"reserve", r"\[520\]", r"got \[260\]"),
+                 _set("reserve", lambda a: a["reserve"][:1088]),
+                 expect(ValueError, r"reserve", r"\[2176\]", r"got \[1088\]"),
                  id="reserve-one-direction"),
     pytest.param({}, _set("reserve", lambda a: a["reserve"].to("meta")),
                  expect(ValueError, r"reserve", r"cpu", r"meta"), id="reserve-on-meta"),

@@ -4,19 +4,9 @@
 
 #include <cstdint>
 
-namespace fastlstm::cpu {
+#include "../lstm.h"
 
-// Where each row's previous cell state lives: rows j < n_continuing read
-// continuing + j*H (the previous step's packed rows); the others read start + j*H (c0, sorted).
-template <typename scalar_t>
-struct PrevCell {
-  const scalar_t* continuing;
-  const scalar_t* start;
-  int64_t n_continuing;
-  const scalar_t* row(int64_t j, int64_t H) const {
-    return j < n_continuing ? continuing + j * H : start + j * H;
-  }
-};
+namespace fastlstm::cpu {
 
 // gates [rows, 4H]: in, pre-activations without bias; out, activations i, f, g, o.
 // bias [4H] (b_ih + b_hh) or nullptr. c_out [rows, H]. h_out [rows, H] = o * tanh(c).

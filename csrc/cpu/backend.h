@@ -1,0 +1,82 @@
+// The CPU primitives of csrc/layer_driver.h: BLAS GEMMs, the vectorised fused cell, row copies
+// spread over ATen's threads. Both directions of a bidirectional layer run at once, one per
+// thread; nested ATen/BLAS calls then run on their own thread.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "../schedule.h"
+#include "cell.h"
+#include "gemm.h"
+
+namespace fastlstm::cpu {
+
+struct CpuBackend {
+  struct Context {
+    explicit Context(const at::Tensor&) {}
+    const int64_t* indices(const IndexList& v) { return v.data(); }
+  };
+
+  template <typename T, typename C>
+  static void gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, C beta, C* Cp, int64_t ldc) {
+    static_assert(std::is_same_v<T, C>, "the CPU path accumulates in the tensor dtype");
+    gemm_rm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, Cp, ldc);
+  }
+
+  template <typename T, typename Acc>
+  static void cell_forward(Context&, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
+                           PrevCell<Acc> c_prev, Acc* c_out, T* h_out) {
+    cpu::cell_forward<T>(rows, H, gates, bias, c_prev, c_out, h_out);
+  }
+
+  template <typename T, typename Acc>
+  static void cell_backward(Context&, int64_t rows, int64_t H, const Acc* gates, const Acc* c,
+                            PrevCell<Acc> c_prev, const Acc* dh, Acc* dc, T* dgates) {
+    cpu::cell_backward<T>(rows, H, gates, c, c_prev, dh, dc, dgates);
+  }
+
+  template <typename D, typename S>
+  static void copy_rows(Context&, int64_t n, int64_t C, D* dst, int64_t ldd,
+                        const int64_t* dst_idx, const S* src, int64_t lds,
+                        const int64_t* src_idx) {
+    static_assert(std::is_same_v<D, S>, "the CPU path copies within one dtype");
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
+        std::memcpy(dst + di * ldd, src + si * lds, C * sizeof(D));
+      }
+    });
+  }
+
+  template <typename T>
+  static void zero_rows(Context&, int64_t n, int64_t C, T* dst, int64_t ldd, const int64_t* idx) {
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::memset(dst + (idx ? idx[r] : r) * ldd, 0, C * sizeof(T));
+    });
+  }
+
+  template <typename Acc, typename T>
+  static void add(Context&, int64_t n, Acc* dst, const T* src) {
+    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
+
+  template <typename T, typename Acc>
+  static void combine_bias(Context&, int64_t G, Acc* out, const T* b_ih, const T* b_hh) {
+    for (int64_t k = 0; k < G; ++k) out[k] = b_ih ? Acc(b_ih[k]) + Acc(b_hh[k]) : Acc(0);
+  }
+
+  template <typename F>
+  static void for_each_direction(int64_t D, const F& f) {
+    at::parallel_for(0, D, 1, [&](int64_t d0, int64_t d1) {
+      for (int64_t dir = d0; dir < d1; ++dir) f(dir);
+    });
+  }
+};
+
+}  // namespace fastlstm::cpu

@@ -1,0 +1,288 @@
+// The forward and backward of one LSTM layer (all directions), written once for every device.
+//
+// A Backend supplies the device primitives (GEMM, fused cell, row copies); this file owns the
+// algorithm. Per direction, the forward projects every valid token with one GEMM, then a host
+// time loop runs, on the active rows only, the recurrent GEMM and the fused cell. Rows that
+// continue read the previous step's packed rows; rows that start (t = 0 forward, t = len-1 in
+// reverse) read h0/c0. The backward runs the same loop in reverse order and leaves dgates for
+// every valid token, so weight and input gradients are large GEMMs over all tokens.
+//
+// T is the tensor dtype; Acc the accumulation type (float for half/bfloat16, else T): gates
+// and cell state are kept in Acc.
+//
+// Backend interface (every pointer is device memory; an index pointer of nullptr means r):
+//   struct Context { Context(const at::Tensor& like); const int64_t* indices(const IndexList&); };
+//   gemm<T, C>(ctx, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)   C = op(A)op(B) + beta C
+//   cell_forward<T, Acc>(ctx, rows, H, gates, bias, PrevCell, c_out, h_out)
+//   cell_backward<T, Acc>(ctx, rows, H, gates, c, PrevCell, dh, dc, dgates)
+//   copy_rows<D, S>(ctx, n, C, dst, ldd, dst_idx, src, lds, src_idx)   dst[dst_idx[r]] = src[src_idx[r]]
+//   zero_rows<T>(ctx, n, C, dst, ldd, idx)
+//   add<Acc, T>(ctx, n, dst, src)                                          dst += src
+//   combine_bias<T, Acc>(ctx, G, out, b_ih, b_hh)                          out = b_ih + b_hh (or 0)
+//   for_each_direction(D, f)
+#pragma once
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/ScalarType.h>
+
+#include <vector>
+
+#include "layer_io.h"
+#include "lstm.h"
+#include "schedule.h"
+
+namespace fastlstm {
+
+template <typename T>
+DirectionWeights<T> direction_weights(const LayerDims& d, const std::vector<at::Tensor>& weights,
+                                      int64_t dir) {
+  int64_t k = dir * d.weights_per_dir();
+  DirectionWeights<T> w{};
+  w.w_ih = weights[k++].const_data_ptr<T>();
+  w.w_hh = weights[k++].const_data_ptr<T>();
+  if (d.has_biases) {
+    w.b_ih = weights[k++].const_data_ptr<T>();
+    w.b_hh = weights[k++].const_data_ptr<T>();
+  }
+  if (d.has_proj) w.w_hr = weights[k++].const_data_ptr<T>();
+  return w;
+}
+
+template <typename Acc>
+at::TensorOptions acc_options(const at::Tensor& like) {
+  return like.options().dtype(c10::CppTypeToScalarType<Acc>::value);
+}
+
+template <typename Backend, typename T, typename Acc>
+void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in,
+                   at::Tensor& output, at::Tensor& h_n, at::Tensor& c_n) {
+  typename Backend::Context ctx(in.input);
+  const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
+  const auto opts = in.input.options();
+  const auto aopts = acc_options<Acc>(in.input);
+  const int64_t* order = ctx.indices(s.order);
+  const int64_t* token_tb = ctx.indices(s.token_tb);
+
+  at::Tensor x = at::empty({N, I}, opts);
+  Backend::template copy_rows<T, T>(ctx, N, I, x.data_ptr<T>(), I, nullptr,
+                                    in.input.const_data_ptr<T>(), 1,
+                                    ctx.indices(s.token_offsets(in.input.stride(0), in.input.stride(1))));
+  void* reserve = in.reserve.data_ptr();
+  std::vector<at::Tensor> h0s(d.D), c0s(d.D), bias(d.D);
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    // Input projection of every valid token: one GEMM over all of them.
+    Backend::template gemm<T, Acc>(ctx, false, true, N, G, I, x.const_data_ptr<T>(), I, w.w_ih, I,
+                                   0, r.gates, G);
+    h0s[dir] = at::empty({B, Ho}, opts);
+    Backend::template copy_rows<T, T>(ctx, B, Ho, h0s[dir].data_ptr<T>(), Ho, nullptr,
+                                      in.h0.const_data_ptr<T>() + dir * B * Ho, Ho, order);
+    c0s[dir] = at::empty({B, H}, aopts);
+    Backend::template copy_rows<Acc, T>(ctx, B, H, c0s[dir].data_ptr<Acc>(), H, nullptr,
+                                        in.c0.const_data_ptr<T>() + dir * B * H, H, order);
+    bias[dir] = at::empty({G}, aopts);
+    Backend::template combine_bias<T, Acc>(ctx, G, bias[dir].data_ptr<Acc>(), w.b_ih, w.b_hh);
+    // Rows past N are never read; zero them so that the reserve is deterministic.
+    const int64_t tail = d.T * B - N;
+    Backend::template zero_rows<Acc>(ctx, tail, H, r.cell + N * H, H, nullptr);
+    Backend::template zero_rows<Acc>(ctx, tail, G, r.gates + N * G, G, nullptr);
+    Backend::template zero_rows<T>(ctx, tail, Ho, r.out + N * Ho, Ho, nullptr);
+    if (d.has_proj) Backend::template zero_rows<T>(ctx, tail, H, r.hraw + N * H, H, nullptr);
+  }
+
+  Backend::for_each_direction(d.D, [&](int64_t dir) {
+    const bool reverse = dir == 1;
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    const T* h0d = h0s[dir].const_data_ptr<T>();
+    const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
+    const Acc* b = bias[dir].const_data_ptr<Acc>();
+    for (int64_t k = 0; k < s.T; ++k) {
+      const int64_t t = reverse ? s.T - 1 - k : k;
+      const int64_t bs = s.batch_sizes[t];
+      if (bs == 0) continue;
+      const int64_t off = s.offsets[t];
+      const int64_t p = s.prev_step(t, reverse);
+      const int64_t nc = s.n_continuing(t, reverse);
+      const int64_t poff = p < 0 ? 0 : s.offsets[p];
+      Acc* g = r.gates + off * G;
+      // gates += h_prev W_hh^T; continuing and starting rows read different places.
+      Backend::template gemm<T, Acc>(ctx, false, true, nc, G, Ho, r.out + poff * Ho, Ho, w.w_hh, Ho,
+                                     1, g, G);
+      Backend::template gemm<T, Acc>(ctx, false, true, bs - nc, G, Ho, h0d + nc * Ho, Ho, w.w_hh,
+                                     Ho, 1, g + nc * G, G);
+      T* h = d.has_proj ? r.hraw + off * H : r.out + off * Ho;
+      Backend::template cell_forward<T, Acc>(ctx, bs, H, g, b,
+                                             PrevCell<Acc>{r.cell + poff * H, c0d, nc},
+                                             r.cell + off * H, h);
+      if (d.has_proj)
+        Backend::template gemm<T, T>(ctx, false, true, bs, Ho, H, h, H, w.w_hr, H, 0,
+                                     r.out + off * Ho, Ho);
+    }
+  });
+
+  Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
+                                 output.data_ptr<T>(), d.D * Ho, ctx.indices(s.padding_tb));
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    Backend::template copy_rows<T, T>(ctx, N, Ho, output.data_ptr<T>() + dir * Ho, d.D * Ho,
+                                      token_tb, r.out, Ho, nullptr);
+    // Final state: each sequence's own last step, or h0/c0 for an empty sequence.
+    RowMap from_out, from_start;
+    s.final_rows(dir == 1, from_out, from_start);
+    T* hn = h_n.data_ptr<T>() + dir * B * Ho;
+    T* cn = c_n.data_ptr<T>() + dir * B * H;
+    const int64_t *od = ctx.indices(from_out.dst), *os = ctx.indices(from_out.src);
+    const int64_t *sd = ctx.indices(from_start.dst), *ss = ctx.indices(from_start.src);
+    Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, hn, Ho, od, r.out, Ho, os);
+    Backend::template copy_rows<T, Acc>(ctx, from_out.size(), H, cn, H, od, r.cell, H, os);
+    Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, hn, Ho, sd,
+                                      h0s[dir].const_data_ptr<T>(), Ho, ss);
+    Backend::template copy_rows<T, Acc>(ctx, from_start.size(), H, cn, H, sd,
+                                        c0s[dir].const_data_ptr<Acc>(), H, ss);
+  }
+}
+
+// grad_* may be undefined (no gradient flows into that output). Outputs preallocated:
+// grad_input [T, B, I] (when input_requires_grad), grad_h0, grad_c0, grad_weights like weights.
+template <typename Backend, typename T, typename Acc>
+void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& in,
+                    const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                    const at::Tensor& grad_c_n, bool input_requires_grad, at::Tensor& grad_input,
+                    at::Tensor& grad_h0, at::Tensor& grad_c0,
+                    std::vector<at::Tensor>& grad_weights) {
+  typename Backend::Context ctx(in.input);
+  const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
+  const auto opts = in.input.options();
+  const auto aopts = acc_options<Acc>(in.input);
+  const int64_t* order = ctx.indices(s.order);
+  const int64_t* token_tb = ctx.indices(s.token_tb);
+  void* reserve = const_cast<void*>(in.reserve.const_data_ptr());  // read only
+
+  // Per direction: dgates [N, 4H]; dout [N, Hout] (projection only: each step's total output
+  // gradient); dh [B, Hout], dc [B, H] per sorted row, the gradient flowing into the row's
+  // previous state. A row's entry is last written at its first step, so it ends as grad h0/c0
+  // (and a zero-length row keeps grad h_n/c_n, as h_n = h0 there).
+  std::vector<at::Tensor> dgates(d.D), dout(d.D), dh(d.D), dc(d.D), dy(d.D), h0s(d.D), c0s(d.D);
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    dgates[dir] = at::empty({N, G}, opts);
+    if (d.has_proj) dout[dir] = at::empty({N, Ho}, opts);
+    dh[dir] = at::zeros({B, Ho}, aopts);
+    dc[dir] = at::zeros({B, H}, aopts);
+    if (grad_h_n.defined())
+      Backend::template copy_rows<Acc, T>(ctx, B, Ho, dh[dir].data_ptr<Acc>(), Ho, nullptr,
+                                          grad_h_n.const_data_ptr<T>() + dir * B * Ho, Ho, order);
+    if (grad_c_n.defined())
+      Backend::template copy_rows<Acc, T>(ctx, B, H, dc[dir].data_ptr<Acc>(), H, nullptr,
+                                          grad_c_n.const_data_ptr<T>() + dir * B * H, H, order);
+    h0s[dir] = at::empty({B, Ho}, opts);
+    Backend::template copy_rows<T, T>(ctx, B, Ho, h0s[dir].data_ptr<T>(), Ho, nullptr,
+                                      in.h0.const_data_ptr<T>() + dir * B * Ho, Ho, order);
+    c0s[dir] = at::empty({B, H}, aopts);
+    Backend::template copy_rows<Acc, T>(ctx, B, H, c0s[dir].data_ptr<Acc>(), H, nullptr,
+                                        in.c0.const_data_ptr<T>() + dir * B * H, H, order);
+    if (grad_output.defined()) {
+      dy[dir] = at::empty({N, Ho}, opts);
+      Backend::template copy_rows<T, T>(ctx, N, Ho, dy[dir].data_ptr<T>(), Ho, nullptr,
+                                        grad_output.const_data_ptr<T>() + dir * Ho, d.D * Ho,
+                                        token_tb);
+    }
+  }
+
+  Backend::for_each_direction(d.D, [&](int64_t dir) {
+    const bool reverse = dir == 1;
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    Acc* dhp = dh[dir].data_ptr<Acc>();
+    Acc* dcp = dc[dir].data_ptr<Acc>();
+    T* dg = dgates[dir].data_ptr<T>();
+    const T* dyp = dy[dir].defined() ? dy[dir].const_data_ptr<T>() : nullptr;
+    const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
+    at::Tensor dhraw = d.has_proj ? at::empty({B, H}, aopts) : at::Tensor();
+    for (int64_t k = s.T - 1; k >= 0; --k) {
+      const int64_t t = reverse ? s.T - 1 - k : k;
+      const int64_t bs = s.batch_sizes[t];
+      if (bs == 0) continue;
+      const int64_t off = s.offsets[t];
+      const int64_t p = s.prev_step(t, reverse);
+      const int64_t nc = s.n_continuing(t, reverse);
+      const int64_t poff = p < 0 ? 0 : s.offsets[p];
+      // Total gradient of this step's output: from the layer output and from step t+1.
+      if (dyp != nullptr) Backend::template add<Acc, T>(ctx, bs * Ho, dhp, dyp + off * Ho);
+      const Acc* dh_cell = dhp;
+      if (d.has_proj) {
+        T* dot = dout[dir].data_ptr<T>() + off * Ho;
+        Backend::template copy_rows<T, Acc>(ctx, bs, Ho, dot, Ho, nullptr, dhp, Ho, nullptr);
+        Backend::template gemm<T, Acc>(ctx, false, false, bs, H, Ho, dot, Ho, w.w_hr, H, 0,
+                                       dhraw.data_ptr<Acc>(), H);
+        dh_cell = dhraw.const_data_ptr<Acc>();
+      }
+      Backend::template cell_backward<T, Acc>(ctx, bs, H, r.gates + off * G, r.cell + off * H,
+                                              PrevCell<Acc>{r.cell + poff * H, c0d, nc}, dh_cell,
+                                              dcp, dg + off * G);
+      // Gradient into each active row's previous h.
+      Backend::template gemm<T, Acc>(ctx, false, false, bs, Ho, G, dg + off * G, G, w.w_hh, Ho, 0,
+                                     dhp, Ho);
+    }
+  });
+
+  at::Tensor x = at::empty({N, I}, opts);
+  Backend::template copy_rows<T, T>(ctx, N, I, x.data_ptr<T>(), I, nullptr,
+                                    in.input.const_data_ptr<T>(), 1,
+                                    ctx.indices(s.token_offsets(in.input.stride(0), in.input.stride(1))));
+  at::Tensor dx = input_requires_grad ? at::empty({N, I}, aopts) : at::Tensor();
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    const T* dg = dgates[dir].const_data_ptr<T>();
+    int64_t k = dir * d.weights_per_dir();
+    at::Tensor dw_ih = at::empty({G, I}, aopts);
+    Backend::template gemm<T, Acc>(ctx, true, false, G, I, N, dg, G, x.const_data_ptr<T>(), I, 0,
+                                   dw_ih.data_ptr<Acc>(), I);
+    grad_weights[k++] = dw_ih.to(opts.dtype());
+    // dW_hh pairs each token's dgates with its h_prev: the previous step's output or h0.
+    at::Tensor hp = at::empty({N, Ho}, opts);
+    RowMap from_out, from_start;
+    s.previous_rows(dir == 1, from_out, from_start);
+    Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, hp.data_ptr<T>(), Ho,
+                                      ctx.indices(from_out.dst), r.out, Ho,
+                                      ctx.indices(from_out.src));
+    Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, hp.data_ptr<T>(), Ho,
+                                      ctx.indices(from_start.dst), h0s[dir].const_data_ptr<T>(),
+                                      Ho, ctx.indices(from_start.src));
+    at::Tensor dw_hh = at::empty({G, Ho}, aopts);
+    Backend::template gemm<T, Acc>(ctx, true, false, G, Ho, N, dg, G, hp.const_data_ptr<T>(), Ho,
+                                   0, dw_hh.data_ptr<Acc>(), Ho);
+    grad_weights[k++] = dw_hh.to(opts.dtype());
+    if (d.has_biases) {
+      at::Tensor db = at::sum(dgates[dir], 0, /*keepdim=*/false, aopts.dtype().toScalarType())
+                          .to(opts.dtype());
+      grad_weights[k++] = db;
+      grad_weights[k++] = db.clone();
+    }
+    if (d.has_proj) {
+      at::Tensor dw_hr = at::empty({Ho, H}, aopts);
+      Backend::template gemm<T, Acc>(ctx, true, false, Ho, H, N, dout[dir].const_data_ptr<T>(), Ho,
+                                     r.hraw, H, 0, dw_hr.data_ptr<Acc>(), H);
+      grad_weights[k++] = dw_hr.to(opts.dtype());
+    }
+    if (input_requires_grad)
+      Backend::template gemm<T, Acc>(ctx, false, false, N, I, G, dg, G, w.w_ih, I, dir == 0 ? 0 : 1,
+                                     dx.data_ptr<Acc>(), I);
+    Backend::template copy_rows<T, Acc>(ctx, B, Ho, grad_h0.data_ptr<T>() + dir * B * Ho, Ho,
+                                        order, dh[dir].const_data_ptr<Acc>(), Ho, nullptr);
+    Backend::template copy_rows<T, Acc>(ctx, B, H, grad_c0.data_ptr<T>() + dir * B * H, H, order,
+                                        dc[dir].const_data_ptr<Acc>(), H, nullptr);
+  }
+  if (input_requires_grad) {
+    Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), I,
+                                   grad_input.data_ptr<T>(), I, ctx.indices(s.padding_tb));
+    Backend::template copy_rows<T, Acc>(ctx, N, I, grad_input.data_ptr<T>(), I, token_tb,
+                                        dx.const_data_ptr<Acc>(), I, nullptr);
+  }
+}
+
+}  // namespace fastlstm

@@ -1,0 +1,58 @@
+// The packed time schedule of a batch, built on the host: which rows are active at each step,
+// and the row index lists that move data between the padded and the packed layouts.
+//
+// Sequences are sorted by length, descending (stable), so that at step t the active
+// sequences are the first batch_sizes[t] sorted rows, the layout of a PackedSequence.
+// Packed row offsets[t] + j holds sorted sequence j at step t.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace fastlstm {
+
+using IndexList = std::vector<int64_t>;
+
+// Pairs of row indices: copy row src[k] of one buffer to row dst[k] of another.
+struct RowMap {
+  IndexList dst, src;
+  int64_t size() const { return static_cast<int64_t>(dst.size()); }
+};
+
+struct Schedule {
+  int64_t T = 0, B = 0;
+  int64_t total = 0;                 // N = sum(lengths): valid tokens
+  IndexList order;                   // [B] original batch index of sorted row j
+  IndexList length;                  // [B] length of sorted row j (descending)
+  IndexList batch_sizes;             // [T] active rows at step t
+  IndexList offsets;                 // [T+1] first packed row of step t
+  IndexList token_tb;                // [N] t*B + b (b in batch order) of packed row r
+  IndexList padding_tb;              // [T*B - N] t*B + b of every padding position
+
+  // Step that runs before step t in a direction's time order, or -1 at its start.
+  int64_t prev_step(int64_t t, bool reverse) const {
+    return reverse ? (t + 1 < T ? t + 1 : -1) : t - 1;
+  }
+  // Rows of step t that continue from prev_step(t); rows [n_continuing, batch_sizes[t]) start
+  // from h0/c0 there (every row at t = 0 going forward; rows with len-1 == t going in reverse).
+  int64_t n_continuing(int64_t t, bool reverse) const {
+    const int64_t p = prev_step(t, reverse);
+    return p < 0 ? 0 : std::min(batch_sizes[t], batch_sizes[p]);
+  }
+
+  // Element offsets of every valid token's row in a [T, B, *] tensor with these strides.
+  IndexList token_offsets(int64_t stride_t, int64_t stride_b) const;
+  // Packed rows -> the rows their h_prev comes from: `from_out` indexes the direction's packed
+  // outputs, `from_start` indexes the sorted h0 rows.
+  void previous_rows(bool reverse, RowMap& from_out, RowMap& from_start) const;
+  // Batch rows b -> the packed row of their last step (`from_out`), or their sorted h0 row
+  // when the length is 0 (`from_start`).
+  void final_rows(bool reverse, RowMap& from_out, RowMap& from_start) const;
+};
+
+// lengths: CPU int64 [B], values already checked to lie in [0, T].
+Schedule make_schedule(const at::Tensor& lengths, int64_t T);
+
+}  // namespace fastlstm

@@ -23,8 +23,14 @@ int64_t acc_size(const at::Tensor& input) {
 }
 
 at::Tensor allocate_reserve(const LayerDims& d, const at::Tensor& input) {
-  return at::empty({d.D * d.reserve_bytes_per_dir(input.element_size(), acc_size(input))},
-                   input.options().dtype(at::kByte));
+  const int64_t t_size = input.element_size(), a_size = acc_size(input);
+  const int64_t per_dir = d.reserve_bytes_per_dir(t_size, a_size);
+  at::Tensor reserve = at::empty({d.D * per_dir}, input.options().dtype(at::kByte));
+  // The alignment padding after each direction's blocks is never written: zero it, so that
+  // the reserve is deterministic.
+  const int64_t used = d.reserve_used_bytes_per_dir(t_size, a_size);
+  for (int64_t dir = 0; dir < d.D; ++dir) reserve.narrow(0, dir * per_dir + used, per_dir - used).zero_();
+  return reserve;
 }
 
 BackwardGrads check_backward_args(const LayerDims& d, const at::Tensor& input,

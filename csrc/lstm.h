@@ -42,10 +42,11 @@ struct LayerDims {
   //   hraw  [T*B, H]    T    h_t before projection (only when has_proj)
   // Sized by T*B, not N, so that shapes never depend on the values of lengths, and rounded up
   // to 64 bytes so that every block stays aligned. fastlstm/_ops.py mirrors this formula.
+  int64_t reserve_used_bytes_per_dir(int64_t t_size, int64_t acc_size) const {
+    return T * B * (5 * H * acc_size + (Hout + (has_proj ? H : 0)) * t_size);
+  }
   int64_t reserve_bytes_per_dir(int64_t t_size, int64_t acc_size) const {
-    const int64_t rows = T * B;
-    const int64_t bytes = rows * (5 * H * acc_size + (Hout + (has_proj ? H : 0)) * t_size);
-    return (bytes + 63) / 64 * 64;
+    return (reserve_used_bytes_per_dir(t_size, acc_size) + 63) / 64 * 64;
   }
 };
 

@@ -1,0 +1,64 @@
+// The CUDA primitives of csrc/layer_driver.h (the per-step path): cuBLAS GEMMs on torch's
+// handle and current stream, a fused cell kernel per step, and row-copy kernels driven by the
+// schedule's index lists. Definitions: gemm_cuda.cpp, kernels in *.cuh, instantiated per dtype
+// in kernels_<dtype>.cu. Host code includes only this header, never the kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "../lstm.h"
+#include "../schedule.h"
+
+namespace fastlstm::cuda {
+
+struct CudaBackend {
+  // Uploads index lists to the device for the duration of one op call.
+  class Context {
+   public:
+    explicit Context(const at::Tensor& like) : device_(like.device()) {}
+    const int64_t* indices(const IndexList& v);
+
+   private:
+    at::Device device_;
+    std::vector<at::Tensor> uploaded_;
+  };
+
+  // C [M, N] (row-major) = op(A) op(B) + beta C; T in {float, double, Half, BFloat16},
+  // C either T or float (fp32 accumulation of half types).
+  template <typename T, typename C>
+  static void gemm(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, C beta, C* Cp, int64_t ldc);
+
+  template <typename T, typename Acc>
+  static void cell_forward(Context& ctx, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
+                           PrevCell<Acc> c_prev, Acc* c_out, T* h_out);
+
+  template <typename T, typename Acc>
+  static void cell_backward(Context& ctx, int64_t rows, int64_t H, const Acc* gates, const Acc* c,
+                            PrevCell<Acc> c_prev, const Acc* dh, Acc* dc, T* dgates);
+
+  template <typename D, typename S>
+  static void copy_rows(Context& ctx, int64_t n, int64_t C, D* dst, int64_t ldd,
+                        const int64_t* dst_idx, const S* src, int64_t lds,
+                        const int64_t* src_idx);
+
+  template <typename T>
+  static void zero_rows(Context& ctx, int64_t n, int64_t C, T* dst, int64_t ldd,
+                        const int64_t* idx);
+
+  template <typename Acc, typename T>
+  static void add(Context& ctx, int64_t n, Acc* dst, const T* src);
+
+  template <typename T, typename Acc>
+  static void combine_bias(Context& ctx, int64_t G, Acc* out, const T* b_ih, const T* b_hh);
+
+  // Directions run one after the other on the current stream.
+  template <typename F>
+  static void for_each_direction(int64_t D, const F& f) {
+    for (int64_t dir = 0; dir < D; ++dir) f(dir);
+  }
+};
+
+}  // namespace fastlstm::cuda

@@ -1,0 +1,77 @@
+// cuBLAS GEMMs of CudaBackend, on torch's handle (bound to the current stream), and the
+// upload of the schedule's index lists.
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/from_blob.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <type_traits>
+
+#include "backend.h"
+
+namespace fastlstm::cuda {
+namespace {
+
+template <typename T>
+cudaDataType_t cuda_type() {
+  if constexpr (std::is_same_v<T, float>) return CUDA_R_32F;
+  if constexpr (std::is_same_v<T, double>) return CUDA_R_64F;
+  if constexpr (std::is_same_v<T, c10::Half>) return CUDA_R_16F;
+  if constexpr (std::is_same_v<T, c10::BFloat16>) return CUDA_R_16BF;
+}
+
+const char* cublas_error(cublasStatus_t s) { return cublasGetStatusString(s); }
+
+}  // namespace
+
+const int64_t* CudaBackend::Context::indices(const IndexList& v) {
+  if (v.empty()) return nullptr;  // only ever used with n == 0 rows
+  at::Tensor host = at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())},
+                                  at::TensorOptions().dtype(at::kLong));
+  uploaded_.push_back(host.to(device_));
+  return uploaded_.back().const_data_ptr<int64_t>();
+}
+
+template <typename T, typename C>
+void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
+                       int64_t lda, const T* B, int64_t ldb, C beta, C* Cp, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  TORCH_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+                  ldc <= INT_MAX,
+              "fastlstm: GEMM dimensions exceed cuBLAS's 32-bit limit: M=", M, " N=", N, " K=", K);
+  cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasStatus_t status;
+  if constexpr (std::is_same_v<T, double>) {
+    const double alpha = 1.0, b = beta;
+    status = cublasGemmEx(handle, opb, opa, int(N), int(M), int(K), &alpha, B, CUDA_R_64F, int(ldb),
+                          A, CUDA_R_64F, int(lda), &b, Cp, CUDA_R_64F, int(ldc),
+                          CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT);
+  } else {
+    const float alpha = 1.0f, b = static_cast<float>(beta);
+    const cublasComputeType_t compute =
+        std::is_same_v<T, float> && at::globalContext().allowTF32CuBLAS()
+            ? CUBLAS_COMPUTE_32F_FAST_TF32
+            : CUBLAS_COMPUTE_32F;
+    status = cublasGemmEx(handle, opb, opa, int(N), int(M), int(K), &alpha, B, cuda_type<T>(),
+                          int(ldb), A, cuda_type<T>(), int(lda), &b, Cp, cuda_type<C>(), int(ldc),
+                          compute, CUBLAS_GEMM_DEFAULT);
+  }
+  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, "fastlstm: cublasGemmEx failed: ",
+              cublas_error(status), " (M=", M, " N=", N, " K=", K, ")");
+}
+
+#define FASTLSTM_GEMM(T, C)                                                                     \
+  template void CudaBackend::gemm<T, C>(Context&, bool, bool, int64_t, int64_t, int64_t, const T*, \
+                                        int64_t, const T*, int64_t, C, C*, int64_t);
+FASTLSTM_GEMM(float, float)
+FASTLSTM_GEMM(double, double)
+FASTLSTM_GEMM(c10::Half, float)
+FASTLSTM_GEMM(c10::Half, c10::Half)
+FASTLSTM_GEMM(c10::BFloat16, float)
+FASTLSTM_GEMM(c10::BFloat16, c10::BFloat16)
+
+}  // namespace fastlstm::cuda

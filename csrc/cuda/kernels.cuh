@@ -1,0 +1,176 @@
+// CUDA kernels of CudaBackend: the fused LSTM cell (forward, backward) and row copies.
+// One thread per element, 64-bit indexing throughout (B x T x 4H may exceed 2^31).
+// Included only by the per-dtype translation units kernels_<dtype>.cu.
+#pragma once
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "backend.h"
+
+namespace fastlstm::cuda {
+
+constexpr int kThreads = 256;
+
+inline int64_t blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return b < 65535 * 32 ? b : 65535 * 32;  // grid-stride loops cover the rest
+}
+
+template <typename Acc>
+__device__ __forceinline__ Acc sigmoid_(Acc x) {
+  return Acc(1) / (Acc(1) + exp(-x));
+}
+
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+cell_forward_kernel(int64_t rows, int64_t H, Acc* gates, const Acc* bias, PrevCell<Acc> c_prev,
+                    Acc* c_out, T* h_out) {
+  const int64_t n = rows * H;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = e / H, k = e % H;
+    Acc* g = gates + j * 4 * H + k;
+    const Acc i = sigmoid_<Acc>(g[0] + bias[k]);
+    const Acc f = sigmoid_<Acc>(g[H] + bias[H + k]);
+    const Acc gg = tanh(g[2 * H] + bias[2 * H + k]);
+    const Acc o = sigmoid_<Acc>(g[3 * H] + bias[3 * H + k]);
+    const Acc c = f * c_prev.row(j, H)[k] + i * gg;
+    g[0] = i;
+    g[H] = f;
+    g[2 * H] = gg;
+    g[3 * H] = o;
+    c_out[e] = c;
+    h_out[e] = static_cast<T>(o * tanh(c));
+  }
+}
+
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+cell_backward_kernel(int64_t rows, int64_t H, const Acc* gates, const Acc* cell,
+                     PrevCell<Acc> c_prev, const Acc* dh, Acc* dc, T* dgates) {
+  const int64_t n = rows * H;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = e / H, k = e % H;
+    const Acc* g = gates + j * 4 * H + k;
+    const Acc i = g[0], f = g[H], gg = g[2 * H], o = g[3 * H];
+    const Acc tc = tanh(cell[e]);
+    const Acc dhe = dh[e];
+    const Acc dce = dc[e] + dhe * o * (Acc(1) - tc * tc);
+    T* d = dgates + j * 4 * H + k;
+    d[0] = static_cast<T>(dce * gg * i * (Acc(1) - i));
+    d[H] = static_cast<T>(dce * c_prev.row(j, H)[k] * f * (Acc(1) - f));
+    d[2 * H] = static_cast<T>(dce * i * (Acc(1) - gg * gg));
+    d[3 * H] = static_cast<T>(dhe * tc * o * (Acc(1) - o));
+    dc[e] = dce * f;
+  }
+}
+
+template <typename D, typename S>
+__global__ void __launch_bounds__(kThreads)
+copy_rows_kernel(int64_t n, int64_t C, D* dst, int64_t ldd, const int64_t* dst_idx, const S* src,
+                 int64_t lds, const int64_t* src_idx) {
+  const int64_t total = n * C;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / C, col = e % C;
+    const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
+    dst[di * ldd + col] = static_cast<D>(src[si * lds + col]);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+zero_rows_kernel(int64_t n, int64_t C, T* dst, int64_t ldd, const int64_t* idx) {
+  const int64_t total = n * C;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / C, col = e % C;
+    dst[(idx ? idx[r] : r) * ldd + col] = T(0);
+  }
+}
+
+template <typename Acc, typename T>
+__global__ void __launch_bounds__(kThreads) add_kernel(int64_t n, Acc* dst, const T* src) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x)
+    dst[e] += static_cast<Acc>(src[e]);
+}
+
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+combine_bias_kernel(int64_t G, Acc* out, const T* b_ih, const T* b_hh) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < G;
+       k += int64_t(gridDim.x) * blockDim.x)
+    out[k] = b_ih ? static_cast<Acc>(b_ih[k]) + static_cast<Acc>(b_hh[k]) : Acc(0);
+}
+
+#define FASTLSTM_LAUNCH(kernel, n, ...)                                                    \
+  do {                                                                                    \
+    if ((n) > 0) {                                                                        \
+      kernel<<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(__VA_ARGS__); \
+      C10_CUDA_KERNEL_LAUNCH_CHECK();                                                     \
+    }                                                                                     \
+  } while (0)
+
+template <typename T, typename Acc>
+void CudaBackend::cell_forward(Context&, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
+                               PrevCell<Acc> c_prev, Acc* c_out, T* h_out) {
+  FASTLSTM_LAUNCH((cell_forward_kernel<T, Acc>), rows * H, rows, H, gates, bias, c_prev, c_out,
+                  h_out);
+}
+
+template <typename T, typename Acc>
+void CudaBackend::cell_backward(Context&, int64_t rows, int64_t H, const Acc* gates, const Acc* c,
+                                PrevCell<Acc> c_prev, const Acc* dh, Acc* dc, T* dgates) {
+  FASTLSTM_LAUNCH((cell_backward_kernel<T, Acc>), rows * H, rows, H, gates, c, c_prev, dh, dc,
+                  dgates);
+}
+
+template <typename D, typename S>
+void CudaBackend::copy_rows(Context&, int64_t n, int64_t C, D* dst, int64_t ldd,
+                            const int64_t* dst_idx, const S* src, int64_t lds,
+                            const int64_t* src_idx) {
+  FASTLSTM_LAUNCH((copy_rows_kernel<D, S>), n * C, n, C, dst, ldd, dst_idx, src, lds, src_idx);
+}
+
+template <typename T>
+void CudaBackend::zero_rows(Context&, int64_t n, int64_t C, T* dst, int64_t ldd,
+                            const int64_t* idx) {
+  FASTLSTM_LAUNCH((zero_rows_kernel<T>), n * C, n, C, dst, ldd, idx);
+}
+
+template <typename Acc, typename T>
+void CudaBackend::add(Context&, int64_t n, Acc* dst, const T* src) {
+  FASTLSTM_LAUNCH((add_kernel<Acc, T>), n, n, dst, src);
+}
+
+template <typename T, typename Acc>
+void CudaBackend::combine_bias(Context&, int64_t G, Acc* out, const T* b_ih, const T* b_hh) {
+  FASTLSTM_LAUNCH((combine_bias_kernel<T, Acc>), G, G, out, b_ih, b_hh);
+}
+
+// Everything the layer driver needs for tensor dtype T (accumulating in Acc).
+#define FASTLSTM_INSTANTIATE_MIXED(T, Acc)                                                      \
+  template void CudaBackend::cell_forward<T, Acc>(CudaBackend::Context&, int64_t, int64_t,      \
+                                                  Acc*, const Acc*, PrevCell<Acc>, Acc*, T*);   \
+  template void CudaBackend::cell_backward<T, Acc>(CudaBackend::Context&, int64_t, int64_t,     \
+                                                   const Acc*, const Acc*, PrevCell<Acc>,       \
+                                                   const Acc*, Acc*, T*);                       \
+  template void CudaBackend::add<Acc, T>(CudaBackend::Context&, int64_t, Acc*, const T*);       \
+  template void CudaBackend::combine_bias<T, Acc>(CudaBackend::Context&, int64_t, Acc*,         \
+                                                  const T*, const T*);
+
+#define FASTLSTM_INSTANTIATE_COPY(D, S)                                                   \
+  template void CudaBackend::copy_rows<D, S>(CudaBackend::Context&, int64_t, int64_t, D*, \
+                                             int64_t, const int64_t*, const S*, int64_t,  \
+                                             const int64_t*);
+
+#define FASTLSTM_INSTANTIATE_ZERO(T) \
+  template void CudaBackend::zero_rows<T>(CudaBackend::Context&, int64_t, int64_t, T*, int64_t, \
+                                          const int64_t*);
+
+}  // namespace fastlstm::cuda

@@ -162,13 +162,22 @@ class LSTM(nn.Module):
         if x.device != first.device:
             raise ValueError(f"input must be on the weights' device {first.device}, got "
                              f"{x.device}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
-                             f"{self.input_size}, got {x.shape[-1]}")
 
     def _forward_time_major(self, x: Tensor, hx, lengths, batched: bool):
         """x [T, B, I] -> output [T, B, D*Hout], (h_n, c_n) [L*D, B, *]."""
-        self._check_input(x)
+        weights = self._flat_weights
+        autocast_dtype = _cuda_autocast_dtype(x)
+        if autocast_dtype is not None:
+            # As nn.LSTM under torch.autocast("cuda"): input, state and weights in that dtype.
+            x = x.to(autocast_dtype)
+            weights = [w.to(autocast_dtype) for w in weights]
+            if hx is not None and isinstance(hx, (tuple, list)):
+                hx = tuple(h.to(autocast_dtype) if isinstance(h, Tensor) else h for h in hx)
+        else:
+            self._check_input(x)
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
+                             f"{self.input_size}, got {x.shape[-1]}")
         steps, batch = x.shape[0], x.shape[1]
         lengths_t = as_lengths(lengths, batch, steps, x.device)
         num_directions = 2 if self.bidirectional else 1
@@ -176,7 +185,7 @@ class LSTM(nn.Module):
         h0, c0 = initial_state(hx, self.num_layers * num_directions, batch, self.hidden_size,
                                out_size, batched, x)
         output, h_n, c_n = functional.lstm(
-            x, lengths_t, h0, c0, self._flat_weights, self.num_layers, self.bias,
+            x, lengths_t, h0, c0, weights, self.num_layers, self.bias,
             self.bidirectional, self.proj_size > 0, self.dropout, self.training)
         return output, (h_n, c_n)
 
@@ -185,6 +194,13 @@ class LSTM(nn.Module):
         padded, lengths = pad_packed_sequence(packed)
         output, state = self._forward_time_major(padded, hx, lengths, batched=True)
         return repack_like(output, packed), state
+
+
+def _cuda_autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    """The dtype torch.autocast("cuda") asks for, when it is on and x is a CUDA tensor."""
+    if x.is_cuda and x.is_floating_point() and torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return None
 
 
 def repack_like(padded: Tensor, like: PackedSequence) -> PackedSequence:

@@ -19,31 +19,48 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import fastlstm
 
 # Tolerances of torch.testing.assert_close: |actual - expected| <= atol + rtol * |expected|.
+# Parameter gradients are sums over every valid token, where float rounding grows with the sum
+# of |terms| while cancellation can leave single entries near 0: for them atol is raised to
+# scaled_atol * max|expected| (see param_grad_tolerance).
 #
 # float64: both sides run the same math in double precision (fastlstm uses libm exp/tanh for
-#   float64); measured max abs diffs over the whole parity grid are ~1e-16 for outputs and
-#   states, <= ~2e-16 for input grads and <= ~1e-14 for weight grads (largest where a grad
-#   sums thousands of terms, ~6e-13 at T=70000). 1e-10 leaves ample headroom while still
-#   catching any real error (a wrong gate, a step off by one, a missing term gives >= 1e-3).
-# float32: fastlstm uses Cephes-style polynomial exp/sigmoid/tanh and its own GEMM order, so it
-#   differs from nn.LSTM by rounding. Measured over the parity grid (T <= 40, H <= 32):
-#   outputs/h_n/c_n <= ~2e-7, input and state grads <= ~4e-7, weight grads (sums over all
-#   tokens, magnitudes up to ~50) <= ~6e-6 abs, i.e. ~1e-6..1e-5 relative on their largest
-#   entries. atol 2e-6 covers the O(1) values with ~10x headroom; rtol 5e-5 covers the large
-#   accumulated weight grads with ~5x headroom. The T=70000 test uses LONG_FLOAT32_TOLERANCE.
+#   float64). Measured max abs diffs over the parity grid: <= 4.4e-16 on outputs, states and
+#   input/state grads, <= 2.9e-14 on parameter grads (3.3e-16 on T=70000 outputs). 1e-10 is
+#   tight enough to catch any real error (a wrong gate, a step off by one, a missing term all
+#   give >= 1e-4) with room for other BLAS / CPUs.
+# float32: fastlstm uses Cephes-style polynomial exp/sigmoid/tanh, its own GEMM order and
+#   summation, so it differs from nn.LSTM by rounding. Measured over the parity grid (T <= 40,
+#   B <= 150, H <= 64): outputs/h_n/c_n <= 2.4e-7, input and state grads <= 3e-7 (atol 2e-6:
+#   ~7x headroom); parameter grads <= 1.9e-5 abs on grads whose largest entries reach ~90,
+#   at most ~1/6 of the tolerance (scaled_atol 2e-6 with rtol 5e-5) anywhere, with both
+#   float32 results equally far (~1e-5) from a float64 run: legitimate rounding on both sides.
 TOLERANCES: Dict[torch.dtype, Dict[str, float]] = {
-    torch.float64: dict(atol=1e-10, rtol=1e-10),
-    torch.float32: dict(atol=2e-6, rtol=5e-5),
+    torch.float64: dict(atol=1e-10, rtol=1e-10, scaled_atol=1e-10),
+    torch.float32: dict(atol=2e-6, rtol=5e-5, scaled_atol=2e-6),
 }
-# T=70000 in float32 against nn.LSTM's oneDNN kernel: measured max abs diff 2.4e-7 on
-# outputs / input grads, 1.2e-3 on bias grads whose magnitudes reach ~260 (relative 4.4e-6).
-LONG_FLOAT32_TOLERANCE = dict(atol=1e-5, rtol=1e-4)
-
-LSTM_KWARGS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
+# T=70000 in float32 against nn.LSTM's oneDNN kernel (unpacked, one sequence at a time).
+# Outputs, states, input and state grads: measured max abs diff <= 3e-7, so the float32
+# tolerance applies unchanged. Parameter grads sum over all 82345 tokens, and there the judge
+# itself is off by up to 6.4e-4 on bias grads whose largest entries are ~110 (measured against
+# a float64 run, where fastlstm's float32 error is 1.4e-5): oneDNN accumulates in a long
+# sequential float32 sum. Ratio 5.8e-6, so scaled_atol 2e-5 there (~4x headroom).
+LONG_PARAM_GRAD_SCALED_ATOL = 2e-5
 
 
 def tol(dtype: torch.dtype) -> Dict[str, float]:
-    return TOLERANCES[dtype]
+    t = TOLERANCES[dtype]
+    return dict(atol=t["atol"], rtol=t["rtol"])
+
+
+def param_grad_tolerance(expected: Tensor, scaled_atol: Optional[float] = None
+                         ) -> Dict[str, float]:
+    t = TOLERANCES[expected.dtype]
+    scaled = t["scaled_atol"] if scaled_atol is None else scaled_atol
+    scale = expected.detach().abs().max().item() if expected.numel() else 0.0
+    return dict(atol=max(t["atol"], scaled * scale), rtol=t["rtol"])
+
+
+LSTM_KWARGS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
 
 
 def make_pair(input_size: int, hidden_size: int, dtype: torch.dtype = torch.float64,
@@ -125,7 +142,7 @@ def reference_forward(ref: nn.LSTM, x: Tensor, lengths: Sequence[int],
     out_shape = (B, T, D * hout) if bf else (T, B, D * hout)
     if not nz:
         return x.new_zeros(out_shape), h0 * 1, c0 * 1
-    idx = torch.tensor(nz)
+    idx = torch.tensor(nz, device=x.device)
     packed = pack_padded_sequence(x.index_select(bdim, idx), [lengths[b] for b in nz],
                                   batch_first=bf, enforce_sorted=False)
     out_nz, (h_nz, c_nz) = ref(packed, (h0.index_select(1, idx), c0.index_select(1, idx)))
@@ -142,8 +159,14 @@ def max_abs_diff(a: Tensor, b: Tensor) -> float:
 
 def assert_close(name: str, actual: Tensor, expected: Tensor, dtype: Optional[torch.dtype] = None,
                  tolerance: Optional[Dict[str, float]] = None) -> float:
-    """Prints the max abs diff (and how much of the tolerance it uses), then asserts."""
-    t = tolerance if tolerance is not None else tol(dtype or expected.dtype)
+    """Prints the max abs diff (and how much of the tolerance it uses), then asserts.
+    Names starting with "grad." are parameter gradients (see param_grad_tolerance)."""
+    if tolerance is not None:
+        t = tolerance
+    elif name.startswith("grad."):
+        t = param_grad_tolerance(expected)
+    else:
+        t = tol(dtype or expected.dtype)
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
     d = max_abs_diff(actual, expected)
     if expected.numel():
@@ -151,8 +174,10 @@ def assert_close(name: str, actual: Tensor, expected: Tensor, dtype: Optional[to
                  / (t["atol"] + t["rtol"] * expected.detach().double().abs())).max().item()
     else:
         usage = 0.0
-    print(f"  {name:<28s} max|diff| = {d:.3e}  (tolerance usage {usage:.3f})")
-    torch.testing.assert_close(actual.detach(), expected.detach(), **t, msg=lambda m: f"{name}: {m}")
+    print(f"  {name:<28s} {str(expected.dtype)[6:]:<8s} max|diff| = {d:.3e}  "
+          f"(tolerance usage {usage:.3f})")
+    torch.testing.assert_close(actual.detach(), expected.detach(), **t,
+                               msg=lambda m: f"{name}: {m}")
     return d
 
 
@@ -169,7 +194,10 @@ def _run(fn: Callable, base: Tensor, view: Callable[[Tensor], Tensor],
     if hx is not None:
         hx_leaf = tuple(t.detach().clone().requires_grad_() for t in hx)
     module.zero_grad(set_to_none=True)
-    out, h_n, c_n = fn(view(base), hx_leaf)
+    x = view(base)
+    if x_requires_grad and x is not base:
+        x.retain_grad()
+    out, h_n, c_n = fn(x, hx_leaf)
     result = {"output": out, "h_n": h_n, "c_n": c_n}
     if grads is None:
         shapes = [out.shape, h_n.shape, c_n.shape]
@@ -178,11 +206,13 @@ def _run(fn: Callable, base: Tensor, view: Callable[[Tensor], Tensor],
                if name in terms)
     loss.backward()
     result["grad_input"] = base.grad
+    # The gradient of the view the model saw (base.grad sums over repeats of an expanded view).
+    view_grad = x.grad if x_requires_grad else None
     if hx_leaf is not None:
         result["grad_h_0"], result["grad_c_0"] = hx_leaf[0].grad, hx_leaf[1].grad
     for name, p in module.named_parameters():
         result["grad." + name] = p.grad if p.grad is not None else torch.zeros_like(p)
-    return result, grads
+    return result, grads, view_grad
 
 
 def check_parity(ref: nn.LSTM, fast: "fastlstm.LSTM", base: Tensor, lengths,
@@ -201,23 +231,25 @@ def check_parity(ref: nn.LSTM, fast: "fastlstm.LSTM", base: Tensor, lengths,
     lengths_list = as_list(lengths)
     lengths_arg = lengths if lengths_arg is None else lengths_arg
     dtype = base.dtype
-    exp, grads = _run(lambda x, h: reference_forward(ref, x, lengths_list, h), base, view, hx,
+    exp, grads, _ = _run(lambda x, h: reference_forward(ref, x, lengths_list, h), base, view, hx,
                       ref, grads, terms, x_requires_grad)
 
     def fast_fn(x, h):
         out, (h_n, c_n) = fast(x, h, lengths=lengths_arg)
         return out, h_n, c_n
 
-    act, _ = _run(fast_fn, base, view, hx, fast, grads, terms, x_requires_grad)
+    act, _, act_view_grad = _run(fast_fn, base, view, hx, fast, grads, terms, x_requires_grad)
     assert set(act) == set(exp)
     print(f"parity: lengths={lengths_list} dtype={dtype}")
     diffs = {}
     for name in exp:
-        if exp[name] is None:
-            assert act[name] is None, name
+        # A missing gradient (no path from the loss) counts as zeros, on either side.
+        e, a = exp[name], act[name]
+        if e is None and a is None:
             continue
-        assert act[name] is not None, f"{name}: fastlstm gave no gradient"
-        diffs[name] = assert_close(name, act[name], exp[name], dtype, tolerance)
+        e = torch.zeros_like(a) if e is None else e
+        a = torch.zeros_like(e) if a is None else a
+        diffs[name] = assert_close(name, a, e, dtype, tolerance)
 
     # Direct checks, independent of nn.LSTM.
     bf = ref.batch_first
@@ -226,7 +258,7 @@ def check_parity(ref: nn.LSTM, fast: "fastlstm.LSTM", base: Tensor, lengths,
     out = act["output"]
     assert torch.all(out[pad] == 0), "output is not exactly 0 past the lengths"
     if x_requires_grad:
-        gx = view(act["grad_input"])
+        gx = act_view_grad
         assert torch.all(gx[pad] == 0), "grad of the input is not exactly 0 in the padding"
     zero = [b for b, n in enumerate(lengths_list) if n == 0]
     if zero:

@@ -74,7 +74,8 @@ def make_extension():
                       glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
     cuda_sources = rel(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")) +
                        glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cpp")))
-    cxx_flags = ["-O3", "-fopenmp", "-DNDEBUG"]
+    # -fno-trapping-math lets GCC if-convert and vectorise the cell math (as torch builds).
+    cxx_flags = ["-O3", "-fopenmp", "-DNDEBUG", "-fno-trapping-math", "-fno-math-errno"]
     link_flags = ["-fopenmp"]
     if not want_cuda(cuda_sources):
         return CppExtension("fastlstm._C", cpu_sources,

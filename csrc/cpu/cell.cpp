@@ -37,6 +37,7 @@ FASTLSTM_INLINE void forward_rows(int64_t r0, int64_t r1, int64_t H, T* gates, c
     const T* __restrict cp = c_prev.row(j, H);
     T* __restrict c = c_out + j * H;
     T* __restrict h = h_out + j * H;
+#pragma GCC ivdep
     for (int64_t k = 0; k < H; ++k) {
       const T i = M::sigmoid(gi[k] + bi[k]);
       const T f = M::sigmoid(gf[k] + bf[k]);
@@ -70,6 +71,7 @@ FASTLSTM_INLINE void backward_rows(int64_t r0, int64_t r1, int64_t H, const T* g
     T* __restrict df = di + H;
     T* __restrict dg = di + 2 * H;
     T* __restrict dout = di + 3 * H;
+#pragma GCC ivdep
     for (int64_t k = 0; k < H; ++k) {
       const T i = gi[k], f = gf[k], g = gg[k], o = go[k];
       const T tc = M::tanh(c[k]);

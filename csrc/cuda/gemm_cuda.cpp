@@ -2,10 +2,11 @@
 // upload of the schedule's index lists.
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/ops/from_blob.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cstring>
 #include <type_traits>
 
 #include "backend.h"
@@ -27,9 +28,12 @@ const char* cublas_error(cublasStatus_t s) { return cublasGetStatusString(s); }
 
 const int64_t* CudaBackend::Context::indices(const IndexList& v) {
   if (v.empty()) return nullptr;  // only ever used with n == 0 rows
-  at::Tensor host = at::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())},
-                                  at::TensorOptions().dtype(at::kLong));
-  uploaded_.push_back(host.to(device_));
+  // Through pinned memory, so that the copy is asynchronous: a pageable upload would
+  // synchronise the stream. The pinned block is not reused until the copy has finished.
+  at::Tensor host = at::empty({static_cast<int64_t>(v.size())},
+                              at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+  std::memcpy(host.data_ptr<int64_t>(), v.data(), v.size() * sizeof(int64_t));
+  uploaded_.push_back(host.to(device_, /*non_blocking=*/true));
   return uploaded_.back().const_data_ptr<int64_t>();
 }
 

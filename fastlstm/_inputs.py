@@ -20,12 +20,13 @@ def as_lengths(lengths: Optional[LengthsLike], batch: int, steps: int,
                device: torch.device) -> Tensor:
     """lengths -> int64 tensor [batch], on the CPU or on `device`.
 
-    None means every sequence is `steps` long. Values are checked here unless they live on a
-    GPU (reading them would cost a device-to-host copy) or we are being traced by
-    torch.compile; the native op checks them in either case.
+    None means every sequence is `steps` long. Lengths made here stay on the CPU, where the
+    op reads them without a device-to-host copy. Values are checked here unless they live on
+    a GPU (reading them would cost that copy) or we are being traced by torch.compile; the
+    native op checks them in either case.
     """
     if lengths is None:
-        return torch.full((batch,), steps, dtype=torch.int64, device=device)
+        return torch.full((batch,), steps, dtype=torch.int64)
     if isinstance(lengths, Tensor):
         if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
             raise TypeError(f"lengths must hold integers, got a tensor of dtype {lengths.dtype}")
@@ -44,8 +45,6 @@ def as_lengths(lengths: Optional[LengthsLike], batch: int, steps: int,
             if not -2**63 <= int(v) < 2**63:
                 raise ValueError(f"lengths must lie in [0, T={steps}], got lengths[{i}] = {v}")
         out = torch.tensor([int(v) for v in lengths], dtype=torch.int64)
-        if device.type != "cpu" and not _compiling():
-            out = out.to(device, non_blocking=True)
     else:
         raise TypeError(f"lengths must be a list, tuple or integer tensor, got "
                         f"{type(lengths).__name__}")

@@ -168,7 +168,8 @@ class LSTM(nn.Module):
         weights = self._flat_weights
         autocast_dtype = _cuda_autocast_dtype(x)
         if autocast_dtype is not None:
-            # As nn.LSTM under torch.autocast("cuda"): input, state and weights in that dtype.
+            # Under torch.autocast("cuda"), input, state and weights run in the autocast dtype:
+            # float16 by default, as nn.LSTM; bfloat16 when asked (nn.LSTM stays in float16).
             x = x.to(autocast_dtype)
             weights = [w.to(autocast_dtype) for w in weights]
             if hx is not None and isinstance(hx, (tuple, list)):
@@ -198,7 +199,8 @@ class LSTM(nn.Module):
 
 def _cuda_autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
     """The dtype torch.autocast("cuda") asks for, when it is on and x is a CUDA tensor."""
-    if x.is_cuda and x.is_floating_point() and torch.is_autocast_enabled("cuda"):
+    if x.is_cuda and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and \
+            torch.is_autocast_enabled("cuda"):
         return torch.get_autocast_dtype("cuda")
     return None
 

@@ -1,4 +1,4 @@
-"""A representative set of fastlstm calls for compute-sanitizer (memcheck, racecheck).
+"""A representative set of fastlstm calls for compute-sanitizer (memcheck, racecheck, initcheck).
 
 Run as: PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python scripts/sanitize_shapes.py
 Every call does forward and backward; shapes cover uni/bidirectional, projections, no bias,
@@ -16,6 +16,7 @@ CASES = [
     (5, 3, 4, 8, 1, True, 0, False, torch.float64, [5, 5, 0]),
     (6, 4, 8, 16, 2, True, 0, True, torch.float16, [6, 1, 4, 3]),
     (6, 4, 8, 16, 1, False, 8, True, torch.bfloat16, [6, 6, 2, 0]),
+    (4, 3, 5, 8, 2, True, 4, True, torch.float32, [0, 0, 0]),
 ]
 
 

@@ -2,6 +2,7 @@
 // upload of the schedule's index lists.
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -41,6 +42,16 @@ template <typename T, typename C>
 void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
                        int64_t lda, const T* B, int64_t ldb, C beta, C* Cp, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  if (K == 0) {
+    // C = beta C. cuBLAS may leave C untouched here; every caller with K == 0 has beta == 0
+    // (weight gradients over zero tokens), whose C is uninitialised.
+    if (static_cast<double>(beta) == 0.0)
+      C10_CUDA_CHECK(cudaMemset2DAsync(Cp, ldc * sizeof(C), 0, N * sizeof(C), M,
+                                       at::cuda::getCurrentCUDAStream()));
+    else
+      TORCH_CHECK(static_cast<double>(beta) == 1.0, "fastlstm: GEMM with K == 0 needs beta 0 or 1");
+    return;
+  }
   TORCH_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
                   ldc <= INT_MAX,
               "fastlstm: GEMM dimensions exceed cuBLAS's 32-bit limit: M=", M, " N=", N, " K=", K);

@@ -55,6 +55,29 @@ at::TensorOptions acc_options(const at::Tensor& like) {
   return like.options().dtype(c10::CppTypeToScalarType<Acc>::value);
 }
 
+// Rows of batch-order src [B, C] (contiguous, type S) in sorted order, as a new [B, C] tensor
+// of type D: dst[j] = src[order[j]].
+template <typename Backend, typename D, typename S>
+at::Tensor sorted_rows(typename Backend::Context& ctx, const S* src, int64_t B, int64_t C,
+                       const int64_t* order, const at::TensorOptions& opts) {
+  at::Tensor dst = at::empty({B, C}, opts);
+  Backend::template copy_rows<D, S>(ctx, B, C, dst.template data_ptr<D>(), C, nullptr, src, C,
+                                    order);
+  return dst;
+}
+
+// Every valid token of input [T, B, I] (any strides, the last 1) in packed order: [N, I].
+template <typename Backend, typename T>
+at::Tensor packed_input(typename Backend::Context& ctx, const Schedule& s,
+                        const at::Tensor& input) {
+  at::Tensor x = at::empty({s.total, input.size(2)}, input.options());
+  Backend::template copy_rows<T, T>(
+      ctx, s.total, input.size(2), x.template data_ptr<T>(), input.size(2), nullptr,
+      input.template const_data_ptr<T>(), 1,
+      ctx.indices(s.token_offsets(input.stride(0), input.stride(1))));
+  return x;
+}
+
 template <typename Backend, typename T, typename Acc>
 void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in,
                    at::Tensor& output, at::Tensor& h_n, at::Tensor& c_n) {
@@ -65,10 +88,7 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
   const int64_t* order = ctx.indices(s.order);
   const int64_t* token_tb = ctx.indices(s.token_tb);
 
-  at::Tensor x = at::empty({N, I}, opts);
-  Backend::template copy_rows<T, T>(ctx, N, I, x.data_ptr<T>(), I, nullptr,
-                                    in.input.const_data_ptr<T>(), 1,
-                                    ctx.indices(s.token_offsets(in.input.stride(0), in.input.stride(1))));
+  const at::Tensor x = packed_input<Backend, T>(ctx, s, in.input);
   void* reserve = in.reserve.data_ptr();
   std::vector<at::Tensor> h0s(d.D), c0s(d.D), bias(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
@@ -77,12 +97,10 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
     // Input projection of every valid token: one GEMM over all of them.
     Backend::template gemm<T, Acc>(ctx, false, true, N, G, I, x.const_data_ptr<T>(), I, w.w_ih, I,
                                    0, r.gates, G);
-    h0s[dir] = at::empty({B, Ho}, opts);
-    Backend::template copy_rows<T, T>(ctx, B, Ho, h0s[dir].data_ptr<T>(), Ho, nullptr,
-                                      in.h0.const_data_ptr<T>() + dir * B * Ho, Ho, order);
-    c0s[dir] = at::empty({B, H}, aopts);
-    Backend::template copy_rows<Acc, T>(ctx, B, H, c0s[dir].data_ptr<Acc>(), H, nullptr,
-                                        in.c0.const_data_ptr<T>() + dir * B * H, H, order);
+    h0s[dir] = sorted_rows<Backend, T, T>(ctx, in.h0.const_data_ptr<T>() + dir * B * Ho, B, Ho,
+                                          order, opts);
+    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
+                                            order, aopts);
     bias[dir] = at::empty({G}, aopts);
     Backend::template combine_bias<T, Acc>(ctx, G, bias[dir].data_ptr<Acc>(), w.b_ih, w.b_hh);
     // Rows past N are never read; zero them so that the reserve is deterministic.
@@ -101,13 +119,8 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
     const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
     const Acc* b = bias[dir].const_data_ptr<Acc>();
     for (int64_t k = 0; k < s.T; ++k) {
-      const int64_t t = reverse ? s.T - 1 - k : k;
-      const int64_t bs = s.batch_sizes[t];
+      const auto [bs, off, nc, poff] = s.step(reverse ? s.T - 1 - k : k, reverse);
       if (bs == 0) continue;
-      const int64_t off = s.offsets[t];
-      const int64_t p = s.prev_step(t, reverse);
-      const int64_t nc = s.n_continuing(t, reverse);
-      const int64_t poff = p < 0 ? 0 : s.offsets[p];
       Acc* g = r.gates + off * G;
       // gates += h_prev W_hh^T; continuing and starting rows read different places.
       Backend::template gemm<T, Acc>(ctx, false, true, nc, G, Ho, r.out + poff * Ho, Ho, w.w_hh, Ho,
@@ -178,12 +191,10 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
     if (grad_c_n.defined())
       Backend::template copy_rows<Acc, T>(ctx, B, H, dc[dir].data_ptr<Acc>(), H, nullptr,
                                           grad_c_n.const_data_ptr<T>() + dir * B * H, H, order);
-    h0s[dir] = at::empty({B, Ho}, opts);
-    Backend::template copy_rows<T, T>(ctx, B, Ho, h0s[dir].data_ptr<T>(), Ho, nullptr,
-                                      in.h0.const_data_ptr<T>() + dir * B * Ho, Ho, order);
-    c0s[dir] = at::empty({B, H}, aopts);
-    Backend::template copy_rows<Acc, T>(ctx, B, H, c0s[dir].data_ptr<Acc>(), H, nullptr,
-                                        in.c0.const_data_ptr<T>() + dir * B * H, H, order);
+    h0s[dir] = sorted_rows<Backend, T, T>(ctx, in.h0.const_data_ptr<T>() + dir * B * Ho, B, Ho,
+                                          order, opts);
+    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
+                                            order, aopts);
     if (grad_output.defined()) {
       dy[dir] = at::empty({N, Ho}, opts);
       Backend::template copy_rows<T, T>(ctx, N, Ho, dy[dir].data_ptr<T>(), Ho, nullptr,
@@ -203,13 +214,8 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
     const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
     at::Tensor dhraw = d.has_proj ? at::empty({B, H}, aopts) : at::Tensor();
     for (int64_t k = s.T - 1; k >= 0; --k) {
-      const int64_t t = reverse ? s.T - 1 - k : k;
-      const int64_t bs = s.batch_sizes[t];
+      const auto [bs, off, nc, poff] = s.step(reverse ? s.T - 1 - k : k, reverse);
       if (bs == 0) continue;
-      const int64_t off = s.offsets[t];
-      const int64_t p = s.prev_step(t, reverse);
-      const int64_t nc = s.n_continuing(t, reverse);
-      const int64_t poff = p < 0 ? 0 : s.offsets[p];
       // Total gradient of this step's output: from the layer output and from step t+1.
       if (dyp != nullptr) Backend::template add<Acc, T>(ctx, bs * Ho, dhp, dyp + off * Ho);
       const Acc* dh_cell = dhp;
@@ -229,10 +235,7 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
     }
   });
 
-  at::Tensor x = at::empty({N, I}, opts);
-  Backend::template copy_rows<T, T>(ctx, N, I, x.data_ptr<T>(), I, nullptr,
-                                    in.input.const_data_ptr<T>(), 1,
-                                    ctx.indices(s.token_offsets(in.input.stride(0), in.input.stride(1))));
+  const at::Tensor x = packed_input<Backend, T>(ctx, s, in.input);
   at::Tensor dx = input_requires_grad ? at::empty({N, I}, aopts) : at::Tensor();
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);

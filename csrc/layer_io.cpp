@@ -33,6 +33,12 @@ at::Tensor allocate_reserve(const LayerDims& d, const at::Tensor& input) {
   return reserve;
 }
 
+ForwardOutputs allocate_forward_outputs(const LayerDims& d, const at::Tensor& input) {
+  const auto opts = input.options();
+  return {at::empty({d.T, d.B, d.D * d.Hout}, opts), at::empty({d.D, d.B, d.Hout}, opts),
+          at::empty({d.D, d.B, d.H}, opts)};
+}
+
 BackwardGrads check_backward_args(const LayerDims& d, const at::Tensor& input,
                                   const std::optional<at::Tensor>& grad_output,
                                   const std::optional<at::Tensor>& grad_h_n,

@@ -23,8 +23,16 @@ LayerTensors prepare_layer_tensors(const at::Tensor& input, const at::Tensor& h0
 // Bytes of the accumulation type for this input: float for half/bfloat16, else the dtype.
 int64_t acc_size(const at::Tensor& input);
 
-// The reserve the forward returns, uninitialised.
+// The reserve the forward returns, uninitialised but for its alignment padding.
 at::Tensor allocate_reserve(const LayerDims& d, const at::Tensor& input);
+
+struct ForwardOutputs {
+  at::Tensor output;  // [T, B, D*Hout]
+  at::Tensor h_n;     // [D, B, Hout]
+  at::Tensor c_n;     // [D, B, H]
+};
+
+ForwardOutputs allocate_forward_outputs(const LayerDims& d, const at::Tensor& input);
 
 // Incoming gradients, contiguous, or undefined where none flows.
 struct BackwardGrads {

@@ -2,6 +2,8 @@
 
 #include <numeric>
 
+#include "checks.h"
+
 namespace fastlstm {
 
 Schedule make_schedule(const at::Tensor& lengths, int64_t T) {
@@ -41,6 +43,12 @@ Schedule make_schedule(const at::Tensor& lengths, int64_t T) {
     }
   }
   return s;
+}
+
+Schedule schedule_from_lengths(const at::Tensor& lengths, int64_t T) {
+  const at::Tensor lengths_cpu = lengths.to(at::kCPU, at::kLong).contiguous();
+  check_lengths_cpu(lengths_cpu, T);
+  return make_schedule(lengths_cpu, T);
 }
 
 IndexList Schedule::token_offsets(int64_t stride_t, int64_t stride_b) const {

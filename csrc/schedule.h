@@ -42,6 +42,19 @@ struct Schedule {
     return p < 0 ? 0 : std::min(batch_sizes[t], batch_sizes[p]);
   }
 
+  // What the time loop needs at step t: the active rows, where they start in the packed
+  // layout, and where the rows that continue keep their previous state.
+  struct Step {
+    int64_t rows;          // batch_sizes[t]
+    int64_t offset;        // offsets[t]
+    int64_t n_continuing;  // n_continuing(t, reverse)
+    int64_t prev_offset;   // offsets[prev_step(t)], or 0 at the direction's start
+  };
+  Step step(int64_t t, bool reverse) const {
+    const int64_t p = prev_step(t, reverse);
+    return {batch_sizes[t], offsets[t], n_continuing(t, reverse), p < 0 ? 0 : offsets[p]};
+  }
+
   // Element offsets of every valid token's row in a [T, B, *] tensor with these strides.
   IndexList token_offsets(int64_t stride_t, int64_t stride_b) const;
   // Packed rows -> the rows their h_prev comes from: `from_out` indexes the direction's packed
@@ -54,5 +67,9 @@ struct Schedule {
 
 // lengths: CPU int64 [B], values already checked to lie in [0, T].
 Schedule make_schedule(const at::Tensor& lengths, int64_t T);
+
+// lengths: integer [B] on any device (a GPU tensor is copied to the host, a synchronisation).
+// Checks every value lies in [0, T], then builds the schedule.
+Schedule schedule_from_lengths(const at::Tensor& lengths, int64_t T);
 
 }  // namespace fastlstm

@@ -26,18 +26,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cp
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   check_cpu_dtype(input);
-  const at::Tensor lengths_cpu = lengths.to(at::kLong).contiguous();
-  check_lengths_cpu(lengths_cpu, d.T);
-  const Schedule s = make_schedule(lengths_cpu, d.T);
+  const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
-  at::Tensor output = at::empty({d.T, d.B, d.D * d.Hout}, input.options());
-  at::Tensor h_n = at::empty({d.D, d.B, d.Hout}, input.options());
-  at::Tensor c_n = at::empty({d.D, d.B, d.H}, input.options());
+  ForwardOutputs out = allocate_forward_outputs(d, input);
   in.reserve = allocate_reserve(d, input);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastlstm::lstm_layer_forward (CPU)", [&] {
-    layer_forward<CpuBackend, scalar_t, scalar_t>(d, s, in, output, h_n, c_n);
+    layer_forward<CpuBackend, scalar_t, scalar_t>(d, s, in, out.output, out.h_n, out.c_n);
   });
-  return {output, h_n, c_n, in.reserve};
+  return {out.output, out.h_n, out.c_n, in.reserve};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cpu(
@@ -48,10 +44,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   check_cpu_dtype(input);
-  const at::Tensor lengths_cpu = lengths.to(at::kLong).contiguous();
-  check_lengths_cpu(lengths_cpu, d.T);
   const BackwardGrads g = check_backward_args(d, input, grad_output, grad_h_n, grad_c_n, reserve);
-  const Schedule s = make_schedule(lengths_cpu, d.T);
+  const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve = reserve;
   BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);

@@ -17,12 +17,6 @@
 namespace fastlstm::cuda {
 namespace {
 
-Schedule schedule_for(const at::Tensor& lengths, int64_t T) {
-  const at::Tensor lengths_cpu = lengths.to(at::kCPU, at::kLong).contiguous();
-  check_lengths_cpu(lengths_cpu, T);
-  return make_schedule(lengths_cpu, T);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cuda(
     const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
     const at::Tensor& c0, at::TensorList weights, bool has_biases, bool has_projections,
@@ -30,18 +24,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cu
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   const c10::cuda::CUDAGuard guard(input.device());
-  const Schedule s = schedule_for(lengths, d.T);
+  const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve = allocate_reserve(d, input);
-  at::Tensor output = at::empty({d.T, d.B, d.D * d.Hout}, input.options());
-  at::Tensor h_n = at::empty({d.D, d.B, d.Hout}, input.options());
-  at::Tensor c_n = at::empty({d.D, d.B, d.H}, input.options());
+  ForwardOutputs out = allocate_forward_outputs(d, input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "fastlstm::lstm_layer_forward (CUDA)", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    layer_forward<CudaBackend, scalar_t, acc_t>(d, s, in, output, h_n, c_n);
+    layer_forward<CudaBackend, scalar_t, acc_t>(d, s, in, out.output, out.h_n, out.c_n);
   });
-  return {output, h_n, c_n, in.reserve};
+  return {out.output, out.h_n, out.c_n, in.reserve};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cuda(
@@ -53,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
                                        has_projections, bidirectional);
   const c10::cuda::CUDAGuard guard(input.device());
   const BackwardGrads g = check_backward_args(d, input, grad_output, grad_h_n, grad_c_n, reserve);
-  const Schedule s = schedule_for(lengths, d.T);
+  const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve = reserve;
   BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);

@@ -1,12 +1,15 @@
 # Fresh-machine entry points. Each target creates .venv, installs what it needs, builds
 # fastlstm (CPU always; CUDA too when nvcc and a CUDA build of torch are present), then runs.
-#   make bench   the main job: fastlstm vs nn.LSTM (padded and packed) on this machine's device
+#   make bench   the main job: the benchmark suite, fastlstm vs nn.LSTM (padded, packed and
+#                length-bucketed) on this machine's device; results in benchmarks/results/
 #   make test    the test suite (GPU tests skip, with the reason, when there is no GPU)
+#   make wheel   a wheel in dist/ for this torch: CUDA for FASTLSTM_CUDA_ARCHS (default: setup.py's
+#                DEFAULT_ARCHS, sm_80 to sm_100 + PTX) when nvcc is present, else CPU only
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test bench build clean
+.PHONY: test bench build wheel clean
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +26,11 @@ test: build
 bench: build
 	$(PY) -m benchmarks
 
+# Against the torch in .venv (never an isolated build that would pull in another torch).
+wheel: $(VENV)/.deps
+	rm -f dist/fastlstm-*.whl
+	$(PY) -m pip wheel --no-build-isolation --no-deps --wheel-dir dist .
+	@ls dist/fastlstm-*.whl
+
 clean:
-	rm -rf build *.egg-info fastlstm/_C*.so
+	rm -rf build dist *.egg-info fastlstm/_C*.so

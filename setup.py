@@ -4,16 +4,23 @@ CPU sources are always built. CUDA sources (csrc/cuda/) are built when a CUDA to
 CUDA build of torch are present; no GPU is needed. Install with
 `pip install --no-build-isolation .` so that the torch already installed is the one built against.
 
+`make wheel` builds a wheel (`pip wheel --no-build-isolation --no-deps`). Its version carries a
+local tag naming what it was built against, e.g. 0.1.0+cu130torch2.14 or 0.1.0+cputorch2.14:
+the extension only loads with that torch (and, for CUDA, that CUDA major version).
+
 Environment switches:
   FASTLSTM_FORCE_CPU=1     never build the CUDA sources
   FASTLSTM_FORCE_CUDA=1    fail unless the CUDA sources can be built
-  TORCH_CUDA_ARCH_LIST     CUDA architectures (default when no GPU is visible: DEFAULT_ARCHS)
+  FASTLSTM_CUDA_ARCHS      CUDA architectures, e.g. "9.0" or "8.0;9.0+PTX"; overrides
+  TORCH_CUDA_ARCH_LIST     (the same, torch's name). Default: DEFAULT_ARCHS for a wheel or when
+                           no GPU is visible, else the visible GPU's (torch's default)
   MAX_JOBS                 parallel compile jobs (default: from cores and free memory)
 """
 
 import glob
 import os
 import shutil
+import sys
 
 from setuptools import find_packages, setup
 
@@ -21,8 +28,10 @@ import torch
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;8.6;8.9;9.0;10.0+PTX"
+DEFAULT_ARCHS = "8.0;8.6;8.9;9.0;10.0+PTX"  # sm_80 ... sm_100, plus PTX for the newest
 VERSION = "0.1.0"
+# A wheel is for other machines: it gets DEFAULT_ARCHS even where a GPU is visible.
+BUILDING_WHEEL = "bdist_wheel" in sys.argv
 
 
 def env_flag(name):
@@ -68,6 +77,13 @@ def default_max_jobs():
     return str(max(1, min(os.cpu_count() or 1, by_memory)))
 
 
+def local_version(with_cuda):
+    """cu130torch2.14 / cputorch2.14: the torch (major.minor) and CUDA the extension is for."""
+    torch_mm = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    where = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
+    return f"{where}torch{torch_mm}"
+
+
 def make_extension():
     rel = lambda paths: sorted(os.path.relpath(p, HERE) for p in paths)  # noqa: E731
     cpu_sources = rel(glob.glob(os.path.join(HERE, "csrc", "*.cpp")) +
@@ -78,15 +94,20 @@ def make_extension():
     cxx_flags = ["-O3", "-fopenmp", "-DNDEBUG", "-fno-trapping-math", "-fno-math-errno"]
     link_flags = ["-fopenmp"]
     if not want_cuda(cuda_sources):
-        return CppExtension("fastlstm._C", cpu_sources,
-                            extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
+        return False, CppExtension("fastlstm._C", cpu_sources,
+                                   extra_compile_args={"cxx": cxx_flags},
+                                   extra_link_args=link_flags)
 
     cuda_home = find_cuda_home()
     os.environ["CUDA_HOME"] = cuda_home
     import torch.utils.cpp_extension as ext
     ext.CUDA_HOME = cuda_home
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+    if os.environ.get("FASTLSTM_CUDA_ARCHS"):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = os.environ["FASTLSTM_CUDA_ARCHS"]
+    elif not os.environ.get("TORCH_CUDA_ARCH_LIST") and (
+            BUILDING_WHEEL or not torch.cuda.is_available()):
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCHS
+    print(f"fastlstm: CUDA architectures {os.environ.get('TORCH_CUDA_ARCH_LIST')}")
     include_dirs = []
     # ATen's CUDA headers include cusparse.h etc.; torch's pip dependencies ship them here.
     for site in {os.path.dirname(os.path.dirname(torch.__file__))}:
@@ -96,20 +117,22 @@ def make_extension():
                 include_dirs.append(inc)
     # No --use_fast_math: it turns tanh into tanh.approx.f32 (~5e-4 relative error).
     nvcc_flags = ["-O3", "-DNDEBUG", "-lineinfo", "--expt-relaxed-constexpr", "-std=c++20"]
-    return CUDAExtension("fastlstm._C", cpu_sources + cuda_sources, include_dirs=include_dirs,
-                         define_macros=[("FASTLSTM_WITH_CUDA", "1")],
-                         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-                         extra_link_args=link_flags)
+    return True, CUDAExtension("fastlstm._C", cpu_sources + cuda_sources,
+                               include_dirs=include_dirs,
+                               define_macros=[("FASTLSTM_WITH_CUDA", "1")],
+                               extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+                               extra_link_args=link_flags)
 
 
 os.environ.setdefault("MAX_JOBS", default_max_jobs())
+with_cuda, extension = make_extension()
 
 setup(
     name="fastlstm",
-    version=VERSION,
+    version=f"{VERSION}+{local_version(with_cuda)}",
     description="A drop-in torch.nn.LSTM with per-sequence lengths on fused CPU and CUDA kernels",
     packages=find_packages(include=["fastlstm", "fastlstm.*"]),
-    ext_modules=[make_extension()],
+    ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.9",
     install_requires=["torch>=2.4"],

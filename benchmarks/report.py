@@ -1,11 +1,15 @@
-"""Machine description and the JSON / markdown outputs of a benchmark run."""
+"""Machine description, and the JSON and markdown outputs of a benchmark run."""
 
 import json
 import os
 import platform
+import re
 import subprocess
+import textwrap
 
 import torch
+
+from .contenders import BASELINES, CONTENDERS
 
 
 def cpu_model():
@@ -20,10 +24,15 @@ def cpu_model():
 
 
 def git_revision():
+    """HEAD, with +dirty when the code measured (kernels, package, suite) differs from it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                                       stderr=subprocess.DEVNULL, text=True).strip()
+        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                      stderr=subprocess.DEVNULL, text=True).strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc", "fastlstm",
+                                "benchmarks", "setup.py"], cwd=root,
+                               stderr=subprocess.DEVNULL).returncode != 0
+        return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -41,6 +50,9 @@ def machine(device):
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        # torch's defaults: cuDNN (nn.LSTM) may use TF32 for float32, cuBLAS matmuls may not.
+        info["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                        "cudnn": torch.backends.cudnn.allow_tf32}
     return info
 
 
@@ -50,23 +62,82 @@ def device_label(info):
     return f"{info['cpu']}, {info['cpu_threads']} threads"
 
 
-def markdown(results, info):
+def tag(info, config_name):
+    """File-name stem of a run's outputs, e.g. cpu_xeon-2threads_default_torch2.14.1."""
+    if info["device"].startswith("cuda"):
+        where = "cuda_" + re.sub(r"[^a-z0-9]+", "-", info["gpu"].lower()).strip("-")
+    else:
+        words = re.findall(r"[a-z0-9]+", info["cpu"].lower())
+        family = next((w for w in words if w in ("xeon", "epyc", "ryzen", "core", "neoverse")),
+                      words[-1] if words else "cpu")
+        where = f"cpu_{family}-{info['cpu_threads']}threads"
+    return f"{where}_{config_name}_torch{info['torch'].split('+')[0]}"
+
+
+def _tokens_per_s(x):
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _mib(x):
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def _prose(text):
+    return textwrap.fill(text, 96, break_long_words=False, break_on_hyphens=False)
+
+
+def markdown(payload):
+    info, run = payload["machine"], payload["run"]
+    results = [r for r in payload["results"] if "error" not in r]
+    failed = [r for r in payload["results"] if "error" in r]
+    short = {name: name.replace("nn.LSTM ", "") for name in BASELINES}
     lines = [
-        f"Machine: {device_label(info)}; torch {info['torch']}, CUDA {info['cuda']}, "
-        f"cuDNN {info['cudnn']}; git {info['git']}.",
+        _prose(f"Machine: {device_label(info)}; torch {info['torch']}, CUDA {info['cuda']}, "
+               f"cuDNN {info['cudnn']}; git {info['git']}. Config `{run['config']}`: median of "
+               f"{run['reps']} interleaved repetitions after {run['warmup']} warm-up, "
+               f"{run['buckets']} buckets."),
         "",
-        "| workload | mode | valid tokens | fastlstm ms | nn.LSTM padded ms | nn.LSTM packed ms "
-        "| vs padded | vs packed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| workload | mode | tokens (padding) | fastlstm ms | "
+        + " | ".join(f"{short[b]} ms" for b in BASELINES)
+        + " | fastlstm tokens/s | " + " | ".join(f"vs {short[b]}" for b in BASELINES) + " |",
+        "|---|---|---:|" + "---:|" * (2 * len(BASELINES) + 2),
     ]
     for r in results:
         ms = r["median_ms"]
         lines.append(
             f"| {r['workload']['name']} | {r['mode']} | {r['valid_tokens']} "
-            f"| {ms['fastlstm']:.1f} | {ms['nn.LSTM padded']:.1f} | {ms['nn.LSTM packed']:.1f} "
-            f"| {r['speedup']['nn.LSTM padded']:.2f}x | {r['speedup']['nn.LSTM packed']:.2f}x |")
-    lines += ["", "Speedup = contender's median time / fastlstm's median time (higher is better "
-              "for fastlstm); repetitions interleaved."]
+            f"({100 * r['padding_fraction']:.0f}%) | {ms['fastlstm']:.2f} | "
+            + " | ".join(f"{ms[b]:.2f}" for b in BASELINES)
+            + f" | {_tokens_per_s(r['tokens_per_s']['fastlstm'])} | "
+            + " | ".join(f"{r['speedup'][b]:.2f}x" for b in BASELINES) + " |")
+    slower = {b: sum(r["speedup"][b] < 1 for r in results) for b in BASELINES}
+    lines += [
+        "",
+        _prose("Speedup = the nn.LSTM variant's median time / fastlstm's (above 1: fastlstm is "
+               "faster). fastlstm is slower in "
+               + ", ".join(f"{slower[b]} of {len(results)} rows against {short[b]}"
+                           for b in BASELINES)
+               + ". \"padded\" ignores the lengths: it computes the padding and its h_n is wrong; "
+               "\"packed\" and \"bucketed\" are correct (see benchmarks/contenders.py)."),
+        "",
+        _prose(f"Peak memory of one step, MiB above the weights and input "
+               f"({run['memory_method']}):"),
+        "",
+        "| workload | mode | " + " | ".join(f"{name} MiB" for name in CONTENDERS) + " |",
+        "|---|---|" + "---:|" * len(CONTENDERS),
+    ]
+    for r in results:
+        peak = r["peak_mib"] or {}
+        lines.append(f"| {r['workload']['name']} | {r['mode']} | "
+                     + " | ".join(_mib(peak.get(name)) for name in CONTENDERS) + " |")
+    notes = sorted({r["memory_note"] for r in results if r.get("memory_note")})
+    lines += [f"\nMemory not measured: {note}" for note in notes]
+    if failed:
+        lines += ["", f"Failed ({len(failed)}), listed rather than left out:", ""]
+        lines += [f"- {r['workload']['name']} {r['mode']}: {r['error']}" for r in failed]
     return "\n".join(lines)
 
 
@@ -77,4 +148,4 @@ def write(path, text):
 
 
 def write_json(path, payload):
-    write(path, json.dumps(payload, indent=2) + "\n")
+    write(path, json.dumps(payload, indent=1) + "\n")

@@ -1,78 +1,153 @@
-"""Times fastlstm against nn.LSTM on padded and on packed input.
+"""fastlstm's benchmark suite: fastlstm against nn.LSTM on padded input, on packed input, and
+on length-bucketed batches, in inference (forward) and training (forward+backward), on CUDA
+when present, else on the CPU.
 
-    python -m benchmarks                      # default workloads, on CUDA if present
-    python -m benchmarks --device cpu --reps 9 --json out.json --markdown out.md
+    python -m benchmarks                     # the default config: ~1.5 minutes on 2 idle CPU cores
+    python -m benchmarks --sweep             # the larger grid
+    python -m benchmarks --config my.json    # a config file (--dump-config prints one)
+    python -m benchmarks --update-readme     # also put the tables and plots into README.md
+
+Writes <tag>.json (machine, versions, every repetition), <tag>.md (tables) and <tag>_*.png
+(plots) to --out, where tag names the device, the config and torch.
 """
 
 import argparse
+import json
+import os
+import shlex
 import sys
 
 import torch
 
-from . import report
-from .contenders import CONTENDERS, make_models
+from . import config, lengths, memory, plots, readme, report
+from .contenders import BASELINES, build
+from .progress import Progress
 from .timing import median, time_interleaved
-from .workloads import DEFAULT
 
-MODES = {"forward": False, "forward+backward": True}
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_workload(w, device, mode, reps, warmup, seed=0):
-    torch.manual_seed(seed)
-    dtype = getattr(torch, w.dtype)
-    ref, fast = make_models(w, device, dtype)
-    lengths = w.draw_lengths(seed)
-    backward = MODES[mode]
-    x = torch.randn(w.max_len, w.batch, w.input_size, device=device, dtype=dtype,
-                    requires_grad=backward)
-    if backward:
-        fns = {name: make(ref, fast, x, lengths, True) for name, make in CONTENDERS.items()}
-        samples = time_interleaved(fns, device, warmup, reps)
-    else:
-        with torch.inference_mode():
-            fns = {name: make(ref, fast, x, lengths, False) for name, make in CONTENDERS.items()}
-            samples = time_interleaved(fns, device, warmup, reps)
+def measure(w, device, mode, cfg, measure_memory=True, seed=0):
+    """One (workload, mode): timings, then peak memory. Errors are recorded, not raised, so
+    that a failing contender shows up in the report instead of ending the run."""
+    backward = mode == "forward+backward"
+    lens = w.draw_lengths(seed)
+    valid, padded = int(lens.sum()), int(lens.max()) * w.batch
+    row = {"workload": w.as_dict(), "mode": mode, "batch_max_len": int(lens.max()),
+           "valid_tokens": valid, "padded_tokens": padded,
+           "padding_fraction": 1 - valid / padded, "length_cv": lengths.variation(lens),
+           "peak_mib": None}
+    try:
+        with torch.inference_mode(not backward):
+            fns = build(w, device, lens, backward, cfg["buckets"], seed)
+            samples = time_interleaved(fns, device, cfg["warmup"], cfg["reps"])
+            if measure_memory:
+                row["peak_mib"], row["memory_note"] = memory.peaks(fns, device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        row["error"] = f"{type(e).__name__}: {e}"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return row
     med = {name: median(s) for name, s in samples.items()}
-    return {
-        "workload": w.as_dict(),
-        "mode": mode,
-        "valid_tokens": w.tokens(lengths),
-        "padded_tokens": w.max_len * w.batch,
-        "samples_ms": samples,
-        "median_ms": med,
-        "speedup": {name: med[name] / med["fastlstm"] for name in med if name != "fastlstm"},
-    }
+    row.update(samples_ms=samples, median_ms=med,
+               tokens_per_s={name: valid / (ms / 1e3) for name, ms in med.items()},
+               speedup={b: med[b] / med["fastlstm"] for b in BASELINES})
+    return row
+
+
+def _summary(row):
+    w = row["workload"]["name"]
+    if "error" in row:
+        return f"{w:34s} {row['mode']:17s} FAILED {row['error'][:80]}"
+    return (f"{w:34s} {row['mode']:17s} fastlstm {row['median_ms']['fastlstm']:8.2f} ms  "
+            + "  ".join(f"vs {b.split()[-1]} {row['speedup'][b]:.2f}x" for b in BASELINES))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="default",
+                   help=f"a preset ({', '.join(config.PRESETS)}) or a JSON config file")
+    p.add_argument("--sweep", action="store_true", help="the larger preset (--config sweep)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--reps", type=int, help="timed repetitions per contender (default: config's)")
+    p.add_argument("--warmup", type=int, help="untimed rounds first (default: config's)")
+    p.add_argument("--buckets", type=int,
+                   help="groups of the bucketed contender (default: config's)")
+    p.add_argument("--modes", nargs="+", choices=config.MODES, help="default: config's")
+    p.add_argument("--filter", help="only workloads whose name contains this text")
+    p.add_argument("--out", default=os.path.join(HERE, "results"),
+                   help="folder for the JSON, markdown and PNG outputs (default: %(default)s)")
+    p.add_argument("--json", help="also write the JSON here")
+    p.add_argument("--markdown", help="also write the tables here")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--update-readme", action="store_true",
+                   help="replace the bench-table block of README.md with this run's output")
+    p.add_argument("--list", action="store_true", help="print the workloads and exit")
+    p.add_argument("--dump-config", action="store_true", help="print the config as JSON and exit")
+    return p.parse_args(argv)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions per contender")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    p.add_argument("--json", help="write every figure here")
-    p.add_argument("--markdown", help="write the table here")
-    args = p.parse_args(argv)
-
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = config.load("sweep" if args.sweep else args.config)
+    for key in ("reps", "warmup", "buckets", "modes"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.dump_config:
+        print(json.dumps(cfg, indent=2))
+        return None
     device = torch.device(args.device)
+    work = [w for w in config.workloads(cfg, device.type)
+            if not args.filter or args.filter in w.name]
+    jobs = [(w, mode) for w in work for mode in cfg["modes"]]
+    if args.list:
+        print("\n".join(f"{w.name} {mode}" for w, mode in jobs))
+        return None
+
     info = report.machine(device)
     results = []
-    for w in DEFAULT:
-        for mode in args.modes:
-            r = run_workload(w, device, mode, args.reps, args.warmup)
-            print(f"{w.name:32s} {mode:17s} fastlstm {r['median_ms']['fastlstm']:8.1f} ms   "
-                  f"vs padded {r['speedup']['nn.LSTM padded']:.2f}x   "
-                  f"vs packed {r['speedup']['nn.LSTM packed']:.2f}x", file=sys.stderr, flush=True)
-            results.append(r)
-    table = report.markdown(results, info)
-    print(table)
+    with Progress(len(jobs), desc=f"bench {cfg['name']} on {device.type}") as bar:
+        for w, mode in jobs:
+            results.append(measure(w, device, mode, cfg, not args.no_memory))
+            bar.write(_summary(results[-1]))
+            bar.update()
+
+    run = {k: cfg[k] for k in ("reps", "warmup", "buckets", "modes")}
+    run.update(config=cfg["name"], grids=cfg["grids"], command=_command(argv),
+               memory_method="not measured (--no-memory)" if args.no_memory
+               else memory.METHOD[device.type])
+    payload = {"machine": info, "run": run, "results": results}
+    write_outputs(payload, args)
+    return payload
+
+
+def _command(argv):
+    words = sys.argv[1:] if argv is None else argv
+    return " ".join(["python -m benchmarks"] + [shlex.quote(w) for w in words])
+
+
+def write_outputs(payload, args):
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, report.tag(payload["machine"], payload["run"]["config"]))
+    table = report.markdown(payload)
+    files = {"json": stem + ".json", "markdown": stem + ".md"}
+    title = (f"fastlstm vs nn.LSTM: {report.device_label(payload['machine'])}, "
+             f"torch {payload['machine']['torch']}, config {payload['run']['config']}")
+    files["png"], note = plots.draw_all(payload["results"], stem, title)
+    if note:
+        payload["run"]["plot_note"] = note
+    report.write_json(files["json"], payload)
+    report.write(files["markdown"], table + "\n")
     if args.json:
-        report.write_json(args.json, {"machine": info, "results": results})
+        report.write_json(args.json, payload)
     if args.markdown:
         report.write(args.markdown, table + "\n")
-    return results
-
-
-if __name__ == "__main__":
-    main()
+    print(table)
+    print("\nwrote " + ", ".join([files["json"], files["markdown"]] + files["png"]),
+          file=sys.stderr)
+    if args.update_readme:
+        readme_path = os.path.join(os.path.dirname(HERE), "README.md")
+        readme.update(readme_path, readme.block(payload, table, files,
+                                                os.path.dirname(readme_path)))
+        print(f"updated {readme_path}", file=sys.stderr)

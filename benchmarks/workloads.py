@@ -1,47 +1,38 @@
-"""Workloads: model shape, batch, and how sequence lengths are drawn."""
+"""One benchmark workload: model shape, batch, length distribution and dtype."""
 
 from dataclasses import asdict, dataclass
 
 import torch
 
+from . import lengths as length_dists
+
+DTYPE_SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16"}
+
 
 @dataclass(frozen=True)
 class Workload:
-    name: str
     input_size: int
     hidden_size: int
     num_layers: int
     bidirectional: bool
     batch: int
-    max_len: int
-    lengths: str          # "equal" | "uniform" (lengths uniform in [min_len, max_len])
-    min_len: int = 1
+    max_len: int          # cap on the lengths; the batch is padded to its own longest
+    lengths: str          # a distribution of benchmarks/lengths.py
     dtype: str = "float32"
 
-    def draw_lengths(self, seed: int = 0) -> torch.Tensor:
-        """Lengths [batch] int64 on the CPU, unsorted; the longest is max_len so that every
-        contender pads to the same T."""
-        g = torch.Generator().manual_seed(seed)
-        if self.lengths == "equal":
-            out = torch.full((self.batch,), self.max_len, dtype=torch.int64)
-        elif self.lengths == "uniform":
-            out = torch.randint(self.min_len, self.max_len + 1, (self.batch,), generator=g)
-        else:
-            raise ValueError(f"lengths must be 'equal' or 'uniform', got {self.lengths!r}")
-        out[torch.randint(0, self.batch, (1,), generator=g)] = self.max_len
-        return out
+    @property
+    def name(self) -> str:
+        kind = "bi" if self.bidirectional else "uni"
+        inp = "" if self.input_size == self.hidden_size else f"-I{self.input_size}"
+        return (f"{kind}{self.num_layers}-H{self.hidden_size}{inp}-B{self.batch}-T{self.max_len}"
+                f"-{self.lengths}-{DTYPE_SHORT.get(self.dtype, self.dtype)}")
 
-    def tokens(self, lengths: torch.Tensor) -> int:
-        return int(lengths.sum())
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    def draw_lengths(self, seed: int = 0) -> torch.Tensor:
+        return length_dists.draw(self.lengths, self.batch, self.max_len, seed)
 
     def as_dict(self):
-        return asdict(self)
-
-
-# The default run: the core issue's target workload, varied and equal lengths, plus a smaller
-# unidirectional model. Finishes in a couple of minutes on a 2-core CPU.
-DEFAULT = [
-    Workload("bi2-H256-B64-T200-uniform", 128, 256, 2, True, 64, 200, "uniform", min_len=20),
-    Workload("bi2-H256-B64-T200-equal", 128, 256, 2, True, 64, 200, "equal"),
-    Workload("uni1-H128-B32-T100-uniform", 64, 128, 1, False, 32, 100, "uniform", min_len=10),
-]
+        return dict(asdict(self), name=self.name)

@@ -1,0 +1,155 @@
+"""Tests of the benchmark suite itself: the contenders compute what they claim, the length
+distributions and configs are what the docs say, the timer and the memory probe measure, and a
+tiny end-to-end run writes its outputs and the README block."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from benchmarks import config, contenders, lengths, memory, readme, run, timing
+from benchmarks.workloads import Workload
+
+
+def _outputs_and_grads(step, x_params):
+    out, h_n, c_n = step()
+    loss = out.square().sum() + h_n.square().sum() + 2 * c_n.square().sum()
+    grads = torch.autograd.grad(loss, x_params)
+    return [out, h_n, c_n, *grads]
+
+
+@pytest.mark.parametrize("dist", lengths.DISTRIBUTIONS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("buckets", [1, 3, 4])
+def test_correct_contenders_match_packed(dist, bidirectional, buckets):
+    """fastlstm and the bucketed workaround give nn.LSTM-packed's outputs, states and
+    gradients; padded differs wherever the lengths do."""
+    w = Workload(input_size=5, hidden_size=7, num_layers=2, bidirectional=bidirectional,
+                 batch=11, max_len=20, lengths=dist, dtype="float64")
+    lens = w.draw_lengths(3)
+    ref, fast, x = contenders.setup(w, torch.device("cpu"), lens, requires_grad=True)
+    steps = contenders.steps(ref, fast, x, lens, backward=False, buckets=buckets)
+    expected = _outputs_and_grads(steps["nn.LSTM packed"], [x])
+    for name in ("fastlstm", "nn.LSTM bucketed"):
+        got = _outputs_and_grads(steps[name], [x])
+        for e, g in zip(expected, got):
+            torch.testing.assert_close(g, e, atol=1e-10, rtol=1e-10, msg=name)
+    padded = _outputs_and_grads(steps["nn.LSTM padded"], [x])
+    if dist != "equal" and bool((lens < lens.max()).any()):
+        assert not torch.allclose(padded[1], expected[1])
+    else:
+        torch.testing.assert_close(padded[1], expected[1], atol=1e-10, rtol=1e-10)
+
+
+def test_training_step_releases_gradients():
+    w = Workload(4, 6, 1, True, 5, 9, "uniform")
+    lens = w.draw_lengths(0)
+    ref, fast, x = contenders.setup(w, torch.device("cpu"), lens, requires_grad=True)
+    for name, step in contenders.steps(ref, fast, x, lens, True, buckets=2).items():
+        out, _, _ = step()
+        assert out.grad_fn is not None, name
+        assert x.grad is None, name
+        assert all(p.grad is None for p in [*ref.parameters(), *fast.parameters()]), name
+
+
+@pytest.mark.parametrize("dist", lengths.DISTRIBUTIONS)
+def test_lengths_in_range_and_seeded(dist):
+    a = lengths.draw(dist, 500, 64, seed=1)
+    assert a.dtype == torch.int64 and a.shape == (500,)
+    assert int(a.min()) >= 1 and int(a.max()) <= 64
+    assert torch.equal(a, lengths.draw(dist, 500, 64, seed=1))
+    if dist == "equal":
+        assert lengths.variation(a) == 0 and int(a.min()) == 64
+
+
+def test_sentence_lengths_have_the_documented_mean_and_spread():
+    a = lengths.draw("sentence", 200_000, 10_000, seed=0).double()
+    assert abs(a.mean().item() - 22.1) < 0.3
+    assert abs(lengths.variation(a) - 0.53) < 0.02
+
+
+def test_lognormal_is_long_tailed():
+    a = lengths.draw("lognormal", 20_000, 256, seed=0).double()
+    assert abs(a.median().item() - 32) <= 1
+    assert (a > 128).float().mean() > 0.02  # a tail well past 4x the median
+
+
+def test_default_config_covers_every_axis():
+    cfg = config.load("default")
+    ws = config.workloads(cfg, "cpu")
+    assert len(ws) == len(set(ws))
+    assert {w.lengths for w in ws} == set(lengths.DISTRIBUTIONS)
+    for axis in ("batch", "hidden_size", "num_layers", "bidirectional", "dtype"):
+        assert len({getattr(w, axis) for w in ws}) > 1, axis
+    cuda = config.workloads(cfg, "cuda")
+    assert {"float16", "bfloat16"} <= {w.dtype for w in cuda}
+    assert not {"float16", "bfloat16"} & {w.dtype for w in ws}
+
+
+def test_config_file_and_errors(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"grids": [{"batch": [2, 4], "lengths": ["equal"]}]}))
+    cfg = config.load(str(path))
+    assert cfg["name"] == "mine" and cfg["reps"] == config.DEFAULT["reps"]
+    assert [w.batch for w in config.workloads(cfg, "cpu")] == [2, 4]
+    for bad in ({"grids": []}, {"grid": []}, {"grids": [{"batch": 3}]},
+                {"grids": [{"lengths": ["zipf"]}]}, {"grids": [{"hidden": [3]}]}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="config"):
+            config.load(str(path))
+
+
+def test_timing_interleaves_and_rotates():
+    calls = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    samples = timing.time_interleaved(fns, torch.device("cpu"), warmup=2, reps=3)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    assert calls[:6] == list("abcabc")
+    assert calls[6:] == list("abc") + list("bca") + list("cab")
+
+
+@pytest.mark.skipif(memory.cpu_unsupported() is not None, reason=str(memory.cpu_unsupported()))
+def test_cpu_memory_sees_torch_allocations():
+    def allocate():
+        t = torch.ones(16 * 2 ** 20)  # 64 MiB, touched
+        return float(t[-1])
+    peaks = memory.cpu_peaks({"big": allocate, "small": lambda: torch.ones(10)})
+    assert 60 < peaks["big"] < 80
+    assert peaks["small"] < 8
+
+
+def test_end_to_end_tiny_run(tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"name": "tiny", "reps": 2, "warmup": 1, "buckets": 2,
+                               "grids": [{"batch": [3, 6], "hidden_size": [8], "input_size": [4],
+                                          "max_len": [6], "lengths": ["uniform", "equal"]}]}))
+    payload = run.main(["--config", str(cfg), "--device", "cpu", "--out", str(tmp_path)])
+    written = sorted(os.listdir(tmp_path))
+    assert any(f.endswith("_tiny_torch" + torch.__version__.split("+")[0] + ".json")
+               for f in written), written
+    assert len(payload["results"]) == 4 * 2
+    for r in payload["results"]:
+        assert "error" not in r
+        assert set(r["median_ms"]) == {"fastlstm", "nn.LSTM padded", "nn.LSTM packed",
+                                       "nn.LSTM bucketed"}
+        assert all(len(s) == 2 for s in r["samples_ms"].values())
+        assert r["valid_tokens"] <= r["padded_tokens"]
+    md = next(f for f in written if f.endswith(".md"))
+    table = (tmp_path / md).read_text()
+    assert "| bi1-H8-I4-B3-T6-uniform-f32 | forward |" in table
+    pngs = [f for f in written if f.endswith(".png")]
+    if pngs:
+        assert len(pngs) == 2
+    saved = json.loads((tmp_path / md.replace(".md", ".json")).read_text())
+    assert saved["machine"]["torch"] == torch.__version__ and saved["run"]["config"] == "tiny"
+
+
+def test_readme_block_is_replaced_and_nothing_else(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(f"intro\n{readme.START}\nold table\n{readme.END}\noutro\n")
+    readme.update(str(path), "new table")
+    assert path.read_text() == f"intro\n{readme.START}\nnew table\n{readme.END}\noutro\n"
+    path.write_text("no markers\n")
+    with pytest.raises(ValueError, match="bench-table"):
+        readme.update(str(path), "x")

@@ -5,7 +5,7 @@ tokenizer's max_length does), and the batch is padded to its own longest sequenc
 function does. Distributions:
 
   equal      every sequence is max_len long: no padding at all, the best case for nn.LSTM.
-  uniform    uniform on 1..max_len.
+  uniform    uniform on max_len/10..max_len (the issues' "uniform in [T/10, T]").
   lognormal  long-tailed: log-normal with median max_len / 8 and sigma 1.0, so most sequences
              are short and a few reach max_len (coefficient of variation ~1.3 before the cap).
   sentence   English sentence lengths in tokens: log-normal with mean 22.1 tokens and sigma 0.5.
@@ -37,7 +37,7 @@ def draw(kind: str, batch: int, max_len: int, seed: int = 0) -> torch.Tensor:
     if kind == "equal":
         raw = torch.full((batch,), float(max_len), dtype=torch.float64)
     elif kind == "uniform":
-        raw = torch.randint(1, max_len + 1, (batch,), generator=g).double()
+        raw = torch.randint(max(1, max_len // 10), max_len + 1, (batch,), generator=g).double()
     elif kind == "lognormal":
         raw = _lognormal(g, batch, max_len * LOGNORMAL_MEDIAN_FRACTION, LOGNORMAL_SIGMA)
     elif kind == "sentence":

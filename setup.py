@@ -86,8 +86,11 @@ def local_version(with_cuda):
 
 def make_extension():
     rel = lambda paths: sorted(os.path.relpath(p, HERE) for p in paths)  # noqa: E731
+    # csrc/simt/ is the CUDA emulation: csrc/cuda's kernels built for the CPU (always built,
+    # so that every machine runs them in the tests).
     cpu_sources = rel(glob.glob(os.path.join(HERE, "csrc", "*.cpp")) +
-                      glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
+                      glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")) +
+                      glob.glob(os.path.join(HERE, "csrc", "simt", "*.cpp")))
     cuda_sources = rel(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")) +
                        glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cpp")))
     # -fno-trapping-math lets GCC if-convert and vectorise the cell math (as torch builds).
@@ -117,8 +120,9 @@ def make_extension():
                 include_dirs.append(inc)
     # No --use_fast_math: it turns tanh into tanh.approx.f32 (~5e-4 relative error).
     nvcc_flags = ["-O3", "-DNDEBUG", "-lineinfo", "--expt-relaxed-constexpr", "-std=c++20"]
+    # cuBLAS explicitly, rather than relying on torch's libraries having loaded it.
     return True, CUDAExtension("fastlstm._C", cpu_sources + cuda_sources,
-                               include_dirs=include_dirs,
+                               include_dirs=include_dirs, libraries=["cublas"],
                                define_macros=[("FASTLSTM_WITH_CUDA", "1")],
                                extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
                                extra_link_args=link_flags)

@@ -1,13 +1,11 @@
-// The CPU kernels of the fastlstm ops: checks, dtype dispatch, then csrc/layer_driver.h on
-// CpuBackend.
-#include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
+// The CPU kernels of the fastlstm ops: checks, then csrc/layer_ops.h on CpuBackend.
+// While the CUDA emulation is switched on (tests), CPU calls run the CUDA backend's kernels on
+// the CPU instead (csrc/simt/emulated_ops.h).
 #include <torch/library.h>
 
 #include "../checks.h"
-#include "../layer_driver.h"
-#include "../layer_io.h"
+#include "../layer_ops.h"
+#include "../simt/emulated_ops.h"
 #include "backend.h"
 
 namespace fastlstm::cpu {
@@ -25,15 +23,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cp
     bool bidirectional) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
+  if (simt::emulated_cuda_enabled())
+    return simt::emulated_layer_forward(d, input, lengths, h0, c0, weights);
   check_cpu_dtype(input);
-  const Schedule s = schedule_from_lengths(lengths, d.T);
-  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
-  ForwardOutputs out = allocate_forward_outputs(d, input);
-  in.reserve = allocate_reserve(d, input);
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastlstm::lstm_layer_forward (CPU)", [&] {
-    layer_forward<CpuBackend, scalar_t, scalar_t>(d, s, in, out.output, out.h_n, out.c_n);
-  });
-  return {out.output, out.h_n, out.c_n, in.reserve};
+  return run_layer_forward<CpuBackend, false>(d, input, lengths, h0, c0, weights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cpu(
@@ -43,19 +36,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
     bool has_biases, bool has_projections, bool bidirectional, bool input_requires_grad) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
-  check_cpu_dtype(input);
+  if (!simt::emulated_cuda_enabled()) check_cpu_dtype(input);
   const BackwardGrads g = check_backward_args(d, input, grad_output, grad_h_n, grad_c_n, reserve);
-  const Schedule s = schedule_from_lengths(lengths, d.T);
-  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
-  in.reserve = reserve;
-  BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastlstm::lstm_layer_backward (CPU)", [&] {
-    layer_backward<CpuBackend, scalar_t, scalar_t>(d, s, in, g.grad_output, g.grad_h_n,
-                                                   g.grad_c_n, input_requires_grad,
-                                                   out.grad_input, out.grad_h0, out.grad_c0,
-                                                   out.grad_weights);
-  });
-  return {out.grad_input, out.grad_h0, out.grad_c0, out.grad_weights};
+  if (simt::emulated_cuda_enabled())
+    return simt::emulated_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
+                                         input_requires_grad);
+  return run_layer_backward<CpuBackend, false>(d, g, input, lengths, h0, c0, weights, reserve,
+                                               input_requires_grad);
 }
 
 }  // namespace

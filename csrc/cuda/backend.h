@@ -2,6 +2,10 @@
 // handle and current stream, a fused cell kernel per step, and row-copy kernels driven by the
 // schedule's index lists. Definitions: gemm_cuda.cpp, kernels in *.cuh, instantiated per dtype
 // in kernels_<dtype>.cu. Host code includes only this header, never the kernels.
+//
+// The same sources also build for the CPU under emulation (csrc/simt/): this header then
+// declares fastlstm::cuda::emulated::CudaBackend instead of fastlstm::cuda::gpu::CudaBackend,
+// and either is reached as fastlstm::cuda::CudaBackend.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,8 +14,10 @@
 
 #include "../lstm.h"
 #include "../schedule.h"
+#include "../simt/simt.h"
 
 namespace fastlstm::cuda {
+inline namespace FASTLSTM_SIMT_TARGET {
 
 struct CudaBackend {
   // Uploads index lists to the device for the duration of one op call.
@@ -61,4 +67,5 @@ struct CudaBackend {
   }
 };
 
+}  // namespace FASTLSTM_SIMT_TARGET
 }  // namespace fastlstm::cuda

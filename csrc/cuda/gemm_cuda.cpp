@@ -1,18 +1,19 @@
 // cuBLAS GEMMs of CudaBackend, on torch's handle (bound to the current stream), and the
-// upload of the schedule's index lists.
-#include <ATen/Context.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
+// upload of the schedule's index lists. Under emulation (csrc/simt/) the same calls reach a
+// CPU cuBLAS with the same conventions.
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <climits>
 #include <cstring>
 #include <type_traits>
 
+#include "../simt/simt.h"
 #include "backend.h"
 
 namespace fastlstm::cuda {
+inline namespace FASTLSTM_SIMT_TARGET {
 namespace {
 
 template <typename T>
@@ -25,14 +26,22 @@ cudaDataType_t cuda_type() {
 
 const char* cublas_error(cublasStatus_t s) { return cublasGetStatusString(s); }
 
+// TF32 for fp32 GEMMs exactly when torch allows it for matmuls: torch sets that on its handle's
+// math mode. (at::globalContext().allowTF32CuBLAS() throws once a user has set the newer
+// torch.backends.cuda.matmul.fp32_precision.)
+bool handle_allows_tf32(cublasHandle_t handle) {
+  cublasMath_t mode = CUBLAS_DEFAULT_MATH;
+  return cublasGetMathMode(handle, &mode) == CUBLAS_STATUS_SUCCESS &&
+         (static_cast<int>(mode) & static_cast<int>(CUBLAS_TF32_TENSOR_OP_MATH)) != 0;
+}
+
 }  // namespace
 
 const int64_t* CudaBackend::Context::indices(const IndexList& v) {
   if (v.empty()) return nullptr;  // only ever used with n == 0 rows
   // Through pinned memory, so that the copy is asynchronous: a pageable upload would
   // synchronise the stream. The pinned block is not reused until the copy has finished.
-  at::Tensor host = at::empty({static_cast<int64_t>(v.size())},
-                              at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+  at::Tensor host = simt::pinned_empty(static_cast<int64_t>(v.size()));
   std::memcpy(host.data_ptr<int64_t>(), v.data(), v.size() * sizeof(int64_t));
   uploaded_.push_back(host.to(device_, /*non_blocking=*/true));
   return uploaded_.back().const_data_ptr<int64_t>();
@@ -47,7 +56,7 @@ void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t
     // (weight gradients over zero tokens), whose C is uninitialised.
     if (static_cast<double>(beta) == 0.0)
       C10_CUDA_CHECK(cudaMemset2DAsync(Cp, ldc * sizeof(C), 0, N * sizeof(C), M,
-                                       at::cuda::getCurrentCUDAStream()));
+                                       simt::current_stream()));
     else
       TORCH_CHECK(static_cast<double>(beta) == 1.0, "fastlstm: GEMM with K == 0 needs beta 0 or 1");
     return;
@@ -55,7 +64,7 @@ void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t
   TORCH_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
                   ldc <= INT_MAX,
               "fastlstm: GEMM dimensions exceed cuBLAS's 32-bit limit: M=", M, " N=", N, " K=", K);
-  cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+  cublasHandle_t handle = simt::blas_handle();
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -68,7 +77,7 @@ void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t
   } else {
     const float alpha = 1.0f, b = static_cast<float>(beta);
     const cublasComputeType_t compute =
-        std::is_same_v<T, float> && at::globalContext().allowTF32CuBLAS()
+        std::is_same_v<T, float> && handle_allows_tf32(handle)
             ? CUBLAS_COMPUTE_32F_FAST_TF32
             : CUBLAS_COMPUTE_32F;
     status = cublasGemmEx(handle, opb, opa, int(N), int(M), int(K), &alpha, B, cuda_type<T>(),
@@ -89,4 +98,5 @@ FASTLSTM_GEMM(c10::Half, c10::Half)
 FASTLSTM_GEMM(c10::BFloat16, float)
 FASTLSTM_GEMM(c10::BFloat16, c10::BFloat16)
 
+}  // namespace FASTLSTM_SIMT_TARGET
 }  // namespace fastlstm::cuda

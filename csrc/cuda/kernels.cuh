@@ -1,22 +1,31 @@
 // CUDA kernels of CudaBackend: the fused LSTM cell (forward, backward) and row copies.
 // One thread per element, 64-bit indexing throughout (B x T x 4H may exceed 2^31).
-// Included only by the per-dtype translation units kernels_<dtype>.cu.
+// Included only by the per-dtype translation units kernels_<dtype>.cu, which nvcc builds for
+// the GPU and csrc/simt/emulated_cuda_backend.cpp builds for the CPU.
 #pragma once
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include "../simt/simt.h"
 #include "backend.h"
 
 namespace fastlstm::cuda {
+inline namespace FASTLSTM_SIMT_TARGET {
 
+#if defined(FASTLSTM_SIMT_EMULATE)
+// Emulated grids stay small: one warp per block and at most 3 blocks, so that the grid-stride
+// loops below take several turns even on the tiny shapes of the tests.
+constexpr int kThreads = 32;
+constexpr int64_t kMaxBlocks = 3;
+#else
 constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 65535 * 32;
+#endif
 
 inline int64_t blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
-  return b < 65535 * 32 ? b : 65535 * 32;  // grid-stride loops cover the rest
+  return b < kMaxBlocks ? b : kMaxBlocks;  // grid-stride loops cover the rest
 }
 
 template <typename Acc>
@@ -108,12 +117,10 @@ combine_bias_kernel(int64_t G, Acc* out, const T* b_ih, const T* b_hh) {
     out[k] = b_ih ? static_cast<Acc>(b_ih[k]) + static_cast<Acc>(b_hh[k]) : Acc(0);
 }
 
-#define FASTLSTM_LAUNCH(kernel, n, ...)                                                    \
-  do {                                                                                    \
-    if ((n) > 0) {                                                                        \
-      kernel<<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(__VA_ARGS__); \
-      C10_CUDA_KERNEL_LAUNCH_CHECK();                                                     \
-    }                                                                                     \
+#define FASTLSTM_LAUNCH(kernel, n, ...)                                                   \
+  do {                                                                                   \
+    if ((n) > 0)                                                                         \
+      simt::launch(kernel, dim3(unsigned(blocks_for(n))), dim3(kThreads), 0, __VA_ARGS__); \
   } while (0)
 
 template <typename T, typename Acc>
@@ -173,4 +180,5 @@ void CudaBackend::combine_bias(Context&, int64_t G, Acc* out, const T* b_ih, con
   template void CudaBackend::zero_rows<T>(CudaBackend::Context&, int64_t, int64_t, T*, int64_t, \
                                           const int64_t*);
 
+}  // namespace FASTLSTM_SIMT_TARGET
 }  // namespace fastlstm::cuda

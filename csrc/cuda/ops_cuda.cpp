@@ -1,21 +1,27 @@
-// The CUDA kernels of the fastlstm ops: checks, dtype dispatch, then csrc/layer_driver.h on
+// The CUDA kernels of the fastlstm ops: checks, the device guard, then csrc/layer_ops.h on
 // CudaBackend (the per-step path), on torch's current stream.
 //
 // The step schedule is built on the host, so lengths on the GPU are copied to the host once
-// per op call (a device-to-host synchronisation).
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/ops/empty.h>
+// per op call (a device-to-host synchronisation). For the same reason a call cannot be
+// captured in a CUDA graph: it is refused during capture, with the reason.
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../checks.h"
-#include "../layer_driver.h"
-#include "../layer_io.h"
+#include "../layer_ops.h"
 #include "backend.h"
 
 namespace fastlstm::cuda {
 namespace {
+
+void refuse_graph_capture(const char* op) {
+  TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None,
+              "fastlstm: ", op, " cannot be captured in a CUDA graph yet: it builds its step "
+              "schedule on the host (a device-to-host copy of the lengths and host-driven "
+              "launches). Run it outside torch.cuda.graph / CUDA-graph trees, e.g. "
+              "torch.compile(mode=\"default\") rather than mode=\"reduce-overhead\".");
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cuda(
     const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
@@ -24,16 +30,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cu
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   const c10::cuda::CUDAGuard guard(input.device());
-  const Schedule s = schedule_from_lengths(lengths, d.T);
-  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
-  in.reserve = allocate_reserve(d, input);
-  ForwardOutputs out = allocate_forward_outputs(d, input);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "fastlstm::lstm_layer_forward (CUDA)", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    layer_forward<CudaBackend, scalar_t, acc_t>(d, s, in, out.output, out.h_n, out.c_n);
-  });
-  return {out.output, out.h_n, out.c_n, in.reserve};
+  refuse_graph_capture("lstm_layer_forward");
+  return run_layer_forward<CudaBackend, true>(d, input, lengths, h0, c0, weights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cuda(
@@ -44,19 +42,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   const c10::cuda::CUDAGuard guard(input.device());
+  refuse_graph_capture("lstm_layer_backward");
   const BackwardGrads g = check_backward_args(d, input, grad_output, grad_h_n, grad_c_n, reserve);
-  const Schedule s = schedule_from_lengths(lengths, d.T);
-  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
-  in.reserve = reserve;
-  BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "fastlstm::lstm_layer_backward (CUDA)", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    layer_backward<CudaBackend, scalar_t, acc_t>(d, s, in, g.grad_output, g.grad_h_n, g.grad_c_n,
-                                                 input_requires_grad, out.grad_input,
-                                                 out.grad_h0, out.grad_c0, out.grad_weights);
-  });
-  return {out.grad_input, out.grad_h0, out.grad_c0, out.grad_weights};
+  return run_layer_backward<CudaBackend, true>(d, g, input, lengths, h0, c0, weights, reserve,
+                                               input_requires_grad);
 }
 
 }  // namespace

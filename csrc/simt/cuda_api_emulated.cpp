@@ -1,0 +1,142 @@
+// CPU versions of the CUDA runtime and cuBLAS calls declared in cuda_api_emulated.h.
+#include "cuda_api_emulated.h"
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace fastlstm::simt::cuda_api {
+namespace {
+
+// Element i of a matrix of this type as Acc.
+template <typename Acc>
+Acc load(const void* p, cudaDataType_t type, int64_t i) {
+  switch (type) {
+    case CUDA_R_32F: return static_cast<Acc>(static_cast<const float*>(p)[i]);
+    case CUDA_R_64F: return static_cast<Acc>(static_cast<const double*>(p)[i]);
+    case CUDA_R_16F: return static_cast<Acc>(static_cast<float>(static_cast<const c10::Half*>(p)[i]));
+    case CUDA_R_16BF:
+      return static_cast<Acc>(static_cast<float>(static_cast<const c10::BFloat16*>(p)[i]));
+  }
+  return Acc(0);
+}
+
+template <typename Acc>
+void store(void* p, cudaDataType_t type, int64_t i, Acc v) {
+  switch (type) {
+    case CUDA_R_32F: static_cast<float*>(p)[i] = static_cast<float>(v); break;
+    case CUDA_R_64F: static_cast<double*>(p)[i] = static_cast<double>(v); break;
+    case CUDA_R_16F: static_cast<c10::Half*>(p)[i] = c10::Half(static_cast<float>(v)); break;
+    case CUDA_R_16BF:
+      static_cast<c10::BFloat16*>(p)[i] = c10::BFloat16(static_cast<float>(v));
+      break;
+  }
+}
+
+// fp32 rounded to TF32 (10 explicit mantissa bits, round to nearest even).
+float to_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// op(X) is rows x cols; X is stored column-major with leading dimension ld.
+template <typename Acc>
+std::vector<Acc> unpack(const void* X, cudaDataType_t type, cublasOperation_t op, int rows,
+                        int cols, int ld, bool tf32) {
+  std::vector<Acc> out(static_cast<size_t>(rows) * cols);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const int64_t at = op == CUBLAS_OP_N ? r + int64_t(c) * ld : c + int64_t(r) * ld;
+      Acc v = load<Acc>(X, type, at);
+      if constexpr (std::is_same_v<Acc, float>)
+        if (tf32) v = to_tf32(v);
+      out[static_cast<size_t>(r) * cols + c] = v;
+    }
+  return out;
+}
+
+template <typename Acc>
+void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, Acc alpha,
+          const void* A, cudaDataType_t at, int lda, const void* B, cudaDataType_t bt, int ldb,
+          Acc beta, void* C, cudaDataType_t ct, int ldc, bool tf32) {
+  const std::vector<Acc> a = unpack<Acc>(A, at, ta, m, k, lda, tf32);  // [m, k]
+  const std::vector<Acc> b = unpack<Acc>(B, bt, tb, k, n, ldb, tf32);  // [k, n]
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      Acc acc = 0;
+      for (int p = 0; p < k; ++p) acc += a[size_t(i) * k + p] * b[size_t(p) * n + j];
+      const int64_t at_c = i + int64_t(j) * ldc;
+      // beta == 0: C is not read (it may hold garbage, even NaN), as in cuBLAS.
+      const Acc old = beta == Acc(0) ? Acc(0) : beta * load<Acc>(C, ct, at_c);
+      store<Acc>(C, ct, at_c, alpha * acc + old);
+    }
+}
+
+}  // namespace
+
+cudaError_t cudaMemset2DAsync(void* dst, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t) {
+  if (width > pitch && height > 1) return cudaErrorInvalidValue;
+  for (size_t r = 0; r < height; ++r)
+    std::memset(static_cast<char*>(dst) + r * pitch, value, width);
+  return cudaSuccess;
+}
+
+cublasHandle_t emulated_blas_handle() {
+  thread_local EmulatedBlas handle;
+  return &handle;
+}
+
+cublasStatus_t cublasGetMathMode(cublasHandle_t handle, cublasMath_t* mode) {
+  if (handle == nullptr || mode == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  *mode = handle->math_mode;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+const char* cublasGetStatusString(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+  }
+  return "unknown cuBLAS status";
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
+                            cublasOperation_t transb, int m, int n, int k, const void* alpha,
+                            const void* A, cudaDataType_t Atype, int lda, const void* B,
+                            cudaDataType_t Btype, int ldb, const void* beta, void* C,
+                            cudaDataType_t Ctype, int ldc, cublasComputeType_t compute,
+                            cublasGemmAlgo_t) {
+  // cuBLAS's argument rules: the leading dimensions must cover the stored rows.
+  const int a_rows = transa == CUBLAS_OP_N ? m : k;
+  const int b_rows = transb == CUBLAS_OP_N ? k : n;
+  if (handle == nullptr || m < 0 || n < 0 || k < 0 || lda < std::max(1, a_rows) ||
+      ldb < std::max(1, b_rows) || ldc < std::max(1, m))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (Atype != Btype) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  if (compute == CUBLAS_COMPUTE_64F) {
+    if (Atype != CUDA_R_64F || Ctype != CUDA_R_64F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    gemm<double>(transa, transb, m, n, k, *static_cast<const double*>(alpha), A, Atype, lda, B,
+                 Btype, ldb, *static_cast<const double*>(beta), C, Ctype, ldc, false);
+  } else {
+    if (Atype == CUDA_R_64F || Ctype == CUDA_R_64F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    // Half inputs give half or float C; float inputs give float C.
+    if (Atype == CUDA_R_32F && Ctype != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (Atype != CUDA_R_32F && Ctype != Atype && Ctype != CUDA_R_32F)
+      return CUBLAS_STATUS_NOT_SUPPORTED;
+    gemm<float>(transa, transb, m, n, k, *static_cast<const float*>(alpha), A, Atype, lda, B,
+                Btype, ldb, *static_cast<const float*>(beta), C, Ctype, ldc,
+                compute == CUBLAS_COMPUTE_32F_FAST_TF32 && Atype == CUDA_R_32F);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace fastlstm::simt::cuda_api

@@ -1,0 +1,301 @@
+// The fiber scheduler behind csrc/simt/emulator.h: one ucontext fiber per CUDA thread, all on
+// the calling OS thread; the next fiber to run is drawn at random from the runnable ones.
+#include "emulator.h"
+
+#include <c10/util/Exception.h>
+#include <ucontext.h>
+
+#include <atomic>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fastlstm::simt {
+namespace {
+
+constexpr size_t kStackBytes = 64 * 1024;  // kernels keep little on the stack
+constexpr int kWarp = 32;
+// A spin-wait that has yielded this often without the launch finishing waits for something
+// that never comes (a grid barrier some block never reaches).
+constexpr int64_t kMaxSpins = 20'000'000;
+
+struct Fiber {
+  ucontext_t context;
+  ThreadIndex index;
+  int block = 0;  // linear block index
+  int tid = 0;    // linear thread index within the block
+  bool done = false;
+};
+
+struct Warp {
+  int lanes = 0;  // threads in this warp (the last warp of a block may be partial)
+  int arrived = 0;
+  std::vector<int> waiting;
+  uint64_t slot[kWarp] = {};
+};
+
+// Per shared-memory byte: who touched it in the current barrier epoch.
+struct Shadow {
+  uint32_t epoch = 0;  // 0: untouched; epochs count from 1
+  int32_t writer = -1;
+  int32_t reader = -1;
+  bool many_readers = false;
+};
+
+struct Block {
+  int threads = 0;
+  int arrived = 0;
+  uint32_t epoch = 1;
+  std::vector<int> waiting;
+  std::vector<Warp> warps;
+  std::vector<unsigned char> shared;
+  std::vector<Shadow> shadow;
+};
+
+struct Launch {
+  std::vector<Fiber> fibers;
+  std::vector<Block> blocks;
+  std::vector<int> runnable;
+  ucontext_t scheduler;
+  const std::function<void()>* body = nullptr;
+  std::mt19937_64 rng;
+  int current = -1;
+  int64_t spins = 0;
+  std::string error;  // first race or misuse found; the launch fails with it
+
+  Fiber& fiber() { return fibers[current]; }
+  Block& block() { return blocks[fiber().block]; }
+  void fail(const std::string& what) {
+    if (error.empty()) error = what;
+  }
+};
+
+thread_local Launch* g_launch = nullptr;
+Options g_options;
+std::atomic<int64_t> g_launches{0};
+
+// Stacks are reused across launches on the same OS thread.
+thread_local std::vector<std::unique_ptr<char[]>> g_stacks;
+
+Launch& launch() {
+  TORCH_CHECK(g_launch != nullptr, "fastlstm: a CUDA device function ran outside an emulated "
+              "kernel launch");
+  return *g_launch;
+}
+
+// Back to the scheduler; `stay_runnable` puts this fiber back in the draw.
+void yield(bool stay_runnable) {
+  Launch& L = launch();
+  if (stay_runnable) L.runnable.push_back(L.current);
+  swapcontext(&L.fiber().context, &L.scheduler);
+}
+
+// A fiber cannot throw (nothing above it on its stack would catch), so a fatal finding is
+// recorded and the fiber parks for good; the launch then fails with the recorded message.
+void abort_fiber(const std::string& what) {
+  launch().fail(what);
+  yield(false);
+}
+
+void fiber_main() {
+  Launch& L = *g_launch;
+  (*L.body)();
+  L.fiber().done = true;
+  // uc_link returns to the scheduler.
+}
+
+void release(std::vector<int>& waiting, std::vector<int>& runnable) {
+  runnable.insert(runnable.end(), waiting.begin(), waiting.end());
+  waiting.clear();
+}
+
+std::string describe_deadlock(const Launch& L) {
+  std::ostringstream os;
+  os << "fastlstm: emulated kernel deadlocked: no thread can run.";
+  for (size_t b = 0; b < L.blocks.size(); ++b) {
+    const Block& blk = L.blocks[b];
+    int finished = 0;
+    for (const Fiber& f : L.fibers) finished += (f.block == static_cast<int>(b) && f.done);
+    if (blk.arrived > 0)
+      os << " Block " << b << ": " << blk.arrived << " of " << blk.threads
+         << " threads wait at __syncthreads, " << finished << " have exited.";
+    for (size_t w = 0; w < blk.warps.size(); ++w)
+      if (blk.warps[w].arrived > 0)
+        os << " Block " << b << " warp " << w << ": " << blk.warps[w].arrived << " of "
+           << blk.warps[w].lanes << " lanes wait at a warp exchange.";
+  }
+  return os.str();
+}
+
+}  // namespace
+
+Options& options() { return g_options; }
+int64_t launch_count() { return g_launches.load(); }
+
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
+  TORCH_CHECK(g_launch == nullptr, "fastlstm: emulated kernels cannot launch kernels");
+  const int64_t n_blocks = int64_t(grid.x) * grid.y * grid.z;
+  const int64_t per_block = int64_t(block.x) * block.y * block.z;
+  TORCH_CHECK(per_block >= 1 && per_block <= 1024, "fastlstm: emulated launch: block must have "
+              "1 to 1024 threads, got ", per_block);
+  TORCH_CHECK(n_blocks >= 1 && n_blocks * per_block <= 65536, "fastlstm: emulated launch: grid "
+              "must have 1 to 65536 threads in all (emulation runs small grids), got ",
+              n_blocks, " blocks of ", per_block);
+  ++g_launches;
+
+  Launch L;
+  L.body = &body;
+  L.rng.seed(g_options.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(g_launches.load()));
+  L.blocks.resize(n_blocks);
+  for (Block& b : L.blocks) {
+    b.threads = static_cast<int>(per_block);
+    b.warps.resize((per_block + kWarp - 1) / kWarp);
+    for (size_t w = 0; w < b.warps.size(); ++w)
+      b.warps[w].lanes = static_cast<int>(std::min<int64_t>(kWarp, per_block - w * kWarp));
+    b.shared.assign(shared_bytes, 0xA5);  // not zero: kernels must not rely on zeroed memory
+    if (g_options.race_check) b.shadow.assign(shared_bytes, Shadow{});
+  }
+  const size_t n = static_cast<size_t>(n_blocks * per_block);
+  while (g_stacks.size() < n) g_stacks.emplace_back(new char[kStackBytes]);
+  L.fibers.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    Fiber& f = L.fibers[i];
+    const int64_t b = static_cast<int64_t>(i) / per_block, t = static_cast<int64_t>(i) % per_block;
+    f.block = static_cast<int>(b);
+    f.tid = static_cast<int>(t);
+    f.index.block_dim = block;
+    f.index.grid_dim = grid;
+    f.index.thread = {static_cast<unsigned>(t % block.x),
+                      static_cast<unsigned>(t / block.x % block.y),
+                      static_cast<unsigned>(t / (int64_t(block.x) * block.y))};
+    f.index.block = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                     static_cast<unsigned>(b / (int64_t(grid.x) * grid.y))};
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = g_stacks[i].get();
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = &L.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+    L.runnable.push_back(static_cast<int>(i));
+  }
+
+  g_launch = &L;
+  size_t finished = 0;
+  std::string deadlock;
+  while (finished < n) {
+    if (L.runnable.empty()) {
+      deadlock = describe_deadlock(L);
+      break;
+    }
+    const size_t k = L.rng() % L.runnable.size();
+    L.current = L.runnable[k];
+    L.runnable[k] = L.runnable.back();
+    L.runnable.pop_back();
+    swapcontext(&L.scheduler, &L.fiber().context);
+    if (L.fiber().done) ++finished;
+    if (L.spins > kMaxSpins) {
+      deadlock = "fastlstm: emulated kernel spun " + std::to_string(L.spins) +
+                 " times without finishing: a spin-wait (grid barrier?) is never satisfied";
+      break;
+    }
+  }
+  g_launch = nullptr;
+  TORCH_CHECK(L.error.empty(), L.error);
+  TORCH_CHECK(deadlock.empty(), deadlock);
+}
+
+const ThreadIndex& current_index() { return launch().fiber().index; }
+
+void syncthreads() {
+  Launch& L = launch();
+  Block& b = L.block();
+  if (++b.arrived == b.threads) {
+    b.arrived = 0;
+    ++b.epoch;  // accesses before and after this barrier are ordered
+    release(b.waiting, L.runnable);
+    yield(true);
+  } else {
+    b.waiting.push_back(L.current);
+    yield(false);
+  }
+}
+
+// Every lane of the calling warp arrives before any leaves.
+void syncwarp() {
+  Launch& L = launch();
+  Warp& w = L.block().warps[L.fiber().tid / kWarp];
+  if (++w.arrived == w.lanes) {
+    w.arrived = 0;
+    release(w.waiting, L.runnable);
+    yield(true);
+  } else {
+    w.waiting.push_back(L.current);
+    yield(false);
+  }
+}
+
+uint64_t warp_exchange(uint64_t value, int src_lane) {
+  Launch& L = launch();
+  const int tid = L.fiber().tid;
+  Warp& w = L.block().warps[tid / kWarp];
+  w.slot[tid % kWarp] = value;
+  syncwarp();  // every lane has stored
+  const uint64_t r = src_lane >= 0 && src_lane < w.lanes ? w.slot[src_lane] : value;
+  syncwarp();  // every lane has read before the slots are reused
+  return r;
+}
+
+void spin_pause() {
+  ++launch().spins;
+  yield(true);
+}
+
+void* shared_base() {
+  Block& b = launch().block();
+  if (b.shared.empty())
+    abort_fiber("fastlstm: emulated kernel uses dynamic shared memory but was launched with 0 "
+                "bytes of it");
+  return b.shared.data();
+}
+
+void record_shared_access(const void* p, size_t bytes, bool write) {
+  Launch& L = launch();
+  Block& b = L.block();
+  const auto* base = b.shared.data();
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (c < base || c + bytes > base + b.shared.size()) {
+    abort_fiber("fastlstm: emulated kernel accessed shared memory out of bounds: byte " +
+                std::to_string(c - base) + " of a " + std::to_string(b.shared.size()) +
+                "-byte buffer");
+  }
+  if (g_options.race_check) {
+    const int tid = L.fiber().tid;
+    for (size_t i = 0; i < bytes; ++i) {
+      const size_t at = static_cast<size_t>(c - base) + i;
+      Shadow& s = b.shadow[at];
+      if (s.epoch != b.epoch) s = Shadow{b.epoch, -1, -1, false};
+      const bool other_wrote = s.writer >= 0 && s.writer != tid;
+      const bool other_read = s.reader >= 0 && (s.reader != tid || s.many_readers);
+      if (other_wrote || (write && other_read)) {
+        std::ostringstream os;
+        os << "fastlstm: shared-memory race in block " << L.fiber().block << " at byte " << at
+           << ": thread " << tid << (write ? " writes" : " reads") << " what thread "
+           << (other_wrote ? s.writer : s.reader) << (other_wrote ? " wrote" : " read")
+           << " with no __syncthreads between them";
+        L.fail(os.str());
+      }
+      if (write) {
+        s.writer = tid;
+      } else if (s.reader < 0) {
+        s.reader = tid;
+      } else if (s.reader != tid) {
+        s.many_readers = true;
+      }
+    }
+  }
+  // Switch fibers now and then, so that unordered accesses interleave differently per seed.
+  if (g_options.preempt && (L.rng() & 3) == 0) yield(true);
+}
+
+}  // namespace fastlstm::simt

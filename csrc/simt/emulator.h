@@ -1,0 +1,200 @@
+// Runs CUDA kernels on the CPU: every CUDA thread of every block of a launch is a fiber on the
+// calling OS thread, so all blocks are resident at once (as a cooperative launch needs).
+// Included through csrc/simt/simt.h only when FASTLSTM_SIMT_EMULATE is defined.
+//
+// What it checks, beyond running the code:
+//   - Random schedules: the next fiber to run is drawn with a seeded generator, at launch, at
+//     every barrier and warp exchange, and (sometimes) at shared-memory accesses, so a missing
+//     barrier shows up as a wrong value under some seed instead of passing by luck.
+//   - Shared-memory races: between two barriers of a block, a byte written by one thread and
+//     read or written by another is reported (the launch then fails with the first report).
+//   - Barrier misuse: a __syncthreads or warp exchange that not every thread reaches fails the
+//     launch instead of hanging; so does a spin-wait that never ends.
+// What it cannot show: speed, occupancy, and the memory model (fibers share one OS thread).
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <math.h>
+
+// Device math as host math (float and double overloads in the global namespace).
+using std::exp;
+using std::tanh;
+
+namespace fastlstm::simt {
+
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+struct ThreadIndex {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+};
+
+// Options of the emulator, process-wide (tests set them through torch.ops.fastlstm).
+struct Options {
+  uint64_t seed = 0;        // schedule seed
+  bool race_check = true;   // shared-memory race checking
+  bool preempt = true;      // also switch fibers at random shared-memory accesses
+};
+Options& options();
+int64_t launch_count();   // launches run so far, for tests to see that emulated code ran
+
+// Runs body() as every thread of a grid; throws a c10::Error on a race, a deadlock or a
+// barrier that not every thread reached. shared_bytes of dynamic shared memory per block.
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body);
+
+// --- what kernels call (through the CUDA spellings below) --------------------------------
+const ThreadIndex& current_index();
+void syncthreads();
+void syncwarp();
+uint64_t warp_exchange(uint64_t value, int src_lane);  // value of src_lane's call
+void spin_pause();
+void* shared_base();                    // this block's dynamic shared memory
+void record_shared_access(const void* p, size_t bytes, bool write);
+
+template <typename T>
+T shuffle(T v, int src_lane) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "warp shuffles move at most 8 bytes");
+  uint64_t in = 0;
+  std::memcpy(&in, &v, sizeof(T));
+  const uint64_t out = warp_exchange(in, src_lane);
+  T r;
+  std::memcpy(&r, &out, sizeof(T));
+  return r;
+}
+
+// Dynamic shared memory as an array whose element accesses are race-checked.
+template <typename T>
+class SharedRef {
+ public:
+  explicit SharedRef(T* p) : p_(p) {}
+  operator T() const {
+    record_shared_access(p_, sizeof(T), false);
+    return *p_;
+  }
+  SharedRef& operator=(T v) {
+    record_shared_access(p_, sizeof(T), true);
+    *p_ = v;
+    return *this;
+  }
+  SharedRef& operator=(const SharedRef& o) { return *this = static_cast<T>(o); }
+  SharedRef& operator+=(T v) { return *this = static_cast<T>(*this) + v; }
+  SharedRef& operator-=(T v) { return *this = static_cast<T>(*this) - v; }
+  SharedRef& operator*=(T v) { return *this = static_cast<T>(*this) * v; }
+
+ private:
+  T* p_;
+};
+
+template <typename T>
+class SharedArray {
+ public:
+  explicit SharedArray(T* base) : base_(base) {}
+  SharedRef<T> operator[](int64_t i) const { return SharedRef<T>(base_ + i); }
+
+ private:
+  T* base_;
+};
+
+template <typename T>
+SharedArray<T> dynamic_shared() {
+  return SharedArray<T>(static_cast<T*>(shared_base()));
+}
+
+template <typename T>
+T atomic_load(const T* p) {
+  return *p;
+}
+
+// The launch wrappers of csrc/simt/simt.h: every thread of the grid runs kernel(args...).
+// All blocks are resident at once, so a cooperative launch is an ordinary one here.
+template <typename... KernelArgs, typename... Args>
+void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes,
+            Args&&... args) {
+  run_grid(grid, block, shared_bytes, [&] { kernel(args...); });
+}
+template <typename... KernelArgs, typename... Args>
+void launch_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                        size_t shared_bytes, Args&&... args) {
+  run_grid(grid, block, shared_bytes, [&] { kernel(args...); });
+}
+
+}  // namespace fastlstm::simt
+
+// --- CUDA spellings ---------------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define threadIdx (::fastlstm::simt::current_index().thread)
+#define blockIdx (::fastlstm::simt::current_index().block)
+#define blockDim (::fastlstm::simt::current_index().block_dim)
+#define gridDim (::fastlstm::simt::current_index().grid_dim)
+constexpr int warpSize = 32;
+
+using fastlstm::simt::dim3;
+
+inline void __syncthreads() { fastlstm::simt::syncthreads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { fastlstm::simt::syncwarp(); }
+inline void __threadfence() {}  // one OS thread: every write is already visible
+
+inline int fastlstm_lane() {
+  const auto& i = fastlstm::simt::current_index();
+  return static_cast<int>((i.thread.x + i.block_dim.x * (i.thread.y + i.block_dim.y * i.thread.z)) %
+                          32);
+}
+
+template <typename T>
+T __shfl_sync(unsigned, T v, int src_lane, int width = 32) {
+  const int lane = fastlstm_lane();
+  return fastlstm::simt::shuffle(v, (lane & ~(width - 1)) + (src_lane & (width - 1)));
+}
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int lane_mask, int width = 32) {
+  const int lane = fastlstm_lane();
+  const int src = lane ^ lane_mask;
+  return fastlstm::simt::shuffle(v, (src & ~(width - 1)) == (lane & ~(width - 1)) ? src : lane);
+}
+template <typename T>
+T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+  const int lane = fastlstm_lane();
+  const int src = lane + static_cast<int>(delta);
+  return fastlstm::simt::shuffle(v, (src & ~(width - 1)) == (lane & ~(width - 1)) ? src : lane);
+}
+inline unsigned __ballot_sync(unsigned, int predicate) {
+  unsigned bits = 0;
+  const unsigned mine = predicate ? 1u << fastlstm_lane() : 0u;
+  for (int src = 0; src < 32; ++src) bits |= fastlstm::simt::shuffle(mine, src);
+  return bits;
+}
+
+// One OS thread runs every fiber and fibers switch only at the calls above, so a plain
+// read-modify-write is atomic here.
+template <typename T>
+T atomicAdd(T* p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
+}
+template <typename T>
+T atomicMax(T* p, T v) {
+  const T old = *p;
+  if (v > old) *p = v;
+  return old;
+}
+template <typename T>
+T atomicExch(T* p, T v) {
+  const T old = *p;
+  *p = v;
+  return old;
+}

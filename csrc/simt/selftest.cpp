@@ -1,0 +1,129 @@
+// Small kernels that show the emulator's checks work, some deliberately broken:
+// torch.ops.fastlstm._simt_selftest(name, x) runs kernel `name` over float32 x and returns its
+// result. tests/test_simt.py compares each with torch and expects the broken ones to be caught.
+#define FASTLSTM_SIMT_EMULATE 1
+
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "../cuda/grid_barrier.cuh"
+#include "simt.h"
+
+namespace fastlstm::simt {
+namespace {
+
+// out[0] = sum(x), one block of n threads, a shared-memory tree (n a power of two).
+__global__ void block_sum(const float* x, float* out) {
+  auto s = dynamic_shared<float>();
+  const unsigned t = threadIdx.x;
+  s[t] = x[t];
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (t < half) s[t] = s[t] + s[t + half];
+    __syncthreads();
+  }
+  if (t == 0) out[0] = s[0];
+}
+
+// Broken on purpose: the first level reads neighbours' slots before the barrier.
+__global__ void block_sum_missing_barrier(const float* x, float* out) {
+  auto s = dynamic_shared<float>();
+  const unsigned t = threadIdx.x;
+  s[t] = x[t];
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (t < half) s[t] = s[t] + s[t + half];
+    __syncthreads();
+  }
+  if (t == 0) out[0] = s[0];
+}
+
+// Warp shuffles: each warp reduces its 32 values, lane 0 adds them to out[0].
+__global__ void warp_sum(const float* x, float* out) {
+  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+  float v = x[i];
+  for (int m = 16; m > 0; m /= 2) v += __shfl_xor_sync(0xffffffffu, v, m);
+  if (threadIdx.x % 32 == 0) atomicAdd(out, v);
+}
+
+// out[0] = number of positive x, through warp ballots.
+__global__ void ballot_count(const float* x, float* out) {
+  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+  const unsigned bits = __ballot_sync(0xffffffffu, x[i] > 0.0f);
+  if (threadIdx.x % 32 == 0) atomicAdd(out, static_cast<float>(__builtin_popcount(bits)));
+}
+
+// Cooperative: every block writes its partial sum, a grid barrier, then block 0 adds them.
+// work[0] is the barrier counter, work[1 + b] block b's partial.
+__global__ void grid_sum(const float* x, float* out, unsigned* counter, float* partial) {
+  unsigned generation = 0;
+  if (threadIdx.x == 0) {
+    float acc = 0;
+    for (unsigned k = 0; k < blockDim.x; ++k) acc += x[blockIdx.x * blockDim.x + k];
+    partial[blockIdx.x] = acc;
+  }
+  cuda::grid_barrier(counter, generation);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    float acc = 0;
+    for (unsigned b = 0; b < gridDim.x; ++b) acc += partial[b];
+    out[0] = acc;
+  }
+}
+
+// Broken on purpose: odd threads leave before a barrier the others wait at.
+__global__ void divergent_barrier(const float* x, float* out) {
+  if (threadIdx.x % 2 == 1) return;
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = x[0];
+}
+
+at::Tensor simt_selftest(const std::string& kernel, const at::Tensor& x_in) {
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat && x_in.dim() == 1 && x_in.device().is_cpu(),
+              "fastlstm: _simt_selftest: x must be a 1-D float32 CPU tensor, got ",
+              x_in.scalar_type(), " ", x_in.sizes(), " on ", x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  const int64_t n = x.numel();
+  at::Tensor out = at::zeros({1}, x.options());
+  const float* xp = x.const_data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const unsigned threads = static_cast<unsigned>(n);
+  if (kernel == "block_sum" || kernel == "block_sum_missing_barrier") {
+    TORCH_CHECK(n >= 1 && n <= 1024 && (n & (n - 1)) == 0, "fastlstm: ", kernel,
+                ": x must have a power-of-two size up to 1024, got ", n);
+    launch(kernel == "block_sum" ? block_sum : block_sum_missing_barrier, dim3(1), dim3(threads),
+           n * sizeof(float), xp, op);
+  } else if (kernel == "warp_sum" || kernel == "ballot_count") {
+    TORCH_CHECK(n >= 64 && n % 64 == 0 && n <= 4096, "fastlstm: ", kernel,
+                ": x must have a size that is a multiple of 64, up to 4096, got ", n);
+    launch(kernel == "warp_sum" ? warp_sum : ballot_count, dim3(unsigned(n / 64)), dim3(64), 0,
+           xp, op);
+  } else if (kernel == "grid_sum") {
+    TORCH_CHECK(n >= 16 && n % 16 == 0 && n <= 1024, "fastlstm: grid_sum: x must have a size "
+                "that is a multiple of 16, up to 1024, got ", n);
+    const unsigned blocks = static_cast<unsigned>(n / 16);
+    at::Tensor counter = at::zeros({1}, x.options().dtype(at::kInt));
+    at::Tensor partial = at::zeros({blocks}, x.options());
+    launch_cooperative(grid_sum, dim3(blocks), dim3(16), 0, xp, op,
+                       reinterpret_cast<unsigned*>(counter.data_ptr<int>()),
+                       partial.data_ptr<float>());
+  } else if (kernel == "divergent_barrier") {
+    launch(divergent_barrier, dim3(1), dim3(threads), 0, xp, op);
+  } else {
+    TORCH_CHECK(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
+                "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, divergent_barrier; "
+                "got '", kernel, "'");
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace fastlstm::simt
+
+TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
+  m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
+  m.impl("_simt_selftest", &fastlstm::simt::simt_selftest);
+}

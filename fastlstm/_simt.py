@@ -1,0 +1,31 @@
+"""The CUDA emulation, for tests: while `emulated_cuda()` is active, fastlstm's ops on CPU
+tensors run the CUDA backend (csrc/cuda/: kernels, cuBLAS call sites, layer driver) on the CPU,
+every CUDA thread a fiber, in a schedule drawn from `seed`, with shared-memory race checking.
+See csrc/simt/emulator.h. It never speeds anything up; it exists so that CI runs the CUDA code.
+"""
+
+import contextlib
+
+import torch
+
+from . import _ops  # noqa: F401  (loads the library and its ops)
+
+
+@contextlib.contextmanager
+def emulated_cuda(seed: int = 0, race_check: bool = True):
+    torch.ops.fastlstm._simt_emulate(True, seed, race_check)
+    try:
+        yield
+    finally:
+        torch.ops.fastlstm._simt_emulate(False, 0, True)
+
+
+def launch_count() -> int:
+    """Emulated kernel launches so far in this process."""
+    return torch.ops.fastlstm._simt_launch_count()
+
+
+def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):
+    """Runs one of the emulator's self-test kernels (csrc/simt/selftest.cpp) over x."""
+    with emulated_cuda(seed, race_check):
+        return torch.ops.fastlstm._simt_selftest(kernel, x)

@@ -1,0 +1,120 @@
+"""The CUDA backend run on the CPU (csrc/simt/): the same kernels, cuBLAS call sites and layer
+driver that the GPU runs, every CUDA thread a fiber, under several random schedules with the
+shared-memory race check on. nn.LSTM over packed input is the judge, as everywhere.
+
+Also: the emulator's own checks bite (tests/test_simt.py covers its self-test kernels).
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import fastlstm
+from fastlstm import _simt
+from helpers import check_parity, make_pair, reference_forward, upstream_grads
+
+pytestmark = pytest.mark.cuda_emulated
+
+SEEDS = (0, 1, 2)
+
+# (layers, bidirectional, proj_size, bias, batch_first, lengths): B from 1 to 9, T up to 20,
+# lengths unsorted and with zeros.
+GRID = [
+    (1, False, 0, True, False, [5]),
+    (1, True, 0, True, False, [7, 0, 3, 7, 1]),
+    (2, True, 0, True, True, [4, 9, 0, 2, 9, 6, 1, 3, 8]),
+    (2, False, 3, True, False, [20, 11, 0, 17]),
+    (1, True, 3, False, True, [6, 2, 6, 0, 5, 1]),
+    (2, True, 2, True, False, [0, 0, 0]),
+]
+I, H = 3, 6
+
+
+def _run_emulated(seed, fn):
+    launches = _simt.launch_count()
+    with _simt.emulated_cuda(seed=seed):
+        result = fn()
+    assert _simt.launch_count() > launches, "the emulated CUDA kernels did not run"
+    return result
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("layers,bi,proj,bias,bf,lengths", GRID)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_parity_with_nn_lstm(layers, bi, proj, bias, bf, lengths, dtype, seed):
+    ref, fast = make_pair(I, H, dtype, seed=seed, num_layers=layers, bidirectional=bi,
+                          proj_size=proj, bias=bias, batch_first=bf)
+    T, B = max(max(lengths), 1), len(lengths)
+    gen = torch.Generator().manual_seed(100 + seed)
+    x = torch.randn((B, T, I) if bf else (T, B, I), generator=gen, dtype=torch.float64).to(dtype)
+    D = 2 if bi else 1
+    Hout = proj or H
+    hx = (torch.randn(layers * D, B, Hout, generator=gen, dtype=torch.float64).to(dtype),
+          torch.randn(layers * D, B, H, generator=gen, dtype=torch.float64).to(dtype))
+    _run_emulated(seed, lambda: check_parity(ref, fast, x, lengths, hx=hx))
+
+
+def _outputs_and_grads(model, x, lengths, hx, grads, fast):
+    x = x.detach().clone().requires_grad_()
+    hx = tuple(t.detach().clone().requires_grad_() for t in hx)
+    model.zero_grad(set_to_none=True)
+    if fast:
+        out, (h_n, c_n) = model(x, hx, lengths=lengths)
+    else:
+        out, h_n, c_n = reference_forward(model, x, lengths, hx)
+    loss = sum((t.float() * g.float()).sum() for t, g in zip((out, h_n, c_n), grads))
+    loss.backward()
+    result = {"output": out, "h_n": h_n, "c_n": c_n, "grad_input": x.grad,
+              "grad_h_0": hx[0].grad, "grad_c_0": hx[1].grad}
+    result.update({"grad." + n: p.grad for n, p in model.named_parameters()})
+    return {k: v.double() for k, v in result.items()}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layers,bi,proj", [(1, True, 0), (2, False, 3)])
+def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed):
+    """fp16/bf16 (fp32 accumulation, fp32 cell): the error against a float64 run is at most
+    2x what nn.LSTM itself makes in that dtype (plus a floor for values where both are tiny)."""
+    lengths = [7, 0, 3, 7, 1, 5]
+    T, B = 7, len(lengths)
+    ref64, fast = make_pair(I, H, torch.float64, seed=seed, num_layers=layers, bidirectional=bi,
+                            proj_size=proj)
+    ref_low = nn.LSTM(I, H, num_layers=layers, bidirectional=bi, proj_size=proj).to(dtype)
+    ref_low.load_state_dict(ref64.state_dict())
+    fast = fast.to(dtype)
+    gen = torch.Generator().manual_seed(7 + seed)
+    D = 2 if bi else 1
+    # Inputs exactly representable in the low dtype, so every run sees the same numbers.
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64).to(dtype).double()
+    hx = tuple(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype).double()
+               for s in ((layers * D, B, proj or H), (layers * D, B, H)))
+    grads = upstream_grads([(T, B, D * (proj or H)), hx[0].shape, hx[1].shape], dtype, seed)
+    exact = _outputs_and_grads(ref64, x, lengths, hx, grads, fast=False)
+    nn_low = _outputs_and_grads(ref_low, x.to(dtype), lengths, tuple(t.to(dtype) for t in hx),
+                                grads, fast=False)
+    fast_low = _run_emulated(seed, lambda: _outputs_and_grads(
+        fast, x.to(dtype), lengths, tuple(t.to(dtype) for t in hx), grads, fast=True))
+    floor = {torch.float16: 5e-4, torch.bfloat16: 4e-3}[dtype]
+    for name, want in exact.items():
+        nn_err = (nn_low[name] - want).abs().max().item()
+        fast_err = (fast_low[name] - want).abs().max().item()
+        scale = max(1.0, want.abs().max().item())
+        print(f"{name}: fastlstm err {fast_err:.3g}, nn.LSTM err {nn_err:.3g}")
+        assert fast_err <= 2 * nn_err + floor * scale, (name, fast_err, nn_err)
+    pad = torch.tensor([[t >= n for n in lengths] for t in range(T)])
+    assert torch.all(fast_low["output"][pad] == 0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_schedules_agree_with_cpu_backend(seed):
+    """Outputs of the emulated CUDA backend equal the CPU backend's in float64 to rounding, and
+    do not depend on the schedule seed (the per-step kernels are free of races)."""
+    torch.manual_seed(0)
+    lstm = fastlstm.LSTM(I, H, num_layers=2, bidirectional=True).double()
+    x = torch.randn(9, 4, I, dtype=torch.float64)
+    lengths = [9, 2, 0, 5]
+    cpu_out, (cpu_h, cpu_c) = lstm(x, lengths=lengths)
+    emu_out, (emu_h, emu_c) = _run_emulated(seed, lambda: lstm(x, lengths=lengths))
+    for a, b in ((emu_out, cpu_out), (emu_h, cpu_h), (emu_c, cpu_c)):
+        torch.testing.assert_close(a, b, atol=1e-13, rtol=1e-13)

@@ -1,0 +1,70 @@
+"""The CUDA emulator's own checks (csrc/simt/): correct kernels give torch's answer under every
+schedule seed, and deliberately broken kernels are caught, by a race report or by a wrong value
+under some seed, and a barrier that not every thread reaches fails instead of hanging."""
+
+import pytest
+import torch
+
+from fastlstm import _simt
+
+pytestmark = pytest.mark.cuda_emulated
+
+SEEDS = range(5)
+
+
+def _x(n, seed=0):
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", [32, 64, 256])
+def test_block_reduction_through_shared_memory(n, seed):
+    x = _x(n, seed)
+    got = _simt.selftest("block_sum", x, seed=seed)
+    torch.testing.assert_close(got[0], x.sum(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_warp_shuffle_and_ballot(seed):
+    x = _x(256, seed)
+    torch.testing.assert_close(_simt.selftest("warp_sum", x, seed=seed)[0], x.sum(),
+                               atol=1e-4, rtol=1e-5)
+    assert _simt.selftest("ballot_count", x, seed=seed).item() == (x > 0).sum().item()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cooperative_launch_with_grid_barrier(seed):
+    x = _x(16 * 12, seed)  # 12 blocks of 16 threads, all resident, meeting at a grid barrier
+    torch.testing.assert_close(_simt.selftest("grid_sum", x, seed=seed)[0], x.sum(),
+                               atol=1e-4, rtol=1e-5)
+
+
+def test_missing_barrier_is_reported_as_a_race():
+    with pytest.raises(RuntimeError, match="shared-memory race in block 0 .* no __syncthreads"):
+        _simt.selftest("block_sum_missing_barrier", _x(64))
+
+
+def test_missing_barrier_gives_wrong_values_under_some_seed():
+    """With the race check off, the random schedule alone exposes the bug."""
+    x = _x(64)
+    results = [_simt.selftest("block_sum_missing_barrier", x, seed=s, race_check=False).item()
+               for s in range(8)]
+    wrong = [r for r in results if abs(r - x.sum().item()) > 1e-4]
+    assert wrong, f"every seed gave the right sum {x.sum().item()}: {results}"
+
+
+def test_barrier_not_reached_by_every_thread_fails_instead_of_hanging():
+    with pytest.raises(RuntimeError, match="deadlocked.*32 of 64 threads wait at __syncthreads"):
+        _simt.selftest("divergent_barrier", _x(64))
+
+
+def test_emulation_is_off_outside_the_context():
+    """Outside emulated_cuda(), the CPU ops run the CPU backend: no emulated launch happens."""
+    import fastlstm
+    lstm = fastlstm.LSTM(2, 3)
+    before = _simt.launch_count()
+    lstm(torch.randn(4, 2, 2), lengths=[4, 2])
+    assert _simt.launch_count() == before
+    with _simt.emulated_cuda():
+        lstm(torch.randn(4, 2, 2), lengths=[4, 2])
+    assert _simt.launch_count() > before

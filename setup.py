@@ -65,6 +65,16 @@ def want_cuda(cuda_sources):
     return not reasons
 
 
+def find_cublas(cuda_home, site):
+    """(folder, linker flag) of a cuBLAS to link: the toolkit's, else the one torch's pip
+    dependencies ship (nvidia/cu*/lib, which has only the versioned libcublas.so.N)."""
+    if os.path.exists(os.path.join(cuda_home, "lib64", "libcublas.so")):
+        return os.path.join(cuda_home, "lib64"), "-lcublas"
+    for lib in sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "lib", "libcublas.so.*"))):
+        return os.path.dirname(lib), "-l:" + os.path.basename(lib)
+    return None, None
+
+
 def default_max_jobs():
     """One job per core, and at most one per 3 GiB of free memory (nvcc is hungry)."""
     try:
@@ -112,20 +122,24 @@ def make_extension():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCHS
     print(f"fastlstm: CUDA architectures {os.environ.get('TORCH_CUDA_ARCH_LIST')}")
     include_dirs = []
+    site = os.path.dirname(os.path.dirname(torch.__file__))
     # ATen's CUDA headers include cusparse.h etc.; torch's pip dependencies ship them here.
-    for site in {os.path.dirname(os.path.dirname(torch.__file__))}:
-        for sub in ("cu13", "cu12"):
-            inc = os.path.join(site, "nvidia", sub, "include")
-            if os.path.isdir(inc):
-                include_dirs.append(inc)
+    for sub in ("cu13", "cu12"):
+        inc = os.path.join(site, "nvidia", sub, "include")
+        if os.path.isdir(inc):
+            include_dirs.append(inc)
+    # cuBLAS explicitly, rather than relying on torch's libraries having loaded it.
+    cublas_dir, cublas_flag = find_cublas(cuda_home, site)
+    if cublas_flag is None:
+        print("fastlstm: no libcublas found to link; relying on torch to load it")
+    cuda_link_flags = link_flags + ([f"-L{cublas_dir}", cublas_flag] if cublas_flag else [])
     # No --use_fast_math: it turns tanh into tanh.approx.f32 (~5e-4 relative error).
     nvcc_flags = ["-O3", "-DNDEBUG", "-lineinfo", "--expt-relaxed-constexpr", "-std=c++20"]
-    # cuBLAS explicitly, rather than relying on torch's libraries having loaded it.
     return True, CUDAExtension("fastlstm._C", cpu_sources + cuda_sources,
-                               include_dirs=include_dirs, libraries=["cublas"],
+                               include_dirs=include_dirs,
                                define_macros=[("FASTLSTM_WITH_CUDA", "1")],
                                extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-                               extra_link_args=link_flags)
+                               extra_link_args=cuda_link_flags)
 
 
 os.environ.setdefault("MAX_JOBS", default_max_jobs())

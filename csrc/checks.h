@@ -24,4 +24,8 @@ void check_lengths_cpu(const at::Tensor& lengths_cpu, int64_t T);
 void check_grad_arg(const at::Tensor& grad, const char* name, at::IntArrayRef expected,
                     const at::Tensor& like);
 
+// Checks the arguments of _device_schedule: lengths a 1-D integer tensor, T >= 0. (Values are
+// not read: that would cost the device-to-host copy the device schedule exists to avoid.)
+void check_device_schedule_args(const at::Tensor& lengths, int64_t T);
+
 }  // namespace fastlstm

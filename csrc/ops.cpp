@@ -101,6 +101,16 @@ void check_lengths_cpu(const at::Tensor& lengths_cpu, int64_t T) {
   }
 }
 
+void check_device_schedule_args(const at::Tensor& lengths, int64_t T) {
+  TORCH_CHECK_VALUE(lengths.dim() == 1, "fastlstm: lengths must be 1-D [B], got ",
+                    lengths.dim(), "-D with shape ", lengths.sizes());
+  TORCH_CHECK_VALUE(!at::isFloatingType(lengths.scalar_type()) &&
+                        !at::isComplexType(lengths.scalar_type()) &&
+                        lengths.scalar_type() != at::kBool,
+                    "fastlstm: lengths must have an integer dtype, got ", lengths.scalar_type());
+  TORCH_CHECK_VALUE(T >= 0, "fastlstm: T must be >= 0, got ", T);
+}
+
 void check_grad_arg(const at::Tensor& grad, const char* name, at::IntArrayRef expected,
                     const at::Tensor& like) {
   if (!grad.defined()) return;

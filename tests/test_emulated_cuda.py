@@ -118,3 +118,43 @@ def test_schedules_agree_with_cpu_backend(seed):
     emu_out, (emu_h, emu_c) = _run_emulated(seed, lambda: lstm(x, lengths=lengths))
     for a, b in ((emu_out, cpu_out), (emu_h, cpu_h), (emu_c, cpu_c)):
         torch.testing.assert_close(a, b, atol=1e-13, rtol=1e-13)
+
+
+def _host_schedule(lengths, T):
+    """The packed schedule as PackedSequence defines it: sorted descending (stable), active
+    rows per step, their offsets."""
+    order = sorted(range(len(lengths)), key=lambda b: -lengths[b])  # Python's sort is stable
+    active = [sum(1 for n in lengths if n > t) for t in range(T)]
+    offsets = [0]
+    for a in active:
+        offsets.append(offsets[-1] + a)
+    return order, [lengths[b] for b in order], active, offsets
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("lengths,T", [([3, 0, 7, 3, 1, 7, 2], 7), ([0, 0], 4), ([5], 5),
+                                       ([4, 9, 0, 2, 9, 6, 1, 3, 8], 12), ([], 3), ([2, 2], 0)])
+def test_device_schedule_matches_packed_layout(lengths, T, seed):
+    """The schedule the CUDA backend builds on the device (no host copy of the lengths), run
+    through the emulator, equals the packed layout: what pack_padded_sequence gives."""
+    lengths_t = torch.tensor(lengths, dtype=torch.int64)
+    with _simt.emulated_cuda(seed=seed):
+        order, sorted_lengths, active, offsets = torch.ops.fastlstm._device_schedule(lengths_t, T)
+    want = _host_schedule(lengths, T)
+    assert order.tolist() == want[0]
+    assert sorted_lengths.tolist() == want[1]
+    assert active.tolist() == want[2]
+    assert offsets.tolist() == want[3]
+    if lengths and T and min(lengths) > 0 and max(lengths) == T:
+        packed = nn.utils.rnn.pack_padded_sequence(torch.zeros(T, len(lengths), 1), lengths_t,
+                                                   enforce_sorted=False)
+        assert active.tolist() == packed.batch_sizes.tolist()
+
+
+def test_device_schedule_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="lengths must be 1-D"):
+        torch.ops.fastlstm._device_schedule(torch.zeros(2, 2, dtype=torch.int64), 3)
+    with pytest.raises(ValueError, match="integer dtype"):
+        torch.ops.fastlstm._device_schedule(torch.zeros(2), 3)
+    with pytest.raises(ValueError, match="T must be >= 0"):
+        torch.ops.fastlstm._device_schedule(torch.zeros(2, dtype=torch.int64), -1)

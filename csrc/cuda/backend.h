@@ -19,6 +19,16 @@
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
 
+// The packed step schedule, built on the lengths' device with no host synchronisation
+// (device_schedule.cuh): sequences sorted by length, descending and stable.
+struct DeviceSchedule {
+  at::Tensor order;           // [B] int64: batch index of sorted row j
+  at::Tensor sorted_lengths;  // [B] int64: descending
+  at::Tensor active;          // [T] int64: rows active at step t (a prefix of the sorted rows)
+  at::Tensor offsets;         // [T+1] int64: first packed row of step t; offsets[T] = N
+};
+DeviceSchedule device_schedule(const at::Tensor& lengths, int64_t T);
+
 struct CudaBackend {
   // Uploads index lists to the device for the duration of one op call.
   class Context {
@@ -60,10 +70,11 @@ struct CudaBackend {
   template <typename T, typename Acc>
   static void combine_bias(Context& ctx, int64_t G, Acc* out, const T* b_ih, const T* b_hh);
 
-  // Directions run one after the other on the current stream.
+  // The directions are independent: on the GPU each runs on a stream of its own, joined back
+  // into the current stream (under emulation, one after the other).
   template <typename F>
   static void for_each_direction(int64_t D, const F& f) {
-    for (int64_t dir = 0; dir < D; ++dir) f(dir);
+    simt::concurrently(D, f);
   }
 };
 

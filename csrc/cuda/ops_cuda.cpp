@@ -54,4 +54,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
 TORCH_LIBRARY_IMPL(fastlstm, CUDA, m) {
   m.impl("lstm_layer_forward", &fastlstm::cuda::lstm_layer_forward_cuda);
   m.impl("lstm_layer_backward", &fastlstm::cuda::lstm_layer_backward_cuda);
+  m.impl("_device_schedule", [](const at::Tensor& lengths, int64_t T) {
+    fastlstm::check_device_schedule_args(lengths, T);
+    const c10::cuda::CUDAGuard guard(lengths.device());
+    const auto s = fastlstm::cuda::device_schedule(lengths, T);
+    return std::make_tuple(s.order, s.sorted_lengths, s.active, s.offsets);
+  });
 }

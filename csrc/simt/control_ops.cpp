@@ -2,6 +2,9 @@
 // emulator's schedule seed and race checking (fastlstm/_simt.py wraps these for tests):
 //   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check)
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
+// and declares the CUDA backend's device-built schedule as an op of its own, for tests:
+//   torch.ops.fastlstm._device_schedule(lengths, T) -> (order, sorted_lengths, active, offsets)
+// (CUDA tensors: the GPU kernels; CPU tensors: the same kernels under the emulator.)
 #include <torch/library.h>
 
 #include <atomic>
@@ -33,4 +36,6 @@ TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True) -> ()",
         &fastlstm::simt::simt_emulate);
   m.def("_simt_launch_count() -> int", &fastlstm::simt::simt_launch_count);
+  m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "
+        "Tensor active, Tensor offsets)");
 }

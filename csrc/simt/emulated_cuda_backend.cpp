@@ -3,12 +3,16 @@
 // (fastlstm::cuda::emulated::CudaBackend). Nothing here is a second copy of a kernel.
 #define FASTLSTM_SIMT_EMULATE 1
 
+#include "../cuda/device_schedule.cu"
 #include "../cuda/gemm_cuda.cpp"
 #include "../cuda/kernels_bf16.cu"
 #include "../cuda/kernels_f16.cu"
 #include "../cuda/kernels_f32.cu"
 #include "../cuda/kernels_f64.cu"
 
+#include <torch/library.h>
+
+#include "../checks.h"
 #include "../layer_ops.h"
 #include "emulated_ops.h"
 
@@ -30,3 +34,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> emulated
 }
 
 }  // namespace fastlstm::simt
+
+TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
+  m.impl("_device_schedule", [](const at::Tensor& lengths, int64_t T) {
+    fastlstm::check_device_schedule_args(lengths, T);
+    const auto s = fastlstm::cuda::device_schedule(lengths, T);
+    return std::make_tuple(s.order, s.sorted_lengths, s.active, s.offsets);
+  });
+}

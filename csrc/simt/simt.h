@@ -11,6 +11,7 @@
 //   simt::spin_pause()          inside spin-waits (a fiber must yield on the CPU)
 //   simt::atomic_load(p)        an acquire load of a flag or counter another block writes
 //   simt::pinned_empty(n)       host int64 staging memory for uploads
+//   simt::concurrently(n, f)    f(0..n-1) as independent work: one stream each on the GPU
 // Everything else (__syncthreads, __shfl_*_sync, atomicAdd, __threadfence, threadIdx, ...)
 // is spelled as in CUDA.
 //
@@ -35,6 +36,10 @@ namespace fastlstm::simt {
 inline cudaStream_t current_stream() { return cudaStream_t{}; }
 inline cublasHandle_t blas_handle() { return emulated_blas_handle(); }
 inline at::Tensor pinned_empty(int64_t n) { return at::empty({n}, at::kLong); }
+template <typename F>
+void concurrently(int64_t n, const F& f) {
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
 }  // namespace fastlstm::simt
 
 #define C10_CUDA_CHECK(expr)                                                         \
@@ -47,7 +52,12 @@ inline at::Tensor pinned_empty(int64_t n) { return at::empty({n}, at::kLong); }
 #else  // the real GPU: nvcc for kernels, the host compiler for host code
 
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cstdlib>
+#include <cstring>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -59,6 +69,36 @@ inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); 
 inline cublasHandle_t blas_handle() { return at::cuda::getCurrentCUDABlasHandle(); }
 inline at::Tensor pinned_empty(int64_t n) {
   return at::empty({n}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+}
+
+// f(0) on the current stream, f(1..n-1) each on a pool stream that first waits for the current
+// one; the current stream then waits for all of them, so callers see plain stream order.
+// FASTLSTM_CUDA_SERIAL_DIRECTIONS=1 runs them one after the other on the current stream.
+template <typename F>
+void concurrently(int64_t n, const F& f) {
+  static const bool serial = [] {
+    const char* v = std::getenv("FASTLSTM_CUDA_SERIAL_DIRECTIONS");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  if (n <= 1 || serial) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream();
+  at::cuda::CUDAEvent forked;
+  forked.record(main);
+  f(0);
+  for (int64_t i = 1; i < n; ++i) {
+    const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, main.device_index());
+    forked.block(side);
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      f(i);
+    }
+    at::cuda::CUDAEvent joined;
+    joined.record(side);
+    joined.block(main);
+  }
 }
 
 #if defined(__CUDACC__)

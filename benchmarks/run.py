@@ -124,7 +124,8 @@ def main(argv=None):
                else memory.METHOD[device.type])
     payload = {"machine": info, "run": run, "results": results, "per_step": []}
     stem = _stem(payload, args)
-    old_handlers = _catch_stop_signals() if args.incremental else {}
+    stop = []  # the name of the signal that asked the run to stop (--incremental)
+    old_handlers = _catch_stop_signals(stop) if args.incremental else {}
     try:
         with Progress(len(jobs), desc=f"bench {cfg['name']} on {device.type}") as bar:
             for w, mode in jobs:
@@ -135,13 +136,15 @@ def main(argv=None):
                     run["stopped"] = f"partial JSON: {len(results)} of {len(jobs)} jobs done"
                     payload["per_step"] = report.per_step(results)
                     report.write_json(stem + ".json", payload)
-        run.pop("stopped", None)
-    except _Stop as e:
-        run["stopped"] = f"stopped by {e} after {len(results)} of {len(jobs)} jobs"
-        print(f"\n{run['stopped']}; writing what was measured", file=sys.stderr)
+                if stop:
+                    break
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+    run.pop("stopped", None)
+    if stop:
+        run["stopped"] = f"stopped by {stop[0]} after {len(results)} of {len(jobs)} jobs"
+        print(f"\n{run['stopped']}; writing what was measured", file=sys.stderr)
     payload["per_step"] = report.per_step(results)
     write_outputs(payload, args)
     return payload
@@ -154,16 +157,12 @@ def set_tf32(flag):
         torch.backends.cudnn.allow_tf32 = bool(flag)
 
 
-class _Stop(Exception):
-    """Raised by SIGTERM / SIGINT under --incremental: not caught by measure()."""
-
-
-def _raise_stop(signum, frame):
-    raise _Stop(signal.Signals(signum).name)
-
-
-def _catch_stop_signals():
-    return {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+def _catch_stop_signals(stop):
+    """SIGTERM / SIGINT append their name to `stop`: the run ends after the job in progress.
+    Returns the handlers they replace."""
+    def handler(signum, frame):
+        stop.append(signal.Signals(signum).name)
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _stem(payload, args):

@@ -198,3 +198,34 @@ def test_gpu_session_config_has_the_issue_axes():
     # every workload has its T=100 / T=1000 partner, for the per-step latency
     keys = {(w.hidden_size, w.batch, w.bidirectional, w.lengths, w.dtype, w.max_len) for w in ws}
     assert all(k[:-1] + (1100 - k[-1],) in keys for k in keys)
+
+
+def test_incremental_run_stops_on_sigterm_and_keeps_the_jobs_done(tmp_path, monkeypatch):
+    """--incremental: the JSON after every job; SIGTERM (a `timeout` cap) ends the run after the
+    job in progress, and every output is written for the jobs done, marked partial."""
+    import signal
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps({"name": "t", "reps": 1, "warmup": 0, "buckets": 2,
+                               "modes": ["forward"], "grids": [{"batch": [2], "hidden_size": [4],
+                               "input_size": [3], "max_len": [3, 5, 7, 9]}]}))
+    real, seen = run.measure, []
+
+    def measure(*a, **k):
+        row = real(*a, **k)
+        seen.append(row)
+        if len(seen) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+    monkeypatch.setattr(run, "measure", measure)
+    before = signal.getsignal(signal.SIGTERM)
+    payload = run.main(["--config", str(cfg), "--device", "cpu", "--out", str(tmp_path / "out"),
+                        "--incremental", "--no-memory"])
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert len(payload["results"]) == 2 and payload["run"]["jobs"] == 4
+    assert payload["run"]["stopped"].startswith("stopped by SIGTERM after 2 of 4 jobs")
+    written = os.listdir(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / next(f for f in written if f.endswith(".json")))
+                       .read_text())
+    assert len(saved["results"]) == 2 and len(saved["per_step"]) == 1
+    md = (tmp_path / "out" / next(f for f in written if f.endswith(".md"))).read_text()
+    assert "Partial run" in md and not any(f.endswith(".tmp") for f in written)

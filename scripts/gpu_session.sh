@@ -145,7 +145,7 @@ run_build() {
   cap=$(cap_for "${FASTLSTM_BUILD_CAP:-240}")
   no_time build "$cap" && return 1
   section "build (cap ${cap}s)"
-  export TORCH_CUDA_ARCH_LIST="$arch" FASTLSTM_CUDA_ARCHS="$arch" MAX_JOBS="$(nproc)"
+  export TORCH_CUDA_ARCH_LIST="$arch" FASTLSTM_CUDA_ARCHS="$arch" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
   if [ -n "${FASTLSTM_WHEEL:-}" ]; then
     # HOOK for the prebuilt wheel (another issue makes one): install it instead of building.
     # Later stages import from the checkout (python -m puts it first on sys.path), whose
@@ -318,7 +318,7 @@ run_wheel() {
   # No network there: the wheel for this GPU's architecture, installed alone into a folder put
   # first on the path, run from outside the checkout so that nothing comes from the source tree.
   mkdir -p "$work/wheel" "$work/wheel_run"
-  FASTLSTM_CUDA_ARCHS="$arch" FASTLSTM_FORCE_CUDA=1 MAX_JOBS="$(nproc)" timeout -k 10 "$cap" \
+  FASTLSTM_CUDA_ARCHS="$arch" FASTLSTM_FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" timeout -k 10 "$cap" \
     "$PY" -m pip wheel --no-build-isolation --no-deps --wheel-dir "$work/wheel" . \
     > "$work/wheel.log" 2>&1
   rc=$?

@@ -10,6 +10,11 @@ Each grid is a cartesian product over the axes in GRID_AXES; an axis a grid leav
 value from GRID_DEFAULTS (input_size stays 128 as hidden_size varies, like a fixed embedding).
 "devices" limits a grid to some device types (half precision is CUDA-only in fastlstm). The run
 is the union of the grids, duplicates dropped, in order.
+
+"tf32" (optional, run-wide): false turns TF32 off for float32 on CUDA, in cuBLAS matmuls and in
+cuDNN (torch's default lets cuDNN, hence nn.LSTM, use TF32 while fastlstm's matmuls do not);
+true turns it on for both; absent leaves torch's defaults. The run records what was in force.
+bfloat16 and float16 are unaffected by it.
 """
 
 import copy
@@ -24,7 +29,7 @@ GRID_AXES = ("batch", "hidden_size", "input_size", "num_layers", "bidirectional"
              "lengths", "dtype")
 GRID_DEFAULTS = {"batch": 32, "hidden_size": 128, "input_size": 128, "num_layers": 1,
                  "bidirectional": True, "max_len": 64, "lengths": "uniform", "dtype": "float32"}
-RUN_KEYS = {"name", "reps", "warmup", "buckets", "modes", "grids"}
+RUN_KEYS = {"name", "reps", "warmup", "buckets", "modes", "grids", "tf32"}
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 # About 80 s on 2 idle CPU cores (more when they are shared). Every grid runs in both modes,
@@ -98,6 +103,8 @@ def check(cfg):
                          f"{sorted(RUN_KEYS)}")
     if not cfg.get("grids"):
         raise ValueError("config: 'grids' must be a non-empty list")
+    if cfg.get("tf32") not in (None, True, False):
+        raise ValueError(f"config: 'tf32' must be true, false or absent, got {cfg['tf32']!r}")
     for mode in cfg.get("modes", ()):
         if mode not in MODES:
             raise ValueError(f"config: mode must be one of {MODES}, got {mode!r}")

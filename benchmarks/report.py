@@ -6,10 +6,12 @@ import platform
 import re
 import subprocess
 import textwrap
+from collections import defaultdict
 
 import torch
 
 from .contenders import BASELINES, CONTENDERS
+from .workloads import Workload
 
 
 def cpu_model():
@@ -89,17 +91,74 @@ def _prose(text):
     return textwrap.fill(text, 96, break_long_words=False, break_on_hyphens=False)
 
 
+def per_step(results):
+    """Per-step latency: for each group of rows that differ only in max_len (same mode), the
+    longest T's median time minus the shortest T's, over the difference in steps, for every
+    contender. Steps are the batch's longest sequence, which the recurrence runs: max_len
+    itself for equal lengths (T=1000 minus T=100 over 900), the longest draw otherwise. The
+    difference cancels what does not grow with T (launches, setup). Per time step of the
+    whole model: both directions and every layer."""
+    groups = defaultdict(list)
+    for r in results:
+        if "error" in r:
+            continue
+        fields = tuple(sorted((k, v) for k, v in r["workload"].items()
+                              if k not in ("name", "max_len")))
+        groups[(r["mode"], fields)].append(r)
+    rows = []
+    for (mode, fields), rs in groups.items():
+        short = min(rs, key=lambda r: r["workload"]["max_len"])
+        long = max(rs, key=lambda r: r["workload"]["max_len"])
+        steps = long["batch_max_len"] - short["batch_max_len"]
+        if long is short or steps <= 0:
+            continue
+        rows.append({
+            "workload": Workload(**dict(fields, max_len="*")).name, "mode": mode,
+            "max_len": [short["workload"]["max_len"], long["workload"]["max_len"]],
+            "batch_max_len": [short["batch_max_len"], long["batch_max_len"]], "steps": steps,
+            "per_step_us": {c: (long["median_ms"][c] - short["median_ms"][c]) * 1e3 / steps
+                            for c in CONTENDERS}})
+    return rows
+
+
+def _per_step_lines(rows):
+    if not rows:
+        return []
+    lines = [
+        "",
+        _prose("Per-step latency, microseconds per time step (whole model: both directions, "
+               "every layer): (time at the longest T - time at the shortest T) / (difference "
+               "in steps), steps being the batch's longest sequence (T=1000 minus T=100 over "
+               "900 for equal lengths)."),
+        "",
+        "| workload | mode | T long-short | " + " | ".join(f"{n} us/step" for n in CONTENDERS) + " |",
+        "|---|---|---:|" + "---:|" * len(CONTENDERS),
+    ]
+    for p in rows:
+        lines.append(f"| {p['workload']} | {p['mode']} | {p['batch_max_len'][1]}-"
+                     f"{p['batch_max_len'][0]} | "
+                     + " | ".join(f"{p['per_step_us'][n]:.2f}" for n in CONTENDERS) + " |")
+    return lines
+
+
 def markdown(payload):
     info, run = payload["machine"], payload["run"]
     results = [r for r in payload["results"] if "error" not in r]
     failed = [r for r in payload["results"] if "error" in r]
     short = {name: name.replace("nn.LSTM ", "") for name in BASELINES}
+    tf32 = info.get("tf32")
     lines = [
         _prose(f"Machine: {device_label(info)}; torch {info['torch']}, CUDA {info['cuda']}, "
                f"cuDNN {info['cudnn']}; git {info['git']}. Config `{run['config']}`: median of "
                f"{run['reps']} interleaved repetitions after {run['warmup']} warm-up, "
-               f"{run['buckets']} buckets."),
+               f"{run['buckets']} buckets."
+               + (f" TF32 for float32: matmul {'on' if tf32['matmul'] else 'off'}, cuDNN "
+                  f"{'on' if tf32['cudnn'] else 'off'}." if tf32 else "")),
         "",
+    ]
+    if run.get("stopped"):
+        lines += [_prose(f"**Partial run**: {run['stopped']}."), ""]
+    lines += [
         "| workload | mode | tokens (padding) | fastlstm ms | "
         + " | ".join(f"{short[b]} ms" for b in BASELINES)
         + " | fastlstm tokens/s | " + " | ".join(f"vs {short[b]}" for b in BASELINES) + " |",
@@ -133,6 +192,7 @@ def markdown(payload):
         peak = r["peak_mib"] or {}
         lines.append(f"| {r['workload']['name']} | {r['mode']} | "
                      + " | ".join(_mib(peak.get(name)) for name in CONTENDERS) + " |")
+    lines += _per_step_lines(per_step(results))
     notes = sorted({r["memory_note"] for r in results if r.get("memory_note")})
     lines += [f"\nMemory not measured: {note}" for note in notes]
     if failed:
@@ -142,9 +202,12 @@ def markdown(payload):
 
 
 def write(path, text):
+    """Atomic: a reader (or a kill mid-write) sees the old file or the new one, never half."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         f.write(text)
+    os.replace(tmp, path)
 
 
 def write_json(path, payload):

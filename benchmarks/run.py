@@ -6,15 +6,21 @@ when present, else on the CPU.
     python -m benchmarks --sweep             # the larger grid
     python -m benchmarks --config my.json    # a config file (--dump-config prints one)
     python -m benchmarks --update-readme     # also put the tables and plots into README.md
+    python -m benchmarks --incremental       # JSON after every job; SIGTERM/SIGINT stop cleanly
 
-Writes <tag>.json (machine, versions, every repetition), <tag>.md (tables) and <tag>_*.png
-(plots) to --out, where tag names the device, the config and torch.
+Writes <tag>.json (machine, versions, every repetition, per-step latencies), <tag>.md (tables)
+and <tag>_*.png (plots) to --out, where tag names the device, the config and torch.
+With --incremental (for time-capped runs: `timeout 180 python -m benchmarks --incremental`), the
+JSON is rewritten after every job, so that even a kill leaves the jobs done; SIGTERM or SIGINT
+ends the run after the job in progress and writes every output for the jobs done, marked as a
+partial run.
 """
 
 import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 
 import torch
@@ -83,6 +89,9 @@ def parse_args(argv):
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--update-readme", action="store_true",
                    help="replace the bench-table block of README.md with this run's output")
+    p.add_argument("--incremental", action="store_true",
+                   help="rewrite the JSON after every job; on SIGTERM/SIGINT stop and write "
+                        "the outputs of the jobs done")
     p.add_argument("--list", action="store_true", help="print the workloads and exit")
     p.add_argument("--dump-config", action="store_true", help="print the config as JSON and exit")
     return p.parse_args(argv)
@@ -105,21 +114,59 @@ def main(argv=None):
         print("\n".join(f"{w.name} {mode}" for w, mode in jobs))
         return None
 
+    set_tf32(cfg.get("tf32"))
     info = report.machine(device)
     results = []
-    with Progress(len(jobs), desc=f"bench {cfg['name']} on {device.type}") as bar:
-        for w, mode in jobs:
-            results.append(measure(w, device, mode, cfg, not args.no_memory))
-            bar.write(_summary(results[-1]))
-            bar.update()
-
     run = {k: cfg[k] for k in ("reps", "warmup", "buckets", "modes")}
     run.update(config=cfg["name"], grids=cfg["grids"], command=_command(argv),
+               tf32=cfg.get("tf32"), jobs=len(jobs),
                memory_method="not measured (--no-memory)" if args.no_memory
                else memory.METHOD[device.type])
-    payload = {"machine": info, "run": run, "results": results}
+    payload = {"machine": info, "run": run, "results": results, "per_step": []}
+    stem = _stem(payload, args)
+    stop = []  # the name of the signal that asked the run to stop (--incremental)
+    old_handlers = _catch_stop_signals(stop) if args.incremental else {}
+    try:
+        with Progress(len(jobs), desc=f"bench {cfg['name']} on {device.type}") as bar:
+            for w, mode in jobs:
+                results.append(measure(w, device, mode, cfg, not args.no_memory))
+                bar.write(_summary(results[-1]))
+                bar.update()
+                if args.incremental:
+                    run["stopped"] = f"partial JSON: {len(results)} of {len(jobs)} jobs done"
+                    payload["per_step"] = report.per_step(results)
+                    report.write_json(stem + ".json", payload)
+                if stop:
+                    break
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+    run.pop("stopped", None)
+    if stop:
+        run["stopped"] = f"stopped by {stop[0]} after {len(results)} of {len(jobs)} jobs"
+        print(f"\n{run['stopped']}; writing what was measured", file=sys.stderr)
+    payload["per_step"] = report.per_step(results)
     write_outputs(payload, args)
     return payload
+
+
+def set_tf32(flag):
+    """The config's "tf32": None leaves torch's defaults; else both cuBLAS and cuDNN."""
+    if flag is not None:
+        torch.backends.cuda.matmul.allow_tf32 = bool(flag)
+        torch.backends.cudnn.allow_tf32 = bool(flag)
+
+
+def _catch_stop_signals(stop):
+    """SIGTERM / SIGINT append their name to `stop`: the run ends after the job in progress.
+    Returns the handlers they replace."""
+    def handler(signum, frame):
+        stop.append(signal.Signals(signum).name)
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _stem(payload, args):
+    return os.path.join(args.out, report.tag(payload["machine"], payload["run"]["config"]))
 
 
 def _command(argv):
@@ -129,7 +176,7 @@ def _command(argv):
 
 def write_outputs(payload, args):
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, report.tag(payload["machine"], payload["run"]["config"]))
+    stem = _stem(payload, args)
     table = report.markdown(payload)
     files = {"json": stem + ".json", "markdown": stem + ".md"}
     title = (f"fastlstm vs nn.LSTM: {report.device_label(payload['machine'])}, "

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from benchmarks import config, contenders, lengths, memory, readme, run, timing
+from benchmarks import config, contenders, lengths, memory, readme, report, run, timing
 from benchmarks.workloads import Workload
 
 
@@ -153,3 +153,79 @@ def test_readme_block_is_replaced_and_nothing_else(tmp_path):
     path.write_text("no markers\n")
     with pytest.raises(ValueError, match="bench-table"):
         readme.update(str(path), "x")
+
+
+def test_per_step_latency_is_the_difference_over_the_steps():
+    def row(max_len, batch_max_len, ms, mode="forward"):
+        w = Workload(8, 16, 1, False, 4, max_len, "equal")
+        return {"workload": w.as_dict(), "mode": mode, "batch_max_len": batch_max_len,
+                "median_ms": {name: ms * k for k, name in enumerate(contenders.CONTENDERS, 1)}}
+    rows = [row(100, 100, 2.0), row(1000, 1000, 11.0), row(100, 100, 1.0, "forward+backward"),
+            {"workload": Workload(8, 16, 1, False, 4, 50, "equal").as_dict(), "mode": "forward",
+             "error": "RuntimeError: x"}]
+    (p,) = report.per_step(rows)
+    assert p["workload"] == "uni1-H16-I8-B4-T*-equal-f32" and p["steps"] == 900
+    assert p["per_step_us"]["fastlstm"] == pytest.approx(10.0)      # (11 - 2) ms / 900
+    assert p["per_step_us"]["nn.LSTM padded"] == pytest.approx(20.0)
+    assert "| uni1-H16-I8-B4-T*-equal-f32 | forward | 1000-100 | 10.00 |" in \
+        "\n".join(report._per_step_lines([p]))
+
+
+def test_config_tf32_is_checked_and_applied(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"tf32": "off", "grids": [{"batch": [2]}]}))
+    with pytest.raises(ValueError, match="tf32"):
+        config.load(str(path))
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        run.set_tf32(False)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        run.set_tf32(None)  # leaves them
+        assert not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def test_gpu_session_config_has_the_issue_axes():
+    cfg = config.load(os.path.join(os.path.dirname(__file__), "configs", "gpu_session.json"))
+    ws = config.workloads(cfg, "cuda")
+    assert cfg["tf32"] is False and set(cfg["modes"]) == set(config.MODES)
+    assert {w.batch for w in ws} == {1, 16, 64} and {w.max_len for w in ws} == {100, 1000}
+    assert {w.hidden_size for w in ws} == {256, 512, 1024}
+    assert {w.dtype for w in ws} == {"float32", "bfloat16"}
+    assert {w.lengths for w in ws} == {"uniform", "equal"}
+    assert {w.bidirectional for w in ws} == {False, True}
+    # every workload has its T=100 / T=1000 partner, for the per-step latency
+    keys = {(w.hidden_size, w.batch, w.bidirectional, w.lengths, w.dtype, w.max_len) for w in ws}
+    assert all(k[:-1] + (1100 - k[-1],) in keys for k in keys)
+
+
+def test_incremental_run_stops_on_sigterm_and_keeps_the_jobs_done(tmp_path, monkeypatch):
+    """--incremental: the JSON after every job; SIGTERM (a `timeout` cap) ends the run after the
+    job in progress, and every output is written for the jobs done, marked partial."""
+    import signal
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps({"name": "t", "reps": 1, "warmup": 0, "buckets": 2,
+                               "modes": ["forward"], "grids": [{"batch": [2], "hidden_size": [4],
+                               "input_size": [3], "max_len": [3, 5, 7, 9]}]}))
+    real, seen = run.measure, []
+
+    def measure(*a, **k):
+        row = real(*a, **k)
+        seen.append(row)
+        if len(seen) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+    monkeypatch.setattr(run, "measure", measure)
+    before = signal.getsignal(signal.SIGTERM)
+    payload = run.main(["--config", str(cfg), "--device", "cpu", "--out", str(tmp_path / "out"),
+                        "--incremental", "--no-memory"])
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert len(payload["results"]) == 2 and payload["run"]["jobs"] == 4
+    assert payload["run"]["stopped"].startswith("stopped by SIGTERM after 2 of 4 jobs")
+    written = os.listdir(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / next(f for f in written if f.endswith(".json")))
+                       .read_text())
+    assert len(saved["results"]) == 2 and len(saved["per_step"]) == 1
+    md = (tmp_path / "out" / next(f for f in written if f.endswith(".md"))).read_text()
+    assert "Partial run" in md and not any(f.endswith(".tmp") for f in written)

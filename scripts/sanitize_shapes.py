@@ -2,8 +2,12 @@
 
 Run as: PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python scripts/sanitize_shapes.py
 Every call does forward and backward; shapes cover uni/bidirectional, projections, no bias,
-zero and full lengths, and each dtype.
+zero and full lengths, and each dtype. Its last line, "sanitize_shapes: all N cases ok", says
+the program ran to the end (scripts/sanitizer_verdict.py requires it). `--device cpu` runs the
+cases fastlstm has on the CPU (no half precision): gpu_session.sh's rehearsal.
 """
+
+import argparse
 
 import torch
 
@@ -21,15 +25,22 @@ CASES = [
 
 
 def main():
-    for T, B, I, H, L, bi, proj, bias, dtype, lengths in CASES:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda")
+    dev = p.parse_args().device
+    cases = [c for c in CASES
+             if dev != "cpu" or c[8] not in (torch.float16, torch.bfloat16)]
+    for T, B, I, H, L, bi, proj, bias, dtype, lengths in cases:
         torch.manual_seed(0)
-        m = fastlstm.LSTM(I, H, L, bias=bias, bidirectional=bi, proj_size=proj, device="cuda",
+        m = fastlstm.LSTM(I, H, L, bias=bias, bidirectional=bi, proj_size=proj, device=dev,
                           dtype=dtype)
-        x = torch.randn(T, B, I, device="cuda", dtype=dtype, requires_grad=True)
-        out, (h, c) = m(x, lengths=torch.tensor(lengths, device="cuda"))
+        x = torch.randn(T, B, I, device=dev, dtype=dtype, requires_grad=True)
+        out, (h, c) = m(x, lengths=torch.tensor(lengths, device=dev))
         (out.float().sum() + h.float().sum() + c.float().sum()).backward()
-        torch.cuda.synchronize()
+        if dev != "cpu":
+            torch.cuda.synchronize()
         print(f"ok T={T} B={B} H={H} L={L} bi={bi} proj={proj} bias={bias} {dtype}", flush=True)
+    print(f"sanitize_shapes: all {len(cases)} cases ok on {dev}", flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,6 @@ def launch_count() -> int:
 
 
 def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):
-    """Runs one of the emulator's self-test kernels (csrc/simt/selftest.cpp) over x."""
+    """Runs one of the emulator's self-test kernels (csrc/simt/test_ops.cpp) over x."""
     with emulated_cuda(seed, race_check):
         return torch.ops.fastlstm._simt_selftest(kernel, x)

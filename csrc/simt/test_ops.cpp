@@ -1,18 +1,37 @@
-// Small kernels that show the emulator's checks work, some deliberately broken:
-// torch.ops.fastlstm._simt_selftest(name, x) runs kernel `name` over float32 x and returns its
-// result. tests/test_simt.py compares each with torch and expects the broken ones to be caught.
+// The emulator's ops for tests (one translation unit: torch/library.h is slow to compile):
+//   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check)  route the CPU ops through the
+//       CUDA backend under the emulator, with this schedule seed and race checking
+//   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
+//   torch.ops.fastlstm._simt_selftest(name, x)  small kernels that show the emulator's checks
+//       work, some deliberately broken; tests/test_simt.py expects those to be caught
+// and declares the CUDA backend's device-built schedule as an op of its own, for tests:
+//   torch.ops.fastlstm._device_schedule(lengths, T) -> (order, sorted_lengths, active, offsets)
+// (CUDA tensors: the GPU kernels; CPU tensors: the same kernels under the emulator.)
 #define FASTLSTM_SIMT_EMULATE 1
 
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <string>
 
 #include "../cuda/grid_barrier.cuh"
+#include "emulated_ops.h"
 #include "simt.h"
 
 namespace fastlstm::simt {
 namespace {
+
+std::atomic<bool> g_enabled{false};
+
+void simt_emulate(bool enabled, int64_t seed, bool race_check) {
+  TORCH_CHECK(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
+  options().seed = static_cast<uint64_t>(seed);
+  options().race_check = race_check;
+  g_enabled = enabled;
+}
+
+int64_t simt_launch_count() { return launch_count(); }
 
 // out[0] = sum(x), one block of n threads, a shared-memory tree (n a power of two).
 __global__ void block_sum(const float* x, float* out) {
@@ -118,10 +137,18 @@ at::Tensor simt_selftest(const std::string& kernel, const at::Tensor& x_in) {
 }
 
 }  // namespace
+
+bool emulated_cuda_enabled() { return g_enabled.load(); }
+
 }  // namespace fastlstm::simt
 
 TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
+  m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True) -> ()",
+        &fastlstm::simt::simt_emulate);
+  m.def("_simt_launch_count() -> int", &fastlstm::simt::simt_launch_count);
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
+  m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "
+        "Tensor active, Tensor offsets)");
 }
 
 TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {

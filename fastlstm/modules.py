@@ -111,6 +111,18 @@ class LSTM(nn.Module):
     def all_weights(self) -> List[List[nn.Parameter]]:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling it; without it the
+        # script compiler fails deep inside this class with a message that names none of the
+        # ways that work.
+        raise TorchScriptNotSupportedError(
+            "fastlstm.LSTM does not support TorchScript: torch.jit.script expected a module "
+            "it can compile, got fastlstm.LSTM (its forward takes lengths of several types and "
+            "calls custom ops through Python). Use torch.compile(model) (fullgraph=True works), "
+            "torch.jit.trace(model, example_inputs) or torch.export.export(model, "
+            "example_inputs) instead; or fastlstm.revert(model) to script a model on "
+            "torch.nn.LSTM.")
+
     def flatten_parameters(self) -> None:
         """No-op, kept so that code written for nn.LSTM (cuDNN) runs unchanged."""
 
@@ -214,6 +226,10 @@ class LSTM(nn.Module):
         padded, lengths = pad_packed_sequence(packed)
         output, state = self._forward_time_major(padded, hx, lengths, batched=True)
         return repack_like(output, packed), state
+
+
+class TorchScriptNotSupportedError(RuntimeError):
+    """torch.jit.script was called on a model holding a fastlstm.LSTM."""
 
 
 def _cuda_autocast_dtype(x: Tensor) -> Optional[torch.dtype]:

@@ -50,7 +50,8 @@ def _samples(dtype, training):
 
 def _sample_id(i, s, dtype, training):
     kw = s.constructor_input.kwargs
-    flags = "".join(k[0] for k in ("bias", "batch_first", "bidirectional") if kw.get(k))
+    flags = "+".join(short for k, short in (("bias", "bias"), ("batch_first", "bf"),
+                                            ("bidirectional", "bidir")) if kw.get(k))
     shape = "x".join(map(str, s.forward_input.args[0].shape))
     hx = "-hx" if len(s.forward_input.args) > 1 else ""
     return (f"{str(dtype)[6:]}-{'train' if training else 'eval'}-{i}-in{shape}{hx}"

@@ -4,12 +4,29 @@ Every error names the argument, what was expected and what was received.
 """
 
 import numbers
+import sys
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-LengthsLike = Union[Sequence[int], Tensor]
+LengthsLike = Union[Sequence[int], Tensor, "numpy.ndarray"]
+
+
+# nn.LSTM raises RuntimeError for wrong shapes and devices of input and hx, ValueError for an
+# input dtype that is not the weights', RuntimeError for other dtype mismatches. Our errors
+# subclass those types as well as the ValueError / TypeError we have always raised, so that
+# code catching either keeps working. See README, "Differences from nn.LSTM".
+class ShapeError(ValueError, RuntimeError):
+    """A tensor has the wrong number of dimensions or the wrong shape."""
+
+
+class DeviceError(ValueError, RuntimeError):
+    """A tensor is on the wrong device."""
+
+
+class DTypeError(TypeError, ValueError, RuntimeError):
+    """A tensor has the wrong dtype."""
 
 
 def _compiling() -> bool:
@@ -27,6 +44,20 @@ def as_lengths(lengths: Optional[LengthsLike], batch: int, steps: int,
     """
     if lengths is None:
         return torch.full((batch,), steps, dtype=torch.int64)
+    np = sys.modules.get("numpy")  # only if already imported: a numpy array implies it is
+    if np is not None and isinstance(lengths, np.ndarray):
+        # As pack_padded_sequence: any 1-D integer array (copied, so later edits don't matter).
+        if lengths.dtype.kind not in "iu":
+            raise TypeError(f"lengths must hold integers, got a numpy array of dtype "
+                            f"{lengths.dtype}")
+        if lengths.ndim != 1:
+            raise ValueError(f"lengths must be 1-D with one entry per sequence, got a numpy "
+                             f"array of shape {lengths.shape}")
+        if lengths.dtype == np.uint64 and lengths.size and int(lengths.max()) >= 2**63:
+            index = int(lengths.argmax())
+            raise ValueError(f"lengths must lie in [0, T={steps}], got lengths[{index}] = "
+                             f"{int(lengths[index])}")
+        lengths = torch.tensor(lengths.astype(np.int64))
     if isinstance(lengths, Tensor):
         if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
             raise TypeError(f"lengths must hold integers, got a tensor of dtype {lengths.dtype}")
@@ -46,7 +77,8 @@ def as_lengths(lengths: Optional[LengthsLike], batch: int, steps: int,
                 raise ValueError(f"lengths must lie in [0, T={steps}], got lengths[{i}] = {v}")
         out = torch.tensor([int(v) for v in lengths], dtype=torch.int64)
     else:
-        raise TypeError(f"lengths must be a list, tuple or integer tensor, got "
+        raise TypeError(f"lengths must be a list, tuple or integer tensor (or a 1-D integer "
+                        f"numpy array), got "
                         f"{type(lengths).__name__}")
     if out.shape[0] != batch:
         raise ValueError(f"lengths must have one entry per sequence ({batch}), got {out.shape[0]}")
@@ -78,15 +110,15 @@ def initial_state(hx: Optional[Tuple[Tensor, Tensor]], layers_x_dirs: int, batch
     for name, t, shape in (("h_0", h0, h_shape), ("c_0", c0, c_shape)):
         if t.dim() != want_dim:
             kind = "batched 3-D" if batched else "unbatched 2-D"
-            raise ValueError(f"hx: for {kind} input, {name} must be {want_dim}-D, got "
+            raise ShapeError(f"hx: for {kind} input, {name} must be {want_dim}-D, got "
                              f"{t.dim()}-D with shape {tuple(t.shape)}")
         expected = shape if batched else (shape[0], shape[2])
         if tuple(t.shape) != expected:
-            raise ValueError(f"hx: {name} must have shape {expected}, got {tuple(t.shape)}")
+            raise ShapeError(f"hx: {name} must have shape {expected}, got {tuple(t.shape)}")
         if t.dtype != like.dtype:
-            raise TypeError(f"hx: {name} must have the input's dtype {like.dtype}, got {t.dtype}")
+            raise DTypeError(f"hx: {name} must have the input's dtype {like.dtype}, got {t.dtype}")
         if t.device != like.device:
-            raise ValueError(f"hx: {name} must be on the input's device {like.device}, got "
+            raise DeviceError(f"hx: {name} must be on the input's device {like.device}, got "
                              f"{t.device}")
     if not batched:
         h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)

@@ -71,7 +71,11 @@ def _swap(model: nn.Module, source: Type[nn.Module], target: Type[nn.Module],
                           f"{source.__module__}.{source.__qualname__}) as it is: a subclass "
                           f"may override forward")
         done[id(module)] = module
-        for name, child in list(module.named_children()):
+        # module._modules, not named_children(): that skips a child already seen under another
+        # name of the same parent (self.a = self.b = lstm), which would stay an nn.LSTM.
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
             new_child = replacement(child, f"{path}.{name}" if path else name)
             if new_child is not child:
                 setattr(module, name, new_child)

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import functional
-from ._inputs import LengthsLike, as_lengths, initial_state
+from ._inputs import (DeviceError, DTypeError, LengthsLike, ShapeError, as_lengths,
+                      initial_state)
 
 
 class LSTM(nn.Module):
@@ -31,25 +32,38 @@ class LSTM(nn.Module):
                  proj_size: int = 0, device=None, dtype=None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        # Same checks, in the same order, with the same messages as nn.RNNBase.
+        # Same checks, in the same order, with the same messages and exception types as
+        # nn.RNNBase.__init__ (float(dropout) first, as there: it raises for None or a list).
+        self.dropout = float(dropout)
         if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or \
                 not 0 <= dropout <= 1:
             raise ValueError("dropout should be a number in range [0, 1] representing the "
-                             "probability of an element being zeroed")
+                             f"probability of an element being zeroed, got {dropout!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
                           "non-zero dropout expects num_layers greater than 1, but got "
-                          f"dropout={dropout} and num_layers={num_layers}")
+                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first should be of type bool, got: "
+                            f"{type(batch_first).__name__}")
+        if not isinstance(input_size, int):
+            raise TypeError(f"input_size should be of type int, got: {type(input_size).__name__}")
+        if input_size <= 0:
+            raise ValueError(f"input_size must be greater than zero, got {input_size}")
         if not isinstance(hidden_size, int):
             raise TypeError(f"hidden_size should be of type int, got: {type(hidden_size).__name__}")
         if hidden_size <= 0:
-            raise ValueError("hidden_size must be greater than zero")
+            raise ValueError(f"hidden_size must be greater than zero, got {hidden_size}")
         if num_layers <= 0:
-            raise ValueError("num_layers must be greater than zero")
+            raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
         if proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+            raise ValueError("proj_size should be a positive integer or zero to disable "
+                             f"projections, got {proj_size}")
         if proj_size >= hidden_size:
-            raise ValueError("proj_size has to be smaller than hidden_size")
+            raise ValueError(f"proj_size has to be smaller than hidden_size ({hidden_size}), got "
+                             f"{proj_size}")
 
         self.mode = "LSTM"
         self.input_size = input_size
@@ -57,7 +71,6 @@ class LSTM(nn.Module):
         self.num_layers = num_layers
         self.bias = bias
         self.batch_first = batch_first
-        self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         num_directions = 2 if bidirectional else 1
@@ -97,6 +110,18 @@ class LSTM(nn.Module):
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling it; without it the
+        # script compiler fails deep inside this class with a message that names none of the
+        # ways that work.
+        raise TorchScriptNotSupportedError(
+            "fastlstm.LSTM does not support TorchScript: torch.jit.script expected a module "
+            "it can compile, got fastlstm.LSTM (its forward takes lengths of several types and "
+            "calls custom ops through Python). Use torch.compile(model) (fullgraph=True works), "
+            "torch.jit.trace(model, example_inputs) or torch.export.export(model, "
+            "example_inputs) instead; or fastlstm.revert(model) to script a model on "
+            "torch.nn.LSTM.")
 
     def flatten_parameters(self) -> None:
         """No-op, kept so that code written for nn.LSTM (cuDNN) runs unchanged."""
@@ -146,22 +171,28 @@ class LSTM(nn.Module):
         return output, state
 
     def _check_input(self, x: Tensor) -> None:
-        if not x.is_floating_point():
-            raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+        # nn.LSTM raises ValueError for an input dtype that is not the weights' (integer input
+        # included) and RuntimeError for weights that disagree; DTypeError is both, and a
+        # TypeError. Device errors are ValueError and RuntimeError (nn.LSTM's type).
         first = self.weight_ih_l0
         for name in self._flat_weights_names[1:]:
             w = getattr(self, name)
             if w.dtype != first.dtype:
-                raise TypeError(f"{name} must have weight_ih_l0's dtype {first.dtype}, got "
-                                f"{w.dtype}")
+                raise DTypeError(f"{name} must have weight_ih_l0's dtype {first.dtype}, got "
+                                 f"{w.dtype}")
             if w.device != first.device:
-                raise ValueError(f"{name} must be on weight_ih_l0's device {first.device}, got "
-                                 f"{w.device}")
+                raise DeviceError(f"{name} must be on weight_ih_l0's device {first.device}, "
+                                  f"got {w.device}")
+        if not x.is_floating_point():
+            raise DTypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
         if x.dtype != first.dtype:
-            raise TypeError(f"input must have the weights' dtype {first.dtype}, got {x.dtype}")
+            raise DTypeError(f"input must have the weights' dtype {first.dtype}, got {x.dtype} "
+                             f"(RNN input dtype ({x.dtype}) does not match weight dtype "
+                             f"({first.dtype}). Convert input: input.to({first.dtype}), or "
+                             f"convert model: model.to({x.dtype}))")
         if x.device != first.device:
-            raise ValueError(f"input must be on the weights' device {first.device}, got "
-                             f"{x.device}")
+            raise DeviceError(f"input must be on the weights' device {first.device}, got "
+                              f"{x.device}")
 
     def _forward_time_major(self, x: Tensor, hx, lengths, batched: bool):
         """x [T, B, I] -> output [T, B, D*Hout], (h_n, c_n) [L*D, B, *]."""
@@ -177,7 +208,7 @@ class LSTM(nn.Module):
         else:
             self._check_input(x)
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected "
+            raise ShapeError(f"input.size(-1) must be equal to input_size. Expected "
                              f"{self.input_size}, got {x.shape[-1]}")
         steps, batch = x.shape[0], x.shape[1]
         lengths_t = as_lengths(lengths, batch, steps, x.device)
@@ -195,6 +226,10 @@ class LSTM(nn.Module):
         padded, lengths = pad_packed_sequence(packed)
         output, state = self._forward_time_major(padded, hx, lengths, batched=True)
         return repack_like(output, packed), state
+
+
+class TorchScriptNotSupportedError(RuntimeError):
+    """torch.jit.script was called on a model holding a fastlstm.LSTM."""
 
 
 def _cuda_autocast_dtype(x: Tensor) -> Optional[torch.dtype]:

@@ -201,3 +201,109 @@ def test_subclass_left_alone_with_warning():
 def test_not_a_module():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got dict"):
         fastlstm.convert({"rnn": nn.LSTM(3, 4)})
+
+
+class Aliased(nn.Module):
+    """One LSTM under two names of the same parent, as libraries do for backward-compatible
+    attribute names (self.rnn = self.encoder = nn.LSTM(...))."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4, dtype=torch.float64)
+        self.encoder = self.rnn
+        self.layers = nn.ModuleList([nn.LSTM(4, 2, dtype=torch.float64)] * 2)
+
+    def forward(self, x):
+        a, _ = self.rnn(x)
+        b, _ = self.encoder(x)
+        return self.layers[1](a + b)[0]
+
+
+def test_convert_module_under_two_names_in_one_parent():
+    torch.manual_seed(0)
+    model = Aliased()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    want = model(x)
+    fastlstm.convert(model)
+    assert type(model.rnn) is fastlstm.LSTM and type(model.encoder) is fastlstm.LSTM
+    assert model.rnn is model.encoder
+    assert type(model.layers[0]) is fastlstm.LSTM and model.layers[0] is model.layers[1]
+    assert_close("output", model(x), want)
+    fastlstm.revert(model)
+    assert type(model.rnn) is nn.LSTM and model.rnn is model.encoder
+    assert type(model.layers[1]) is nn.LSTM and model.layers[0] is model.layers[1]
+
+
+MODEL_SOURCE = '''
+import torch
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 6)
+        self.rnn = nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True,
+                           dropout=0.3)
+        self.encoder = self.rnn                          # an alias, as libraries keep
+        self.proj = nn.LSTM(10, 4, proj_size=2)
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, ids, lengths=None):
+        kw = {} if lengths is None else {"lengths": lengths}
+        out, _ = self.encoder(self.embed(ids), **kw)
+        out, _ = self.proj(out.transpose(0, 1), **kw)
+        return self.head(out)
+'''
+
+CHILD = '''
+import sys, torch
+import tagger_model
+kind, path = sys.argv[1], sys.argv[2]
+ids = torch.arange(14).reshape(2, 7) % 20
+if kind == "whole":
+    model = torch.load(path + "/model.pt", weights_only=False)   # fastlstm imported by pickle
+    import fastlstm
+    assert type(model.rnn) is fastlstm.LSTM and model.rnn is model.encoder, type(model.encoder)
+    assert type(model.proj) is fastlstm.LSTM
+    out = model(ids, lengths=[7, 4])
+else:
+    model = tagger_model.Tagger().eval()                         # fresh, not converted
+    print(model.load_state_dict(torch.load(path + "/state.pt")))
+    assert type(model.rnn) is torch.nn.LSTM
+    out = model(ids)
+assert not model.training
+torch.save(out, path + "/out-" + kind + ".pt")
+'''
+
+
+def test_converted_model_survives_save_and_load_in_fresh_process(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "tagger_model.py").write_text(MODEL_SOURCE)
+    (tmp_path / "child.py").write_text(CHILD)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import tagger_model
+        torch.manual_seed(0)
+        model = tagger_model.Tagger().eval()
+        ids = torch.arange(14).reshape(2, 7) % 20
+        want_full = model(ids)                                  # nn.LSTM, the judge
+        fastlstm.convert(model)
+        assert type(model.encoder) is fastlstm.LSTM and model.encoder is model.rnn
+        want_lengths = model(ids, lengths=[7, 4])
+        torch.save(model, tmp_path / "model.pt")
+        torch.save(model.state_dict(), tmp_path / "state.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("tagger_model", None)
+    repo = str(__import__("pathlib").Path(fastlstm.__file__).parent.parent)
+    env = dict(__import__("os").environ, PYTHONPATH=f"{tmp_path}:{repo}")
+    for kind in ("whole", "state"):
+        proc = subprocess.run([sys.executable, str(tmp_path / "child.py"), kind, str(tmp_path)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_close("whole model, lengths", torch.load(tmp_path / "out-whole.pt"),
+                 want_lengths.detach())
+    assert_close("state_dict into nn.LSTM model", torch.load(tmp_path / "out-state.pt"),
+                 want_full.detach())

@@ -143,3 +143,26 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
 
 torch.library.register_autograd("fastlstm::lstm_layer_forward", _backward,
                                 setup_context=_setup_context)
+
+
+# The backward op has no derivative of its own yet. Without an autograd registration, a
+# create_graph=True backward would record it with PyTorch's fallback, and a second backward
+# would silently give zeros (or None) for gradients of gradients. Registering an autograd
+# formula that raises makes double backward fail loudly instead; first-order gradients (and
+# create_graph=True on its own) are unaffected.
+DOUBLE_BACKWARD_MESSAGE = (
+    "fastlstm: double backward (gradients of gradients, e.g. torch.autograd.grad(..., "
+    "create_graph=True) followed by a second backward, or gradgradcheck) is not supported "
+    "yet: fastlstm.lstm_layer_backward has no derivative")
+
+
+def _backward_setup_context(ctx, inputs, output):
+    pass
+
+
+def _double_backward(ctx, *grads):
+    raise RuntimeError(DOUBLE_BACKWARD_MESSAGE)
+
+
+torch.library.register_autograd("fastlstm::lstm_layer_backward", _double_backward,
+                                setup_context=_backward_setup_context)

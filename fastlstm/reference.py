@@ -1,7 +1,8 @@
 """A plain-PyTorch masked LSTM with per-sequence lengths.
 
-An oracle for tests (it handles zero lengths, which nn.LSTM cannot), never the fast path:
-it runs one Python iteration per time step. nn.LSTM remains the judge of correctness.
+A readable model of the semantics (zero lengths included, which nn.LSTM cannot take), never
+the fast path: it runs one Python iteration per time step. Tested against nn.LSTM in
+tests/test_reference.py; nn.LSTM remains the judge of correctness.
 """
 
 from typing import List, Tuple
@@ -34,7 +35,10 @@ def lstm_reference(input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor,
             order = range(steps - 1, -1, -1) if direction == 1 else range(steps)
             for t in order:
                 active = (t < lengths).unsqueeze(1)
-                gates = x[t] @ w_ih.T + h @ w_hh.T
+                # Zero the padding before it meets the weights: NaN / Inf there would
+                # otherwise reach the weight gradients (NaN * 0 in the backward).
+                x_t = torch.where(active, x[t], torch.zeros_like(x[t]))
+                gates = x_t @ w_ih.T + h @ w_hh.T
                 if b is not None:
                     gates = gates + b
                 i, f, g, o = gates.chunk(4, 1)
@@ -42,7 +46,7 @@ def lstm_reference(input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor,
                 h_new = torch.sigmoid(o) * torch.tanh(c_new)
                 if w_hr is not None:
                     h_new = h_new @ w_hr.T
-                # where() rather than a product keeps NaN in padding out of the state.
+                # where() rather than a product keeps NaN / Inf in padding out of the state.
                 c = torch.where(active, c_new, c)
                 h = torch.where(active, h_new, h)
                 out.append(torch.where(active, h_new, torch.zeros_like(h_new)))

@@ -20,6 +20,9 @@
 //   add<Acc, T>(ctx, n, dst, src)                                          dst += src
 //   combine_bias<T, Acc>(ctx, G, out, b_ih, b_hh)                          out = b_ih + b_hh (or 0)
 //   for_each_direction(D, f)
+//   forward_recurrence<T, Acc>(ctx, d, s, rec)       the whole forward time loop of every
+//   backward_recurrence<T, Acc>(ctx, d, s, rec)      direction, or false to have the driver run
+//                                                    its per-step loop (the default)
 #pragma once
 
 #include <ATen/ops/empty.h>
@@ -111,7 +114,13 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
     if (d.has_proj) Backend::template zero_rows<T>(ctx, tail, H, r.hraw + N * H, H, nullptr);
   }
 
-  Backend::for_each_direction(d.D, [&](int64_t dir) {
+  std::vector<Recurrence<T, Acc>> rec(d.D);
+  for (int64_t dir = 0; dir < d.D; ++dir)
+    rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, bias[dir].const_data_ptr<Acc>(),
+                h0s[dir].const_data_ptr<T>(), c0s[dir].const_data_ptr<Acc>(),
+                reserve_blocks<T, Acc>(d, reserve, dir), nullptr, nullptr, nullptr, nullptr};
+  // The time loop, step by step: the default, unless the backend runs it whole.
+  const auto per_step = [&](int64_t dir) {
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
@@ -135,7 +144,9 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
         Backend::template gemm<T, T>(ctx, false, true, bs, Ho, H, h, H, w.w_hr, H, 0,
                                      r.out + off * Ho, Ho);
     }
-  });
+  };
+  if (!Backend::template forward_recurrence<T, Acc>(ctx, d, s, rec.data()))
+    Backend::for_each_direction(d.D, per_step);
 
   Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
                                  output.data_ptr<T>(), d.D * Ho, ctx.indices(s.padding_tb));
@@ -203,7 +214,15 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
     }
   }
 
-  Backend::for_each_direction(d.D, [&](int64_t dir) {
+  std::vector<Recurrence<T, Acc>> rec(d.D);
+  for (int64_t dir = 0; dir < d.D; ++dir)
+    rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, nullptr,
+                h0s[dir].const_data_ptr<T>(), c0s[dir].const_data_ptr<Acc>(),
+                reserve_blocks<T, Acc>(d, reserve, dir),
+                dy[dir].defined() ? dy[dir].const_data_ptr<T>() : nullptr,
+                dh[dir].data_ptr<Acc>(), dc[dir].data_ptr<Acc>(), dgates[dir].data_ptr<T>()};
+  // The time loop, step by step: the default, unless the backend runs it whole.
+  const auto per_step = [&](int64_t dir) {
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
@@ -233,7 +252,9 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
       Backend::template gemm<T, Acc>(ctx, false, false, bs, Ho, G, dg + off * G, G, w.w_hh, Ho, 0,
                                      dhp, Ho);
     }
-  });
+  };
+  if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data()))
+    Backend::for_each_direction(d.D, per_step);
 
   const at::Tensor x = packed_input<Backend, T>(ctx, s, in.input);
   at::Tensor dx = input_requires_grad ? at::empty({N, I}, aopts) : at::Tensor();

@@ -81,6 +81,22 @@ struct ReserveBlocks {
   T* hraw;     // [T*B, H] or nullptr
 };
 
+// What the time loop of one direction works on, for a backend that runs the loop whole
+// (forward_recurrence / backward_recurrence): rows are packed, in schedule order.
+template <typename T, typename Acc>
+struct Recurrence {
+  const T* w_hh;     // [4H, Hout]
+  const Acc* bias;   // [4H] b_ih + b_hh, or zeros (forward only)
+  const T* h0;       // [B, Hout] sorted rows
+  const Acc* c0;     // [B, H] sorted rows
+  ReserveBlocks<T, Acc> r;
+  // Backward only:
+  const T* dy;       // [N, Hout] the layer output's gradient, packed, or nullptr
+  Acc* dh;           // [B, Hout] in: grad h_n per sorted row; out: grad h0
+  Acc* dc;           // [B, H]    in: grad c_n; out: grad c0
+  T* dgates;         // [N, 4H] out
+};
+
 template <typename T, typename Acc>
 ReserveBlocks<T, Acc> reserve_blocks(const LayerDims& d, void* reserve, int64_t dir) {
   const int64_t rows = d.T * d.B;

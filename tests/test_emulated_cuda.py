@@ -72,10 +72,14 @@ def _outputs_and_grads(model, x, lengths, hx, grads, fast):
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("layers,bi,proj", [(1, True, 0), (2, False, 3)])
-def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed):
+@pytest.mark.parametrize("layers,bi,proj", [(1, True, 0), (2, False, 3), (2, True, 0)])
+@pytest.mark.parametrize("path", ["step", "persistent"])
+def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed, path,
+                                                   monkeypatch):
     """fp16/bf16 (fp32 accumulation, fp32 cell): the error against a float64 run is at most
-    2x what nn.LSTM itself makes in that dtype (plus a floor for values where both are tiny)."""
+    2x what nn.LSTM itself makes in that dtype (plus a floor for values where both are tiny).
+    On both CUDA paths (the persistent one runs proj_size > 0 through the per-step loop)."""
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", path)
     lengths = [7, 0, 3, 7, 1, 5]
     T, B = 7, len(lengths)
     ref64, fast = make_pair(I, H, torch.float64, seed=seed, num_layers=layers, bidirectional=bi,

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../lstm.h"
 #include "../schedule.h"
 #include "cell.h"
 #include "gemm.h"
@@ -69,6 +70,18 @@ struct CpuBackend {
   template <typename T, typename Acc>
   static void combine_bias(Context&, int64_t G, Acc* out, const T* b_ih, const T* b_hh) {
     for (int64_t k = 0; k < G; ++k) out[k] = b_ih ? Acc(b_ih[k]) + Acc(b_hh[k]) : Acc(0);
+  }
+
+  // The CPU always runs the driver's per-step loop.
+  template <typename T, typename Acc>
+  static bool forward_recurrence(Context&, const LayerDims&, const Schedule&,
+                                 const Recurrence<T, Acc>*) {
+    return false;
+  }
+  template <typename T, typename Acc>
+  static bool backward_recurrence(Context&, const LayerDims&, const Schedule&,
+                                  const Recurrence<T, Acc>*) {
+    return false;
   }
 
   template <typename F>

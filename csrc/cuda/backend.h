@@ -35,6 +35,7 @@ struct CudaBackend {
    public:
     explicit Context(const at::Tensor& like) : device_(like.device()) {}
     const int64_t* indices(const IndexList& v);
+    at::TensorOptions options() const { return at::TensorOptions().device(device_); }
 
    private:
     at::Device device_;
@@ -69,6 +70,15 @@ struct CudaBackend {
 
   template <typename T, typename Acc>
   static void combine_bias(Context& ctx, int64_t G, Acc* out, const T* b_ih, const T* b_hh);
+
+  // The whole time loop of every direction in one cooperative launch (persistent.cuh), when
+  // FASTLSTM_CUDA_PATH asks for it and the shape fits; false: the driver's per-step loop.
+  template <typename T, typename Acc>
+  static bool forward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
+                                 const Recurrence<T, Acc>* rec);
+  template <typename T, typename Acc>
+  static bool backward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
+                                  const Recurrence<T, Acc>* rec);
 
   // The directions are independent: on the GPU each runs on a stream of its own, joined back
   // into the current stream (under emulation, one after the other).

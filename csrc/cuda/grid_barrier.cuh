@@ -1,7 +1,8 @@
-// A grid-wide barrier for cooperative launches (every block resident; see simt::launch_cooperative).
-// `counter` is a zeroed global unsigned that only this barrier touches. Each block adds 1 per
-// barrier, so barrier number g (counting from 0) is complete when the counter reaches
-// (g + 1) * blocks: no reset, hence no race between consecutive barriers.
+// A barrier across `blocks` blocks of a cooperative launch (every block resident; see
+// simt::launch_cooperative): the whole grid, or one group of it such as the blocks of one
+// direction. `counter` is a zeroed global unsigned that only this group's barrier touches.
+// Each block adds 1 per barrier, so barrier number g (counting from 0) is complete when the
+// counter reaches (g + 1) * blocks: no reset, hence no race between consecutive barriers.
 #pragma once
 
 #include "../simt/simt.h"
@@ -9,10 +10,10 @@
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
 
-__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned& generation) {
+__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned blocks,
+                                             unsigned& generation) {
   __syncthreads();
   if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
-    const unsigned blocks = gridDim.x * gridDim.y * gridDim.z;
     const unsigned target = (generation + 1) * blocks;
     __threadfence();  // release: this block's writes before the arrival
     atomicAdd(counter, 1u);

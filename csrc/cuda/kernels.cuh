@@ -33,6 +33,42 @@ __device__ __forceinline__ Acc sigmoid_(Acc x) {
   return Acc(1) / (Acc(1) + exp(-x));
 }
 
+// One hidden unit of the cell, forward: g points at its gate i pre-activation (x W_ih^T +
+// h W_hh^T, without bias) in a row of 4H, the other gates H apart; b at the unit's bias b_ih +
+// b_hh, also H apart. Leaves the activated gates in g, returns through c_out and h_out.
+// Shared by the per-step kernel below and the persistent kernels (persistent.cuh).
+template <typename T, typename Acc>
+__device__ __forceinline__ void cell_forward_unit(Acc* g, int64_t H, const Acc* b, Acc c_prev,
+                                                  Acc* c_out, T* h_out) {
+  const Acc i = sigmoid_<Acc>(g[0] + b[0]);
+  const Acc f = sigmoid_<Acc>(g[H] + b[H]);
+  const Acc gg = tanh(g[2 * H] + b[2 * H]);
+  const Acc o = sigmoid_<Acc>(g[3 * H] + b[3 * H]);
+  const Acc c = f * c_prev + i * gg;
+  g[0] = i;
+  g[H] = f;
+  g[2 * H] = gg;
+  g[3 * H] = o;
+  *c_out = c;
+  *h_out = static_cast<T>(o * tanh(c));
+}
+
+// One hidden unit of the cell, backward: g the activated gates (H apart), c its cell state,
+// dh the gradient of its output h, dc (in/out) the gradient flowing into its cell state.
+// Writes the gate gradients to d (H apart).
+template <typename T, typename Acc>
+__device__ __forceinline__ void cell_backward_unit(const Acc* g, int64_t H, Acc c, Acc c_prev,
+                                                   Acc dh, Acc* dc, T* d) {
+  const Acc i = g[0], f = g[H], gg = g[2 * H], o = g[3 * H];
+  const Acc tc = tanh(c);
+  const Acc dce = *dc + dh * o * (Acc(1) - tc * tc);
+  d[0] = static_cast<T>(dce * gg * i * (Acc(1) - i));
+  d[H] = static_cast<T>(dce * c_prev * f * (Acc(1) - f));
+  d[2 * H] = static_cast<T>(dce * i * (Acc(1) - gg * gg));
+  d[3 * H] = static_cast<T>(dh * tc * o * (Acc(1) - o));
+  *dc = dce * f;
+}
+
 template <typename T, typename Acc>
 __global__ void __launch_bounds__(kThreads)
 cell_forward_kernel(int64_t rows, int64_t H, Acc* gates, const Acc* bias, PrevCell<Acc> c_prev,
@@ -41,18 +77,8 @@ cell_forward_kernel(int64_t rows, int64_t H, Acc* gates, const Acc* bias, PrevCe
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t j = e / H, k = e % H;
-    Acc* g = gates + j * 4 * H + k;
-    const Acc i = sigmoid_<Acc>(g[0] + bias[k]);
-    const Acc f = sigmoid_<Acc>(g[H] + bias[H + k]);
-    const Acc gg = tanh(g[2 * H] + bias[2 * H + k]);
-    const Acc o = sigmoid_<Acc>(g[3 * H] + bias[3 * H + k]);
-    const Acc c = f * c_prev.row(j, H)[k] + i * gg;
-    g[0] = i;
-    g[H] = f;
-    g[2 * H] = gg;
-    g[3 * H] = o;
-    c_out[e] = c;
-    h_out[e] = static_cast<T>(o * tanh(c));
+    cell_forward_unit<T, Acc>(gates + j * 4 * H + k, H, bias + k, c_prev.row(j, H)[k],
+                              c_out + e, h_out + e);
   }
 }
 
@@ -64,17 +90,8 @@ cell_backward_kernel(int64_t rows, int64_t H, const Acc* gates, const Acc* cell,
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t j = e / H, k = e % H;
-    const Acc* g = gates + j * 4 * H + k;
-    const Acc i = g[0], f = g[H], gg = g[2 * H], o = g[3 * H];
-    const Acc tc = tanh(cell[e]);
-    const Acc dhe = dh[e];
-    const Acc dce = dc[e] + dhe * o * (Acc(1) - tc * tc);
-    T* d = dgates + j * 4 * H + k;
-    d[0] = static_cast<T>(dce * gg * i * (Acc(1) - i));
-    d[H] = static_cast<T>(dce * c_prev.row(j, H)[k] * f * (Acc(1) - f));
-    d[2 * H] = static_cast<T>(dce * i * (Acc(1) - gg * gg));
-    d[3 * H] = static_cast<T>(dhe * tc * o * (Acc(1) - o));
-    dc[e] = dce * f;
+    cell_backward_unit<T, Acc>(gates + j * 4 * H + k, H, cell[e], c_prev.row(j, H)[k], dh[e],
+                               dc + e, dgates + j * 4 * H + k);
   }
 }
 

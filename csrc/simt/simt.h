@@ -12,6 +12,8 @@
 //   simt::atomic_load(p)        an acquire load of a flag or counter another block writes
 //   simt::pinned_empty(n)       host int64 staging memory for uploads
 //   simt::concurrently(n, f)    f(0..n-1) as independent work: one stream each on the GPU
+//   simt::multiprocessor_count(), simt::max_shared_bytes_per_block(),
+//   simt::resident_blocks_per_sm(kernel, threads, shared_bytes)   to size cooperative grids
 // Everything else (__syncthreads, __shfl_*_sync, atomicAdd, __threadfence, threadIdx, ...)
 // is spelled as in CUDA.
 //
@@ -39,6 +41,14 @@ inline at::Tensor pinned_empty(int64_t n) { return at::empty({n}, at::kLong); }
 template <typename F>
 void concurrently(int64_t n, const F& f) {
   for (int64_t i = 0; i < n; ++i) f(i);
+}
+// An emulated device: a few multiprocessors, so that cooperative grids stay small, with the
+// shared memory of a Hopper SM.
+inline int multiprocessor_count() { return 6; }
+inline size_t max_shared_bytes_per_block() { return 227 * 1024; }
+template <typename Kernel>
+int resident_blocks_per_sm(Kernel, int, size_t) {
+  return 1;
 }
 }  // namespace fastlstm::simt
 
@@ -117,6 +127,25 @@ void launch_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
   void* ptrs[] = {const_cast<void*>(static_cast<const void*>(&args))...};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), grid, block, ptrs,
                                              shared_bytes, current_stream()));
+}
+
+inline int multiprocessor_count() {
+  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+}
+inline size_t max_shared_bytes_per_block() {
+  return at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+}
+// Blocks of `kernel` that fit on one SM at once with this much dynamic shared memory (which
+// the kernel is first allowed to use, past the 48 KiB default).
+template <typename... KernelArgs>
+int resident_blocks_per_sm(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
+  C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(shared_bytes)));
+  int blocks = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &blocks, reinterpret_cast<const void*>(kernel), threads, shared_bytes));
+  return blocks;
 }
 
 template <typename T>

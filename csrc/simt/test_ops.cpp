@@ -82,7 +82,7 @@ __global__ void grid_sum(const float* x, float* out, unsigned* counter, float* p
     for (unsigned k = 0; k < blockDim.x; ++k) acc += x[blockIdx.x * blockDim.x + k];
     partial[blockIdx.x] = acc;
   }
-  cuda::grid_barrier(counter, generation);
+  cuda::grid_barrier(counter, gridDim.x, generation);
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     float acc = 0;
     for (unsigned b = 0; b < gridDim.x; ++b) acc += partial[b];

@@ -15,6 +15,10 @@ is the union of the grids, duplicates dropped, in order.
 cuDNN (torch's default lets cuDNN, hence nn.LSTM, use TF32 while fastlstm's matmuls do not);
 true turns it on for both; absent leaves torch's defaults. The run records what was in force.
 bfloat16 and float16 are unaffected by it.
+
+"cuda_path" (a grid axis, default "auto") sets FASTLSTM_CUDA_PATH while fastlstm runs: "step"
+or "persistent" force one CUDA path (csrc/cuda/persistent.cuh); a workload forcing one is named
+with that suffix. It changes nothing on the CPU.
 """
 
 import copy
@@ -26,9 +30,11 @@ from .workloads import Workload
 
 MODES = ("forward", "forward+backward")
 GRID_AXES = ("batch", "hidden_size", "input_size", "num_layers", "bidirectional", "max_len",
-             "lengths", "dtype")
+             "lengths", "dtype", "cuda_path")
 GRID_DEFAULTS = {"batch": 32, "hidden_size": 128, "input_size": 128, "num_layers": 1,
-                 "bidirectional": True, "max_len": 64, "lengths": "uniform", "dtype": "float32"}
+                 "bidirectional": True, "max_len": 64, "lengths": "uniform", "dtype": "float32",
+                 "cuda_path": "auto"}
+CUDA_PATHS = ("auto", "step", "persistent")
 RUN_KEYS = {"name", "reps", "warmup", "buckets", "modes", "grids", "tf32"}
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
@@ -120,6 +126,10 @@ def check(cfg):
         for value in grid.get("lengths", ()):
             if value not in DISTRIBUTIONS:
                 raise ValueError(f"config: grid {i}: lengths must be one of {DISTRIBUTIONS}, "
+                                 f"got {value!r}")
+        for value in grid.get("cuda_path", ()):
+            if value not in CUDA_PATHS:
+                raise ValueError(f"config: grid {i}: cuda_path must be one of {CUDA_PATHS}, "
                                  f"got {value!r}")
         for value in grid.get("dtype", ()):
             if value not in DTYPES:

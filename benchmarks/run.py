@@ -17,6 +17,7 @@ partial run.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -33,6 +34,20 @@ from .timing import median, time_interleaved
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@contextlib.contextmanager
+def cuda_path(path):
+    """FASTLSTM_CUDA_PATH=path for the duration (the ops read it at every call)."""
+    old = os.environ.get("FASTLSTM_CUDA_PATH")
+    os.environ["FASTLSTM_CUDA_PATH"] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FASTLSTM_CUDA_PATH"]
+        else:
+            os.environ["FASTLSTM_CUDA_PATH"] = old
+
+
 def measure(w, device, mode, cfg, measure_memory=True, seed=0):
     """One (workload, mode): timings, then peak memory. Errors are recorded, not raised, so
     that a failing contender shows up in the report instead of ending the run."""
@@ -44,7 +59,7 @@ def measure(w, device, mode, cfg, measure_memory=True, seed=0):
            "padding_fraction": 1 - valid / padded, "length_cv": lengths.variation(lens),
            "peak_mib": None}
     try:
-        with torch.inference_mode(not backward):
+        with cuda_path(w.cuda_path), torch.inference_mode(not backward):
             fns = build(w, device, lens, backward, cfg["buckets"], seed)
             samples = time_interleaved(fns, device, cfg["warmup"], cfg["reps"])
             if measure_memory:

@@ -19,13 +19,15 @@ class Workload:
     max_len: int          # cap on the lengths; the batch is padded to its own longest
     lengths: str          # a distribution of benchmarks/lengths.py
     dtype: str = "float32"
+    cuda_path: str = "auto"  # FASTLSTM_CUDA_PATH while fastlstm runs: auto, step or persistent
 
     @property
     def name(self) -> str:
         kind = "bi" if self.bidirectional else "uni"
         inp = "" if self.input_size == self.hidden_size else f"-I{self.input_size}"
+        path = "" if self.cuda_path == "auto" else f"-{self.cuda_path}"
         return (f"{kind}{self.num_layers}-H{self.hidden_size}{inp}-B{self.batch}-T{self.max_len}"
-                f"-{self.lengths}-{DTYPE_SHORT.get(self.dtype, self.dtype)}")
+                f"-{self.lengths}-{DTYPE_SHORT.get(self.dtype, self.dtype)}{path}")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -2,12 +2,15 @@
 
 Run as: PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python scripts/sanitize_shapes.py
 Every call does forward and backward; shapes cover uni/bidirectional, projections, no bias,
-zero and full lengths, and each dtype. Its last line, "sanitize_shapes: all N cases ok", says
+zero and full lengths, and each dtype; on CUDA each case runs on both paths
+(FASTLSTM_CUDA_PATH=step and persistent; projections take the per-step loop either way). Its
+last line, "sanitize_shapes: all N cases ok", says
 the program ran to the end (scripts/sanitizer_verdict.py requires it). `--device cpu` runs the
 cases fastlstm has on the CPU (no half precision): gpu_session.sh's rehearsal.
 """
 
 import argparse
+import os
 
 import torch
 
@@ -30,7 +33,10 @@ def main():
     dev = p.parse_args().device
     cases = [c for c in CASES
              if dev != "cpu" or c[8] not in (torch.float16, torch.bfloat16)]
-    for T, B, I, H, L, bi, proj, bias, dtype, lengths in cases:
+    paths = ["step", "persistent"] if dev != "cpu" else ["auto"]
+    cases = [(path,) + c for path in paths for c in cases]
+    for path, T, B, I, H, L, bi, proj, bias, dtype, lengths in cases:
+        os.environ["FASTLSTM_CUDA_PATH"] = path
         torch.manual_seed(0)
         m = fastlstm.LSTM(I, H, L, bias=bias, bidirectional=bi, proj_size=proj, device=dev,
                           dtype=dtype)
@@ -39,7 +45,8 @@ def main():
         (out.float().sum() + h.float().sum() + c.float().sum()).backward()
         if dev != "cpu":
             torch.cuda.synchronize()
-        print(f"ok T={T} B={B} H={H} L={L} bi={bi} proj={proj} bias={bias} {dtype}", flush=True)
+        print(f"ok {path} T={T} B={B} H={H} L={L} bi={bi} proj={proj} bias={bias} {dtype}",
+              flush=True)
     print(f"sanitize_shapes: all {len(cases)} cases ok on {dev}", flush=True)
 
 

@@ -56,7 +56,7 @@ struct PersistentArgs {
   int blocks_per_dir;
 };
 
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // The step schedule of one direction at loop index `step`.
 struct StepRows {

@@ -234,32 +234,30 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
   return a;
 }
 
+// One cooperative launch of `kernel` over every direction, if the plan takes this shape.
 template <typename T, typename Acc>
-bool CudaBackend::forward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
-                                     const Recurrence<T, Acc>* rec) {
-  const PersistentPlan plan = plan_persistent(d, sizeof(T), persistent_forward_kernel<T, Acc>);
+bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), CudaBackend::Context& ctx,
+                    const LayerDims& d, const Schedule& s, const Recurrence<T, Acc>* rec) {
+  const PersistentPlan plan = plan_persistent(d, sizeof(T), kernel);
   if (plan.blocks_per_dir == 0) return false;
   if (s.total == 0) return true;
   const at::Tensor barriers = at::zeros({d.D}, ctx.options().dtype(at::kInt));
-  simt::launch_cooperative(persistent_forward_kernel<T, Acc>,
-                           dim3(unsigned(plan.blocks_per_dir * d.D)), dim3(plan.threads),
+  simt::launch_cooperative(kernel, dim3(unsigned(plan.blocks_per_dir * d.D)), dim3(plan.threads),
                            plan.shared_bytes,
                            persistent_args(ctx, d, s, rec, barriers, plan.blocks_per_dir));
   return true;
 }
 
 template <typename T, typename Acc>
+bool CudaBackend::forward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
+                                     const Recurrence<T, Acc>* rec) {
+  return run_persistent(persistent_forward_kernel<T, Acc>, ctx, d, s, rec);
+}
+
+template <typename T, typename Acc>
 bool CudaBackend::backward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
                                       const Recurrence<T, Acc>* rec) {
-  const PersistentPlan plan = plan_persistent(d, sizeof(T), persistent_backward_kernel<T, Acc>);
-  if (plan.blocks_per_dir == 0) return false;
-  if (s.total == 0) return true;
-  const at::Tensor barriers = at::zeros({d.D}, ctx.options().dtype(at::kInt));
-  simt::launch_cooperative(persistent_backward_kernel<T, Acc>,
-                           dim3(unsigned(plan.blocks_per_dir * d.D)), dim3(plan.threads),
-                           plan.shared_bytes,
-                           persistent_args(ctx, d, s, rec, barriers, plan.blocks_per_dir));
-  return true;
+  return run_persistent(persistent_backward_kernel<T, Acc>, ctx, d, s, rec);
 }
 
 #define FASTLSTM_INSTANTIATE_PERSISTENT(T, Acc)                                              \

@@ -64,7 +64,7 @@ def lstm(input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor, weights: List[T
     x = input
     for layer in range(num_layers):
         states = slice(layer * D, (layer + 1) * D)
-        x, h, c, _ = _ops.layer_forward(
+        x, h, c, _ = _ops.layer_forward_any(
             x, lengths, h0[states], c0[states],
             weights[layer * per_layer:(layer + 1) * per_layer],
             has_biases, has_projections, bidirectional)

@@ -134,7 +134,42 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(reserve)
 
 
+def _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n):
+    """The first-order gradients as a differentiable function (for create_graph=True): the
+    layer recomputed by fastlstm.reference (plain PyTorch ops, tested against nn.LSTM) from
+    the saved inputs, which keep their own graph, then torch.autograd.grad with
+    create_graph=True. Slow (a Python loop over time steps) but exact to rounding."""
+    from .reference import lstm_reference
+
+    input, lengths, h0, c0, _reserve, *weights = ctx.saved_tensors
+    has_biases, has_projections, bidirectional = ctx.flags
+    wrt = [input, h0, c0, *weights]
+    needed = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3],
+              *[ctx.needs_input_grad[4]] * len(weights)]
+    needed = [need and t.requires_grad for t, need in zip(wrt, needed)]
+    inputs = [t for t, need in zip(wrt, needed) if need]
+    if not inputs:
+        return (None,) * 8
+    with torch.enable_grad():
+        outputs = lstm_reference(input, lengths, h0, c0, weights, 1, has_biases, bidirectional,
+                                 has_projections)
+        pairs = [(o, g) for o, g in zip(outputs, (grad_output, grad_h_n, grad_c_n))
+                 if g is not None]
+        grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
+                                    create_graph=True, allow_unused=True)
+    it = iter(grads)
+    full = [next(it) if need else None for need in needed]
+    full = [torch.zeros_like(t) if need and g is None else g
+            for t, g, need in zip(wrt, full, needed)]
+    if ctx.needs_input_grad[4]:
+        full[3:] = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, full[3:])]
+    return (full[0], None, full[1], full[2], full[3:], None, None, None)
+
+
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # create_graph=True: the gradients must be differentiable themselves.
+        return _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n)
     input, lengths, h0, c0, reserve, *weights = ctx.saved_tensors
     input_requires_grad = ctx.needs_input_grad[0]
     args = (grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, weights, reserve,
@@ -196,15 +231,15 @@ torch.library.register_autograd("fastlstm::lstm_layer_forward", _backward,
                                 setup_context=_setup_context)
 
 
-# The backward op has no derivative of its own yet. Without an autograd registration, a
-# create_graph=True backward would record it with PyTorch's fallback, and a second backward
-# would silently give zeros (or None) for gradients of gradients. Registering an autograd
-# formula that raises makes double backward fail loudly instead; first-order gradients (and
-# create_graph=True on its own) are unaffected.
+# The backward op has no derivative of its own. A create_graph=True backward does not call it
+# (_backward takes _differentiable_backward then); should it still be recorded (under
+# torch.func, or by a direct call), a second backward must fail loudly rather than give zeros,
+# which PyTorch's fallback would do without this registration.
 DOUBLE_BACKWARD_MESSAGE = (
     "fastlstm: double backward (gradients of gradients, e.g. torch.autograd.grad(..., "
     "create_graph=True) followed by a second backward, or gradgradcheck) is not supported "
-    "yet: fastlstm.lstm_layer_backward has no derivative")
+    "yet here: fastlstm.lstm_layer_backward has no derivative (a create_graph=True backward "
+    "through fastlstm.LSTM outside torch.func does support it)")
 
 
 def _backward_setup_context(ctx, inputs, output):

@@ -162,3 +162,27 @@ def test_grad_of_grad_raises():
 
     with pytest.raises(RuntimeError, match=DOUBLE_MESSAGE):
         grad(lambda x: grad(f)(x).sum())(x)
+
+
+def test_opcheck_layer_backward_tensors():
+    """The Tensor-returns backward op used under is_grads_batched: fake kernel and schema."""
+    gen = torch.Generator().manual_seed(0)
+    T, B, I, H = 3, 2, 2, 3
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=F64)  # noqa: E731
+    x, h0, c0 = r(T, B, I), r(2, B, H), r(2, B, H)
+    weights = [r(4 * H, I), r(4 * H, H), r(4 * H), r(4 * H)] * 2
+    lengths = torch.tensor([3, 1])
+    out, h_n, c_n, reserve = torch.ops.fastlstm.lstm_layer_forward(
+        x, lengths, h0, c0, weights, True, False, True)
+    args = (torch.ones_like(out), None, torch.ones_like(c_n), x, lengths, h0, c0, reserve,
+            True, False, True, True, *weights, None, None)
+    expected = torch.ops.fastlstm.lstm_layer_backward(
+        torch.ones_like(out), None, torch.ones_like(c_n), x, lengths, h0, c0, weights, reserve,
+        True, False, True, True)
+    got = torch.ops.fastlstm._layer_backward_tensors(*args)
+    assert len(got) == 13
+    for a, e in zip(got, [*expected[:3], *expected[3]]):
+        assert torch.equal(a, e)
+    assert all(t.numel() == 0 for t in got[11:])
+    torch.library.opcheck(torch.ops.fastlstm._layer_backward_tensors.default, args,
+                          test_utils=("test_schema", "test_faketensor"))

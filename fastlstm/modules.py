@@ -256,12 +256,22 @@ def _cuda_autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
 
 
 def _packed_batch_size(packed: PackedSequence, hx) -> int:
-    """B of a PackedSequence from a static shape where there is one: sorted_indices, or hx."""
+    """B of a PackedSequence. Eagerly batch_sizes[0] (a CPU tensor: no sync); under
+    torch.compile, from a static shape where there is one (sorted_indices, else hx, checked
+    against batch_sizes[0] at run time), so that reading a tensor value does not graph-break."""
     if packed.sorted_indices is not None:
         return packed.sorted_indices.shape[0]
+    if not torch.compiler.is_compiling() or packed.batch_sizes.numel() == 0:
+        return int(packed.batch_sizes[0]) if packed.batch_sizes.numel() else 0
     if isinstance(hx, (tuple, list)) and len(hx) == 2 and isinstance(hx[0], Tensor) and \
             hx[0].dim() == 3:
-        return hx[0].shape[1]
-    # enforce_sorted=True without hx: B is the data value batch_sizes[0] (under torch.compile
-    # this reads a tensor value, which graph-breaks unless capture_scalar_outputs is set).
-    return int(packed.batch_sizes[0]) if packed.batch_sizes.numel() else 0
+        batch = hx[0].shape[1]
+        torch._assert_async(packed.batch_sizes[0] == batch,
+                            "hx: h_0 and c_0 must have the packed input's batch size "
+                            "batch_sizes[0] in dim 1")
+        return batch
+    # enforce_sorted=True without hx: B is the data value batch_sizes[0] (nn.LSTM reads it
+    # with int() too); fullgraph needs torch._dynamo.config.capture_scalar_outputs = True.
+    return int(packed.batch_sizes[0])
+
+

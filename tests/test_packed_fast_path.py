@@ -36,7 +36,8 @@ def _packed_case(enforce_sorted, batch_first=False):
 def test_packed_compiles_fullgraph_without_graph_break(enforce_sorted, with_hx):
     ref, fast = make_pair(3, 4, F64, num_layers=2, bidirectional=True, proj_size=2)
     x, lengths = _packed_case(enforce_sorted)
-    packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+    xc, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    packed = pack_padded_sequence(xc, lengths, enforce_sorted=enforce_sorted)
     hx = (_randn(4, 5, 2, seed=1), _randn(4, 5, 4, seed=2)) if with_hx else None
     torch._dynamo.reset()
     try:
@@ -54,7 +55,11 @@ def test_packed_compiles_fullgraph_without_graph_break(enforce_sorted, with_hx):
             out, (h_n, c_n) = compiled(packed, hx)
     finally:
         torch._dynamo.reset()
-    expected, (eh, ec) = ref(packed, hx)
+    (g_compiled,) = torch.autograd.grad(out.data.pow(2).sum() + h_n.sum(), xc)
+    expected, (eh, ec) = ref(pack_padded_sequence(xr, lengths, enforce_sorted=enforce_sorted),
+                             hx)
+    (g_expected,) = torch.autograd.grad(expected.data.pow(2).sum() + eh.sum(), xr)
+    assert_close("compiled grad_input", g_compiled, g_expected)
     assert isinstance(out, PackedSequence)
     assert torch.equal(out.batch_sizes, expected.batch_sizes)
     assert_close("compiled packed output.data", out.data, expected.data)

@@ -201,9 +201,9 @@ def _layer_backward_tensors(
         has_biases: bool, has_projections: bool, bidirectional: bool, input_requires_grad: bool,
         w0: Optional[Tensor], w1: Optional[Tensor], w2: Optional[Tensor], w3: Optional[Tensor],
         w4: Optional[Tensor], w5: Optional[Tensor], w6: Optional[Tensor], w7: Optional[Tensor],
-        w8: Optional[Tensor], w9: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                            Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                            Tensor]:
+        w8: Optional[Tensor], w9: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+           Tensor, Tensor, Tensor]:
     """lstm_layer_backward with Tensor returns only: grad_input, grad_h0, grad_c0, then
     MAX_WEIGHTS weight gradients, the missing ones empty. The weights come as MAX_WEIGHTS
     optional tensors (None past the layer's count): the legacy vmap's fallback refuses ops

@@ -71,9 +71,11 @@ def lstm(input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor, weights: List[T
         h_n.append(h)
         c_n.append(c)
         if dropout > 0 and training and layer < num_layers - 1:
-            if tokens is None and token_dropout and not torch.compiler.is_compiling():
-                # (Under torch.compile, N = sum(lengths) would be a data-dependent size: the
-                # padded draw below is used there, with the same distribution.)
+            if tokens is None and token_dropout and lengths.device.type == "cpu" and \
+                    not torch.compiler.is_compiling():
+                # (Under torch.compile, N = sum(lengths) would be a data-dependent size, and
+                # lengths on a GPU would cost a sync: the padded draw below is used there,
+                # with the same distribution.)
                 tokens = tokens_from_lengths(lengths, x.shape[0]).to(x.device)
             if tokens is not None:
                 steps, batch, width = x.shape

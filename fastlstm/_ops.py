@@ -4,7 +4,10 @@ torch.ops.fastlstm.lstm_layer_forward / lstm_layer_backward are defined in csrc/
 every shape is documented in csrc/lstm.h.
 """
 
+from typing import Optional, Tuple
+
 import torch
+from torch import Tensor
 
 from . import _C  # noqa: F401  (loading the library registers torch.ops.fastlstm.*)
 
@@ -131,29 +134,112 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(reserve)
 
 
+def _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n):
+    """The first-order gradients as a differentiable function (for create_graph=True): the
+    layer recomputed by fastlstm.reference (plain PyTorch ops, tested against nn.LSTM) from
+    the saved inputs, which keep their own graph, then torch.autograd.grad with
+    create_graph=True. Slow (a Python loop over time steps) but exact to rounding."""
+    from .reference import lstm_reference
+
+    input, lengths, h0, c0, _reserve, *weights = ctx.saved_tensors
+    has_biases, has_projections, bidirectional = ctx.flags
+    wrt = [input, h0, c0, *weights]
+    needed = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3],
+              *[ctx.needs_input_grad[4]] * len(weights)]
+    needed = [need and t.requires_grad for t, need in zip(wrt, needed)]
+    inputs = [t for t, need in zip(wrt, needed) if need]
+    if not inputs:
+        return (None,) * 8
+    with torch.enable_grad():
+        outputs = lstm_reference(input, lengths, h0, c0, weights, 1, has_biases, bidirectional,
+                                 has_projections)
+        pairs = [(o, g) for o, g in zip(outputs, (grad_output, grad_h_n, grad_c_n))
+                 if g is not None]
+        grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
+                                    create_graph=True, allow_unused=True)
+    it = iter(grads)
+    full = [next(it) if need else None for need in needed]
+    full = [torch.zeros_like(t) if need and g is None else g
+            for t, g, need in zip(wrt, full, needed)]
+    if ctx.needs_input_grad[4]:
+        full[3:] = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, full[3:])]
+    return (full[0], None, full[1], full[2], full[3:], None, None, None)
+
+
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # create_graph=True: the gradients must be differentiable themselves.
+        return _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n)
     input, lengths, h0, c0, reserve, *weights = ctx.saved_tensors
     input_requires_grad = ctx.needs_input_grad[0]
-    grad_input, grad_h0, grad_c0, grad_weights = layer_backward(
-        grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, weights, reserve, *ctx.flags,
-        input_requires_grad)
+    args = (grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, weights, reserve,
+            *ctx.flags, input_requires_grad)
+    try:
+        grad_input, grad_h0, grad_c0, grad_weights = layer_backward(*args)
+    except RuntimeError as error:
+        # torch.autograd.grad(..., is_grads_batched=True) runs this under the legacy vmap,
+        # whose for-loop fallback takes only ops that return Tensors (this one returns a
+        # Tensor[] too): go through _layer_backward_tensors, which returns Tensors only.
+        if "Batching rule not implemented" not in str(error):
+            raise
+        padded = list(weights) + [None] * (MAX_WEIGHTS - len(weights))
+        grad_input, grad_h0, grad_c0, *grad_weights = _layer_backward_tensors(
+            grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, reserve, *ctx.flags,
+            input_requires_grad, *padded)
+        grad_weights = grad_weights[:len(weights)]
     return (grad_input if input_requires_grad else None, None, grad_h0, grad_c0, grad_weights,
             None, None, None)
+
+
+MAX_WEIGHTS = 10  # one layer at most: 2 directions x (w_ih, w_hh, b_ih, b_hh, w_hr)
+
+
+@torch.library.custom_op("fastlstm::_layer_backward_tensors", mutates_args=())
+def _layer_backward_tensors(
+        grad_output: Optional[Tensor], grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
+        input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor, reserve: Tensor,
+        has_biases: bool, has_projections: bool, bidirectional: bool, input_requires_grad: bool,
+        w0: Optional[Tensor], w1: Optional[Tensor], w2: Optional[Tensor], w3: Optional[Tensor],
+        w4: Optional[Tensor], w5: Optional[Tensor], w6: Optional[Tensor], w7: Optional[Tensor],
+        w8: Optional[Tensor], w9: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+           Tensor, Tensor, Tensor]:
+    """lstm_layer_backward with Tensor returns only: grad_input, grad_h0, grad_c0, then
+    MAX_WEIGHTS weight gradients, the missing ones empty. The weights come as MAX_WEIGHTS
+    optional tensors (None past the layer's count): the legacy vmap's fallback refuses ops
+    with a Tensor[] argument too."""
+    weights = [w for w in (w0, w1, w2, w3, w4, w5, w6, w7, w8, w9) if w is not None]
+    grad_input, grad_h0, grad_c0, grad_weights = layer_backward(
+        grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, weights, reserve, has_biases,
+        has_projections, bidirectional, input_requires_grad)
+    pad = [input.new_empty(0) for _ in range(MAX_WEIGHTS - len(grad_weights))]
+    return (grad_input, grad_h0, grad_c0, *grad_weights, *pad)
+
+
+@_layer_backward_tensors.register_fake
+def _layer_backward_tensors_fake(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0,
+                                 reserve, has_biases, has_projections, bidirectional,
+                                 input_requires_grad, *weights):
+    weights = [w for w in weights if w is not None]
+    grad_input = input.new_empty(input.shape) if input_requires_grad else input.new_empty(0)
+    pad = [input.new_empty(0) for _ in range(MAX_WEIGHTS - len(weights))]
+    return (grad_input, h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+            *[w.new_empty(w.shape) for w in weights], *pad)
 
 
 torch.library.register_autograd("fastlstm::lstm_layer_forward", _backward,
                                 setup_context=_setup_context)
 
 
-# The backward op has no derivative of its own yet. Without an autograd registration, a
-# create_graph=True backward would record it with PyTorch's fallback, and a second backward
-# would silently give zeros (or None) for gradients of gradients. Registering an autograd
-# formula that raises makes double backward fail loudly instead; first-order gradients (and
-# create_graph=True on its own) are unaffected.
+# The backward op has no derivative of its own. A create_graph=True backward does not call it
+# (_backward takes _differentiable_backward then); should it still be recorded (under
+# torch.func, or by a direct call), a second backward must fail loudly rather than give zeros,
+# which PyTorch's fallback would do without this registration.
 DOUBLE_BACKWARD_MESSAGE = (
     "fastlstm: double backward (gradients of gradients, e.g. torch.autograd.grad(..., "
     "create_graph=True) followed by a second backward, or gradgradcheck) is not supported "
-    "yet: fastlstm.lstm_layer_backward has no derivative")
+    "yet here: fastlstm.lstm_layer_backward has no derivative (a create_graph=True backward "
+    "through fastlstm.LSTM outside torch.func does support it)")
 
 
 def _backward_setup_context(ctx, inputs, output):
@@ -166,3 +252,133 @@ def _double_backward(ctx, *grads):
 
 torch.library.register_autograd("fastlstm::lstm_layer_backward", _double_backward,
                                 setup_context=_backward_setup_context)
+torch.library.register_autograd("fastlstm::_layer_backward_tensors", _double_backward,
+                                setup_context=_backward_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.func (grad, vjp, jacrev, vmap, ...) and forward-mode AD.
+#
+# register_autograd above makes an autograd.Function whose forward takes ctx (no
+# setup_context), which torch.func refuses ("must override the setup_context staticmethod"),
+# and forward-mode AD through it silently gives zero tangents. Under a torch.func transform or
+# a forward-AD dual level, fastlstm.functional therefore calls LayerForward below instead:
+# the same op and backward, with setup_context (grad, vjp, jacrev), a generated vmap rule over
+# the ops' loop batching rules (vmap, jacrev, is_grads_batched=True), and a jvp that raises.
+
+FORWARD_AD_MESSAGE = (
+    "fastlstm: forward-mode AD (torch.func.jvp, torch.func.jacfwd, torch.autograd.forward_ad, "
+    "hessian) is not supported: fastlstm.lstm_layer_forward has no forward-mode derivative. "
+    "Use reverse mode (torch.func.vjp, torch.func.jacrev, torch.autograd.grad) instead")
+
+
+class LayerForward(torch.autograd.Function):
+    """lstm_layer_forward as an autograd.Function that torch.func can transform."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, lengths, h0, c0, has_biases, has_projections, bidirectional, *weights):
+        # Below autograd, as an autograd.Function's forward: this Function is the derivative.
+        with torch._C._AutoDispatchBelowAutograd():
+            return layer_forward(input, lengths, h0, c0, list(weights), has_biases,
+                                 has_projections, bidirectional)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, lengths, h0, c0, has_biases, has_projections, bidirectional, *weights = inputs
+        ctx.save_for_backward(input, lengths.clone(), h0, c0, output[3], *weights)
+        ctx.flags = (has_biases, has_projections, bidirectional)
+        ctx.mark_non_differentiable(output[3])
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
+        input, lengths, h0, c0, reserve, *weights = ctx.saved_tensors
+        input_requires_grad = ctx.needs_input_grad[0]
+        grad_input, grad_h0, grad_c0, *grad_weights = LayerBackward.apply(
+            grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, reserve, *ctx.flags,
+            input_requires_grad, *weights)
+        return (grad_input if input_requires_grad else None, None, grad_h0, grad_c0, None, None,
+                None, *grad_weights)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(FORWARD_AD_MESSAGE)
+
+
+class LayerBackward(torch.autograd.Function):
+    """lstm_layer_backward for LayerForward: torch.func runs backwards with create_graph,
+    which needs an autograd.Function with setup_context; differentiating it raises."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, reserve, has_biases,
+                has_projections, bidirectional, input_requires_grad, *weights):
+        with torch._C._AutoDispatchBelowAutograd():
+            grad_input, grad_h0, grad_c0, grad_weights = layer_backward(
+                grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, list(weights), reserve,
+                has_biases, has_projections, bidirectional, input_requires_grad)
+        return (grad_input, grad_h0, grad_c0, *grad_weights)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(DOUBLE_BACKWARD_MESSAGE)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(FORWARD_AD_MESSAGE)
+
+
+def transforms_active() -> bool:
+    """True under a torch.func transform (grad, vjp, vmap, jacrev, jvp, ...) or inside a
+    torch.autograd.forward_ad.dual_level."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return torch.autograd.forward_ad._current_level >= 0
+
+
+def layer_forward_any(input, lengths, h0, c0, weights, has_biases, has_projections,
+                      bidirectional):
+    """The op, or LayerForward under torch.func / forward AD (never while compiling: there the
+    op, with its fake kernel and autograd registration, is what gets traced)."""
+    if not torch.compiler.is_compiling() and transforms_active():
+        return LayerForward.apply(input, lengths, h0, c0, has_biases, has_projections,
+                                  bidirectional, *weights)
+    return layer_forward(input, lengths, h0, c0, weights, has_biases, has_projections,
+                         bidirectional)
+
+
+def _select(arg, dim, i):
+    if dim is None:
+        return arg
+    if isinstance(arg, (list, tuple)):
+        return [_select(a, d, i) for a, d in zip(arg, dim)]
+    return arg.select(dim, i)
+
+
+def _stack(results):
+    first = results[0]
+    if isinstance(first, (list, tuple)):
+        parts = [_stack([r[k] for r in results]) for k in range(len(first))]
+        return [p[0] for p in parts], [p[1] for p in parts]
+    return torch.stack(results), 0
+
+
+def _loop_batching_rule(op):
+    """vmap by a loop over the batch: the op once per example, results stacked on dim 0."""
+    def rule(info, in_dims, *args):
+        results = [op(*[_select(a, d, i) for a, d in zip(args, in_dims)])
+                   for i in range(info.batch_size)]
+        outs, dims = zip(*[_stack([r[k] for r in results]) for k in range(len(results[0]))])
+        return tuple(outs), tuple(dims)
+    return rule
+
+
+torch.library.register_vmap("fastlstm::lstm_layer_forward", _loop_batching_rule(layer_forward))
+torch.library.register_vmap("fastlstm::lstm_layer_backward",
+                            _loop_batching_rule(layer_backward))

@@ -7,9 +7,10 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
+from .functional import packed_layout
 from ._inputs import (DeviceError, DTypeError, LengthsLike, ShapeError, as_lengths,
                       initial_state)
 
@@ -194,7 +195,8 @@ class LSTM(nn.Module):
             raise DeviceError(f"input must be on the weights' device {first.device}, got "
                               f"{x.device}")
 
-    def _forward_time_major(self, x: Tensor, hx, lengths, batched: bool):
+    def _forward_time_major(self, x: Tensor, hx, lengths, batched: bool,
+                            tokens: Optional[Tensor] = None):
         """x [T, B, I] -> output [T, B, D*Hout], (h_n, c_n) [L*D, B, *]."""
         weights = self._flat_weights
         autocast_dtype = _cuda_autocast_dtype(x)
@@ -218,14 +220,27 @@ class LSTM(nn.Module):
                                out_size, batched, x)
         output, h_n, c_n = functional.lstm(
             x, lengths_t, h0, c0, weights, self.num_layers, self.bias,
-            self.bidirectional, self.proj_size > 0, self.dropout, self.training)
+            self.bidirectional, self.proj_size > 0, self.dropout, self.training,
+            tokens=tokens, token_dropout=lengths is not None)
         return output, (h_n, c_n)
 
     def _forward_packed(self, packed: PackedSequence, hx):
-        # Padded in batch order; hx and (h_n, c_n) are in batch order too, as with nn.LSTM.
-        padded, lengths = pad_packed_sequence(packed)
-        output, state = self._forward_time_major(padded, hx, lengths, batched=True)
-        return repack_like(output, packed), state
+        # No pad_packed_sequence / repacking: one index_copy scatters the packed rows into a
+        # padded [T, B, I] tensor in batch order, one index_select gathers the packed output
+        # rows back. Every index has a static shape (N, T or B), so torch.compile traces it
+        # without a graph break. hx and (h_n, c_n) are in batch order, as with nn.LSTM.
+        data, batch_sizes = packed.data, packed.batch_sizes
+        batch = _packed_batch_size(packed, hx)
+        tokens, lengths = packed_layout(batch_sizes, packed.sorted_indices, batch,
+                                        data.shape[0])
+        tokens = tokens.to(data.device)
+        steps = batch_sizes.shape[0]
+        padded = data.new_zeros(steps * batch, data.shape[1]).index_copy(0, tokens, data)
+        output, state = self._forward_time_major(padded.view(steps, batch, -1), hx, lengths,
+                                                 batched=True, tokens=tokens)
+        data_out = output.reshape(steps * batch, -1).index_select(0, tokens)
+        return PackedSequence(data_out, batch_sizes, packed.sorted_indices,
+                              packed.unsorted_indices), state
 
 
 class TorchScriptNotSupportedError(RuntimeError):
@@ -240,13 +255,23 @@ def _cuda_autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
     return None
 
 
-def repack_like(padded: Tensor, like: PackedSequence) -> PackedSequence:
-    """padded [T, B, *] (batch order) -> PackedSequence with like's batch_sizes and indices."""
-    batch_sizes = like.batch_sizes
-    steps = batch_sizes.shape[0]
-    step_of_row = torch.repeat_interleave(torch.arange(steps), batch_sizes)
-    first_row = torch.cumsum(batch_sizes, 0) - batch_sizes
-    slot = torch.arange(step_of_row.shape[0]) - first_row[step_of_row]
-    batch_of_row = slot if like.sorted_indices is None else like.sorted_indices.cpu()[slot]
-    data = padded[step_of_row.to(padded.device), batch_of_row.to(padded.device)]
-    return PackedSequence(data, batch_sizes, like.sorted_indices, like.unsorted_indices)
+def _packed_batch_size(packed: PackedSequence, hx) -> int:
+    """B of a PackedSequence. Eagerly batch_sizes[0] (a CPU tensor: no sync); under
+    torch.compile, from a static shape where there is one (sorted_indices, else hx, checked
+    against batch_sizes[0] at run time), so that reading a tensor value does not graph-break."""
+    if packed.sorted_indices is not None:
+        return packed.sorted_indices.shape[0]
+    if not torch.compiler.is_compiling() or packed.batch_sizes.numel() == 0:
+        return int(packed.batch_sizes[0]) if packed.batch_sizes.numel() else 0
+    if isinstance(hx, (tuple, list)) and len(hx) == 2 and isinstance(hx[0], Tensor) and \
+            hx[0].dim() == 3:
+        batch = hx[0].shape[1]
+        torch._assert_async(packed.batch_sizes[0] == batch,
+                            "hx: h_0 and c_0 must have the packed input's batch size "
+                            "batch_sizes[0] in dim 1")
+        return batch
+    # enforce_sorted=True without hx: B is the data value batch_sizes[0] (nn.LSTM reads it
+    # with int() too); fullgraph needs torch._dynamo.config.capture_scalar_outputs = True.
+    return int(packed.batch_sizes[0])
+
+

@@ -29,6 +29,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cp
   return run_layer_forward<CpuBackend, false>(d, input, lengths, h0, c0, weights);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference_cpu(
+    const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
+    const at::Tensor& c0, at::TensorList weights, bool has_biases, bool has_projections,
+    bool bidirectional) {
+  const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
+                                       has_projections, bidirectional);
+  if (simt::emulated_cuda_enabled()) {
+    auto [output, h_n, c_n, reserve] =
+        simt::emulated_layer_forward(d, input, lengths, h0, c0, weights);
+    return {output, h_n, c_n};
+  }
+  check_cpu_dtype(input);
+  return run_layer_inference<CpuBackend, false>(d, input, lengths, h0, c0, weights);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cpu(
     const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
     const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input, const at::Tensor& lengths,
@@ -51,4 +66,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
 TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
   m.impl("lstm_layer_forward", &fastlstm::cpu::lstm_layer_forward_cpu);
   m.impl("lstm_layer_backward", &fastlstm::cpu::lstm_layer_backward_cpu);
+  m.impl("lstm_layer_inference", &fastlstm::cpu::lstm_layer_inference_cpu);
 }

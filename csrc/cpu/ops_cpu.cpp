@@ -12,9 +12,10 @@ namespace fastlstm::cpu {
 namespace {
 
 void check_cpu_dtype(const at::Tensor& input) {
-  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-                   "fastlstm: on the CPU, input must be float32 or float64, got ",
-                   input.scalar_type());
+  const auto t = input.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
+                   "fastlstm: on the CPU, input must be float32, float64, bfloat16 or float16, "
+                   "got ", t);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cpu(
@@ -26,7 +27,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cp
   if (simt::emulated_cuda_enabled())
     return simt::emulated_layer_forward(d, input, lengths, h0, c0, weights);
   check_cpu_dtype(input);
-  return run_layer_forward<CpuBackend, false>(d, input, lengths, h0, c0, weights);
+  return run_layer_forward<CpuBackend, true>(d, input, lengths, h0, c0, weights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference_cpu(
@@ -41,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference_cpu(
     return {output, h_n, c_n};
   }
   check_cpu_dtype(input);
-  return run_layer_inference<CpuBackend, false>(d, input, lengths, h0, c0, weights);
+  return run_layer_inference<CpuBackend, true>(d, input, lengths, h0, c0, weights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cpu(
@@ -56,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
   if (simt::emulated_cuda_enabled())
     return simt::emulated_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
                                          input_requires_grad);
-  return run_layer_backward<CpuBackend, false>(d, g, input, lengths, h0, c0, weights, reserve,
+  return run_layer_backward<CpuBackend, true>(d, g, input, lengths, h0, c0, weights, reserve,
                                                input_requires_grad);
 }
 

@@ -6,6 +6,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -19,6 +20,9 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const int*) __attribute__((weak));
 // MKL's CBLAS half-precision GEMMs with float accumulation (MKL_INT is int in LP64; MKL_BF16
 // and MKL_F16 are uint16_t). Weak, like the above.
+// MKL's thread-local thread count, C interface (mkl.h maps mkl_set_num_threads_local to it;
+// the lowercase symbol is the Fortran one, by pointer). Returns the previous value, 0: global.
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 void cblas_gemm_bf16bf16f32(int, int, int, int, int, int, float, const uint16_t*, int,
                             const uint16_t*, int, float, float*, int) __attribute__((weak));
 void cblas_gemm_f16f16f32(int, int, int, int, int, int, float, const uint16_t*, int,
@@ -29,6 +33,30 @@ namespace fastlstm::cpu {
 namespace {
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+// GEMMs below this many multiply-adds run on the calling thread: a per-time-step GEMM that
+// small gains little from MKL's threads, and every threaded call is an OpenMP fork/join whose
+// workers spin between the steps, stealing the cores when other processes want them.
+// FASTLSTM_SERIAL_GEMM_MACS overrides it (0: let MKL decide for every call).
+double serial_gemm_macs() {
+  static const double v = [] {
+    const char* e = std::getenv("FASTLSTM_SERIAL_GEMM_MACS");
+    return e ? std::atof(e) : double(1 << 23);
+  }();
+  return v;
+}
+
+// Runs f with MKL on one thread when the GEMM is small (see serial_gemm_macs).
+template <typename F>
+void with_blas_threads_for(int64_t M, int64_t N, int64_t K, F&& f) {
+  if (MKL_Set_Num_Threads_Local == nullptr || double(M) * N * K >= serial_gemm_macs()) {
+    f();
+    return;
+  }
+  const int prev = MKL_Set_Num_Threads_Local(1);
+  f();
+  MKL_Set_Num_Threads_Local(prev);
+}
 
 template <typename T>
 void gemm_aten(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
@@ -53,7 +81,8 @@ bool gemm_blas(F* fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
   const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
   const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-  fn(&tb, &ta, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  with_blas_threads_for(M, N, K,
+                        [&] { fn(&tb, &ta, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc); });
   return true;
 }
 
@@ -89,10 +118,12 @@ void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, co
   if (fn != nullptr && fits_int(M) && fits_int(N) && fits_int(K) && fits_int(lda) &&
       fits_int(ldb) && fits_int(ldc)) {
     constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
-    fn(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(M),
+    with_blas_threads_for(M, N, K, [&] {
+      fn(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(M),
        static_cast<int>(N), static_cast<int>(K), 1.f, reinterpret_cast<const uint16_t*>(A),
        static_cast<int>(lda), reinterpret_cast<const uint16_t*>(B), static_cast<int>(ldb), beta,
-       C, static_cast<int>(ldc));
+         C, static_cast<int>(ldc));
+    });
     return;
   }
   const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);

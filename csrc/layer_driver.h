@@ -160,11 +160,11 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
   }
 }
 
-// Rows of the packed input projected per GEMM in layer_inference: about 4 MiB of Acc gates,
+// Rows of the packed input projected per GEMM in layer_inference: about 1 MiB of Acc gates,
 // and at least one step's rows.
 template <typename Acc>
 int64_t inference_chunk_rows(const LayerDims& d) {
-  return std::max<int64_t>(d.B, (int64_t{4} << 20) / (4 * d.H * int64_t(sizeof(Acc))));
+  return std::max<int64_t>(d.B, (int64_t{1} << 20) / (4 * d.H * int64_t(sizeof(Acc))));
 }
 
 // The forward without a reserve, for when no gradient is needed. Same results as

@@ -1,7 +1,8 @@
 """Loads the native ops and registers their fake (meta) and autograd implementations.
 
-torch.ops.fastlstm.lstm_layer_forward / lstm_layer_backward are defined in csrc/ops.cpp;
-every shape is documented in csrc/lstm.h.
+torch.ops.fastlstm.lstm_layer_forward / lstm_layer_backward / lstm_layer_inference are defined
+in csrc/ops.cpp; every shape is documented in csrc/lstm.h. lstm_layer_inference (the forward
+without a reserve, for when no gradient is needed) has no autograd formula.
 """
 
 import torch

@@ -192,6 +192,13 @@ def markdown(payload):
         peak = r["peak_mib"] or {}
         lines.append(f"| {r['workload']['name']} | {r['mode']} | "
                      + " | ".join(_mib(peak.get(name)) for name in CONTENDERS) + " |")
+    inference = [r for r in results if r["mode"] == "forward" and r.get("peak_mib")]
+    if inference:
+        above = {b: sum(r["peak_mib"]["fastlstm"] > r["peak_mib"][b] for r in inference
+                        if r["peak_mib"].get(b) is not None) for b in BASELINES}
+        lines += ["", _prose("Inference (forward) peak memory: fastlstm above "
+                             + ", ".join(f"{short[b]} in {above[b]} of {len(inference)} rows"
+                                         for b in BASELINES) + ".")]
     lines += _per_step_lines(per_step(results))
     notes = sorted({r["memory_note"] for r in results if r.get("memory_note")})
     lines += [f"\nMemory not measured: {note}" for note in notes]

@@ -30,6 +30,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/core/ScalarType.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "layer_io.h"
@@ -167,6 +168,126 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
                                       h0s[dir].const_data_ptr<T>(), Ho, ss);
     Backend::template copy_rows<T, Acc>(ctx, from_start.size(), H, cn, H, sd,
                                         c0s[dir].const_data_ptr<Acc>(), H, ss);
+  }
+}
+
+// Rows of the packed input projected per GEMM in layer_inference: about 1 MiB of Acc gates,
+// and at least one step's rows.
+template <typename Acc>
+int64_t inference_chunk_rows(const LayerDims& d) {
+  return std::max<int64_t>(d.B, (int64_t{1} << 20) / (4 * d.H * int64_t(sizeof(Acc))));
+}
+
+// The forward without a reserve, for when no gradient is needed. Same results as
+// layer_forward, but every buffer is sized by the N valid tokens or by one step:
+//   per direction: packed outputs [N, Hout] (the recurrent input of the next step, scattered
+//   to `output` at the end); gates and gathered inputs for a chunk of consecutive steps
+//   (inference_chunk_rows); two cell-state rows [B, H] (previous and current step); the final
+//   cell state of each sequence [B, H], copied out at its last step.
+// Padding positions of `output` are zeroed, nothing else is written twice.
+template <typename Backend, typename T, typename Acc>
+void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& in,
+                     at::Tensor& output, at::Tensor& h_n, at::Tensor& c_n) {
+  typename Backend::Context ctx(in.input);
+  const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
+  const auto opts = in.input.options();
+  const auto aopts = acc_options<Acc>(in.input);
+  const int64_t* order = ctx.indices(s.order);
+  const int64_t* token_tb = ctx.indices(s.token_tb);
+  const IndexList token_offsets = s.token_offsets(in.input.stride(0), in.input.stride(1));
+  const int64_t* token_in = ctx.indices(token_offsets);
+  const int64_t chunk = inference_chunk_rows<Acc>(d);
+
+  std::vector<at::Tensor> h0s(d.D), c0s(d.D), bias(d.D), outs(d.D), cfin(d.D);
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    h0s[dir] = sorted_rows<Backend, T, T>(ctx, in.h0.const_data_ptr<T>() + dir * B * Ho, B, Ho,
+                                          order, opts);
+    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
+                                            order, aopts);
+    // Final cell state per sorted row; rows of length 0 keep c0.
+    cfin[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
+                                             order, aopts);
+    bias[dir] = at::empty({G}, aopts);
+    Backend::template combine_bias<T, Acc>(ctx, G, bias[dir].data_ptr<Acc>(), w.b_ih, w.b_hh);
+    outs[dir] = at::empty({N, Ho}, opts);
+  }
+
+  Backend::for_each_direction(d.D, [&](int64_t dir) {
+    const bool reverse = dir == 1;
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    const T* h0d = h0s[dir].const_data_ptr<T>();
+    const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
+    const Acc* b = bias[dir].const_data_ptr<Acc>();
+    T* out = outs[dir].data_ptr<T>();
+    Acc* cf = cfin[dir].data_ptr<Acc>();
+    const int64_t rows = std::min(chunk, std::max<int64_t>(N, 1));
+    at::Tensor gbuf = at::empty({rows, G}, aopts);
+    at::Tensor xbuf = at::empty({rows, I}, opts);
+    at::Tensor cbuf = at::empty({2, B, H}, aopts);
+    at::Tensor hraw = d.has_proj ? at::empty({B, H}, opts) : at::Tensor();
+    Acc* g0 = gbuf.data_ptr<Acc>();
+    T* x = xbuf.data_ptr<T>();
+    int64_t lo = 0, hi = 0;  // packed rows [lo, hi) projected into gbuf
+    for (int64_t k = 0; k < s.T; ++k) {
+      const int64_t t = reverse ? s.T - 1 - k : k;
+      const auto [bs, off, nc, poff] = s.step(t, reverse);
+      if (bs == 0) continue;
+      if (off < lo || off + bs > hi) {
+        // Project the next steps in this direction's order, as many as fit in the chunk.
+        int64_t first = t, last = t, n = bs;
+        for (;;) {
+          const int64_t nt = reverse ? last - 1 : last + 1;
+          if (nt < 0 || nt >= s.T || n + s.batch_sizes[nt] > rows) break;
+          n += s.batch_sizes[nt];
+          last = nt;
+        }
+        lo = s.offsets[std::min(first, last)];
+        hi = lo + n;
+        Backend::template copy_rows<T, T>(ctx, n, I, x, I, nullptr,
+                                          in.input.template const_data_ptr<T>(), 1,
+                                          token_in + lo);
+        Backend::template gemm<T, Acc>(ctx, false, true, n, G, I, x, I, w.w_ih, I, 0, g0, G);
+      }
+      Acc* g = g0 + (off - lo) * G;
+      Backend::template gemm<T, Acc>(ctx, false, true, nc, G, Ho, out + poff * Ho, Ho, w.w_hh, Ho,
+                                     1, g, G);
+      Backend::template gemm<T, Acc>(ctx, false, true, bs - nc, G, Ho, h0d + nc * Ho, Ho, w.w_hh,
+                                     Ho, 1, g + nc * G, G);
+      Acc* c_prev = cbuf.data_ptr<Acc>() + ((k + 1) & 1) * B * H;
+      Acc* c_cur = cbuf.data_ptr<Acc>() + (k & 1) * B * H;
+      T* h = d.has_proj ? hraw.data_ptr<T>() : out + off * Ho;
+      Backend::template cell_forward<T, Acc>(ctx, bs, H, g, b, PrevCell<Acc>{c_prev, c0d, nc},
+                                             c_cur, h);
+      if (d.has_proj)
+        Backend::template gemm<T, T>(ctx, false, true, bs, Ho, H, h, H, w.w_hr, H, 0,
+                                     out + off * Ho, Ho);
+      // Rows whose sequence ends at this step keep their cell state.
+      const int64_t first_end = reverse ? (t == 0 ? 0 : bs)
+                                        : (t + 1 < s.T ? s.batch_sizes[t + 1] : 0);
+      if (first_end < bs)
+        Backend::template copy_rows<Acc, Acc>(ctx, bs - first_end, H, cf + first_end * H, H,
+                                              nullptr, c_cur + first_end * H, H, nullptr);
+    }
+  });
+
+  Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
+                                 output.data_ptr<T>(), d.D * Ho, ctx.indices(s.padding_tb));
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    const T* out = outs[dir].const_data_ptr<T>();
+    Backend::template copy_rows<T, T>(ctx, N, Ho, output.data_ptr<T>() + dir * Ho, d.D * Ho,
+                                      token_tb, out, Ho, nullptr);
+    RowMap from_out, from_start;
+    s.final_rows(dir == 1, from_out, from_start);
+    T* hn = h_n.data_ptr<T>() + dir * B * Ho;
+    Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, hn, Ho,
+                                      ctx.indices(from_out.dst), out, Ho,
+                                      ctx.indices(from_out.src));
+    Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, hn, Ho,
+                                      ctx.indices(from_start.dst), h0s[dir].const_data_ptr<T>(),
+                                      Ho, ctx.indices(from_start.src));
+    Backend::template copy_rows<T, Acc>(ctx, B, H, c_n.data_ptr<T>() + dir * B * H, H, order,
+                                        cfin[dir].const_data_ptr<Acc>(), H, nullptr);
   }
 }
 

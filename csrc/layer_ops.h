@@ -43,6 +43,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_layer_forward(
   return {out.output, out.h_n, out.c_n, in.reserve};
 }
 
+// The forward without a reserve (no gradient needed): layer_inference.
+template <typename Backend, bool kHalfTypes>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_layer_inference(
+    const LayerDims& d, const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
+    const at::Tensor& c0, at::TensorList weights) {
+  const Schedule s = schedule_from_lengths(lengths, d.T);
+  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
+  ForwardOutputs out = allocate_forward_outputs(d, input);
+  dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    layer_inference<Backend, T, at::opmath_type<T>>(d, s, in, out.output, out.h_n, out.c_n);
+  });
+  return {out.output, out.h_n, out.c_n};
+}
+
 template <typename Backend, bool kHalfTypes>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_layer_backward(
     const LayerDims& d, const BackwardGrads& g, const at::Tensor& input,

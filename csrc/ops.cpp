@@ -126,6 +126,12 @@ TORCH_LIBRARY(fastlstm, m) {
       "lstm_layer_forward(Tensor input, Tensor lengths, Tensor h0, Tensor c0, Tensor[] weights, "
       "bool has_biases, bool has_projections, bool bidirectional) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor reserve)");
+  // lstm_layer_forward without the reserve, for when no gradient is needed: every buffer is
+  // sized by the valid tokens. No autograd formula; fastlstm.functional picks it.
+  m.def(
+      "lstm_layer_inference(Tensor input, Tensor lengths, Tensor h0, Tensor c0, "
+      "Tensor[] weights, bool has_biases, bool has_projections, bool bidirectional) "
+      "-> (Tensor output, Tensor h_n, Tensor c_n)");
   // grad_input is [T, B, I] when input_requires_grad, else an empty [0] tensor.
   m.def(
       "lstm_layer_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor? grad_c_n, "

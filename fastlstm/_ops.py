@@ -1,7 +1,8 @@
 """Loads the native ops and registers their fake (meta) and autograd implementations.
 
-torch.ops.fastlstm.lstm_layer_forward / lstm_layer_backward are defined in csrc/ops.cpp;
-every shape is documented in csrc/lstm.h.
+torch.ops.fastlstm.lstm_layer_forward / lstm_layer_backward / lstm_layer_inference are defined
+in csrc/ops.cpp; every shape is documented in csrc/lstm.h. lstm_layer_inference (the forward
+without a reserve, for when no gradient is needed) has no autograd formula.
 """
 
 from typing import Optional, Tuple
@@ -13,6 +14,7 @@ from . import _C  # noqa: F401  (loading the library registers torch.ops.fastlst
 
 layer_forward = torch.ops.fastlstm.lstm_layer_forward.default
 layer_backward = torch.ops.fastlstm.lstm_layer_backward.default
+layer_inference = torch.ops.fastlstm.lstm_layer_inference.default
 
 
 def reserve_bytes(T, B, H, Hout, D, has_projections, dtype):
@@ -105,6 +107,24 @@ def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_project
             input.new_empty(D, B, H),
             input.new_empty(reserve_bytes(T, B, H, Hout, D, has_projections, input.dtype),
                             dtype=torch.uint8))
+
+
+@torch.library.register_fake("fastlstm::lstm_layer_inference")
+def _layer_inference_fake(input, lengths, h0, c0, weights, has_biases, has_projections,
+                          bidirectional):
+    T, B, H, Hout, D = check_layer_args(input, lengths, h0, c0, weights, has_biases,
+                                        has_projections, bidirectional)
+    return (input.new_empty(T, B, D * Hout), input.new_empty(D, B, Hout),
+            input.new_empty(D, B, H))
+
+
+@torch.library.impl("fastlstm::lstm_layer_inference", "CUDA")
+def _layer_inference_cuda(input, lengths, h0, c0, weights, has_biases, has_projections,
+                          bidirectional):
+    # The CUDA backend has no reserve-free path yet: run the training forward, drop the reserve.
+    output, h_n, c_n, _ = layer_forward(input, lengths, h0, c0, weights, has_biases,
+                                        has_projections, bidirectional)
+    return output, h_n, c_n
 
 
 @torch.library.register_fake("fastlstm::lstm_layer_backward")

@@ -41,6 +41,15 @@ def tokens_from_lengths(lengths: Tensor, steps: int) -> Tensor:
     return tokens
 
 
+def needs_grad(input: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor]) -> bool:
+    """Whether autograd would record the forward: grad mode is on and some input, state or
+    weight requires a gradient."""
+    if not torch.is_grad_enabled():
+        return False
+    return input.requires_grad or h0.requires_grad or c0.requires_grad or \
+        any(w.requires_grad for w in weights)
+
+
 def lstm(input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor],
          num_layers: int, has_biases: bool, bidirectional: bool, has_projections: bool,
          dropout: float = 0.0, training: bool = False, tokens: Optional[Tensor] = None,
@@ -62,12 +71,18 @@ def lstm(input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor, weights: List[T
     per_layer = D * (2 + 2 * has_biases + has_projections)
     h_n, c_n = [], []
     x = input
+    # No gradient can flow: the reserve-free op, whose memory follows the valid tokens. (Under
+    # torch.func transforms the forward goes through LayerForward, which has batching rules.)
+    inference = not needs_grad(input, h0, c0, weights) and not _ops.transforms_active()
     for layer in range(num_layers):
         states = slice(layer * D, (layer + 1) * D)
-        x, h, c, _ = _ops.layer_forward_any(
-            x, lengths, h0[states], c0[states],
-            weights[layer * per_layer:(layer + 1) * per_layer],
-            has_biases, has_projections, bidirectional)
+        args = (x, lengths, h0[states], c0[states],
+                weights[layer * per_layer:(layer + 1) * per_layer],
+                has_biases, has_projections, bidirectional)
+        if inference:
+            x, h, c = _ops.layer_inference(*args)
+        else:
+            x, h, c, _ = _ops.layer_forward_any(*args)
         h_n.append(h)
         c_n.append(c)
         if dropout > 0 and training and layer < num_layers - 1:

@@ -199,10 +199,12 @@ class LSTM(nn.Module):
                             tokens: Optional[Tensor] = None):
         """x [T, B, I] -> output [T, B, D*Hout], (h_n, c_n) [L*D, B, *]."""
         weights = self._flat_weights
-        autocast_dtype = _cuda_autocast_dtype(x)
+        autocast_dtype = _autocast_dtype(x)
         if autocast_dtype is not None:
-            # Under torch.autocast("cuda"), input, state and weights run in the autocast dtype:
-            # float16 by default, as nn.LSTM; bfloat16 when asked (nn.LSTM stays in float16).
+            # Under torch.autocast("cuda") or torch.autocast("cpu"), input, state and weights
+            # run in the autocast dtype. CUDA: float16 by default, as nn.LSTM; bfloat16 when
+            # asked (nn.LSTM stays in float16). CPU: bfloat16 by default, as nn.LSTM (oneDNN's
+            # bfloat16 kernel); float16 when asked. Cell state and sums stay in float32.
             x = x.to(autocast_dtype)
             weights = [w.to(autocast_dtype) for w in weights]
             if hx is not None and isinstance(hx, (tuple, list)):
@@ -247,11 +249,14 @@ class TorchScriptNotSupportedError(RuntimeError):
     """torch.jit.script was called on a model holding a fastlstm.LSTM."""
 
 
-def _cuda_autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
-    """The dtype torch.autocast("cuda") asks for, when it is on and x is a CUDA tensor."""
-    if x.is_cuda and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and \
-            torch.is_autocast_enabled("cuda"):
-        return torch.get_autocast_dtype("cuda")
+def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    """The dtype torch.autocast asks for on x's device (CUDA or CPU), when it is on there and
+    x is a float32 or half-precision tensor."""
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return None
+    device = "cuda" if x.is_cuda else "cpu" if x.device.type == "cpu" else None
+    if device is not None and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
     return None
 
 

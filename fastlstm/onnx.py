@@ -107,6 +107,15 @@ def _lstm_layer_forward(input, lengths, h0, c0, weights, has_biases: bool,
     return output, Y_h, Y_c, reserve
 
 
+def _lstm_layer_inference(input, lengths, h0, c0, weights, has_biases: bool,
+                          has_projections: bool, bidirectional: bool):
+    """fastlstm::lstm_layer_inference (the op a model whose weights need no gradient exports
+    with): the same ONNX LSTM, without the reserve."""
+    output, Y_h, Y_c, _ = _lstm_layer_forward(input, lengths, h0, c0, weights, has_biases,
+                                              has_projections, bidirectional)
+    return output, Y_h, Y_c
+
+
 def _tensor(array, name):
     import onnx_ir as ir
 
@@ -115,7 +124,8 @@ def _tensor(array, name):
 
 def onnx_translation_table() -> Dict[Callable, Callable]:
     """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``."""
-    return {torch.ops.fastlstm.lstm_layer_forward.default: _lstm_layer_forward}
+    return {torch.ops.fastlstm.lstm_layer_forward.default: _lstm_layer_forward,
+            torch.ops.fastlstm.lstm_layer_inference.default: _lstm_layer_inference}
 
 
 def export_onnx(model: nn.Module, args=(), f=None, **kwargs):

@@ -117,6 +117,35 @@ def test_export_matches_eager_and_nn_lstm(cfg, tmp_path):
     assert torch.equal(torch.from_numpy(c_n)[:, 1], c0[:, 1])
 
 
+@pytest.mark.filterwarnings("ignore:# The axis name")   # one Dim used by several inputs
+def test_export_frozen_model_uses_inference_op(tmp_path):
+    """Weights that need no gradient: the exported program holds lstm_layer_inference, which
+    translates to the same ONNX LSTM."""
+    cfg = dict(num_layers=2, bidirectional=True, batch_first=False)
+    ref, fast = make_pair(5, 6, dtype=torch.float32, seed=3, **cfg)
+    model = Tagger(fast).eval().requires_grad_(False)
+    example = inputs(3, 4, cfg, seed=0, lengths=[4, 2, 1])
+    ops = {str(n.target) for n in torch.export.export(model, example).graph.nodes
+           if n.op == "call_function"}
+    assert any("lstm_layer_inference" in o for o in ops), ops
+    path = os.path.join(tmp_path, "model.onnx")
+    batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
+    fastlstm.export_onnx(model, example, path, input_names=["x", "lengths", "h0", "c0"],
+                         output_names=["logits", "output", "h_n", "c_n"],
+                         dynamic_shapes=({0: time, 1: batch}, {0: batch}, {1: batch},
+                                         {1: batch}))
+    proto = onnx.load(path)
+    assert len([n for n in proto.graph.node if n.op_type == "LSTM"]) == 2
+    lengths = [7, 0, 3, 1]
+    x, L, h0, c0 = inputs(4, 7, cfg, seed=1, lengths=lengths)
+    _, out, h_n, c_n = session(path).run(None, {"x": x.numpy(), "lengths": L.numpy(),
+                                                "h0": h0.numpy(), "c0": c0.numpy()})
+    j_out, j_h, j_c = reference_forward(ref, x, lengths, (h0, c0))
+    for name, got, judge in (("output", out, j_out), ("h_n", h_n, j_h), ("c_n", c_n, j_c)):
+        torch.testing.assert_close(torch.from_numpy(got), judge.detach(), atol=ATOL, rtol=RTOL,
+                                   msg=lambda m: f"{name} vs nn.LSTM: {m}")
+
+
 def test_export_without_state_or_lengths_inputs(tmp_path):
     """hx=None (zeros) and lengths as the only extra input: the common inference model."""
     _, fast = make_pair(5, 6, dtype=torch.float32, seed=5, bidirectional=True,

@@ -15,6 +15,7 @@ F64 = torch.float64
 F32 = torch.float32
 FWD = torch.ops.fastlstm.lstm_layer_forward.default
 BWD = torch.ops.fastlstm.lstm_layer_backward.default
+INF = torch.ops.fastlstm.lstm_layer_inference.default
 
 
 def layer_args(T, B, I, H, *, proj=0, bidirectional=False, bias=True, lengths=None,
@@ -201,6 +202,41 @@ def test_forward_is_deterministic(name):
             assert torch.equal(a, b), f"{what} differs between identical calls"
 
 
+@pytest.mark.parametrize("name", list(OPCHECK_CASES))
+def test_opcheck_inference(name):
+    """The reserve-free op (no autograd formula: its arguments need no gradient)."""
+    case = dict(OPCHECK_CASES[name])
+    T, B, I, H = (case.pop(k) for k in ("T", "B", "I", "H"))
+    _opcheck(INF, layer_args(T, B, I, H, requires_grad=False, **case))
+
+
+def test_opcheck_inference_non_contiguous_input():
+    x, *rest = layer_args(4, 3, 2, 3, bidirectional=True, lengths=[4, 0, 2], requires_grad=False)
+    x_nc = x.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not x_nc.is_contiguous()
+    _opcheck(INF, (x_nc, *rest))
+
+
+@pytest.mark.parametrize("name", list(OPCHECK_CASES))
+def test_inference_is_deterministic(name):
+    """As test_forward_is_deterministic, for lstm_layer_inference: the padding is written."""
+    case = dict(OPCHECK_CASES[name])
+    T, B, I, H = (case.pop(k) for k in ("T", "B", "I", "H"))
+    args = layer_args(T, B, I, H, requires_grad=False, **case)
+    first = [t.clone() for t in INF(*args)]
+    expected = FWD(*args)[:3]
+    for what, a, e in zip(("output", "h_n", "c_n"), first, expected):
+        assert torch.equal(a, e), f"{what}: inference differs from the forward"
+    for _ in range(3):
+        out = INF(*args)
+        for t in out:
+            t.fill_(float("nan"))
+        del out
+        again = INF(*args)
+        for what, a, b in zip(("output", "h_n", "c_n"), first, again):
+            assert torch.equal(a, b), f"{what} differs between identical calls"
+
+
 BACKWARD_GRADS = {  # which incoming gradients are given, and input_requires_grad
     "all": (True, True, True, True),
     "no_grad_output": (False, True, True, True),
@@ -323,3 +359,24 @@ def test_compile_inductor():
     x = torch.randn(6, 4, 3, generator=gen, dtype=F64)
     for values in LENGTH_VALUES:
         _compare_compiled(net, compiled, x, torch.tensor(values))
+
+
+def test_compile_inference_fullgraph():
+    """Under no_grad the compiled graph holds the reserve-free op, and agrees with eager."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = Net(num_layers=2, bidirectional=True, proj_size=2)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    x = torch.randn(6, 4, 3, dtype=F64)
+    lengths = torch.tensor([6, 0, 3, 2])
+    with torch.no_grad():
+        expected = net(x, lengths)
+        actual = compiled(x, lengths)
+    for name, a, e in zip(("y", "h_n", "c_n"), actual, expected):
+        assert_close("compiled no_grad " + name, a, e)
+    graph_ops = {str(n.target) for g in counter.graphs for n in g.graph.nodes
+                 if n.op == "call_function"}
+    assert any("lstm_layer_inference" in t for t in graph_ops), graph_ops
+    assert not any("lstm_layer_forward" in t for t in graph_ops), graph_ops

@@ -5,8 +5,12 @@
 
 #include <ATen/Parallel.h>
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "../lstm.h"
 #include "../schedule.h"
@@ -21,35 +25,72 @@ struct CpuBackend {
     const int64_t* indices(const IndexList& v) { return v.data(); }
   };
 
+  // bfloat16 / float16 (T != Acc): GEMMs accumulate in float (gemm_rm_acc); a GEMM whose
+  // result is T (the forward's projection) goes through a float buffer. The cell computes in
+  // float, then rounds h (forward) or dgates (backward) to T.
+  template <typename T>
+  static constexpr bool kLowp = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
+
   template <typename T, typename C>
   static void gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
                    int64_t lda, const T* B, int64_t ldb, C beta, C* Cp, int64_t ldc) {
-    static_assert(std::is_same_v<T, C>, "the CPU path accumulates in the tensor dtype");
-    gemm_rm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, Cp, ldc);
+    if constexpr (!kLowp<T>) {
+      static_assert(std::is_same_v<T, C>, "float32/64 accumulate in the tensor dtype");
+      gemm_rm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, Cp, ldc);
+    } else if constexpr (std::is_same_v<C, float>) {
+      gemm_rm_acc<T>(ta, tb, M, N, K, A, lda, B, ldb, beta, Cp, ldc);
+    } else {
+      static_assert(std::is_same_v<T, C>);
+      if (M == 0 || N == 0) return;
+      std::vector<float> acc(M * N);
+      if (float(beta) != 0.f)
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) acc[i * N + j] = float(Cp[i * ldc + j]);
+      gemm_rm_acc<T>(ta, tb, M, N, K, A, lda, B, ldb, float(beta), acc.data(), N);
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) Cp[i * ldc + j] = C(acc[i * N + j]);
+    }
   }
 
   template <typename T, typename Acc>
   static void cell_forward(Context&, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
                            PrevCell<Acc> c_prev, Acc* c_out, T* h_out) {
-    cpu::cell_forward<T>(rows, H, gates, bias, c_prev, c_out, h_out);
+    if constexpr (std::is_same_v<T, Acc>) {
+      cpu::cell_forward<T>(rows, H, gates, bias, c_prev, c_out, h_out);
+    } else {
+      std::vector<Acc> h(rows * H);
+      cpu::cell_forward<Acc>(rows, H, gates, bias, c_prev, c_out, h.data());
+      for (int64_t i = 0; i < rows * H; ++i) h_out[i] = T(h[i]);
+    }
   }
 
   template <typename T, typename Acc>
   static void cell_backward(Context&, int64_t rows, int64_t H, const Acc* gates, const Acc* c,
                             PrevCell<Acc> c_prev, const Acc* dh, Acc* dc, T* dgates) {
-    cpu::cell_backward<T>(rows, H, gates, c, c_prev, dh, dc, dgates);
+    if constexpr (std::is_same_v<T, Acc>) {
+      cpu::cell_backward<T>(rows, H, gates, c, c_prev, dh, dc, dgates);
+    } else {
+      std::vector<Acc> dg(rows * 4 * H);
+      cpu::cell_backward<Acc>(rows, H, gates, c, c_prev, dh, dc, dg.data());
+      for (int64_t i = 0; i < rows * 4 * H; ++i) dgates[i] = T(dg[i]);
+    }
   }
 
   template <typename D, typename S>
   static void copy_rows(Context&, int64_t n, int64_t C, D* dst, int64_t ldd,
                         const int64_t* dst_idx, const S* src, int64_t lds,
                         const int64_t* src_idx) {
-    static_assert(std::is_same_v<D, S>, "the CPU path copies within one dtype");
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
     at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
-        std::memcpy(dst + di * ldd, src + si * lds, C * sizeof(D));
+        if constexpr (std::is_same_v<D, S>) {
+          std::memcpy(dst + di * ldd, src + si * lds, C * sizeof(D));
+        } else {
+          D* d = dst + di * ldd;
+          const S* x = src + si * lds;
+          for (int64_t k = 0; k < C; ++k) d[k] = static_cast<D>(static_cast<float>(x[k]));
+        }
       }
     });
   }
@@ -64,7 +105,7 @@ struct CpuBackend {
 
   template <typename Acc, typename T>
   static void add(Context&, int64_t n, Acc* dst, const T* src) {
-    for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+    for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<Acc>(src[i]);
   }
 
   template <typename T, typename Acc>

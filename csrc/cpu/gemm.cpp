@@ -5,7 +5,10 @@
 #include <c10/core/ScalarType.h>
 
 #include <climits>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 extern "C" {
 // Fortran BLAS, LP64. Weak: absent when libtorch_cpu's BLAS does not export them.
@@ -15,12 +18,45 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's CBLAS half-precision GEMMs with float accumulation (MKL_INT is int in LP64; MKL_BF16
+// and MKL_F16 are uint16_t). Weak, like the above.
+// MKL's thread-local thread count, C interface (mkl.h maps mkl_set_num_threads_local to it;
+// the lowercase symbol is the Fortran one, by pointer). Returns the previous value, 0: global.
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+void cblas_gemm_bf16bf16f32(int, int, int, int, int, int, float, const uint16_t*, int,
+                            const uint16_t*, int, float, float*, int) __attribute__((weak));
+void cblas_gemm_f16f16f32(int, int, int, int, int, int, float, const uint16_t*, int,
+                          const uint16_t*, int, float, float*, int) __attribute__((weak));
 }
 
 namespace fastlstm::cpu {
 namespace {
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+// GEMMs below this many multiply-adds run on the calling thread: a per-time-step GEMM that
+// small gains little from MKL's threads, and every threaded call is an OpenMP fork/join whose
+// workers spin between the steps, stealing the cores when other processes want them.
+// FASTLSTM_SERIAL_GEMM_MACS overrides it (0: let MKL decide for every call).
+double serial_gemm_macs() {
+  static const double v = [] {
+    const char* e = std::getenv("FASTLSTM_SERIAL_GEMM_MACS");
+    return e ? std::atof(e) : double(1 << 23);
+  }();
+  return v;
+}
+
+// Runs f with MKL on one thread when the GEMM is small (see serial_gemm_macs).
+template <typename F>
+void with_blas_threads_for(int64_t M, int64_t N, int64_t K, F&& f) {
+  if (MKL_Set_Num_Threads_Local == nullptr || double(M) * N * K >= serial_gemm_macs()) {
+    f();
+    return;
+  }
+  const int prev = MKL_Set_Num_Threads_Local(1);
+  f();
+  MKL_Set_Num_Threads_Local(prev);
+}
 
 template <typename T>
 void gemm_aten(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
@@ -45,7 +81,8 @@ bool gemm_blas(F* fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
   const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
   const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-  fn(&tb, &ta, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  with_blas_threads_for(M, N, K,
+                        [&] { fn(&tb, &ta, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc); });
   return true;
 }
 
@@ -67,6 +104,43 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alph
     done = gemm_blas(dgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (!done) gemm_aten(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+template <typename T>
+void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+    return;
+  }
+  auto fn = std::is_same_v<T, c10::BFloat16> ? cblas_gemm_bf16bf16f32 : cblas_gemm_f16f16f32;
+  if (fn != nullptr && fits_int(M) && fits_int(N) && fits_int(K) && fits_int(lda) &&
+      fits_int(ldb) && fits_int(ldc)) {
+    constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+    with_blas_threads_for(M, N, K, [&] {
+      fn(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(M),
+       static_cast<int>(N), static_cast<int>(K), 1.f, reinterpret_cast<const uint16_t*>(A),
+       static_cast<int>(lda), reinterpret_cast<const uint16_t*>(B), static_cast<int>(ldb), beta,
+         C, static_cast<int>(ldc));
+    });
+    return;
+  }
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    at::Tensor t = at::from_blob(const_cast<T*>(p), {trans ? cols : rows, trans ? rows : cols},
+                                 {ld, 1}, opts);
+    return (trans ? t.t() : t).to(at::kFloat);
+  };
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts.dtype(at::kFloat));
+  at::addmm_out(c, c, view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b), beta, 1.f);
+}
+
+template void gemm_rm_acc<c10::BFloat16>(bool, bool, int64_t, int64_t, int64_t,
+                                         const c10::BFloat16*, int64_t, const c10::BFloat16*,
+                                         int64_t, float, float*, int64_t);
+template void gemm_rm_acc<c10::Half>(bool, bool, int64_t, int64_t, int64_t, const c10::Half*,
+                                     int64_t, const c10::Half*, int64_t, float, float*, int64_t);
 
 template void gemm_rm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                              const float*, int64_t, float, float*, int64_t);

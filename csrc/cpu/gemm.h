@@ -5,6 +5,9 @@
 // directly; otherwise go through at::addmm_out on borrowed tensors.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
 
 namespace fastlstm::cpu {
@@ -13,5 +16,13 @@ namespace fastlstm::cpu {
 template <typename T>
 void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// bfloat16 / float16 operands, float32 accumulation and result: C (float) = alpha op(A) op(B)
+// + beta C. MKL's cblas_gemm_bf16bf16f32 / cblas_gemm_f16f16f32 when libtorch_cpu exports
+// them (AMX / AVX512-BF16 kernels where the CPU has them); otherwise at::addmm_out on float
+// copies of the operands.
+template <typename T>
+void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 }  // namespace fastlstm::cpu

@@ -12,9 +12,10 @@ namespace fastlstm::cpu {
 namespace {
 
 void check_cpu_dtype(const at::Tensor& input) {
-  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-                   "fastlstm: on the CPU, input must be float32 or float64, got ",
-                   input.scalar_type());
+  const auto t = input.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
+                   "fastlstm: on the CPU, input must be float32, float64, bfloat16 or float16, "
+                   "got ", t);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cpu(
@@ -26,7 +27,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cp
   if (simt::emulated_cuda_enabled())
     return simt::emulated_layer_forward(d, input, lengths, h0, c0, weights);
   check_cpu_dtype(input);
-  return run_layer_forward<CpuBackend, false>(d, input, lengths, h0, c0, weights);
+  return run_layer_forward<CpuBackend, true>(d, input, lengths, h0, c0, weights);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference_cpu(
+    const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
+    const at::Tensor& c0, at::TensorList weights, bool has_biases, bool has_projections,
+    bool bidirectional) {
+  const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
+                                       has_projections, bidirectional);
+  if (simt::emulated_cuda_enabled()) {
+    auto [output, h_n, c_n, reserve] =
+        simt::emulated_layer_forward(d, input, lengths, h0, c0, weights);
+    return {output, h_n, c_n};
+  }
+  check_cpu_dtype(input);
+  return run_layer_inference<CpuBackend, true>(d, input, lengths, h0, c0, weights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cpu(
@@ -41,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
   if (simt::emulated_cuda_enabled())
     return simt::emulated_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
                                          input_requires_grad);
-  return run_layer_backward<CpuBackend, false>(d, g, input, lengths, h0, c0, weights, reserve,
+  return run_layer_backward<CpuBackend, true>(d, g, input, lengths, h0, c0, weights, reserve,
                                                input_requires_grad);
 }
 
@@ -51,4 +67,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
 TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
   m.impl("lstm_layer_forward", &fastlstm::cpu::lstm_layer_forward_cpu);
   m.impl("lstm_layer_backward", &fastlstm::cpu::lstm_layer_backward_cpu);
+  m.impl("lstm_layer_inference", &fastlstm::cpu::lstm_layer_inference_cpu);
 }

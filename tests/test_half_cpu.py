@@ -1,0 +1,120 @@
+"""bfloat16 and float16 on the CPU, and torch.autocast("cpu").
+
+The bound (issue "CPU inference that never loses"): fastlstm's error against a float64 run of
+the same weights is at most twice nn.LSTM's own error in that dtype on the CPU (nn.LSTM over
+pack_padded_sequence, the judge). Cell state and sums are kept in float32.
+"""
+
+import pytest
+import torch
+
+import fastlstm
+from helpers import make_pair, reference_forward
+
+F64 = torch.float64
+HALF = [torch.bfloat16, torch.float16]
+
+
+def max_err(a, b):
+    return (a.detach().double() - b.detach().double()).abs().max().item() if a.numel() else 0.0
+
+
+def run(model, x, lengths, hx, grad, fast):
+    """(output, h_n, c_n[, grads of x and of each parameter]) of one model, in its dtype."""
+    x = x.detach().clone().requires_grad_(grad)
+    hx = tuple(h.detach().clone() for h in hx)
+    with torch.set_grad_enabled(grad):
+        if fast:
+            out, (h, c) = model(x, hx, lengths=torch.tensor(lengths))
+        else:
+            out, h, c = reference_forward(model, x, lengths, hx)
+    res = [out, h, c]
+    if grad:
+        model.zero_grad(set_to_none=True)
+        gen = torch.Generator().manual_seed(3)
+        g = [torch.randn(t.shape, generator=gen, dtype=F64).to(t.dtype) for t in res]
+        torch.autograd.backward(res, g)
+        res += [x.grad] + [p.grad for p in model.parameters()]
+    return res
+
+
+CASES = {
+    "uni": dict(num_layers=1, bidirectional=False),
+    "bi2": dict(num_layers=2, bidirectional=True),
+    "bi_proj": dict(num_layers=1, bidirectional=True, proj_size=24),
+}
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_error_within_twice_nn_lstm(dtype, case, grad):
+    T, B, I, H = 40, 12, 32, 64
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
+    lengths[0], lengths[5] = T, 0
+    ref64, fast64 = make_pair(I, H, F64, **CASES[case])
+    ref, fast = make_pair(I, H, dtype, **CASES[case])
+    ref.load_state_dict(ref64.state_dict())
+    fast.load_state_dict(ref64.state_dict())
+    D = 2 if ref.bidirectional else 1
+    L, Hout = ref.num_layers, ref.proj_size or H
+    x = torch.randn(T, B, I, generator=gen, dtype=F64)
+    hx = (torch.randn(L * D, B, Hout, generator=gen, dtype=F64) * 0.5,
+          torch.randn(L * D, B, H, generator=gen, dtype=F64) * 0.5)
+    # Inputs rounded to the dtype once, so that every run sees the same values.
+    x = x.to(dtype).to(F64)
+    hx = tuple(h.to(dtype).to(F64) for h in hx)
+    exact = run(ref64, x, lengths, hx, grad, fast=False)
+    judge = run(ref, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad, fast=False)
+    ours = run(fast, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad, fast=True)
+    names = ["output", "h_n", "c_n"] + (["grad_x"] + [n for n, _ in ref.named_parameters()]
+                                         if grad else [])
+    for name, e, j, o in zip(names, exact, judge, ours):
+        assert o.dtype == dtype, name
+        err_j, err_o = max_err(j, e), max_err(o, e)
+        print(f"  {name:18s} nn.LSTM {err_j:.3e}  fastlstm {err_o:.3e}  ratio "
+              f"{err_o / max(err_j, 1e-30):.2f}")
+        assert err_o <= 2 * err_j, f"{name}: fastlstm error {err_o:.3e} > 2 x nn.LSTM's {err_j:.3e}"
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_padding_and_zero_lengths(dtype):
+    _, fast = make_pair(4, 8, dtype, bidirectional=True)
+    x = torch.randn(6, 3, 4).to(dtype)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out, (h, c) = fast(x, lengths=[6, 0, 2])
+        assert out.dtype == h.dtype == c.dtype == dtype
+        assert (out[:, 1] == 0).all() and (out[2:, 2] == 0).all()
+        assert (h[:, 1] == 0).all() and (c[:, 1] == 0).all()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_autocast_cpu_bfloat16_like_nn_lstm(bidirectional):
+    """Under torch.autocast("cpu", dtype=torch.bfloat16), as nn.LSTM on a padded batch: bfloat16
+    output and state from float32 input and weights, close to nn.LSTM's; the parameters'
+    gradients come back in float32."""
+    T, B, I, H = 20, 5, 16, 32
+    ref, fast = make_pair(I, H, torch.float32, bidirectional=bidirectional)
+    x = torch.randn(T, B, I)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e_out, (e_h, e_c) = ref(x)
+        out, (h, c) = fast(x, lengths=[T] * B)
+    assert (out.dtype, h.dtype, c.dtype) == (e_out.dtype, e_h.dtype, e_c.dtype)
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        exact, (exact_h, exact_c) = ref(x)
+    assert max_err(out, exact) <= 2 * max_err(e_out, exact) + 1e-2
+    assert max_err(c, exact_c) <= 2 * max_err(e_c, exact_c) + 1e-2
+    out.float().square().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in fast.parameters())
+
+
+def test_autocast_cpu_off_for_float64_and_outside():
+    _, fast = make_pair(4, 8, F64)
+    x = torch.randn(5, 2, 4, dtype=F64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(x, lengths=[5, 3])[0].dtype == F64
+    _, fast32 = make_pair(4, 8, torch.float32)
+    assert fast32(x.float(), lengths=[5, 3])[0].dtype == torch.float32

@@ -73,7 +73,8 @@ def lstm(input: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor, weights: List[T
     x = input
     # No gradient can flow: the reserve-free op, whose memory follows the valid tokens. (Under
     # torch.func transforms the forward goes through LayerForward, which has batching rules.)
-    inference = not needs_grad(input, h0, c0, weights) and not _ops.transforms_active()
+    inference = not needs_grad(input, h0, c0, weights) and (
+        torch.compiler.is_compiling() or not _ops.transforms_active())
     for layer in range(num_layers):
         states = slice(layer * D, (layer + 1) * D)
         args = (x, lengths, h0[states], c0[states],

@@ -43,7 +43,10 @@ def test_trace_and_export_work_with_new_lengths():
     x = torch.randn(5, 2, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, (x, torch.tensor([5, 3])))
+        # check_trace=False: its re-trace compares TorchScript type names, which are mangled
+        # (___torch_mangle_N) once another test in the process has tried to script this class.
+        # The outputs below are what this test judges.
+        traced = torch.jit.trace(model, (x, torch.tensor([5, 3])), check_trace=False)
     exported = torch.export.export(model, (x, torch.tensor([5, 3]))).module()
     for lengths in ([5, 3], [2, 4], [0, 5]):
         lengths = torch.tensor(lengths)

@@ -77,14 +77,25 @@ __device__ __forceinline__ Acc warp_sum(Acc v) {
   return v;
 }
 
+// The direction of this block and the hidden units [u0, u0 + nu) it owns, U per block.
+struct BlockUnits {
+  int dir;
+  int64_t U, u0, nu;
+};
+__device__ __forceinline__ BlockUnits block_units(int blocks_per_dir, int64_t H) {
+  const int dir = static_cast<int>(blockIdx.x) / blocks_per_dir;
+  const int64_t jb = static_cast<int>(blockIdx.x) % blocks_per_dir;
+  const int64_t U = (H + blocks_per_dir - 1) / blocks_per_dir;
+  const int64_t u0 = min64(H, jb * U);
+  return {dir, U, u0, min64(H, u0 + U) - u0};
+}
+
 template <typename T, typename Acc>
 __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
-  const int dir = static_cast<int>(blockIdx.x) / a.blocks_per_dir;
-  const int64_t jb = static_cast<int>(blockIdx.x) % a.blocks_per_dir;
-  const PersistentDir<T, Acc>& p = a.dir[dir];
-  const int64_t H = a.H, G = 4 * H;
-  const int64_t U = (H + a.blocks_per_dir - 1) / a.blocks_per_dir;
-  const int64_t u0 = min64(H, jb * U), nu = min64(H, u0 + U) - u0;
+  const BlockUnits b = block_units(a.blocks_per_dir, a.H);
+  const PersistentDir<T, Acc>& p = a.dir[b.dir];
+  const int dir = b.dir;
+  const int64_t H = a.H, G = 4 * H, U = b.U, u0 = b.u0, nu = b.nu;
 
   // This block's rows of W_hh, resident for the whole sequence: w[(g * U + ul) * H + k].
   auto w = simt::dynamic_shared<T>();
@@ -125,12 +136,10 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
 
 template <typename T, typename Acc>
 __global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
-  const int dir = static_cast<int>(blockIdx.x) / a.blocks_per_dir;
-  const int64_t jb = static_cast<int>(blockIdx.x) % a.blocks_per_dir;
-  const PersistentDir<T, Acc>& p = a.dir[dir];
-  const int64_t H = a.H, G = 4 * H;
-  const int64_t U = (H + a.blocks_per_dir - 1) / a.blocks_per_dir;
-  const int64_t u0 = min64(H, jb * U), nu = min64(H, u0 + U) - u0;
+  const BlockUnits b = block_units(a.blocks_per_dir, a.H);
+  const PersistentDir<T, Acc>& p = a.dir[b.dir];
+  const int dir = b.dir;
+  const int64_t H = a.H, G = 4 * H, U = b.U, u0 = b.u0, nu = b.nu;
 
   // This block's columns of W_hh, resident: w[ul * G + r] = W_hh[r, u0 + ul].
   auto w = simt::dynamic_shared<T>();

@@ -4,9 +4,11 @@ CPU sources are always built. CUDA sources (csrc/cuda/) are built when a CUDA to
 CUDA build of torch are present; no GPU is needed. Install with
 `pip install --no-build-isolation .` so that the torch already installed is the one built against.
 
-`make wheel` builds a wheel (`pip wheel --no-build-isolation --no-deps`). Its version carries a
-local tag naming what it was built against, e.g. 0.1.0+cu130torch2.14 or 0.1.0+cputorch2.14:
-the extension only loads with that torch (and, for CUDA, that CUDA major version).
+The extension is built against PyTorch's stable ABI (TORCH_TARGET_VERSION 2.10) and Python's
+limited API (3.10): one build loads into every torch >= 2.10 on every CPython >= 3.10, so a
+wheel is tagged cp310-abi3. `make wheel` builds one (`pip wheel --no-build-isolation
+--no-deps`); its version's local tag says what it needs beyond that: +cu13 (a CUDA 13 build of
+torch; the CUDA kernels link CUDA 13's runtime and cuBLAS) or +cpu (any torch).
 
 Environment switches:
   FASTLSTM_FORCE_CPU=1     never build the CUDA sources
@@ -87,11 +89,16 @@ def default_max_jobs():
     return str(max(1, min(os.cpu_count() or 1, by_memory)))
 
 
+# The oldest torch the extension supports: the stable ABI's target version, 2.10.0.
+TORCH_TARGET_VERSION = "0x020a000000000000"
+MIN_TORCH = "2.10"
+# The oldest CPython: the limited API's version (torch's own floor for py_limited_api builds).
+LIMITED_API_TAG = "cp310"
+
+
 def local_version(with_cuda):
-    """cu130torch2.14 / cputorch2.14: the torch (major.minor) and CUDA the extension is for."""
-    torch_mm = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-    where = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
-    return f"{where}torch{torch_mm}"
+    """cu13 / cpu: the CUDA major version a CUDA build needs torch to be built for."""
+    return "cu" + torch.version.cuda.split(".")[0] if with_cuda else "cpu"
 
 
 def make_extension():
@@ -104,12 +111,17 @@ def make_extension():
     cuda_sources = rel(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")) +
                        glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cpp")))
     # -fno-trapping-math lets GCC if-convert and vectorise the cell math (as torch builds).
-    cxx_flags = ["-O3", "-fopenmp", "-DNDEBUG", "-fno-trapping-math", "-fno-math-errno"]
+    # -fvisibility=hidden: the library exports PyInit__C only (header-only torch types'
+    # inline functions stay private, so `nm -D` shows no c10:: or at:: symbol).
+    cxx_flags = ["-O3", "-fopenmp", "-DNDEBUG", "-fno-trapping-math", "-fno-math-errno",
+                 "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
     link_flags = ["-fopenmp"]
+    # Any ATen/c10 library header, or a stable API newer than 2.10, is a compile error.
+    macros = [("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION)]
     if not want_cuda(cuda_sources):
-        return False, CppExtension("fastlstm._C", cpu_sources,
+        return False, CppExtension("fastlstm._C", cpu_sources, define_macros=macros,
                                    extra_compile_args={"cxx": cxx_flags},
-                                   extra_link_args=link_flags)
+                                   extra_link_args=link_flags, py_limited_api=True)
 
     cuda_home = find_cuda_home()
     os.environ["CUDA_HOME"] = cuda_home
@@ -123,7 +135,7 @@ def make_extension():
     print(f"fastlstm: CUDA architectures {os.environ.get('TORCH_CUDA_ARCH_LIST')}")
     include_dirs = []
     site = os.path.dirname(os.path.dirname(torch.__file__))
-    # ATen's CUDA headers include cusparse.h etc.; torch's pip dependencies ship them here.
+    # Headers of the CUDA libraries torch's pip dependencies ship (cuBLAS, if the toolkit lacks it).
     for sub in ("cu13", "cu12"):
         inc = os.path.join(site, "nvidia", sub, "include")
         if os.path.isdir(inc):
@@ -134,15 +146,14 @@ def make_extension():
         print("fastlstm: no libcublas found to link; relying on torch to load it")
     cuda_link_flags = link_flags + ([f"-L{cublas_dir}", cublas_flag] if cublas_flag else [])
     # No --use_fast_math: it turns tanh into tanh.approx.f32 (~5e-4 relative error).
-    # -Wno-interference-size: c10/cuda/CUDAEvent.h's use of hardware_destructive_interference_size
-    # warns under GCC 12 in every .cu file (harmless; the warning is GCC's, not ours).
     nvcc_flags = ["-O3", "-DNDEBUG", "-lineinfo", "--expt-relaxed-constexpr", "-std=c++20",
-                  "-Xcompiler", "-Wno-interference-size"]
+                  "-Xcompiler", "-fvisibility=hidden"]
+    # USE_CUDA declares the stable ABI's CUDA entry points (stream, cuBLAS handle).
     return True, CUDAExtension("fastlstm._C", cpu_sources + cuda_sources,
                                include_dirs=include_dirs,
-                               define_macros=[("FASTLSTM_WITH_CUDA", "1")],
+                               define_macros=macros + [("USE_CUDA", "1")],
                                extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-                               extra_link_args=cuda_link_flags)
+                               extra_link_args=cuda_link_flags, py_limited_api=True)
 
 
 os.environ.setdefault("MAX_JOBS", default_max_jobs())
@@ -155,6 +166,7 @@ setup(
     packages=find_packages(include=["fastlstm", "fastlstm.*"]),
     ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    python_requires=">=3.9",
-    install_requires=["torch>=2.4"],
+    python_requires=">=3.10",
+    install_requires=[f"torch>={MIN_TORCH}"],
+    options={"bdist_wheel": {"py_limited_api": LIMITED_API_TAG}},
 )

@@ -11,7 +11,7 @@
 // and cell state are kept in Acc.
 //
 // Backend interface (every pointer is device memory; an index pointer of nullptr means r):
-//   struct Context { Context(const at::Tensor& like); const int64_t* indices(const IndexList&); };
+//   struct Context { Context(const Tensor& like); const int64_t* indices(const IndexList&); };
 //   gemm<T, C>(ctx, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)   C = op(A)op(B) + beta C
 //   cell_forward<T, Acc>(ctx, rows, H, gates, bias, PrevCell, c_out, h_out)
 //   cell_backward<T, Acc>(ctx, rows, H, gates, c, PrevCell, dh, dc, dgates)
@@ -25,11 +25,6 @@
 //                                                    its per-step loop (the default)
 #pragma once
 
-#include <ATen/ops/empty.h>
-#include <ATen/ops/sum.h>
-#include <ATen/ops/zeros.h>
-#include <c10/core/ScalarType.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -40,73 +35,63 @@
 namespace fastlstm {
 
 template <typename T>
-DirectionWeights<T> direction_weights(const LayerDims& d, const std::vector<at::Tensor>& weights,
+DirectionWeights<T> direction_weights(const LayerDims& d, const std::vector<Tensor>& weights,
                                       int64_t dir) {
   int64_t k = dir * d.weights_per_dir();
   DirectionWeights<T> w{};
-  w.w_ih = weights[k++].const_data_ptr<T>();
-  w.w_hh = weights[k++].const_data_ptr<T>();
+  w.w_ih = cptr<T>(weights[k++]);
+  w.w_hh = cptr<T>(weights[k++]);
   if (d.has_biases) {
-    w.b_ih = weights[k++].const_data_ptr<T>();
-    w.b_hh = weights[k++].const_data_ptr<T>();
+    w.b_ih = cptr<T>(weights[k++]);
+    w.b_hh = cptr<T>(weights[k++]);
   }
-  if (d.has_proj) w.w_hr = weights[k++].const_data_ptr<T>();
+  if (d.has_proj) w.w_hr = cptr<T>(weights[k++]);
   return w;
-}
-
-template <typename Acc>
-at::TensorOptions acc_options(const at::Tensor& like) {
-  return like.options().dtype(c10::CppTypeToScalarType<Acc>::value);
 }
 
 // Rows of batch-order src [B, C] (contiguous, type S) in sorted order, as a new [B, C] tensor
 // of type D: dst[j] = src[order[j]].
 template <typename Backend, typename D, typename S>
-at::Tensor sorted_rows(typename Backend::Context& ctx, const S* src, int64_t B, int64_t C,
-                       const int64_t* order, const at::TensorOptions& opts) {
-  at::Tensor dst = at::empty({B, C}, opts);
-  Backend::template copy_rows<D, S>(ctx, B, C, dst.template data_ptr<D>(), C, nullptr, src, C,
-                                    order);
+Tensor sorted_rows(typename Backend::Context& ctx, const S* src, int64_t B, int64_t C,
+                   const int64_t* order, const Tensor& like) {
+  Tensor dst = empty_like_device({B, C}, dtype_of<D>(), like);
+  Backend::template copy_rows<D, S>(ctx, B, C, ptr<D>(dst), C, nullptr, src, C, order);
   return dst;
 }
 
 // Every valid token of input [T, B, I] (any strides, the last 1) in packed order: [N, I].
 template <typename Backend, typename T>
-at::Tensor packed_input(typename Backend::Context& ctx, const Schedule& s,
-                        const at::Tensor& input) {
-  at::Tensor x = at::empty({s.total, input.size(2)}, input.options());
+Tensor packed_input(typename Backend::Context& ctx, const Schedule& s, const Tensor& input) {
+  Tensor x = empty_like_device({s.total, input.size(2)}, dtype_of<T>(), input);
   Backend::template copy_rows<T, T>(
-      ctx, s.total, input.size(2), x.template data_ptr<T>(), input.size(2), nullptr,
-      input.template const_data_ptr<T>(), 1,
+      ctx, s.total, input.size(2), ptr<T>(x), input.size(2), nullptr, cptr<T>(input), 1,
       ctx.indices(s.token_offsets(input.stride(0), input.stride(1))));
   return x;
 }
 
 template <typename Backend, typename T, typename Acc>
 void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in,
-                   at::Tensor& output, at::Tensor& h_n, at::Tensor& c_n) {
+                   Tensor& output, Tensor& h_n, Tensor& c_n) {
   typename Backend::Context ctx(in.input);
   const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
-  const auto opts = in.input.options();
-  const auto aopts = acc_options<Acc>(in.input);
   const int64_t* order = ctx.indices(s.order);
   const int64_t* token_tb = ctx.indices(s.token_tb);
 
-  const at::Tensor x = packed_input<Backend, T>(ctx, s, in.input);
-  void* reserve = in.reserve.data_ptr();
-  std::vector<at::Tensor> h0s(d.D), c0s(d.D), bias(d.D);
+  const Tensor x = packed_input<Backend, T>(ctx, s, in.input);
+  void* reserve = in.reserve.mutable_data_ptr();
+  std::vector<Tensor> h0s(d.D), c0s(d.D), bias(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
     // Input projection of every valid token: one GEMM over all of them.
-    Backend::template gemm<T, Acc>(ctx, false, true, N, G, I, x.const_data_ptr<T>(), I, w.w_ih, I,
+    Backend::template gemm<T, Acc>(ctx, false, true, N, G, I, cptr<T>(x), I, w.w_ih, I,
                                    0, r.gates, G);
-    h0s[dir] = sorted_rows<Backend, T, T>(ctx, in.h0.const_data_ptr<T>() + dir * B * Ho, B, Ho,
-                                          order, opts);
-    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
-                                            order, aopts);
-    bias[dir] = at::empty({G}, aopts);
-    Backend::template combine_bias<T, Acc>(ctx, G, bias[dir].data_ptr<Acc>(), w.b_ih, w.b_hh);
+    h0s[dir] = sorted_rows<Backend, T, T>(ctx, cptr<T>(in.h0) + dir * B * Ho, B, Ho,
+                                          order, in.input);
+    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
+                                            order, in.input);
+    bias[dir] = empty_like_device({G}, dtype_of<Acc>(), in.input);
+    Backend::template combine_bias<T, Acc>(ctx, G, ptr<Acc>(bias[dir]), w.b_ih, w.b_hh);
     // Rows past N are never read; zero them so that the reserve is deterministic.
     const int64_t tail = d.T * B - N;
     Backend::template zero_rows<Acc>(ctx, tail, H, r.cell + N * H, H, nullptr);
@@ -117,17 +102,17 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
 
   std::vector<Recurrence<T, Acc>> rec(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir)
-    rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, bias[dir].const_data_ptr<Acc>(),
-                h0s[dir].const_data_ptr<T>(), c0s[dir].const_data_ptr<Acc>(),
+    rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, cptr<Acc>(bias[dir]),
+                cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
                 reserve_blocks<T, Acc>(d, reserve, dir), nullptr, nullptr, nullptr, nullptr};
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
-    const T* h0d = h0s[dir].const_data_ptr<T>();
-    const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
-    const Acc* b = bias[dir].const_data_ptr<Acc>();
+    const T* h0d = cptr<T>(h0s[dir]);
+    const Acc* c0d = cptr<Acc>(c0s[dir]);
+    const Acc* b = cptr<Acc>(bias[dir]);
     for (int64_t k = 0; k < s.T; ++k) {
       const auto [bs, off, nc, poff] = s.step(reverse ? s.T - 1 - k : k, reverse);
       if (bs == 0) continue;
@@ -150,24 +135,24 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
     Backend::for_each_direction(d.D, per_step);
 
   Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
-                                 output.data_ptr<T>(), d.D * Ho, ctx.indices(s.padding_tb));
+                                 ptr<T>(output), d.D * Ho, ctx.indices(s.padding_tb));
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
-    Backend::template copy_rows<T, T>(ctx, N, Ho, output.data_ptr<T>() + dir * Ho, d.D * Ho,
+    Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(output) + dir * Ho, d.D * Ho,
                                       token_tb, r.out, Ho, nullptr);
     // Final state: each sequence's own last step, or h0/c0 for an empty sequence.
     RowMap from_out, from_start;
     s.final_rows(dir == 1, from_out, from_start);
-    T* hn = h_n.data_ptr<T>() + dir * B * Ho;
-    T* cn = c_n.data_ptr<T>() + dir * B * H;
+    T* hn = ptr<T>(h_n) + dir * B * Ho;
+    T* cn = ptr<T>(c_n) + dir * B * H;
     const int64_t *od = ctx.indices(from_out.dst), *os = ctx.indices(from_out.src);
     const int64_t *sd = ctx.indices(from_start.dst), *ss = ctx.indices(from_start.src);
     Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, hn, Ho, od, r.out, Ho, os);
     Backend::template copy_rows<T, Acc>(ctx, from_out.size(), H, cn, H, od, r.cell, H, os);
     Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, hn, Ho, sd,
-                                      h0s[dir].const_data_ptr<T>(), Ho, ss);
+                                      cptr<T>(h0s[dir]), Ho, ss);
     Backend::template copy_rows<T, Acc>(ctx, from_start.size(), H, cn, H, sd,
-                                        c0s[dir].const_data_ptr<Acc>(), H, ss);
+                                        cptr<Acc>(c0s[dir]), H, ss);
   }
 }
 
@@ -187,47 +172,47 @@ int64_t inference_chunk_rows(const LayerDims& d) {
 // Padding positions of `output` are zeroed, nothing else is written twice.
 template <typename Backend, typename T, typename Acc>
 void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& in,
-                     at::Tensor& output, at::Tensor& h_n, at::Tensor& c_n) {
+                     Tensor& output, Tensor& h_n, Tensor& c_n) {
   typename Backend::Context ctx(in.input);
   const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
-  const auto opts = in.input.options();
-  const auto aopts = acc_options<Acc>(in.input);
   const int64_t* order = ctx.indices(s.order);
   const int64_t* token_tb = ctx.indices(s.token_tb);
   const IndexList token_offsets = s.token_offsets(in.input.stride(0), in.input.stride(1));
   const int64_t* token_in = ctx.indices(token_offsets);
   const int64_t chunk = inference_chunk_rows<Acc>(d);
 
-  std::vector<at::Tensor> h0s(d.D), c0s(d.D), bias(d.D), outs(d.D), cfin(d.D);
+  std::vector<Tensor> h0s(d.D), c0s(d.D), bias(d.D), outs(d.D), cfin(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);
-    h0s[dir] = sorted_rows<Backend, T, T>(ctx, in.h0.const_data_ptr<T>() + dir * B * Ho, B, Ho,
-                                          order, opts);
-    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
-                                            order, aopts);
+    h0s[dir] = sorted_rows<Backend, T, T>(ctx, cptr<T>(in.h0) + dir * B * Ho, B, Ho,
+                                          order, in.input);
+    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
+                                            order, in.input);
     // Final cell state per sorted row; rows of length 0 keep c0.
-    cfin[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
-                                             order, aopts);
-    bias[dir] = at::empty({G}, aopts);
-    Backend::template combine_bias<T, Acc>(ctx, G, bias[dir].data_ptr<Acc>(), w.b_ih, w.b_hh);
-    outs[dir] = at::empty({N, Ho}, opts);
+    cfin[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
+                                             order, in.input);
+    bias[dir] = empty_like_device({G}, dtype_of<Acc>(), in.input);
+    Backend::template combine_bias<T, Acc>(ctx, G, ptr<Acc>(bias[dir]), w.b_ih, w.b_hh);
+    outs[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
   }
 
   Backend::for_each_direction(d.D, [&](int64_t dir) {
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
-    const T* h0d = h0s[dir].const_data_ptr<T>();
-    const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
-    const Acc* b = bias[dir].const_data_ptr<Acc>();
-    T* out = outs[dir].data_ptr<T>();
-    Acc* cf = cfin[dir].data_ptr<Acc>();
+    const T* h0d = cptr<T>(h0s[dir]);
+    const Acc* c0d = cptr<Acc>(c0s[dir]);
+    const Acc* b = cptr<Acc>(bias[dir]);
+    T* out = ptr<T>(outs[dir]);
+    Acc* cf = ptr<Acc>(cfin[dir]);
     const int64_t rows = std::min(chunk, std::max<int64_t>(N, 1));
-    at::Tensor gbuf = at::empty({rows, G}, aopts);
-    at::Tensor xbuf = at::empty({rows, I}, opts);
-    at::Tensor cbuf = at::empty({2, B, H}, aopts);
-    at::Tensor hraw = d.has_proj ? at::empty({B, H}, opts) : at::Tensor();
-    Acc* g0 = gbuf.data_ptr<Acc>();
-    T* x = xbuf.data_ptr<T>();
+    Tensor gbuf = empty_like_device({rows, G}, dtype_of<Acc>(), in.input);
+    Tensor xbuf = empty_like_device({rows, I}, dtype_of<T>(), in.input);
+    Tensor cbuf = empty_like_device({2, B, H}, dtype_of<Acc>(), in.input);
+    Tensor hraw = d.has_proj ? empty_like_device({B, H}, dtype_of<T>(), in.input) : Tensor();
+    Acc* g0 = ptr<Acc>(gbuf);
+    T* x = ptr<T>(xbuf);
+    Acc* c_steps = ptr<Acc>(cbuf);
+    T* h_raw = d.has_proj ? ptr<T>(hraw) : nullptr;
     int64_t lo = 0, hi = 0;  // packed rows [lo, hi) projected into gbuf
     for (int64_t k = 0; k < s.T; ++k) {
       const int64_t t = reverse ? s.T - 1 - k : k;
@@ -245,7 +230,7 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
         lo = s.offsets[std::min(first, last)];
         hi = lo + n;
         Backend::template copy_rows<T, T>(ctx, n, I, x, I, nullptr,
-                                          in.input.template const_data_ptr<T>(), 1,
+                                          cptr<T>(in.input), 1,
                                           token_in + lo);
         Backend::template gemm<T, Acc>(ctx, false, true, n, G, I, x, I, w.w_ih, I, 0, g0, G);
       }
@@ -254,9 +239,9 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
                                      1, g, G);
       Backend::template gemm<T, Acc>(ctx, false, true, bs - nc, G, Ho, h0d + nc * Ho, Ho, w.w_hh,
                                      Ho, 1, g + nc * G, G);
-      Acc* c_prev = cbuf.data_ptr<Acc>() + ((k + 1) & 1) * B * H;
-      Acc* c_cur = cbuf.data_ptr<Acc>() + (k & 1) * B * H;
-      T* h = d.has_proj ? hraw.data_ptr<T>() : out + off * Ho;
+      Acc* c_prev = c_steps + ((k + 1) & 1) * B * H;
+      Acc* c_cur = c_steps + (k & 1) * B * H;
+      T* h = d.has_proj ? h_raw : out + off * Ho;
       Backend::template cell_forward<T, Acc>(ctx, bs, H, g, b, PrevCell<Acc>{c_prev, c0d, nc},
                                              c_cur, h);
       if (d.has_proj)
@@ -272,22 +257,22 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
   });
 
   Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
-                                 output.data_ptr<T>(), d.D * Ho, ctx.indices(s.padding_tb));
+                                 ptr<T>(output), d.D * Ho, ctx.indices(s.padding_tb));
   for (int64_t dir = 0; dir < d.D; ++dir) {
-    const T* out = outs[dir].const_data_ptr<T>();
-    Backend::template copy_rows<T, T>(ctx, N, Ho, output.data_ptr<T>() + dir * Ho, d.D * Ho,
+    const T* out = cptr<T>(outs[dir]);
+    Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(output) + dir * Ho, d.D * Ho,
                                       token_tb, out, Ho, nullptr);
     RowMap from_out, from_start;
     s.final_rows(dir == 1, from_out, from_start);
-    T* hn = h_n.data_ptr<T>() + dir * B * Ho;
+    T* hn = ptr<T>(h_n) + dir * B * Ho;
     Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, hn, Ho,
                                       ctx.indices(from_out.dst), out, Ho,
                                       ctx.indices(from_out.src));
     Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, hn, Ho,
-                                      ctx.indices(from_start.dst), h0s[dir].const_data_ptr<T>(),
+                                      ctx.indices(from_start.dst), cptr<T>(h0s[dir]),
                                       Ho, ctx.indices(from_start.src));
-    Backend::template copy_rows<T, Acc>(ctx, B, H, c_n.data_ptr<T>() + dir * B * H, H, order,
-                                        cfin[dir].const_data_ptr<Acc>(), H, nullptr);
+    Backend::template copy_rows<T, Acc>(ctx, B, H, ptr<T>(c_n) + dir * B * H, H, order,
+                                        cptr<Acc>(cfin[dir]), H, nullptr);
   }
 }
 
@@ -295,14 +280,12 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
 // grad_input [T, B, I] (when input_requires_grad), grad_h0, grad_c0, grad_weights like weights.
 template <typename Backend, typename T, typename Acc>
 void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& in,
-                    const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                    const at::Tensor& grad_c_n, bool input_requires_grad, at::Tensor& grad_input,
-                    at::Tensor& grad_h0, at::Tensor& grad_c0,
-                    std::vector<at::Tensor>& grad_weights) {
+                    const Tensor& grad_output, const Tensor& grad_h_n,
+                    const Tensor& grad_c_n, bool input_requires_grad, Tensor& grad_input,
+                    Tensor& grad_h0, Tensor& grad_c0,
+                    std::vector<Tensor>& grad_weights) {
   typename Backend::Context ctx(in.input);
   const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
-  const auto opts = in.input.options();
-  const auto aopts = acc_options<Acc>(in.input);
   const int64_t* order = ctx.indices(s.order);
   const int64_t* token_tb = ctx.indices(s.token_tb);
   void* reserve = const_cast<void*>(in.reserve.const_data_ptr());  // read only
@@ -311,26 +294,26 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
   // gradient); dh [B, Hout], dc [B, H] per sorted row, the gradient flowing into the row's
   // previous state. A row's entry is last written at its first step, so it ends as grad h0/c0
   // (and a zero-length row keeps grad h_n/c_n, as h_n = h0 there).
-  std::vector<at::Tensor> dgates(d.D), dout(d.D), dh(d.D), dc(d.D), dy(d.D), h0s(d.D), c0s(d.D);
+  std::vector<Tensor> dgates(d.D), dout(d.D), dh(d.D), dc(d.D), dy(d.D), h0s(d.D), c0s(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
-    dgates[dir] = at::empty({N, G}, opts);
-    if (d.has_proj) dout[dir] = at::empty({N, Ho}, opts);
-    dh[dir] = at::zeros({B, Ho}, aopts);
-    dc[dir] = at::zeros({B, H}, aopts);
+    dgates[dir] = empty_like_device({N, G}, dtype_of<T>(), in.input);
+    if (d.has_proj) dout[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
+    dh[dir] = zeros_like_device({B, Ho}, dtype_of<Acc>(), in.input);
+    dc[dir] = zeros_like_device({B, H}, dtype_of<Acc>(), in.input);
     if (grad_h_n.defined())
-      Backend::template copy_rows<Acc, T>(ctx, B, Ho, dh[dir].data_ptr<Acc>(), Ho, nullptr,
-                                          grad_h_n.const_data_ptr<T>() + dir * B * Ho, Ho, order);
+      Backend::template copy_rows<Acc, T>(ctx, B, Ho, ptr<Acc>(dh[dir]), Ho, nullptr,
+                                          cptr<T>(grad_h_n) + dir * B * Ho, Ho, order);
     if (grad_c_n.defined())
-      Backend::template copy_rows<Acc, T>(ctx, B, H, dc[dir].data_ptr<Acc>(), H, nullptr,
-                                          grad_c_n.const_data_ptr<T>() + dir * B * H, H, order);
-    h0s[dir] = sorted_rows<Backend, T, T>(ctx, in.h0.const_data_ptr<T>() + dir * B * Ho, B, Ho,
-                                          order, opts);
-    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, in.c0.const_data_ptr<T>() + dir * B * H, B, H,
-                                            order, aopts);
+      Backend::template copy_rows<Acc, T>(ctx, B, H, ptr<Acc>(dc[dir]), H, nullptr,
+                                          cptr<T>(grad_c_n) + dir * B * H, H, order);
+    h0s[dir] = sorted_rows<Backend, T, T>(ctx, cptr<T>(in.h0) + dir * B * Ho, B, Ho,
+                                          order, in.input);
+    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
+                                            order, in.input);
     if (grad_output.defined()) {
-      dy[dir] = at::empty({N, Ho}, opts);
-      Backend::template copy_rows<T, T>(ctx, N, Ho, dy[dir].data_ptr<T>(), Ho, nullptr,
-                                        grad_output.const_data_ptr<T>() + dir * Ho, d.D * Ho,
+      dy[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
+      Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(dy[dir]), Ho, nullptr,
+                                        cptr<T>(grad_output) + dir * Ho, d.D * Ho,
                                         token_tb);
     }
   }
@@ -338,21 +321,23 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
   std::vector<Recurrence<T, Acc>> rec(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir)
     rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, nullptr,
-                h0s[dir].const_data_ptr<T>(), c0s[dir].const_data_ptr<Acc>(),
+                cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
                 reserve_blocks<T, Acc>(d, reserve, dir),
-                dy[dir].defined() ? dy[dir].const_data_ptr<T>() : nullptr,
-                dh[dir].data_ptr<Acc>(), dc[dir].data_ptr<Acc>(), dgates[dir].data_ptr<T>()};
+                dy[dir].defined() ? cptr<T>(dy[dir]) : nullptr,
+                ptr<Acc>(dh[dir]), ptr<Acc>(dc[dir]), ptr<T>(dgates[dir])};
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
-    Acc* dhp = dh[dir].data_ptr<Acc>();
-    Acc* dcp = dc[dir].data_ptr<Acc>();
-    T* dg = dgates[dir].data_ptr<T>();
-    const T* dyp = dy[dir].defined() ? dy[dir].const_data_ptr<T>() : nullptr;
-    const Acc* c0d = c0s[dir].const_data_ptr<Acc>();
-    at::Tensor dhraw = d.has_proj ? at::empty({B, H}, aopts) : at::Tensor();
+    Acc* dhp = ptr<Acc>(dh[dir]);
+    Acc* dcp = ptr<Acc>(dc[dir]);
+    T* dg = ptr<T>(dgates[dir]);
+    const T* dyp = dy[dir].defined() ? cptr<T>(dy[dir]) : nullptr;
+    const Acc* c0d = cptr<Acc>(c0s[dir]);
+    Tensor dhraw = d.has_proj ? empty_like_device({B, H}, dtype_of<Acc>(), in.input) : Tensor();
+    Acc* dh_raw = d.has_proj ? ptr<Acc>(dhraw) : nullptr;
+    T* dout_p = d.has_proj ? ptr<T>(dout[dir]) : nullptr;
     for (int64_t k = s.T - 1; k >= 0; --k) {
       const auto [bs, off, nc, poff] = s.step(reverse ? s.T - 1 - k : k, reverse);
       if (bs == 0) continue;
@@ -360,11 +345,11 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
       if (dyp != nullptr) Backend::template add<Acc, T>(ctx, bs * Ho, dhp, dyp + off * Ho);
       const Acc* dh_cell = dhp;
       if (d.has_proj) {
-        T* dot = dout[dir].data_ptr<T>() + off * Ho;
+        T* dot = dout_p + off * Ho;
         Backend::template copy_rows<T, Acc>(ctx, bs, Ho, dot, Ho, nullptr, dhp, Ho, nullptr);
         Backend::template gemm<T, Acc>(ctx, false, false, bs, H, Ho, dot, Ho, w.w_hr, H, 0,
-                                       dhraw.data_ptr<Acc>(), H);
-        dh_cell = dhraw.const_data_ptr<Acc>();
+                                       dh_raw, H);
+        dh_cell = dh_raw;
       }
       Backend::template cell_backward<T, Acc>(ctx, bs, H, r.gates + off * G, r.cell + off * H,
                                               PrevCell<Acc>{r.cell + poff * H, c0d, nc}, dh_cell,
@@ -377,56 +362,60 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
   if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data()))
     Backend::for_each_direction(d.D, per_step);
 
-  const at::Tensor x = packed_input<Backend, T>(ctx, s, in.input);
-  at::Tensor dx = input_requires_grad ? at::empty({N, I}, aopts) : at::Tensor();
+  const Tensor x = packed_input<Backend, T>(ctx, s, in.input);
+  Tensor dx =
+      input_requires_grad ? empty_like_device({N, I}, dtype_of<Acc>(), in.input) : Tensor();
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
-    const T* dg = dgates[dir].const_data_ptr<T>();
+    const T* dg = cptr<T>(dgates[dir]);
     int64_t k = dir * d.weights_per_dir();
-    at::Tensor dw_ih = at::empty({G, I}, aopts);
-    Backend::template gemm<T, Acc>(ctx, true, false, G, I, N, dg, G, x.const_data_ptr<T>(), I, 0,
-                                   dw_ih.data_ptr<Acc>(), I);
-    grad_weights[k++] = dw_ih.to(opts.dtype());
+    Tensor dw_ih = empty_like_device({G, I}, dtype_of<Acc>(), in.input);
+    Backend::template gemm<T, Acc>(ctx, true, false, G, I, N, dg, G, cptr<T>(x), I, 0,
+                                   ptr<Acc>(dw_ih), I);
+    grad_weights[k++] = to_dtype(dw_ih, dtype_of<T>());
     // dW_hh pairs each token's dgates with its h_prev: the previous step's output or h0.
-    at::Tensor hp = at::empty({N, Ho}, opts);
+    Tensor hp = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
     RowMap from_out, from_start;
     s.previous_rows(dir == 1, from_out, from_start);
-    Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, hp.data_ptr<T>(), Ho,
+    Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, ptr<T>(hp), Ho,
                                       ctx.indices(from_out.dst), r.out, Ho,
                                       ctx.indices(from_out.src));
-    Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, hp.data_ptr<T>(), Ho,
-                                      ctx.indices(from_start.dst), h0s[dir].const_data_ptr<T>(),
+    Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, ptr<T>(hp), Ho,
+                                      ctx.indices(from_start.dst), cptr<T>(h0s[dir]),
                                       Ho, ctx.indices(from_start.src));
-    at::Tensor dw_hh = at::empty({G, Ho}, aopts);
-    Backend::template gemm<T, Acc>(ctx, true, false, G, Ho, N, dg, G, hp.const_data_ptr<T>(), Ho,
-                                   0, dw_hh.data_ptr<Acc>(), Ho);
-    grad_weights[k++] = dw_hh.to(opts.dtype());
+    Tensor dw_hh = empty_like_device({G, Ho}, dtype_of<Acc>(), in.input);
+    Backend::template gemm<T, Acc>(ctx, true, false, G, Ho, N, dg, G, cptr<T>(hp), Ho,
+                                   0, ptr<Acc>(dw_hh), Ho);
+    grad_weights[k++] = to_dtype(dw_hh, dtype_of<T>());
     if (d.has_biases) {
-      at::Tensor db = at::sum(dgates[dir], 0, /*keepdim=*/false, aopts.dtype().toScalarType())
-                          .to(opts.dtype());
+      const Sizes rows_dim{0};
+      Tensor db = to_dtype(torch::stable::sum(dgates[dir],
+                                              torch::headeronly::IntHeaderOnlyArrayRef(rows_dim),
+                                              /*keepdim=*/false, dtype_of<Acc>()),
+                           dtype_of<T>());
       grad_weights[k++] = db;
-      grad_weights[k++] = db.clone();
+      grad_weights[k++] = torch::stable::clone(db);
     }
     if (d.has_proj) {
-      at::Tensor dw_hr = at::empty({Ho, H}, aopts);
-      Backend::template gemm<T, Acc>(ctx, true, false, Ho, H, N, dout[dir].const_data_ptr<T>(), Ho,
-                                     r.hraw, H, 0, dw_hr.data_ptr<Acc>(), H);
-      grad_weights[k++] = dw_hr.to(opts.dtype());
+      Tensor dw_hr = empty_like_device({Ho, H}, dtype_of<Acc>(), in.input);
+      Backend::template gemm<T, Acc>(ctx, true, false, Ho, H, N, cptr<T>(dout[dir]), Ho,
+                                     r.hraw, H, 0, ptr<Acc>(dw_hr), H);
+      grad_weights[k++] = to_dtype(dw_hr, dtype_of<T>());
     }
     if (input_requires_grad)
       Backend::template gemm<T, Acc>(ctx, false, false, N, I, G, dg, G, w.w_ih, I, dir == 0 ? 0 : 1,
-                                     dx.data_ptr<Acc>(), I);
-    Backend::template copy_rows<T, Acc>(ctx, B, Ho, grad_h0.data_ptr<T>() + dir * B * Ho, Ho,
-                                        order, dh[dir].const_data_ptr<Acc>(), Ho, nullptr);
-    Backend::template copy_rows<T, Acc>(ctx, B, H, grad_c0.data_ptr<T>() + dir * B * H, H, order,
-                                        dc[dir].const_data_ptr<Acc>(), H, nullptr);
+                                     ptr<Acc>(dx), I);
+    Backend::template copy_rows<T, Acc>(ctx, B, Ho, ptr<T>(grad_h0) + dir * B * Ho, Ho,
+                                        order, cptr<Acc>(dh[dir]), Ho, nullptr);
+    Backend::template copy_rows<T, Acc>(ctx, B, H, ptr<T>(grad_c0) + dir * B * H, H, order,
+                                        cptr<Acc>(dc[dir]), H, nullptr);
   }
   if (input_requires_grad) {
     Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), I,
-                                   grad_input.data_ptr<T>(), I, ctx.indices(s.padding_tb));
-    Backend::template copy_rows<T, Acc>(ctx, N, I, grad_input.data_ptr<T>(), I, token_tb,
-                                        dx.const_data_ptr<Acc>(), I, nullptr);
+                                   ptr<T>(grad_input), I, ctx.indices(s.padding_tb));
+    Backend::template copy_rows<T, Acc>(ctx, N, I, ptr<T>(grad_input), I, token_tb,
+                                        cptr<Acc>(dx), I, nullptr);
   }
 }
 

@@ -1,51 +1,52 @@
 #include "layer_io.h"
 
-#include <ATen/ops/empty.h>
-
 #include "checks.h"
 
 namespace fastlstm {
 
-LayerTensors prepare_layer_tensors(const at::Tensor& input, const at::Tensor& h0,
-                                   const at::Tensor& c0, at::TensorList weights) {
+LayerTensors prepare_layer_tensors(const Tensor& input, const Tensor& h0, const Tensor& c0,
+                                   const std::vector<Tensor>& weights) {
   LayerTensors in;
-  in.input = input.stride(2) == 1 ? input : input.contiguous();
-  in.h0 = h0.contiguous();
-  in.c0 = c0.contiguous();
+  in.input = input.stride(2) == 1 ? input : torch::stable::contiguous(input);
+  in.h0 = as_contiguous(h0);
+  in.c0 = as_contiguous(c0);
   in.weights.reserve(weights.size());
-  for (const auto& w : weights) in.weights.push_back(w.contiguous());
+  for (const auto& w : weights) in.weights.push_back(as_contiguous(w));
   return in;
 }
 
-int64_t acc_size(const at::Tensor& input) {
+int64_t acc_size(const Tensor& input) {
   const auto t = input.scalar_type();
-  return t == at::kHalf || t == at::kBFloat16 ? 4 : input.element_size();
+  return t == kHalf || t == kBFloat16 ? 4 : static_cast<int64_t>(input.element_size());
 }
 
-at::Tensor allocate_reserve(const LayerDims& d, const at::Tensor& input) {
+Tensor allocate_reserve(const LayerDims& d, const Tensor& input) {
   const int64_t t_size = input.element_size(), a_size = acc_size(input);
   const int64_t per_dir = d.reserve_bytes_per_dir(t_size, a_size);
-  at::Tensor reserve = at::empty({d.D * per_dir}, input.options().dtype(at::kByte));
+  Tensor reserve = empty_like_device({d.D * per_dir}, kByte, input);
   // The alignment padding after each direction's blocks is never written: zero it, so that
   // the reserve is deterministic.
   const int64_t used = d.reserve_used_bytes_per_dir(t_size, a_size);
-  for (int64_t dir = 0; dir < d.D; ++dir) reserve.narrow(0, dir * per_dir + used, per_dir - used).zero_();
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    Tensor pad = narrowed(reserve, 0, dir * per_dir + used, per_dir - used);
+    torch::stable::zero_(pad);
+  }
   return reserve;
 }
 
-ForwardOutputs allocate_forward_outputs(const LayerDims& d, const at::Tensor& input) {
-  const auto opts = input.options();
-  return {at::empty({d.T, d.B, d.D * d.Hout}, opts), at::empty({d.D, d.B, d.Hout}, opts),
-          at::empty({d.D, d.B, d.H}, opts)};
+ForwardOutputs allocate_forward_outputs(const LayerDims& d, const Tensor& input) {
+  const auto dtype = input.scalar_type();
+  return {empty_like_device({d.T, d.B, d.D * d.Hout}, dtype, input),
+          empty_like_device({d.D, d.B, d.Hout}, dtype, input),
+          empty_like_device({d.D, d.B, d.H}, dtype, input)};
 }
 
-BackwardGrads check_backward_args(const LayerDims& d, const at::Tensor& input,
-                                  const std::optional<at::Tensor>& grad_output,
-                                  const std::optional<at::Tensor>& grad_h_n,
-                                  const std::optional<at::Tensor>& grad_c_n,
-                                  const at::Tensor& reserve) {
-  auto contiguous_or_undefined = [](const std::optional<at::Tensor>& g) {
-    return g.has_value() && g->defined() ? g->contiguous() : at::Tensor();
+BackwardGrads check_backward_args(const LayerDims& d, const Tensor& input,
+                                  const std::optional<Tensor>& grad_output,
+                                  const std::optional<Tensor>& grad_h_n,
+                                  const std::optional<Tensor>& grad_c_n, const Tensor& reserve) {
+  auto contiguous_or_undefined = [](const std::optional<Tensor>& g) {
+    return g.has_value() && g->defined() ? as_contiguous(*g) : Tensor();
   };
   BackwardGrads g{contiguous_or_undefined(grad_output), contiguous_or_undefined(grad_h_n),
                   contiguous_or_undefined(grad_c_n)};
@@ -53,23 +54,26 @@ BackwardGrads check_backward_args(const LayerDims& d, const at::Tensor& input,
   check_grad_arg(g.grad_h_n, "grad_h_n", {d.D, d.B, d.Hout}, input);
   check_grad_arg(g.grad_c_n, "grad_c_n", {d.D, d.B, d.H}, input);
   const int64_t bytes = d.D * d.reserve_bytes_per_dir(input.element_size(), acc_size(input));
-  TORCH_CHECK_VALUE(reserve.dim() == 1 && reserve.numel() == bytes &&
-                        reserve.scalar_type() == at::kByte && reserve.is_contiguous(),
-                    "fastlstm: reserve must be the contiguous 1-D uint8 [", bytes,
-                    "] tensor the forward returned, got ", reserve.sizes(), " of dtype ",
-                    reserve.scalar_type(), reserve.is_contiguous() ? "" : ", not contiguous");
-  TORCH_CHECK_VALUE(reserve.device() == input.device(), "fastlstm: reserve must be on the input's device ",
-                    input.device(), ", got ", reserve.device());
+  FASTLSTM_CHECK_VALUE(reserve.dim() == 1 && reserve.numel() == bytes &&
+                           reserve.scalar_type() == kByte && reserve.is_contiguous(),
+                       "fastlstm: reserve must be the contiguous 1-D uint8 [", bytes,
+                       "] tensor the forward returned, got ", text(reserve.sizes()),
+                       " of dtype ", text(reserve.scalar_type()),
+                       reserve.is_contiguous() ? "" : ", not contiguous");
+  FASTLSTM_CHECK_VALUE(same_device(reserve, input),
+                       "fastlstm: reserve must be on the input's device ", text(input.device()),
+                       ", got ", text(reserve.device()));
   return g;
 }
 
 BackwardOutputs allocate_backward_outputs(const LayerDims& d, const LayerTensors& in,
                                           bool input_requires_grad) {
-  const auto opts = in.input.options();
+  const auto dtype = in.input.scalar_type();
   BackwardOutputs out;
-  out.grad_input = input_requires_grad ? at::empty({d.T, d.B, d.I}, opts) : at::empty({0}, opts);
-  out.grad_h0 = at::empty({d.D, d.B, d.Hout}, opts);
-  out.grad_c0 = at::empty({d.D, d.B, d.H}, opts);
+  out.grad_input = empty_like_device(input_requires_grad ? Sizes{d.T, d.B, d.I} : Sizes{0},
+                                     dtype, in.input);
+  out.grad_h0 = empty_like_device({d.D, d.B, d.Hout}, dtype, in.input);
+  out.grad_c0 = empty_like_device({d.D, d.B, d.H}, dtype, in.input);
   out.grad_weights.resize(in.weights.size());  // filled by layer_backward
   return out;
 }

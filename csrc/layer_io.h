@@ -2,53 +2,53 @@
 // check the backward's extra arguments, and allocate outputs.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
+#include <optional>
 #include <vector>
 
 #include "lstm.h"
+#include "torch_api.h"
 
 namespace fastlstm {
 
 // Tensors of one layer call: input [T, B, I] with input.stride(2) == 1; h0, c0 and weights
 // contiguous; reserve uint8 (see LayerDims::reserve_bytes_per_dir).
 struct LayerTensors {
-  at::Tensor input, h0, c0, reserve;
-  std::vector<at::Tensor> weights;
+  Tensor input, h0, c0, reserve;
+  std::vector<Tensor> weights;
 };
 
-LayerTensors prepare_layer_tensors(const at::Tensor& input, const at::Tensor& h0,
-                                   const at::Tensor& c0, at::TensorList weights);
+LayerTensors prepare_layer_tensors(const Tensor& input, const Tensor& h0,
+                                   const Tensor& c0, const std::vector<Tensor>& weights);
 
 // Bytes of the accumulation type for this input: float for half/bfloat16, else the dtype.
-int64_t acc_size(const at::Tensor& input);
+int64_t acc_size(const Tensor& input);
 
 // The reserve the forward returns, uninitialised but for its alignment padding.
-at::Tensor allocate_reserve(const LayerDims& d, const at::Tensor& input);
+Tensor allocate_reserve(const LayerDims& d, const Tensor& input);
 
 struct ForwardOutputs {
-  at::Tensor output;  // [T, B, D*Hout]
-  at::Tensor h_n;     // [D, B, Hout]
-  at::Tensor c_n;     // [D, B, H]
+  Tensor output;  // [T, B, D*Hout]
+  Tensor h_n;     // [D, B, Hout]
+  Tensor c_n;     // [D, B, H]
 };
 
-ForwardOutputs allocate_forward_outputs(const LayerDims& d, const at::Tensor& input);
+ForwardOutputs allocate_forward_outputs(const LayerDims& d, const Tensor& input);
 
 // Incoming gradients, contiguous, or undefined where none flows.
 struct BackwardGrads {
-  at::Tensor grad_output, grad_h_n, grad_c_n;
+  Tensor grad_output, grad_h_n, grad_c_n;
 };
 
-BackwardGrads check_backward_args(const LayerDims& d, const at::Tensor& input,
-                                  const std::optional<at::Tensor>& grad_output,
-                                  const std::optional<at::Tensor>& grad_h_n,
-                                  const std::optional<at::Tensor>& grad_c_n,
-                                  const at::Tensor& reserve);
+BackwardGrads check_backward_args(const LayerDims& d, const Tensor& input,
+                                  const std::optional<Tensor>& grad_output,
+                                  const std::optional<Tensor>& grad_h_n,
+                                  const std::optional<Tensor>& grad_c_n,
+                                  const Tensor& reserve);
 
 struct BackwardOutputs {
-  at::Tensor grad_input;  // [T, B, I], or [0] when the input needs no gradient
-  at::Tensor grad_h0, grad_c0;
-  std::vector<at::Tensor> grad_weights;
+  Tensor grad_input;  // [T, B, I], or [0] when the input needs no gradient
+  Tensor grad_h0, grad_c0;
+  std::vector<Tensor> grad_weights;
 };
 
 BackwardOutputs allocate_backward_outputs(const LayerDims& d, const LayerTensors& in,

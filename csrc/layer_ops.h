@@ -4,9 +4,6 @@
 // check_layer_args (csrc/checks.h), which every entry calls and passes the sizes on from.
 #pragma once
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-
 #include <tuple>
 #include <vector>
 
@@ -19,57 +16,63 @@ namespace fastlstm {
 // f(scalar_t{}) for the input's dtype: float and double, plus Half and BFloat16 if kHalfTypes.
 // (Each device's entry has checked the dtype already, with a message of its own.)
 template <bool kHalfTypes, typename F>
-void dispatch_dtype(at::ScalarType dtype, F&& f) {
-  if constexpr (kHalfTypes) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fastlstm layer op",
-                                    [&] { f(scalar_t{}); });
-  } else {
-    AT_DISPATCH_FLOATING_TYPES(dtype, "fastlstm layer op", [&] { f(scalar_t{}); });
+void dispatch_dtype(ScalarType dtype, F&& f) {
+  switch (dtype) {
+    case kFloat: return f(float{});
+    case kDouble: return f(double{});
+    case kHalf:
+      if constexpr (kHalfTypes) return f(Half{});
+      break;
+    case kBFloat16:
+      if constexpr (kHalfTypes) return f(BFloat16{});
+      break;
+    default: break;
   }
+  FASTLSTM_CHECK_VALUE(false, "fastlstm: no kernel for dtype ", text(dtype));
 }
 
 template <typename Backend, bool kHalfTypes>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_layer_forward(
-    const LayerDims& d, const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
-    const at::Tensor& c0, at::TensorList weights) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> run_layer_forward(
+    const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
+    const Tensor& c0, const std::vector<Tensor>& weights) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve = allocate_reserve(d, input);
   ForwardOutputs out = allocate_forward_outputs(d, input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    layer_forward<Backend, T, at::opmath_type<T>>(d, s, in, out.output, out.h_n, out.c_n);
+    layer_forward<Backend, T, acc_type_t<T>>(d, s, in, out.output, out.h_n, out.c_n);
   });
   return {out.output, out.h_n, out.c_n, in.reserve};
 }
 
 // The forward without a reserve (no gradient needed): layer_inference.
 template <typename Backend, bool kHalfTypes>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> run_layer_inference(
-    const LayerDims& d, const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
-    const at::Tensor& c0, at::TensorList weights) {
+std::tuple<Tensor, Tensor, Tensor> run_layer_inference(
+    const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
+    const Tensor& c0, const std::vector<Tensor>& weights) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   ForwardOutputs out = allocate_forward_outputs(d, input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    layer_inference<Backend, T, at::opmath_type<T>>(d, s, in, out.output, out.h_n, out.c_n);
+    layer_inference<Backend, T, acc_type_t<T>>(d, s, in, out.output, out.h_n, out.c_n);
   });
   return {out.output, out.h_n, out.c_n};
 }
 
 template <typename Backend, bool kHalfTypes>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_layer_backward(
-    const LayerDims& d, const BackwardGrads& g, const at::Tensor& input,
-    const at::Tensor& lengths, const at::Tensor& h0, const at::Tensor& c0,
-    at::TensorList weights, const at::Tensor& reserve, bool input_requires_grad) {
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> run_layer_backward(
+    const LayerDims& d, const BackwardGrads& g, const Tensor& input,
+    const Tensor& lengths, const Tensor& h0, const Tensor& c0,
+    const std::vector<Tensor>& weights, const Tensor& reserve, bool input_requires_grad) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve = reserve;
   BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    layer_backward<Backend, T, at::opmath_type<T>>(d, s, in, g.grad_output, g.grad_h_n,
+    layer_backward<Backend, T, acc_type_t<T>>(d, s, in, g.grad_output, g.grad_h_n,
                                                    g.grad_c_n, input_requires_grad,
                                                    out.grad_input, out.grad_h0, out.grad_c0,
                                                    out.grad_weights);

@@ -6,11 +6,11 @@
 
 namespace fastlstm {
 
-Schedule make_schedule(const at::Tensor& lengths, int64_t T) {
+Schedule make_schedule(const Tensor& lengths, int64_t T) {
   Schedule s;
   s.T = T;
   s.B = lengths.numel();
-  const int64_t* len = lengths.const_data_ptr<int64_t>();
+  const int64_t* len = cptr<int64_t>(lengths);
   s.order.resize(s.B);
   std::iota(s.order.begin(), s.order.end(), 0);
   std::stable_sort(s.order.begin(), s.order.end(),
@@ -45,8 +45,10 @@ Schedule make_schedule(const at::Tensor& lengths, int64_t T) {
   return s;
 }
 
-Schedule schedule_from_lengths(const at::Tensor& lengths, int64_t T) {
-  const at::Tensor lengths_cpu = lengths.to(at::kCPU, at::kLong).contiguous();
+Schedule schedule_from_lengths(const Tensor& lengths, int64_t T) {
+  const Tensor lengths_cpu =
+      as_contiguous(torch::stable::to(lengths, kLong, std::nullopt,
+                                      torch::stable::Device(torch::stable::DeviceType::CPU)));
   check_lengths_cpu(lengths_cpu, T);
   return make_schedule(lengths_cpu, T);
 }

@@ -6,10 +6,10 @@
 // Packed row offsets[t] + j holds sorted sequence j at step t.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <algorithm>
 #include <vector>
+
+#include "torch_api.h"
 
 namespace fastlstm {
 
@@ -66,10 +66,10 @@ struct Schedule {
 };
 
 // lengths: CPU int64 [B], values already checked to lie in [0, T].
-Schedule make_schedule(const at::Tensor& lengths, int64_t T);
+Schedule make_schedule(const Tensor& lengths, int64_t T);
 
 // lengths: integer [B] on any device (a GPU tensor is copied to the host, a synchronisation).
 // Checks every value lies in [0, T], then builds the schedule.
-Schedule schedule_from_lengths(const at::Tensor& lengths, int64_t T);
+Schedule schedule_from_lengths(const Tensor& lengths, int64_t T);
 
 }  // namespace fastlstm

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _C  # noqa: F401  (loading the library registers torch.ops.fastlstm.*)
+from ._inputs import DTypeError
 
 layer_forward = torch.ops.fastlstm.lstm_layer_forward.default
 layer_backward = torch.ops.fastlstm.lstm_layer_backward.default
@@ -27,20 +28,21 @@ def reserve_bytes(T, B, H, Hout, D, has_projections, dtype):
 
 def check_layer_args(input, lengths, h0, c0, weights, has_biases, has_projections,
                      bidirectional):
-    """The checks of check_layer_args in csrc/ops.cpp, in the same order and with the same
-    exception types (TORCH_CHECK_VALUE -> ValueError, TORCH_CHECK_TYPE -> TypeError), for the
-    fake kernels (which run under torch.compile, and for mixed-device calls that dispatch to
-    Meta). Returns (T, B, H, Hout, D)."""
+    """The checks of check_layer_args in csrc/checks.cpp, in the same order, for the fake
+    kernels (which run under torch.compile, and for mixed-device calls that dispatch to Meta).
+    The native op raises ValueError for every failure (the stable ABI cannot raise TypeError);
+    here dtype failures raise DTypeError, a TypeError as in nn.LSTM and also a ValueError.
+    Returns (T, B, H, Hout, D)."""
     if input.dim() != 3:
         raise ValueError(f"fastlstm: input must be 3-D [T, B, I], got {input.dim()}-D with "
                          f"shape {list(input.shape)}")
     if not input.is_floating_point():
-        raise TypeError(f"fastlstm: input must be a floating-point tensor, got {input.dtype}")
+        raise DTypeError(f"fastlstm: input must be a floating-point tensor, got {input.dtype}")
     if lengths.dim() != 1:
         raise ValueError(f"fastlstm: lengths must be 1-D [B], got {lengths.dim()}-D with shape "
                          f"{list(lengths.shape)}")
     if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
-        raise TypeError(f"fastlstm: lengths must be an integer tensor, got {lengths.dtype}")
+        raise DTypeError(f"fastlstm: lengths must be an integer tensor, got {lengths.dtype}")
     if lengths.device.type != "cpu" and lengths.device != input.device:
         raise ValueError(f"fastlstm: lengths must be on the CPU or on the input's device "
                          f"{input.device}, got {lengths.device}")
@@ -74,7 +76,7 @@ def check_layer_args(input, lengths, h0, c0, weights, has_biases, has_projection
 
     def check_dtype_device(name, t):
         if t.dtype != input.dtype:
-            raise TypeError(f"fastlstm: {name} must have the input's dtype {input.dtype}, got "
+            raise DTypeError(f"fastlstm: {name} must have the input's dtype {input.dtype}, got "
                             f"{t.dtype}")
         if t.device != input.device:
             raise ValueError(f"fastlstm: {name} must be on the input's device {input.device}, "

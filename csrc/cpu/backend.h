@@ -1,19 +1,16 @@
 // The CPU primitives of csrc/layer_driver.h: BLAS GEMMs, the vectorised fused cell, row copies
-// spread over ATen's threads. Both directions of a bidirectional layer run at once, one per
-// thread; nested ATen/BLAS calls then run on their own thread.
+// spread over torch's intra-op threads. Both directions of a bidirectional layer run at once,
+// one per thread; nested parallel loops and BLAS calls then run on their own thread.
 #pragma once
 
-#include <ATen/Parallel.h>
-
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "../lstm.h"
 #include "../schedule.h"
+#include "../torch_api.h"
 #include "cell.h"
 #include "gemm.h"
 
@@ -21,7 +18,7 @@ namespace fastlstm::cpu {
 
 struct CpuBackend {
   struct Context {
-    explicit Context(const at::Tensor&) {}
+    explicit Context(const Tensor&) {}
     const int64_t* indices(const IndexList& v) { return v.data(); }
   };
 
@@ -29,7 +26,7 @@ struct CpuBackend {
   // result is T (the forward's projection) goes through a float buffer. The cell computes in
   // float, then rounds h (forward) or dgates (backward) to T.
   template <typename T>
-  static constexpr bool kLowp = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
+  static constexpr bool kLowp = std::is_same_v<T, BFloat16> || std::is_same_v<T, Half>;
 
   template <typename T, typename C>
   static void gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
@@ -81,7 +78,7 @@ struct CpuBackend {
                         const int64_t* dst_idx, const S* src, int64_t lds,
                         const int64_t* src_idx) {
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
-    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+    torch::stable::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
         if constexpr (std::is_same_v<D, S>) {
@@ -98,7 +95,7 @@ struct CpuBackend {
   template <typename T>
   static void zero_rows(Context&, int64_t n, int64_t C, T* dst, int64_t ldd, const int64_t* idx) {
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
-    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+    torch::stable::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) std::memset(dst + (idx ? idx[r] : r) * ldd, 0, C * sizeof(T));
     });
   }
@@ -127,7 +124,7 @@ struct CpuBackend {
 
   template <typename F>
   static void for_each_direction(int64_t D, const F& f) {
-    at::parallel_for(0, D, 1, [&](int64_t d0, int64_t d1) {
+    torch::stable::parallel_for(0, D, 1, [&](int64_t d0, int64_t d1) {
       for (int64_t dir = d0; dir < d1; ++dir) f(dir);
     });
   }

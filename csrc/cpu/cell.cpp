@@ -2,8 +2,9 @@
 // baseline x86-64) with the best picked at run time; float64 uses libm, for gradcheck.
 #include "cell.h"
 
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -139,7 +140,7 @@ template <>
 void cell_forward<float>(int64_t rows, int64_t H, float* gates, const float* bias,
                          PrevCell<float> c_prev, float* c_out, float* h_out) {
   const auto f = f32_kernels().forward;
-  at::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
+  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
     f(r0, r1, H, gates, bias, c_prev, c_out, h_out);
   });
 }
@@ -147,7 +148,7 @@ void cell_forward<float>(int64_t rows, int64_t H, float* gates, const float* bia
 template <>
 void cell_forward<double>(int64_t rows, int64_t H, double* gates, const double* bias,
                           PrevCell<double> c_prev, double* c_out, double* h_out) {
-  at::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
+  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
     forward_rows<double, DoubleMath>(r0, r1, H, gates, bias, c_prev, c_out, h_out);
   });
 }
@@ -156,7 +157,7 @@ template <>
 void cell_backward<float>(int64_t rows, int64_t H, const float* gates, const float* c,
                           PrevCell<float> c_prev, const float* dh, float* dc, float* dgates) {
   const auto f = f32_kernels().backward;
-  at::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
+  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
     f(r0, r1, H, gates, c, c_prev, dh, dc, dgates);
   });
 }
@@ -165,7 +166,7 @@ template <>
 void cell_backward<double>(int64_t rows, int64_t H, const double* gates, const double* c,
                            PrevCell<double> c_prev, const double* dh, double* dc,
                            double* dgates) {
-  at::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
+  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
     backward_rows<double, DoubleMath>(r0, r1, H, gates, c, c_prev, dh, dc, dgates);
   });
 }

@@ -1,9 +1,5 @@
 #include "gemm.h"
 
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/from_blob.h>
-#include <c10/core/ScalarType.h>
-
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
@@ -58,17 +54,29 @@ void with_blas_threads_for(int64_t M, int64_t N, int64_t K, F&& f) {
   MKL_Set_Num_Threads_Local(prev);
 }
 
-template <typename T>
-void gemm_aten(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
-    at::Tensor t = at::from_blob(const_cast<T*>(p), {trans ? cols : rows, trans ? rows : cols},
-                                 {ld, 1}, opts);
-    return trans ? t.t() : t;
-  };
-  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-  at::addmm_out(c, c, view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b), beta, alpha);
+// Without the BLAS symbols (a torch built with another BLAS): torch's matmul on borrowed
+// tensors, the operands converted to Acc, then C = alpha * op(A) op(B) + beta * C here.
+Tensor matrix_view(const void* p, ScalarType dtype, int64_t rows, int64_t cols, int64_t ld,
+                   bool trans) {
+  // op(X) is [rows, cols]; X is stored row-major with leading dimension ld.
+  const Sizes sizes{rows, cols}, strides = trans ? Sizes{1, ld} : Sizes{ld, 1};
+  return torch::stable::from_blob(const_cast<void*>(p), sizes, strides,
+                                  torch::stable::Device(torch::stable::DeviceType::CPU), dtype);
+}
+
+template <typename T, typename Acc>
+void gemm_torch(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, Acc alpha,
+                const T* A, int64_t lda, const T* B, int64_t ldb, Acc beta, Acc* C,
+                int64_t ldc) {
+  const Tensor a = to_dtype(matrix_view(A, dtype_of<T>(), M, K, lda, trans_a), dtype_of<Acc>());
+  const Tensor b = to_dtype(matrix_view(B, dtype_of<T>(), K, N, ldb, trans_b), dtype_of<Acc>());
+  const Tensor ab = as_contiguous(torch::stable::matmul(a, b));
+  const Acc* p = cptr<Acc>(ab);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      Acc& c = C[i * ldc + j];
+      c = alpha * p[i * N + j] + (beta == Acc(0) ? Acc(0) : beta * c);
+    }
 }
 
 template <typename T, typename F>
@@ -102,7 +110,7 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alph
     done = gemm_blas(sgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   else
     done = gemm_blas(dgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  if (!done) gemm_aten(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (!done) gemm_torch<T, T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 template <typename T>
@@ -114,7 +122,7 @@ void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, co
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  auto fn = std::is_same_v<T, c10::BFloat16> ? cblas_gemm_bf16bf16f32 : cblas_gemm_f16f16f32;
+  auto fn = std::is_same_v<T, BFloat16> ? cblas_gemm_bf16bf16f32 : cblas_gemm_f16f16f32;
   if (fn != nullptr && fits_int(M) && fits_int(N) && fits_int(K) && fits_int(lda) &&
       fits_int(ldb) && fits_int(ldc)) {
     constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
@@ -126,21 +134,13 @@ void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, co
     });
     return;
   }
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
-    at::Tensor t = at::from_blob(const_cast<T*>(p), {trans ? cols : rows, trans ? rows : cols},
-                                 {ld, 1}, opts);
-    return (trans ? t.t() : t).to(at::kFloat);
-  };
-  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts.dtype(at::kFloat));
-  at::addmm_out(c, c, view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b), beta, 1.f);
+  gemm_torch<T, float>(trans_a, trans_b, M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
 }
 
-template void gemm_rm_acc<c10::BFloat16>(bool, bool, int64_t, int64_t, int64_t,
-                                         const c10::BFloat16*, int64_t, const c10::BFloat16*,
-                                         int64_t, float, float*, int64_t);
-template void gemm_rm_acc<c10::Half>(bool, bool, int64_t, int64_t, int64_t, const c10::Half*,
-                                     int64_t, const c10::Half*, int64_t, float, float*, int64_t);
+template void gemm_rm_acc<BFloat16>(bool, bool, int64_t, int64_t, int64_t, const BFloat16*,
+                                    int64_t, const BFloat16*, int64_t, float, float*, int64_t);
+template void gemm_rm_acc<Half>(bool, bool, int64_t, int64_t, int64_t, const Half*, int64_t,
+                                const Half*, int64_t, float, float*, int64_t);
 
 template void gemm_rm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                              const float*, int64_t, float, float*, int64_t);

@@ -2,13 +2,12 @@
 //
 // The per-step GEMMs are small (B x 4H x H), so per-call overhead matters: when the BLAS that
 // libtorch_cpu carries exports the Fortran sgemm_/dgemm_ (MKL in the x86 wheels), call it
-// directly; otherwise go through at::addmm_out on borrowed tensors.
+// directly; otherwise torch's matmul on borrowed tensors.
 #pragma once
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <cstdint>
+
+#include "../torch_api.h"
 
 namespace fastlstm::cpu {
 
@@ -19,7 +18,7 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alph
 
 // bfloat16 / float16 operands, float32 accumulation and result: C (float) = alpha op(A) op(B)
 // + beta C. MKL's cblas_gemm_bf16bf16f32 / cblas_gemm_f16f16f32 when libtorch_cpu exports
-// them (AMX / AVX512-BF16 kernels where the CPU has them); otherwise at::addmm_out on float
+// them (AMX / AVX512-BF16 kernels where the CPU has them); otherwise torch's matmul on float
 // copies of the operands.
 template <typename T>
 void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,

@@ -1,7 +1,7 @@
 // The CPU kernels of the fastlstm ops: checks, then csrc/layer_ops.h on CpuBackend.
 // While the CUDA emulation is switched on (tests), CPU calls run the CUDA backend's kernels on
 // the CPU instead (csrc/simt/emulated_ops.h).
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
 
 #include "../checks.h"
 #include "../layer_ops.h"
@@ -11,16 +11,16 @@
 namespace fastlstm::cpu {
 namespace {
 
-void check_cpu_dtype(const at::Tensor& input) {
+void check_cpu_dtype(const Tensor& input) {
   const auto t = input.scalar_type();
-  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
-                   "fastlstm: on the CPU, input must be float32, float64, bfloat16 or float16, "
-                   "got ", t);
+  FASTLSTM_CHECK_VALUE(t == kFloat || t == kDouble || t == kBFloat16 || t == kHalf,
+                       "fastlstm: on the CPU, input must be float32, float64, bfloat16 or "
+                       "float16, got ", text(t));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cpu(
-    const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
-    const at::Tensor& c0, at::TensorList weights, bool has_biases, bool has_projections,
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
+    const Tensor& input, const Tensor& lengths, const Tensor& h0, const Tensor& c0,
+    const std::vector<Tensor>& weights, bool has_biases, bool has_projections,
     bool bidirectional) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
@@ -30,9 +30,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cp
   return run_layer_forward<CpuBackend, true>(d, input, lengths, h0, c0, weights);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference_cpu(
-    const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
-    const at::Tensor& c0, at::TensorList weights, bool has_biases, bool has_projections,
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
+    const Tensor& input, const Tensor& lengths, const Tensor& h0, const Tensor& c0,
+    const std::vector<Tensor>& weights, bool has_biases, bool has_projections,
     bool bidirectional) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
@@ -45,11 +45,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference_cpu(
   return run_layer_inference<CpuBackend, true>(d, input, lengths, h0, c0, weights);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_layer_backward_cpu(
-    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
-    const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input, const at::Tensor& lengths,
-    const at::Tensor& h0, const at::Tensor& c0, at::TensorList weights, const at::Tensor& reserve,
-    bool has_biases, bool has_projections, bool bidirectional, bool input_requires_grad) {
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cpu(
+    const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_h_n,
+    const std::optional<Tensor>& grad_c_n, const Tensor& input, const Tensor& lengths,
+    const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights,
+    const Tensor& reserve, bool has_biases, bool has_projections, bool bidirectional,
+    bool input_requires_grad) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   if (!simt::emulated_cuda_enabled()) check_cpu_dtype(input);
@@ -64,8 +65,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_lay
 }  // namespace
 }  // namespace fastlstm::cpu
 
-TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
-  m.impl("lstm_layer_forward", &fastlstm::cpu::lstm_layer_forward_cpu);
-  m.impl("lstm_layer_backward", &fastlstm::cpu::lstm_layer_backward_cpu);
-  m.impl("lstm_layer_inference", &fastlstm::cpu::lstm_layer_inference_cpu);
+STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
+  m.impl("lstm_layer_forward", TORCH_BOX(&fastlstm::cpu::lstm_layer_forward_cpu));
+  m.impl("lstm_layer_backward", TORCH_BOX(&fastlstm::cpu::lstm_layer_backward_cpu));
+  m.impl("lstm_layer_inference", TORCH_BOX(&fastlstm::cpu::lstm_layer_inference_cpu));
 }

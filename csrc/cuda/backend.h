@@ -8,13 +8,12 @@
 // and either is reached as fastlstm::cuda::CudaBackend.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <vector>
 
 #include "../lstm.h"
 #include "../schedule.h"
 #include "../simt/simt.h"
+#include "../torch_api.h"
 
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
@@ -22,24 +21,25 @@ inline namespace FASTLSTM_SIMT_TARGET {
 // The packed step schedule, built on the lengths' device with no host synchronisation
 // (device_schedule.cuh): sequences sorted by length, descending and stable.
 struct DeviceSchedule {
-  at::Tensor order;           // [B] int64: batch index of sorted row j
-  at::Tensor sorted_lengths;  // [B] int64: descending
-  at::Tensor active;          // [T] int64: rows active at step t (a prefix of the sorted rows)
-  at::Tensor offsets;         // [T+1] int64: first packed row of step t; offsets[T] = N
+  Tensor order;           // [B] int64: batch index of sorted row j
+  Tensor sorted_lengths;  // [B] int64: descending
+  Tensor active;          // [T] int64: rows active at step t (a prefix of the sorted rows)
+  Tensor offsets;         // [T+1] int64: first packed row of step t; offsets[T] = N
 };
-DeviceSchedule device_schedule(const at::Tensor& lengths, int64_t T);
+DeviceSchedule device_schedule(const Tensor& lengths, int64_t T);
 
 struct CudaBackend {
   // Uploads index lists to the device for the duration of one op call.
   class Context {
    public:
-    explicit Context(const at::Tensor& like) : device_(like.device()) {}
+    explicit Context(const Tensor& like) : like_(like) {}
     const int64_t* indices(const IndexList& v);
-    at::TensorOptions options() const { return at::TensorOptions().device(device_); }
+    // A tensor on the op's device, for allocating others there.
+    const Tensor& like() const { return like_; }
 
    private:
-    at::Device device_;
-    std::vector<at::Tensor> uploaded_;
+    Tensor like_;
+    std::vector<Tensor> uploaded_;
   };
 
   // C [M, N] (row-major) = op(A) op(B) + beta C; T in {float, double, Half, BFloat16},

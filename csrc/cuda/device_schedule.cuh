@@ -5,12 +5,6 @@
 // the first packed row of each step. Only T, known from the input's shape, sizes anything.
 #pragma once
 
-#include <ATen/ops/cat.h>
-#include <ATen/ops/cumsum.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/sort.h>
-#include <ATen/ops/zeros.h>
-
 #include "../simt/simt.h"
 #include "backend.h"
 
@@ -31,10 +25,11 @@ __global__ void active_counts_kernel(const int64_t* sorted, int64_t B, int64_t T
   }
 }
 
-DeviceSchedule device_schedule(const at::Tensor& lengths, int64_t T) {
-  const at::Tensor len = lengths.to(at::kLong);
-  auto [sorted, order] = at::sort(len, /*stable=*/true, /*dim=*/0, /*descending=*/true);
-  at::Tensor active = at::empty({T}, len.options());
+DeviceSchedule device_schedule(const Tensor& lengths, int64_t T) {
+  const Tensor len = to_dtype(lengths, kLong);
+  auto [sorted, order] = call_op<2>("aten::sort", "stable", len, std::optional<bool>(true),
+                                    /*dim=*/int64_t{0}, /*descending=*/true);
+  Tensor active = empty_like_device({T}, kLong, len);
   if (T > 0) {
 #if defined(FASTLSTM_SIMT_EMULATE)
     constexpr unsigned kThreads = 32, kMaxBlocks = 3;
@@ -44,9 +39,12 @@ DeviceSchedule device_schedule(const at::Tensor& lengths, int64_t T) {
     const unsigned blocks =
         static_cast<unsigned>(std::min<int64_t>((T + kThreads - 1) / kThreads, kMaxBlocks));
     simt::launch(active_counts_kernel, dim3(blocks), dim3(kThreads), 0,
-                 sorted.const_data_ptr<int64_t>(), len.size(0), T, active.data_ptr<int64_t>());
+                 cptr<int64_t>(sorted), len.size(0), T, ptr<int64_t>(active));
   }
-  at::Tensor offsets = at::cat({at::zeros({1}, len.options()), at::cumsum(active, 0)});
+  const Tensor steps = call_op<1>("aten::cumsum", "", active, /*dim=*/int64_t{0}, std::nullopt)[0];
+  const Tensor offsets = call_op<1>("aten::cat", "",
+                                    std::vector<Tensor>{zeros_like_device({1}, kLong, len), steps},
+                                    /*dim=*/int64_t{0})[0];
   return {order, sorted, active, offsets};
 }
 

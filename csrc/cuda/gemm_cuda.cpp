@@ -1,10 +1,6 @@
 // cuBLAS GEMMs of CudaBackend, on torch's handle (bound to the current stream), and the
 // upload of the schedule's index lists. Under emulation (csrc/simt/) the same calls reach a
 // CPU cuBLAS with the same conventions.
-#include <ATen/ops/empty.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <climits>
 #include <cstring>
 #include <type_traits>
@@ -20,14 +16,14 @@ template <typename T>
 cudaDataType_t cuda_type() {
   if constexpr (std::is_same_v<T, float>) return CUDA_R_32F;
   if constexpr (std::is_same_v<T, double>) return CUDA_R_64F;
-  if constexpr (std::is_same_v<T, c10::Half>) return CUDA_R_16F;
-  if constexpr (std::is_same_v<T, c10::BFloat16>) return CUDA_R_16BF;
+  if constexpr (std::is_same_v<T, Half>) return CUDA_R_16F;
+  if constexpr (std::is_same_v<T, BFloat16>) return CUDA_R_16BF;
 }
 
 const char* cublas_error(cublasStatus_t s) { return cublasGetStatusString(s); }
 
 // TF32 for fp32 GEMMs exactly when torch allows it for matmuls: torch sets that on its handle's
-// math mode. (at::globalContext().allowTF32CuBLAS() throws once a user has set the newer
+// math mode. (torch's allowTF32CuBLAS() throws once a user has set the newer
 // torch.backends.cuda.matmul.fp32_precision.)
 bool handle_allows_tf32(cublasHandle_t handle) {
   cublasMath_t mode = CUBLAS_DEFAULT_MATH;
@@ -41,10 +37,10 @@ const int64_t* CudaBackend::Context::indices(const IndexList& v) {
   if (v.empty()) return nullptr;  // only ever used with n == 0 rows
   // Through pinned memory, so that the copy is asynchronous: a pageable upload would
   // synchronise the stream. The pinned block is not reused until the copy has finished.
-  at::Tensor host = simt::pinned_empty(static_cast<int64_t>(v.size()));
-  std::memcpy(host.data_ptr<int64_t>(), v.data(), v.size() * sizeof(int64_t));
-  uploaded_.push_back(host.to(device_, /*non_blocking=*/true));
-  return uploaded_.back().const_data_ptr<int64_t>();
+  const Tensor host = simt::pinned_empty(static_cast<int64_t>(v.size()));
+  std::memcpy(ptr<int64_t>(host), v.data(), v.size() * sizeof(int64_t));
+  uploaded_.push_back(torch::stable::to(host, like_.device(), /*non_blocking=*/true));
+  return cptr<int64_t>(uploaded_.back());
 }
 
 template <typename T, typename C>
@@ -55,15 +51,17 @@ void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t
     // C = beta C. cuBLAS may leave C untouched here; every caller with K == 0 has beta == 0
     // (weight gradients over zero tokens), whose C is uninitialised.
     if (static_cast<double>(beta) == 0.0)
-      C10_CUDA_CHECK(cudaMemset2DAsync(Cp, ldc * sizeof(C), 0, N * sizeof(C), M,
-                                       simt::current_stream()));
+      FASTLSTM_CUDA_CHECK(cudaMemset2DAsync(Cp, ldc * sizeof(C), 0, N * sizeof(C), M,
+                                            simt::current_stream()));
     else
-      TORCH_CHECK(static_cast<double>(beta) == 1.0, "fastlstm: GEMM with K == 0 needs beta 0 or 1");
+      FASTLSTM_CHECK(static_cast<double>(beta) == 1.0,
+                     "fastlstm: GEMM with K == 0 needs beta 0 or 1");
     return;
   }
-  TORCH_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
-                  ldc <= INT_MAX,
-              "fastlstm: GEMM dimensions exceed cuBLAS's 32-bit limit: M=", M, " N=", N, " K=", K);
+  FASTLSTM_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX &&
+                     ldb <= INT_MAX && ldc <= INT_MAX,
+                 "fastlstm: GEMM dimensions exceed cuBLAS's 32-bit limit: M=", M, " N=", N,
+                 " K=", K);
   cublasHandle_t handle = simt::blas_handle();
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -84,8 +82,8 @@ void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t
                           int(ldb), A, cuda_type<T>(), int(lda), &b, Cp, cuda_type<C>(), int(ldc),
                           compute, CUBLAS_GEMM_DEFAULT);
   }
-  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, "fastlstm: cublasGemmEx failed: ",
-              cublas_error(status), " (M=", M, " N=", N, " K=", K, ")");
+  FASTLSTM_CHECK(status == CUBLAS_STATUS_SUCCESS, "fastlstm: cublasGemmEx failed: ",
+                 cublas_error(status), " (M=", M, " N=", N, " K=", K, ")");
 }
 
 #define FASTLSTM_GEMM(T, C)                                                                     \
@@ -93,10 +91,10 @@ void CudaBackend::gemm(Context&, bool ta, bool tb, int64_t M, int64_t N, int64_t
                                         int64_t, const T*, int64_t, C, C*, int64_t);
 FASTLSTM_GEMM(float, float)
 FASTLSTM_GEMM(double, double)
-FASTLSTM_GEMM(c10::Half, float)
-FASTLSTM_GEMM(c10::Half, c10::Half)
-FASTLSTM_GEMM(c10::BFloat16, float)
-FASTLSTM_GEMM(c10::BFloat16, c10::BFloat16)
+FASTLSTM_GEMM(Half, float)
+FASTLSTM_GEMM(Half, Half)
+FASTLSTM_GEMM(BFloat16, float)
+FASTLSTM_GEMM(BFloat16, BFloat16)
 
 }  // namespace FASTLSTM_SIMT_TARGET
 }  // namespace fastlstm::cuda

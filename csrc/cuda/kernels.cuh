@@ -4,9 +4,6 @@
 // the GPU and csrc/simt/emulated_cuda_backend.cpp builds for the CPU.
 #pragma once
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include "../simt/simt.h"
 #include "backend.h"
 

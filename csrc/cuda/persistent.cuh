@@ -19,8 +19,6 @@
 // W_hh slice does not fit in one block's shared memory.
 #pragma once
 
-#include <ATen/ops/zeros.h>
-
 #include <cstdlib>
 #include <cstring>
 
@@ -195,9 +193,9 @@ struct PersistentPlan {
 inline bool persistent_path_requested() {
   const char* v = std::getenv("FASTLSTM_CUDA_PATH");
   if (v == nullptr || std::strcmp(v, "auto") == 0 || std::strcmp(v, "step") == 0) return false;
-  TORCH_CHECK(std::strcmp(v, "persistent") == 0,
-              "fastlstm: FASTLSTM_CUDA_PATH must be one of step, persistent, auto; got '", v,
-              "'");
+  FASTLSTM_CHECK(std::strcmp(v, "persistent") == 0,
+                 "fastlstm: FASTLSTM_CUDA_PATH must be one of step, persistent, auto; got '", v,
+                 "'");
   return true;
 }
 
@@ -227,13 +225,13 @@ PersistentPlan plan_persistent(const LayerDims& d, size_t elem_bytes, Kernel ker
 template <typename T, typename Acc>
 PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDims& d,
                                        const Schedule& s, const Recurrence<T, Acc>* rec,
-                                       const at::Tensor& barriers, int blocks_per_dir) {
+                                       const Tensor& barriers, int blocks_per_dir) {
   PersistentArgs<T, Acc> a{};
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const Recurrence<T, Acc>& r = rec[dir];
     a.dir[dir] = {r.w_hh, r.bias,  r.h0,  r.c0,     r.r.gates, r.r.cell,
                   r.r.out, r.dy, r.dh, r.dc, r.dgates,
-                  reinterpret_cast<unsigned*>(barriers.data_ptr<int>()) + dir};
+                  ptr<unsigned>(barriers) + dir};
   }
   a.active = ctx.indices(s.batch_sizes);
   a.offsets = ctx.indices(s.offsets);
@@ -250,7 +248,7 @@ bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), CudaBackend::Context
   const PersistentPlan plan = plan_persistent(d, sizeof(T), kernel);
   if (plan.blocks_per_dir == 0) return false;
   if (s.total == 0) return true;
-  const at::Tensor barriers = at::zeros({d.D}, ctx.options().dtype(at::kInt));
+  const Tensor barriers = zeros_like_device({d.D}, kInt, ctx.like());
   simt::launch_cooperative(kernel, dim3(unsigned(plan.blocks_per_dir * d.D)), dim3(plan.threads),
                            plan.shared_bytes,
                            persistent_args(ctx, d, s, rec, barriers, plan.blocks_per_dir));

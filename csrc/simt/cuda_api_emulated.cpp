@@ -1,8 +1,8 @@
 // CPU versions of the CUDA runtime and cuBLAS calls declared in cuda_api_emulated.h.
 #include "cuda_api_emulated.h"
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include <algorithm>
 #include <cstring>
@@ -11,15 +11,18 @@
 namespace fastlstm::simt::cuda_api {
 namespace {
 
+using torch::headeronly::BFloat16;
+using torch::headeronly::Half;
+
 // Element i of a matrix of this type as Acc.
 template <typename Acc>
 Acc load(const void* p, cudaDataType_t type, int64_t i) {
   switch (type) {
     case CUDA_R_32F: return static_cast<Acc>(static_cast<const float*>(p)[i]);
     case CUDA_R_64F: return static_cast<Acc>(static_cast<const double*>(p)[i]);
-    case CUDA_R_16F: return static_cast<Acc>(static_cast<float>(static_cast<const c10::Half*>(p)[i]));
+    case CUDA_R_16F: return static_cast<Acc>(static_cast<float>(static_cast<const Half*>(p)[i]));
     case CUDA_R_16BF:
-      return static_cast<Acc>(static_cast<float>(static_cast<const c10::BFloat16*>(p)[i]));
+      return static_cast<Acc>(static_cast<float>(static_cast<const BFloat16*>(p)[i]));
   }
   return Acc(0);
 }
@@ -29,9 +32,9 @@ void store(void* p, cudaDataType_t type, int64_t i, Acc v) {
   switch (type) {
     case CUDA_R_32F: static_cast<float*>(p)[i] = static_cast<float>(v); break;
     case CUDA_R_64F: static_cast<double*>(p)[i] = static_cast<double>(v); break;
-    case CUDA_R_16F: static_cast<c10::Half*>(p)[i] = c10::Half(static_cast<float>(v)); break;
+    case CUDA_R_16F: static_cast<Half*>(p)[i] = Half(static_cast<float>(v)); break;
     case CUDA_R_16BF:
-      static_cast<c10::BFloat16*>(p)[i] = c10::BFloat16(static_cast<float>(v));
+      static_cast<BFloat16*>(p)[i] = BFloat16(static_cast<float>(v));
       break;
   }
 }

@@ -10,7 +10,7 @@
 #include "../cuda/kernels_f32.cu"
 #include "../cuda/kernels_f64.cu"
 
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
 
 #include "../checks.h"
 #include "../layer_ops.h"
@@ -18,27 +18,37 @@
 
 namespace fastlstm::simt {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulated_layer_forward(
-    const LayerDims& d, const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
-    const at::Tensor& c0, at::TensorList weights) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> emulated_layer_forward(
+    const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
+    const Tensor& c0, const std::vector<Tensor>& weights) {
   return run_layer_forward<cuda::CudaBackend, true>(
       d, input, lengths, h0, c0, weights);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> emulated_layer_backward(
-    const LayerDims& d, const BackwardGrads& g, const at::Tensor& input,
-    const at::Tensor& lengths, const at::Tensor& h0, const at::Tensor& c0,
-    at::TensorList weights, const at::Tensor& reserve, bool input_requires_grad) {
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> emulated_layer_backward(
+    const LayerDims& d, const BackwardGrads& g, const Tensor& input,
+    const Tensor& lengths, const Tensor& h0, const Tensor& c0,
+    const std::vector<Tensor>& weights, const Tensor& reserve, bool input_requires_grad) {
   return run_layer_backward<cuda::CudaBackend, true>(
       d, g, input, lengths, h0, c0, weights, reserve, input_requires_grad);
 }
 
 }  // namespace fastlstm::simt
 
-TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
-  m.impl("_device_schedule", [](const at::Tensor& lengths, int64_t T) {
-    fastlstm::check_device_schedule_args(lengths, T);
-    const auto s = fastlstm::cuda::device_schedule(lengths, T);
-    return std::make_tuple(s.order, s.sorted_lengths, s.active, s.offsets);
-  });
+namespace fastlstm::simt {
+namespace {
+
+// _device_schedule on CPU tensors: csrc/cuda/device_schedule.cuh under the emulator.
+std::tuple<Tensor, Tensor, Tensor, Tensor> device_schedule_emulated(const Tensor& lengths,
+                                                                     int64_t T) {
+  check_device_schedule_args(lengths, T);
+  const auto s = cuda::device_schedule(lengths, T);
+  return {s.order, s.sorted_lengths, s.active, s.offsets};
+}
+
+}  // namespace
+}  // namespace fastlstm::simt
+
+STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
+  m.impl("_device_schedule", TORCH_BOX(&fastlstm::simt::device_schedule_emulated));
 }

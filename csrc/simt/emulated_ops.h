@@ -4,25 +4,24 @@
 // torch.ops.fastlstm._simt_emulate (see fastlstm/_simt.py); it is off by default.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <tuple>
 #include <vector>
 
 #include "../layer_io.h"
 #include "../lstm.h"
+#include "../torch_api.h"
 
 namespace fastlstm::simt {
 
 bool emulated_cuda_enabled();
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> emulated_layer_forward(
-    const LayerDims& d, const at::Tensor& input, const at::Tensor& lengths, const at::Tensor& h0,
-    const at::Tensor& c0, at::TensorList weights);
+std::tuple<Tensor, Tensor, Tensor, Tensor> emulated_layer_forward(
+    const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
+    const Tensor& c0, const std::vector<Tensor>& weights);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> emulated_layer_backward(
-    const LayerDims& d, const BackwardGrads& g, const at::Tensor& input,
-    const at::Tensor& lengths, const at::Tensor& h0, const at::Tensor& c0,
-    at::TensorList weights, const at::Tensor& reserve, bool input_requires_grad);
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> emulated_layer_backward(
+    const LayerDims& d, const BackwardGrads& g, const Tensor& input,
+    const Tensor& lengths, const Tensor& h0, const Tensor& c0,
+    const std::vector<Tensor>& weights, const Tensor& reserve, bool input_requires_grad);
 
 }  // namespace fastlstm::simt

@@ -2,7 +2,7 @@
 // the calling OS thread; the next fiber to run is drawn at random from the runnable ones.
 #include "emulator.h"
 
-#include <c10/util/Exception.h>
+#include "../torch_api.h"
 #include <ucontext.h>
 
 #include <atomic>
@@ -80,7 +80,7 @@ std::atomic<int64_t> g_launches{0};
 thread_local std::vector<std::unique_ptr<char[]>> g_stacks;
 
 Launch& launch() {
-  TORCH_CHECK(g_launch != nullptr, "fastlstm: a CUDA device function ran outside an emulated "
+  FASTLSTM_CHECK(g_launch != nullptr, "fastlstm: a CUDA device function ran outside an emulated "
               "kernel launch");
   return *g_launch;
 }
@@ -135,12 +135,12 @@ Options& options() { return g_options; }
 int64_t launch_count() { return g_launches.load(); }
 
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
-  TORCH_CHECK(g_launch == nullptr, "fastlstm: emulated kernels cannot launch kernels");
+  FASTLSTM_CHECK(g_launch == nullptr, "fastlstm: emulated kernels cannot launch kernels");
   const int64_t n_blocks = int64_t(grid.x) * grid.y * grid.z;
   const int64_t per_block = int64_t(block.x) * block.y * block.z;
-  TORCH_CHECK(per_block >= 1 && per_block <= 1024, "fastlstm: emulated launch: block must have "
+  FASTLSTM_CHECK(per_block >= 1 && per_block <= 1024, "fastlstm: emulated launch: block must have "
               "1 to 1024 threads, got ", per_block);
-  TORCH_CHECK(n_blocks >= 1 && n_blocks * per_block <= 65536, "fastlstm: emulated launch: grid "
+  FASTLSTM_CHECK(n_blocks >= 1 && n_blocks * per_block <= 65536, "fastlstm: emulated launch: grid "
               "must have 1 to 65536 threads in all (emulation runs small grids), got ",
               n_blocks, " blocks of ", per_block);
   ++g_launches;
@@ -201,8 +201,8 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
     }
   }
   g_launch = nullptr;
-  TORCH_CHECK(L.error.empty(), L.error);
-  TORCH_CHECK(deadlock.empty(), deadlock);
+  FASTLSTM_CHECK(L.error.empty(), L.error);
+  FASTLSTM_CHECK(deadlock.empty(), deadlock);
 }
 
 const ThreadIndex& current_index() { return launch().fiber().index; }

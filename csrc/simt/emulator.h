@@ -48,7 +48,7 @@ struct Options {
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran
 
-// Runs body() as every thread of a grid; throws a c10::Error on a race, a deadlock or a
+// Runs body() as every thread of a grid; throws std::runtime_error on a race, a deadlock or a
 // barrier that not every thread reached. shared_bytes of dynamic shared memory per block.
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body);
 

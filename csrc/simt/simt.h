@@ -11,6 +11,7 @@
 //   simt::spin_pause()          inside spin-waits (a fiber must yield on the CPU)
 //   simt::atomic_load(p)        an acquire load of a flag or counter another block writes
 //   simt::pinned_empty(n)       host int64 staging memory for uploads
+//   FASTLSTM_CUDA_CHECK(call)   a CUDA runtime call that must succeed
 //   simt::concurrently(n, f)    f(0..n-1) as independent work: one stream each on the GPU
 //   simt::multiprocessor_count(), simt::max_shared_bytes_per_block(),
 //   simt::resident_blocks_per_sm(kernel, threads, shared_bytes)   to size cooperative grids
@@ -21,11 +22,10 @@
 // link into one library without clashing while call sites keep writing fastlstm::cuda::X.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-
 #include <cstdint>
 #include <utility>
+
+#include "../torch_api.h"
 
 #if defined(FASTLSTM_SIMT_EMULATE)
 
@@ -37,7 +37,7 @@
 namespace fastlstm::simt {
 inline cudaStream_t current_stream() { return cudaStream_t{}; }
 inline cublasHandle_t blas_handle() { return emulated_blas_handle(); }
-inline at::Tensor pinned_empty(int64_t n) { return at::empty({n}, at::kLong); }
+inline Tensor pinned_empty(int64_t n) { return empty_cpu({n}, kLong); }
 template <typename F>
 void concurrently(int64_t n, const F& f) {
   for (int64_t i = 0; i < n; ++i) f(i);
@@ -52,34 +52,82 @@ int resident_blocks_per_sm(Kernel, int, size_t) {
 }
 }  // namespace fastlstm::simt
 
-#define C10_CUDA_CHECK(expr)                                                         \
-  do {                                                                               \
-    const cudaError_t fastlstm_err = (expr);                                         \
-    TORCH_CHECK(fastlstm_err == cudaSuccess, "fastlstm: emulated CUDA call failed: ", \
-                #expr);                                                              \
+#define FASTLSTM_CUDA_CHECK(expr)                                                       \
+  do {                                                                                  \
+    const cudaError_t fastlstm_err = (expr);                                            \
+    FASTLSTM_CHECK(fastlstm_err == cudaSuccess, "fastlstm: emulated CUDA call failed: ", \
+                   #expr);                                                              \
   } while (0)
 
 #else  // the real GPU: nvcc for kernels, the host compiler for host code
 
-#include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAEvent.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>  // the current CUDA stream, a stream guard
+#include <torch/csrc/stable/c/shim.h>               // torch's cuBLAS handle, pool streams
 
 #include <cstdlib>
 #include <cstring>
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
 
 #define FASTLSTM_SIMT_TARGET gpu
 
+#define FASTLSTM_CUDA_CHECK(expr)                                                          \
+  do {                                                                                     \
+    const cudaError_t fastlstm_err = (expr);                                               \
+    FASTLSTM_CHECK(fastlstm_err == cudaSuccess, "fastlstm: CUDA error: ",                  \
+                   cudaGetErrorString(fastlstm_err), " (", #expr, ")");                    \
+  } while (0)
+
 namespace fastlstm::simt {
 
-inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); }
-inline cublasHandle_t blas_handle() { return at::cuda::getCurrentCUDABlasHandle(); }
-inline at::Tensor pinned_empty(int64_t n) {
-  return at::empty({n}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+inline int current_device() {
+  int device = 0;
+  FASTLSTM_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
 }
+// torch's current stream on the current device (set by the op's device guard).
+inline cudaStream_t current_stream() {
+  void* stream = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(current_device(), &stream));
+  return static_cast<cudaStream_t>(stream);
+}
+// torch's cuBLAS handle for the current device, bound to the current stream; its math mode
+// says whether torch allows TF32 for matmuls.
+inline cublasHandle_t blas_handle() {
+  void* handle = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_get_current_cuda_blas_handle(&handle));
+  return static_cast<cublasHandle_t>(handle);
+}
+inline Tensor pinned_empty(int64_t n) { return empty_cpu({n}, kLong, /*pinned=*/true); }
+
+// A CUDA event without timing, destroyed with the object (after the work it marks, as CUDA
+// defers the release).
+class Event {
+ public:
+  Event() { FASTLSTM_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record(cudaStream_t s) { FASTLSTM_CUDA_CHECK(cudaEventRecord(event_, s)); }
+  void block(cudaStream_t s) { FASTLSTM_CUDA_CHECK(cudaStreamWaitEvent(s, event_, 0)); }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+// torch's current stream set to `stream` for the object's lifetime.
+class StreamGuard {
+ public:
+  StreamGuard(cudaStream_t stream, int device) {
+    STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_create_cuda_stream_guard(stream, device, &guard_));
+  }
+  ~StreamGuard() { aoti_torch_delete_cuda_stream_guard(guard_); }
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  CUDAStreamGuardHandle guard_ = nullptr;
+};
 
 // f(0) on the current stream, f(1..n-1) each on a pool stream that first waits for the current
 // one; the current stream then waits for all of them, so callers see plain stream order.
@@ -94,21 +142,36 @@ void concurrently(int64_t n, const F& f) {
     for (int64_t i = 0; i < n; ++i) f(i);
     return;
   }
-  const at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream();
-  at::cuda::CUDAEvent forked;
+  const int device = current_device();
+  const cudaStream_t main = current_stream();
+  Event forked;
   forked.record(main);
   f(0);
   for (int64_t i = 1; i < n; ++i) {
-    const at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, main.device_index());
-    forked.block(side);
+    void* side = nullptr;
+    STABLE_TORCH_ERROR_CODE_CHECK(torch_get_cuda_stream_from_pool(false, device, &side));
+    forked.block(static_cast<cudaStream_t>(side));
     {
-      const c10::cuda::CUDAStreamGuard guard(side);
+      const StreamGuard guard(static_cast<cudaStream_t>(side), device);
       f(i);
     }
-    at::cuda::CUDAEvent joined;
-    joined.record(side);
+    Event joined;
+    joined.record(static_cast<cudaStream_t>(side));
     joined.block(main);
   }
+}
+
+inline int multiprocessor_count() {
+  int v = 0;
+  FASTLSTM_CUDA_CHECK(
+      cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, current_device()));
+  return v;
+}
+inline size_t max_shared_bytes_per_block() {
+  int v = 0;
+  FASTLSTM_CUDA_CHECK(
+      cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+  return static_cast<size_t>(v);
 }
 
 #if defined(__CUDACC__)
@@ -116,7 +179,7 @@ template <typename... KernelArgs, typename... Args>
 void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes,
             Args&&... args) {
   kernel<<<grid, block, shared_bytes, current_stream()>>>(std::forward<Args>(args)...);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTLSTM_CUDA_CHECK(cudaGetLastError());
 }
 
 // Every block must be resident at once (grid barriers): the caller sizes the grid from the
@@ -125,25 +188,19 @@ template <typename... KernelArgs, typename... Args>
 void launch_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
                         size_t shared_bytes, Args&&... args) {
   void* ptrs[] = {const_cast<void*>(static_cast<const void*>(&args))...};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), grid, block, ptrs,
-                                             shared_bytes, current_stream()));
+  FASTLSTM_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), grid, block,
+                                                  ptrs, shared_bytes, current_stream()));
 }
 
-inline int multiprocessor_count() {
-  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-}
-inline size_t max_shared_bytes_per_block() {
-  return at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
-}
 // Blocks of `kernel` that fit on one SM at once with this much dynamic shared memory (which
 // the kernel is first allowed to use, past the 48 KiB default).
 template <typename... KernelArgs>
 int resident_blocks_per_sm(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(shared_bytes)));
+  FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(shared_bytes)));
   int blocks = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+  FASTLSTM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &blocks, reinterpret_cast<const void*>(kernel), threads, shared_bytes));
   return blocks;
 }

@@ -1,4 +1,4 @@
-// The emulator's ops for tests (one translation unit: torch/library.h is slow to compile):
+// The emulator's ops for tests (one translation unit):
 //   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check)  route the CPU ops through the
 //       CUDA backend under the emulator, with this schedule seed and race checking
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
@@ -9,8 +9,7 @@
 // (CUDA tensors: the GPU kernels; CPU tensors: the same kernels under the emulator.)
 #define FASTLSTM_SIMT_EMULATE 1
 
-#include <ATen/ops/zeros.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
 
 #include <atomic>
 #include <string>
@@ -25,7 +24,7 @@ namespace {
 std::atomic<bool> g_enabled{false};
 
 void simt_emulate(bool enabled, int64_t seed, bool race_check) {
-  TORCH_CHECK(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
+  FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
   options().seed = static_cast<uint64_t>(seed);
   options().race_check = race_check;
   g_enabled = enabled;
@@ -97,41 +96,41 @@ __global__ void divergent_barrier(const float* x, float* out) {
   if (threadIdx.x == 0) out[0] = x[0];
 }
 
-at::Tensor simt_selftest(const std::string& kernel, const at::Tensor& x_in) {
-  TORCH_CHECK(x_in.scalar_type() == at::kFloat && x_in.dim() == 1 && x_in.device().is_cpu(),
-              "fastlstm: _simt_selftest: x must be a 1-D float32 CPU tensor, got ",
-              x_in.scalar_type(), " ", x_in.sizes(), " on ", x_in.device());
-  const at::Tensor x = x_in.contiguous();
+Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
+  FASTLSTM_CHECK_VALUE(x_in.scalar_type() == kFloat && x_in.dim() == 1 && x_in.is_cpu(),
+                       "fastlstm: _simt_selftest: x must be a 1-D float32 CPU tensor, got ",
+                       text(x_in.scalar_type()), " ", text(x_in.sizes()), " on ",
+                       text(x_in.device()));
+  const Tensor x = as_contiguous(x_in);
   const int64_t n = x.numel();
-  at::Tensor out = at::zeros({1}, x.options());
-  const float* xp = x.const_data_ptr<float>();
-  float* op = out.data_ptr<float>();
+  Tensor out = zeros_like_device({1}, kFloat, x);
+  const float* xp = cptr<float>(x);
+  float* op = ptr<float>(out);
   const unsigned threads = static_cast<unsigned>(n);
   if (kernel == "block_sum" || kernel == "block_sum_missing_barrier") {
-    TORCH_CHECK(n >= 1 && n <= 1024 && (n & (n - 1)) == 0, "fastlstm: ", kernel,
-                ": x must have a power-of-two size up to 1024, got ", n);
+    FASTLSTM_CHECK_VALUE(n >= 1 && n <= 1024 && (n & (n - 1)) == 0, "fastlstm: ", kernel,
+                         ": x must have a power-of-two size up to 1024, got ", n);
     launch(kernel == "block_sum" ? block_sum : block_sum_missing_barrier, dim3(1), dim3(threads),
            n * sizeof(float), xp, op);
   } else if (kernel == "warp_sum" || kernel == "ballot_count") {
-    TORCH_CHECK(n >= 64 && n % 64 == 0 && n <= 4096, "fastlstm: ", kernel,
-                ": x must have a size that is a multiple of 64, up to 4096, got ", n);
+    FASTLSTM_CHECK_VALUE(n >= 64 && n % 64 == 0 && n <= 4096, "fastlstm: ", kernel,
+                         ": x must have a size that is a multiple of 64, up to 4096, got ", n);
     launch(kernel == "warp_sum" ? warp_sum : ballot_count, dim3(unsigned(n / 64)), dim3(64), 0,
            xp, op);
   } else if (kernel == "grid_sum") {
-    TORCH_CHECK(n >= 16 && n % 16 == 0 && n <= 1024, "fastlstm: grid_sum: x must have a size "
-                "that is a multiple of 16, up to 1024, got ", n);
+    FASTLSTM_CHECK_VALUE(n >= 16 && n % 16 == 0 && n <= 1024, "fastlstm: grid_sum: x must "
+                         "have a size that is a multiple of 16, up to 1024, got ", n);
     const unsigned blocks = static_cast<unsigned>(n / 16);
-    at::Tensor counter = at::zeros({1}, x.options().dtype(at::kInt));
-    at::Tensor partial = at::zeros({blocks}, x.options());
-    launch_cooperative(grid_sum, dim3(blocks), dim3(16), 0, xp, op,
-                       reinterpret_cast<unsigned*>(counter.data_ptr<int>()),
-                       partial.data_ptr<float>());
+    Tensor counter = zeros_like_device({1}, kInt, x);
+    Tensor partial = zeros_like_device({blocks}, kFloat, x);
+    launch_cooperative(grid_sum, dim3(blocks), dim3(16), 0, xp, op, ptr<unsigned>(counter),
+                       ptr<float>(partial));
   } else if (kernel == "divergent_barrier") {
     launch(divergent_barrier, dim3(1), dim3(threads), 0, xp, op);
   } else {
-    TORCH_CHECK(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
-                "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, divergent_barrier; "
-                "got '", kernel, "'");
+    FASTLSTM_CHECK_VALUE(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
+                         "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
+                         "divergent_barrier; got '", kernel, "'");
   }
   return out;
 }
@@ -142,15 +141,20 @@ bool emulated_cuda_enabled() { return g_enabled.load(); }
 
 }  // namespace fastlstm::simt
 
-TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
-  m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True) -> ()",
-        &fastlstm::simt::simt_emulate);
-  m.def("_simt_launch_count() -> int", &fastlstm::simt::simt_launch_count);
+STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
+  m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True) -> ()");
+  m.def("_simt_launch_count() -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
   m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "
         "Tensor active, Tensor offsets)");
 }
 
-TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
-  m.impl("_simt_selftest", &fastlstm::simt::simt_selftest);
+// The ops without tensor arguments dispatch to CompositeExplicitAutograd (no device to pick).
+STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
+  m.impl("_simt_emulate", TORCH_BOX(&fastlstm::simt::simt_emulate));
+  m.impl("_simt_launch_count", TORCH_BOX(&fastlstm::simt::simt_launch_count));
+}
+
+STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
+  m.impl("_simt_selftest", TORCH_BOX(&fastlstm::simt::simt_selftest));
 }

@@ -3,17 +3,21 @@
 #   make bench   the main job: the benchmark suite, fastlstm vs nn.LSTM (padded, packed and
 #                length-bucketed) on this machine's device; results in benchmarks/results/
 #   make test    the test suite (GPU tests skip, with the reason, when there is no GPU)
-#   make wheel   a wheel in dist/ for this torch: CUDA for FASTLSTM_CUDA_ARCHS (default: setup.py's
-#                DEFAULT_ARCHS, sm_80 to sm_100 + PTX) when nvcc is present, else CPU only
+#   make wheel   the wheel in dist/: cp310-abi3 (PyTorch's stable ABI), for every torch >= 2.10 and
+#                Python >= 3.10; CUDA (+cu13) for FASTLSTM_CUDA_ARCHS (default: setup.py's
+#                DEFAULT_ARCHS, sm_80 to sm_100 + PTX) when nvcc is present, else CPU only (+cpu)
+#   make ci-wheel               that wheel, no rebuild, in clean venvs with torch 2.14.1 (Python
+#                3.11) and torch 2.11.0 (Python 3.12): smoke test and the CPU test suite in each
+#   make gpu-wheel              an sm_90 wheel in .whl/, which the GPU session installs instead of
+#                compiling (carry .whl to the GPU machine)
 #   make gpu-session OUT=dir    on the borrowed GPU machine: scripts/gpu_session.sh all (build,
 #                GPU tests, compute-sanitizer, benchmark subset, wheel if time is left; ~10 min)
 #   make gpu-rehearsal          the same here without a GPU, GPU-only steps skipped (no rebuild)
-#   make torch211               build and smoke-test against torch 2.11.0, the GPU machine's
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test bench build wheel clean gpu-session gpu-rehearsal torch211
+.PHONY: test bench build wheel ci-wheel gpu-wheel clean gpu-session gpu-rehearsal
 OUT ?= gpu_out
 
 $(VENV)/.deps: requirements-dev.txt
@@ -43,8 +47,12 @@ gpu-session:
 gpu-rehearsal: build
 	PYTHON=$(PY) bash scripts/gpu_session.sh --rehearse all $(OUT)
 
-torch211:
-	scripts/ci_torch211.sh
+ci-wheel:
+	scripts/ci_wheel.sh $(lastword $(sort $(wildcard dist/fastlstm-*.whl))) $(WHEEL_FLAGS)
+
+gpu-wheel:
+	TORCH_CUDA_ARCH_LIST=9.0 FASTLSTM_FORCE_CUDA=1 $(MAKE) wheel
+	rm -rf .whl && mkdir -p .whl && cp dist/fastlstm-*.whl .whl/
 
 clean:
 	rm -rf build dist *.egg-info fastlstm/_C*.so

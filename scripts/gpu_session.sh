@@ -11,9 +11,10 @@
 #       in CI so that a typo cannot waste a GPU window. It never builds or installs fastlstm: it
 #       needs the extension already built (make test does that).
 #
-#  1 build     pip install --no-build-isolation --no-deps -e ., for this GPU's architecture only,
-#              MAX_JOBS = the core count. HOOK: FASTLSTM_WHEEL=path/to.whl installs that prebuilt
-#              wheel instead (pip --no-deps --no-index).
+#  1 build     the prebuilt abi3 wheel when there is one (FASTLSTM_WHEEL, else .whl/ from
+#              `make gpu-wheel`): pip --no-deps --no-index, its extension also copied into the
+#              checkout's fastlstm/; no compile. Else, or if it fails to load: pip install
+#              --no-build-isolation --no-deps -e . for this GPU's architecture, MAX_JOBS = cores.
 #  2 test      tests/test_cuda.py, every test marked gpu, and the files in FASTLSTM_GPU_TEST_FILES;
 #              no -x; JUnit XML.
 #  3 sanitize  compute-sanitizer memcheck, racecheck, synccheck, initcheck over
@@ -29,8 +30,9 @@
 #              gc and the JSON) gave ~80 s for the 168 per-step jobs, plus ~15 s of CUDA/cuDNN
 #              start; with the 56 persistent jobs and twice that for what the model misses,
 #              ~4 minutes: the 200 s cap may cut the last grids (the JSON keeps what ran).
-#  5 wheel     a wheel for this GPU's architecture, installed alone, smoke test and GPU tests
-#              against it; only when FASTLSTM_WHEEL_STAGE_NEEDS (150) seconds are left.
+#  5 wheel     the prebuilt wheel (else one built for this GPU's architecture) installed alone,
+#              smoke test and GPU tests against it; only when FASTLSTM_WHEEL_STAGE_NEEDS (150)
+#              seconds are left.
 #
 # OUTDIR gets at most 8 files (the device tool's limit): summary.txt (one line per stage: PASS,
 # FAIL or SKIP, with the reason; rewritten after every stage), session.log (every stage's output,
@@ -142,23 +144,65 @@ fi
 sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 
 # ---------------------------------------------------------------- 1 build
+# The prebuilt wheel: FASTLSTM_WHEEL, else the CUDA 13 abi3 wheel in .whl/ (make gpu-wheel puts
+# CI's recipe's wheel there; the device tool carries it with `carry: [".whl"]`).
+prebuilt_wheel() {
+  [ -n "${FASTLSTM_WHEEL:-}" ] && { echo "$FASTLSTM_WHEEL"; return; }
+  ls "$root"/.whl/fastlstm-*+cu13-cp310-abi3-*.whl 2>/dev/null | head -n 1
+}
+
+# The extension imports with its kernels for KEY (CUDA there, CPU in a rehearsal).
+kernels_import() {
+  "$PY" -c "import torch, fastlstm, sys
+sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastlstm::lstm_layer_forward', '$1'))" \
+    >> "$log" 2>&1
+}
+
+# Puts the wheel's extension into the checkout's fastlstm/.
+extract_extension() {
+  "$PY" - "$1" "$root" <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    names = [n for n in z.namelist() if n.startswith("fastlstm/_C") and n.endswith(".so")]
+    for name in names:
+        z.extract(name, sys.argv[2])
+        print("extracted", name)
+sys.exit(0 if names else "no fastlstm/_C*.so in the wheel")
+EOF
+}
+
 run_build() {
-  local cap rc t0=$SECONDS how pip_args
+  local cap rc t0=$SECONDS how pip_args wheel key=CUDA
   cap=$(cap_for "${FASTLSTM_BUILD_CAP:-240}")
   no_time build "$cap" && return 1
   section "build (cap ${cap}s)"
+  [ "$rehearse" = 1 ] && key=CPU
   export TORCH_CUDA_ARCH_LIST="$arch" FASTLSTM_CUDA_ARCHS="$arch" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-  if [ -n "${FASTLSTM_WHEEL:-}" ]; then
-    # HOOK for the prebuilt wheel (another issue makes one): install it instead of building.
-    # Later stages import from the checkout (python -m puts it first on sys.path), whose
-    # fastlstm/ has no _C*.so then; that issue must run them from outside the checkout, as
-    # run_wheel does, or copy the wheel's extension in.
-    how="prebuilt wheel $FASTLSTM_WHEEL"
-    pip_args=(install --no-deps --no-index --force-reinstall "$FASTLSTM_WHEEL")
-  else
-    how="editable build for sm_${arch/./}, MAX_JOBS=$MAX_JOBS"
-    pip_args=(install --no-build-isolation --no-deps -e .)
+  wheel=$(prebuilt_wheel)
+  if [ -n "$wheel" ]; then
+    # No compile: install the wheel, and put its extension into the checkout's fastlstm/ too,
+    # since the later stages run from the checkout (python -m puts it first on sys.path).
+    how="prebuilt wheel $(basename "$wheel")"
+    if [ "$rehearse" = 1 ]; then
+      how="rehearsal: $how: pip install --dry-run"
+      "$PY" -m pip install --no-deps --no-index --dry-run "$wheel" > "$work/build.log" 2>&1
+    else
+      "$PY" -m pip install --no-deps --no-index --force-reinstall "$wheel" > "$work/build.log" 2>&1 &&
+        extract_extension "$wheel" >> "$work/build.log" 2>&1
+    fi
+    rc=$?
+    append_log "$work/build.log"
+    if [ $rc -eq 0 ] && kernels_import $key; then
+      record build PASS $((SECONDS - t0)) "$how"
+      return 0
+    fi
+    echo "gpu_session: the prebuilt wheel failed (rc=$rc, or no $key kernel); building from source" \
+      | tee -a "$log"
+    [ "$rehearse" = 1 ] && { record build FAIL $((SECONDS - t0)) "$how failed"; return 1; }
+    rm -f "$root"/fastlstm/_C*.so
   fi
+  how="${wheel:+after the wheel failed: }editable build for sm_${arch/./}, MAX_JOBS=$MAX_JOBS"
+  pip_args=(install --no-build-isolation --no-deps -e .)
   if [ "$rehearse" = 1 ]; then
     # The same pip command as a dry run (no compile, nothing installed), CPU only; then the
     # extension already built in the checkout must import.
@@ -166,7 +210,8 @@ run_build() {
     FASTLSTM_FORCE_CPU=1 timeout -k 10 "$cap" "$PY" -m pip "${pip_args[@]}" --dry-run \
       > "$work/build.log" 2>&1
   else
-    FASTLSTM_FORCE_CUDA=1 timeout -k 10 "$cap" "$PY" -m pip "${pip_args[@]}" > "$work/build.log" 2>&1
+    FASTLSTM_FORCE_CUDA=1 timeout -k 10 "$(cap_for "$cap")" "$PY" -m pip "${pip_args[@]}" \
+      > "$work/build.log" 2>&1
   fi
   rc=$?
   append_log "$work/build.log"
@@ -174,11 +219,7 @@ run_build() {
     record build FAIL $((SECONDS - t0)) "pip rc=$rc$([ $rc = 124 ] && echo ' (timeout)') ($how); see session.log"
     return 1
   fi
-  local key=CUDA
-  [ "$rehearse" = 1 ] && key=CPU
-  if ! "$PY" -c "import torch, fastlstm, sys
-sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastlstm::lstm_layer_forward', '$key'))" \
-      >> "$log" 2>&1; then
+  if ! kernels_import $key; then
     record build FAIL $((SECONDS - t0)) "built, but no fastlstm $key kernel imports ($how)"
     return 1
   fi
@@ -313,21 +354,28 @@ run_wheel() {
   cap=$(cap_for "${FASTLSTM_WHEEL_CAP:-300}")
   section "wheel (cap ${cap}s)"
   if [ "$rehearse" = 1 ]; then
-    # Building a wheel means compiling: CI's `make wheel` and scripts/wheel_smoke.sh cover it.
+    # Building a wheel means compiling: CI's `make wheel` and scripts/ci_wheel.sh cover it.
     # Here: the script it runs compiles.
     if "$PY" -m py_compile scripts/wheel_smoke.py >> "$log" 2>&1; then
       record wheel PASS $((SECONDS - t0)) "rehearsal: no build (CI's make wheel covers it); wheel_smoke.py compiles"
     else record wheel FAIL $((SECONDS - t0)) "rehearsal: wheel_smoke.py does not compile"; return 1; fi
     return 0
   fi
-  # No network there: the wheel for this GPU's architecture, installed alone into a folder put
-  # first on the path, run from outside the checkout so that nothing comes from the source tree.
+  # No network there: the prebuilt wheel (else one built for this GPU's architecture),
+  # installed alone into a folder put first on the path, run from outside the checkout so that
+  # nothing comes from the source tree.
   mkdir -p "$work/wheel" "$work/wheel_run"
-  FASTLSTM_CUDA_ARCHS="$arch" FASTLSTM_FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" timeout -k 10 "$cap" \
-    "$PY" -m pip wheel --no-build-isolation --no-deps --wheel-dir "$work/wheel" . \
-    > "$work/wheel.log" 2>&1
-  rc=$?
-  wheel=$(ls "$work"/wheel/fastlstm-*.whl 2>/dev/null | head -n 1)
+  wheel=$(prebuilt_wheel)
+  if [ -n "$wheel" ]; then
+    rc=0
+    echo "prebuilt $wheel" > "$work/wheel.log"
+  else
+    FASTLSTM_CUDA_ARCHS="$arch" FASTLSTM_FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      timeout -k 10 "$cap" "$PY" -m pip wheel --no-build-isolation --no-deps \
+      --wheel-dir "$work/wheel" . > "$work/wheel.log" 2>&1
+    rc=$?
+    wheel=$(ls "$work"/wheel/fastlstm-*.whl 2>/dev/null | head -n 1)
+  fi
   if [ $rc -eq 0 ] && [ -n "$wheel" ]; then
     echo "$wheel" >> "$work/wheel.log"
     "$PY" -m pip install --no-deps --no-index --target "$site" "$wheel" >> "$work/wheel.log" 2>&1

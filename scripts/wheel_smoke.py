@@ -1,5 +1,5 @@
 """Smoke test of an installed fastlstm wheel, run from outside the source tree by
-scripts/wheel_smoke.sh: the wheel holds the extension and every module, the import comes from
+scripts/ci_wheel.sh and scripts/gpu_session.sh: the wheel holds the extension and every module, the import comes from
 the installed wheel, and forward+backward match nn.LSTM on packed input (CPU; CUDA too where a
 GPU is present).
 
@@ -49,17 +49,20 @@ def import_comes_from_the_installed_wheel(args):
 
 
 @check
-def version_tag_names_the_build(args):
+def wheel_is_abi3_and_tagged_for_its_cuda(args):
+    # One wheel for every torch >= 2.10 and CPython >= 3.10: tagged cp310-abi3, the version's
+    # local tag naming only the CUDA major version it needs (cu13) or cpu.
     from importlib.metadata import version
+    name = os.path.basename(args.wheel)
+    assert name.startswith(f"fastlstm-{version('fastlstm')}-cp310-abi3-"), \
+        (name, version("fastlstm"))
     local = version("fastlstm").split("+")[1]
-    torch_mm = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-    assert local.endswith(f"torch{torch_mm}"), local
-    assert os.path.basename(args.wheel).startswith(f"fastlstm-{version('fastlstm')}-"), \
-        (args.wheel, version("fastlstm"))
     if args.expect_cuda:
-        assert local.startswith("cu" + torch.version.cuda.replace(".", "")), local
+        assert local == "cu" + torch.version.cuda.split(".")[0], local
         assert torch._C._dispatch_has_kernel_for_dispatch_key(
             "fastlstm::lstm_layer_forward", "CUDA"), "no CUDA kernel registered"
+    else:
+        assert local in ("cpu", "cu" + (torch.version.cuda or "").split(".")[0]), local
 
 
 def _parity(device):

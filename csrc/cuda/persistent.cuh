@@ -137,7 +137,7 @@ __global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
   const BlockUnits b = block_units(a.blocks_per_dir, a.H);
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
   const int dir = b.dir;
-  const int64_t H = a.H, G = 4 * H, U = b.U, u0 = b.u0, nu = b.nu;
+  const int64_t H = a.H, G = 4 * H, u0 = b.u0, nu = b.nu;
 
   // This block's columns of W_hh, resident: w[ul * G + r] = W_hh[r, u0 + ul].
   auto w = simt::dynamic_shared<T>();

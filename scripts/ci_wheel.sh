@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# CI: the one-wheel promise. The wheel `make wheel` built (cp310-abi3, on PyTorch's stable ABI)
+# is installed, the same file with no rebuild, into clean environments with different torch
+# and Python versions, and the CPU test suite runs in each:
+#   Python 3.11 + torch 2.14.1   the torch it was built against
+#   Python 3.12 + torch 2.11.0   the GPU machines' versions (cu130)
+# Each environment: a fresh venv, torch and the test dependencies from the registry, the wheel
+# with --no-deps, scripts/wheel_smoke.py, then pytest over a copy of the repository without
+# its fastlstm/ package, so that every import of fastlstm is the installed wheel's.
+#   scripts/ci_wheel.sh dist/fastlstm-*.whl [--expect-cuda]
+#   CI_WHEEL_ENVS="python3.11:torch==2.14.1 /path/python3.12:torch==2.11.0"  (the default)
+#   CI_WHEEL_PYTEST_ARGS   extra pytest arguments, e.g. "-x"
+set -euo pipefail
+wheel=$(realpath "$1")
+shift
+expect_cuda=("$@")
+root=$(cd "$(dirname "$0")/.." && pwd)
+py311="${PY311:-$(command -v python3.11 || echo /root/.pyenv/versions/3.11.7/bin/python)}"
+py312="${PY312:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python)}"
+envs=(${CI_WHEEL_ENVS:-"$py311:torch==2.14.1" "$py312:torch==2.11.0"})
+tmp=$(mktemp -d /tmp/fastlstm-ci-wheel.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+case "$(basename "$wheel")" in
+  *-cp310-abi3-*.whl) ;;
+  *) echo "ci-wheel: expected a cp310-abi3 wheel, got $(basename "$wheel")" >&2; exit 1 ;;
+esac
+
+# The repository as committed (plus uncommitted edits), without the package itself.
+tree="$tmp/tree"
+mkdir -p "$tree"
+(cd "$root" && git ls-files -co --exclude-standard | grep -v '^fastlstm/' |
+   tar -cf - -T - 2>/dev/null) | tar -xf - -C "$tree"
+# The test dependencies of requirements-dev.txt, except torch and the build tools.
+grep -vE '^(#|torch==|ninja|setuptools|wheel|$)' "$root/requirements-dev.txt" > "$tmp/test-deps.txt"
+
+for spec in "${envs[@]}"; do
+  python=${spec%%:*}
+  torch_spec=${spec#*:}
+  name=$(basename "$python")-${torch_spec#torch==}
+  t0=$SECONDS
+  venv="$tmp/venv-$name"
+  "$python" -m venv "$venv"
+  py="$venv/bin/python"
+  "$py" -m pip install --quiet --upgrade pip
+  "$py" -m pip install --quiet "$torch_spec" -r "$tmp/test-deps.txt"
+  "$py" -m pip install --quiet --no-deps "$wheel"
+  "$py" - <<'EOF'
+import sys, torch
+print(f"ci-wheel: python {sys.version.split()[0]}, torch {torch.__version__} "
+      f"(CUDA {torch.version.cuda})")
+EOF
+  t_setup=$((SECONDS - t0))
+  (cd "$tmp" && cp "$root/scripts/wheel_smoke.py" . &&
+     "$py" -I wheel_smoke.py "$wheel" --source "$root/fastlstm" "${expect_cuda[@]}")
+  # CI=true: a skip fails unless the machine lacks the hardware (tests/conftest.py).
+  (cd "$tree" && CI=true "$py" -m pytest -q -rs -p no:cacheprovider tests \
+     ${CI_WHEEL_PYTEST_ARGS:-}) || { echo "ci-wheel: the test suite failed with $name" >&2; exit 1; }
+  echo "ci-wheel: $(basename "$wheel") passed with $name: setup ${t_setup}s," \
+       "total $((SECONDS - t0))s"
+done

@@ -435,6 +435,7 @@ def transforms_active() -> bool:
     return torch.autograd.forward_ad._current_level >= 0
 
 
+@torch.compiler.disable  # (dynamo cannot trace the interpreter stack; this runs eagerly only)
 def jvp_levels() -> int:
     """How many torch.func forward-mode levels (jvp, jacfwd, hessian's outer one) are active."""
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters

@@ -435,15 +435,6 @@ def transforms_active() -> bool:
     return torch.autograd.forward_ad._current_level >= 0
 
 
-@torch.compiler.disable  # (dynamo cannot trace the interpreter stack; this runs eagerly only)
-def jvp_levels() -> int:
-    """How many torch.func forward-mode levels (jvp, jacfwd, hessian's outer one) are active."""
-    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-
-    jvp = torch._C._functorch.TransformType.Jvp
-    return sum(i.key() == jvp for i in retrieve_all_functorch_interpreters())
-
-
 def layer_forward_any(input, lengths, h0, c0, weights, has_biases, has_projections,
                       bidirectional):
     """The op, or LayerForward under torch.func / forward AD (never while compiling: there the
@@ -453,7 +444,13 @@ def layer_forward_any(input, lengths, h0, c0, weights, has_biases, has_projectio
     with forward AD off, so the outer level would not see how LayerForward's tangent depends on
     the primals, and its derivatives would be wrong."""
     if not torch.compiler.is_compiling() and transforms_active():
-        if jvp_levels() > 1:
+        # The torch.func forward-mode levels, counted inline: a helper function would be a
+        # frame that dynamo tries to trace (and warns about) when a torch.compile'd model is
+        # called under torch.func.jvp and falls back to eager.
+        jvp_levels = 0
+        for interpreter in torch._C._functorch.get_interpreter_stack() or ():
+            jvp_levels += interpreter.key() == torch._C._functorch.TransformType.Jvp
+        if jvp_levels > 1:
             from .reference import lstm_reference
 
             return (*lstm_reference(input, lengths, h0, c0, list(weights), 1, has_biases,

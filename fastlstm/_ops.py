@@ -156,36 +156,50 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(reserve)
 
 
-def _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n):
-    """The first-order gradients as a differentiable function (for create_graph=True): the
-    layer recomputed by fastlstm.reference (plain PyTorch ops, tested against nn.LSTM) from
-    the saved inputs, which keep their own graph, then torch.autograd.grad with
-    create_graph=True. Slow (a Python loop over time steps) but exact to rounding."""
-    from .reference import lstm_reference
+def reference_pullback(primals, lengths, flags, cotangents, direction=None):
+    """One layer recomputed by fastlstm.reference (plain PyTorch ops, tested against nn.LSTM)
+    and pulled back with torch.func.vjp, so that the gradients are differentiable themselves
+    (by autograd and by any torch.func transform around this call). Slow (a Python loop over
+    time steps) but exact to rounding.
 
+    primals = [input, h0, c0, *weights]; flags = (has_biases, has_projections, bidirectional).
+    Without `direction`: the values are (output, h_n, c_n) and the gradients those of
+    cotangents . (output, h_n, c_n). With `direction` (tangents of the primals, None for 0):
+    the values are (output, h_n, c_n, d_output, d_h_n, d_c_n), the layer and its tangent along
+    direction (fastlstm.reference.lstm_reference_jvp), and `cotangents` has six entries, the
+    last three paired with the tangents: a second-order pullback. None cotangents are zero.
+    Returns (values, gradients w.r.t. primals)."""
+    from .reference import lstm_reference, lstm_reference_jvp
+
+    has_biases, has_projections, bidirectional = flags
+
+    def layer(input, h0, c0, *weights):
+        if direction is None:
+            return lstm_reference(input, lengths, h0, c0, list(weights), 1, has_biases,
+                                  bidirectional, has_projections)
+        values, tangents = lstm_reference_jvp(input, lengths, h0, c0, list(weights),
+                                              tuple(direction), 1, has_biases,
+                                              bidirectional, has_projections)
+        return (*values, *tangents)
+
+    values, pullback = torch.func.vjp(layer, *primals)
+    cotangents = tuple(torch.zeros_like(v) if c is None else c
+                       for v, c in zip(values, cotangents))
+    return values, pullback(cotangents)
+
+
+def _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n):
+    """The first-order gradients as a differentiable function (for create_graph=True):
+    reference_pullback from the saved inputs, which keep their own graph."""
     input, lengths, h0, c0, _reserve, *weights = ctx.saved_tensors
-    has_biases, has_projections, bidirectional = ctx.flags
-    wrt = [input, h0, c0, *weights]
-    needed = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3],
-              *[ctx.needs_input_grad[4]] * len(weights)]
-    needed = [need and t.requires_grad for t, need in zip(wrt, needed)]
-    inputs = [t for t, need in zip(wrt, needed) if need]
-    if not inputs:
+    needed = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]]
+    if not any(needed) and not ctx.needs_input_grad[4]:
         return (None,) * 8
-    with torch.enable_grad():
-        outputs = lstm_reference(input, lengths, h0, c0, weights, 1, has_biases, bidirectional,
-                                 has_projections)
-        pairs = [(o, g) for o, g in zip(outputs, (grad_output, grad_h_n, grad_c_n))
-                 if g is not None]
-        grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
-                                    create_graph=True, allow_unused=True)
-    it = iter(grads)
-    full = [next(it) if need else None for need in needed]
-    full = [torch.zeros_like(t) if need and g is None else g
-            for t, g, need in zip(wrt, full, needed)]
-    if ctx.needs_input_grad[4]:
-        full[3:] = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, full[3:])]
-    return (full[0], None, full[1], full[2], full[3:], None, None, None)
+    _, grads = reference_pullback([input, h0, c0, *weights], lengths, ctx.flags,
+                                  (grad_output, grad_h_n, grad_c_n))
+    grad_input, grad_h0, grad_c0 = (g if need else None for g, need in zip(grads, needed))
+    grad_weights = list(grads[3:]) if ctx.needs_input_grad[4] else None
+    return (grad_input, None, grad_h0, grad_c0, grad_weights, None, None, None)
 
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
@@ -254,14 +268,15 @@ torch.library.register_autograd("fastlstm::lstm_layer_forward", _backward,
 
 
 # The backward op has no derivative of its own. A create_graph=True backward does not call it
-# (_backward takes _differentiable_backward then); should it still be recorded (under
-# torch.func, or by a direct call), a second backward must fail loudly rather than give zeros,
-# which PyTorch's fallback would do without this registration.
+# (_backward takes _differentiable_backward then), nor does torch.func (LayerBackward runs it
+# below autograd and has derivatives of its own); should it still be recorded (by a direct
+# call), a second backward must fail loudly rather than give zeros, which PyTorch's fallback
+# would do without this registration.
 DOUBLE_BACKWARD_MESSAGE = (
     "fastlstm: double backward (gradients of gradients, e.g. torch.autograd.grad(..., "
     "create_graph=True) followed by a second backward, or gradgradcheck) is not supported "
     "yet here: fastlstm.lstm_layer_backward has no derivative (a create_graph=True backward "
-    "through fastlstm.LSTM outside torch.func does support it)")
+    "through fastlstm.LSTM, and torch.func's grad(grad(f)) over it, do support it)")
 
 
 def _backward_setup_context(ctx, inputs, output):
@@ -279,23 +294,32 @@ torch.library.register_autograd("fastlstm::_layer_backward_tensors", _double_bac
 
 
 # ---------------------------------------------------------------------------------------------
-# torch.func (grad, vjp, jacrev, vmap, ...) and forward-mode AD.
+# torch.func (grad, vjp, jacrev, jvp, jacfwd, hessian, vmap, ...) and forward-mode AD.
 #
 # register_autograd above makes an autograd.Function whose forward takes ctx (no
 # setup_context), which torch.func refuses ("must override the setup_context staticmethod"),
-# and forward-mode AD through it silently gives zero tangents. Under a torch.func transform or
-# a forward-AD dual level, fastlstm.functional therefore calls LayerForward below instead:
-# the same op and backward, with setup_context (grad, vjp, jacrev), a generated vmap rule over
-# the ops' loop batching rules (vmap, jacrev, is_grads_batched=True), and a jvp that raises.
+# and which has no forward-mode rule. Under a torch.func transform or a forward-AD dual level,
+# fastlstm.functional therefore calls LayerForward below instead: the same op and native
+# backward, with setup_context (grad, vjp, jacrev), a generated vmap rule over the ops' loop
+# batching rules (vmap, jacrev, is_grads_batched=True), and a jvp (jvp, jacfwd, forward_ad).
+# Its backward is LayerBackward: the native backward op, whose own derivatives (jvp for
+# hessian = jacfwd(jacrev), backward for grad(grad)) recompute the layer with
+# fastlstm.reference.
 
-FORWARD_AD_MESSAGE = (
-    "fastlstm: forward-mode AD (torch.func.jvp, torch.func.jacfwd, torch.autograd.forward_ad, "
-    "hessian) is not supported: fastlstm.lstm_layer_forward has no forward-mode derivative. "
-    "Use reverse mode (torch.func.vjp, torch.func.jacrev, torch.autograd.grad) instead")
+
+def _flat_layer_args(ctx):
+    """(primals [input, h0, c0, *weights], lengths) saved by LayerForward.setup_context."""
+    input, lengths, h0, c0, _reserve, *weights = ctx.saved_tensors
+    return [input, h0, c0, *weights], lengths
 
 
 class LayerForward(torch.autograd.Function):
-    """lstm_layer_forward as an autograd.Function that torch.func can transform."""
+    """lstm_layer_forward as an autograd.Function that torch.func can transform.
+
+    Forward mode (jvp): the primal outputs are the native op's; their tangents come from
+    fastlstm.reference.lstm_reference_jvp, the linearised recurrence in plain PyTorch (one
+    Python step per time step, the primal recomputed alongside): exactly 0 past each
+    sequence's end, and differentiable, so reverse-over-forward works too."""
 
     generate_vmap_rule = True
 
@@ -309,7 +333,9 @@ class LayerForward(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, lengths, h0, c0, has_biases, has_projections, bidirectional, *weights = inputs
-        ctx.save_for_backward(input, lengths.clone(), h0, c0, output[3], *weights)
+        saved = (input, lengths.clone(), h0, c0, output[3], *weights)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
         ctx.flags = (has_biases, has_projections, bidirectional)
         ctx.mark_non_differentiable(output[3])
 
@@ -324,13 +350,28 @@ class LayerForward(torch.autograd.Function):
                 None, *grad_weights)
 
     @staticmethod
-    def jvp(ctx, *tangents):
-        raise RuntimeError(FORWARD_AD_MESSAGE)
+    def jvp(ctx, d_input, _d_lengths, d_h0, d_c0, _d_biases, _d_projections, _d_bidirectional,
+            *d_weights):
+        from .reference import lstm_reference_jvp
+
+        (input, h0, c0, *weights), lengths = _flat_layer_args(ctx)
+        has_biases, has_projections, bidirectional = ctx.flags
+        _, (d_output, d_h_n, d_c_n) = lstm_reference_jvp(
+            input, lengths, h0, c0, weights, (d_input, d_h0, d_c0, *d_weights), 1, has_biases,
+            bidirectional, has_projections)
+        return d_output, d_h_n, d_c_n, None
 
 
 class LayerBackward(torch.autograd.Function):
     """lstm_layer_backward for LayerForward: torch.func runs backwards with create_graph,
-    which needs an autograd.Function with setup_context; differentiating it raises."""
+    which needs an autograd.Function with setup_context. Its output is G = J^T u, the
+    layer's Jacobian J at the primals p = (input, h0, c0, weights) applied to the cotangents
+    u = (grad_output, grad_h_n, grad_c_n). Its derivatives go through reference_pullback
+    (the layer recomputed by fastlstm.reference), with f the layer and J d its tangent along d:
+    - jvp (tangents dp, du): dG = J^T du + d/dp (u . J dp), one pullback of
+      (du, u) . (f(p), J dp) -- used by hessian = jacfwd(jacrev(f));
+    - backward (cotangent v on G): u gets J v and p gets d/dp (u . J v), one pullback of
+      (0, u) . (f(p), J v) -- used by grad(grad(f))."""
 
     generate_vmap_rule = True
 
@@ -345,15 +386,47 @@ class LayerBackward(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        pass
+        (grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, _reserve, has_biases,
+         has_projections, bidirectional, input_requires_grad, *weights) = inputs
+        saved = (grad_output, grad_h_n, grad_c_n, input, lengths.clone(), h0, c0, *weights)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.flags = (has_biases, has_projections, bidirectional)
+        ctx.input_requires_grad = input_requires_grad
+        ctx.has_cotangent = [g is not None for g in (grad_output, grad_h_n, grad_c_n)]
 
     @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(DOUBLE_BACKWARD_MESSAGE)
+    def _saved(ctx):
+        grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, *weights = ctx.saved_tensors
+        return [grad_output, grad_h_n, grad_c_n], [input, h0, c0, *weights], lengths
 
     @staticmethod
-    def jvp(ctx, *tangents):
-        raise RuntimeError(FORWARD_AD_MESSAGE)
+    def backward(ctx, grad_grad_input, grad_grad_h0, grad_grad_c0, *grad_grad_weights):
+        cotangents, primals, lengths = LayerBackward._saved(ctx)
+        if not ctx.input_requires_grad:
+            grad_grad_input = None  # grad_input was an empty placeholder
+        direction = [grad_grad_input, grad_grad_h0, grad_grad_c0, *grad_grad_weights]
+        values, grads = reference_pullback(primals, lengths, ctx.flags,
+                                           (None, None, None, *cotangents), direction)
+        # The cotangents enter G linearly: their gradient is J v, the tangent of the layer.
+        grad_cotangents = [v if has else None for v, has in zip(values[3:], ctx.has_cotangent)]
+        grad_input, grad_h0, grad_c0, *grad_weights = grads
+        return (*grad_cotangents, grad_input, None, grad_h0, grad_c0, None, None, None, None,
+                None, *grad_weights)
+
+    @staticmethod
+    def jvp(ctx, d_grad_output, d_grad_h_n, d_grad_c_n, d_input, _d_lengths, d_h0, d_c0,
+            _d_reserve, _d_biases, _d_projections, _d_bidirectional, _d_input_requires_grad,
+            *d_weights):
+        cotangents, primals, lengths = LayerBackward._saved(ctx)
+        direction = [d_input, d_h0, d_c0, *d_weights]
+        _, grads = reference_pullback(primals, lengths, ctx.flags,
+                                      (d_grad_output, d_grad_h_n, d_grad_c_n, *cotangents),
+                                      direction)
+        d_grad_input, d_grad_h0, d_grad_c0, *d_grad_weights = grads
+        if not ctx.input_requires_grad:
+            d_grad_input = primals[0].new_zeros(0)  # the empty placeholder's tangent
+        return (d_grad_input, d_grad_h0, d_grad_c0, *d_grad_weights)
 
 
 def transforms_active() -> bool:
@@ -367,8 +440,23 @@ def transforms_active() -> bool:
 def layer_forward_any(input, lengths, h0, c0, weights, has_biases, has_projections,
                       bidirectional):
     """The op, or LayerForward under torch.func / forward AD (never while compiling: there the
-    op, with its fake kernel and autograd registration, is what gets traced)."""
+    op, with its fake kernel and autograd registration, is what gets traced). Under two or more
+    forward-mode levels (forward over forward: jacfwd(jacfwd(f)), a jvp of a hessian), the
+    layer is fastlstm.reference instead, reserve None: PyTorch runs an autograd.Function's jvp
+    with forward AD off, so the outer level would not see how LayerForward's tangent depends on
+    the primals, and its derivatives would be wrong."""
     if not torch.compiler.is_compiling() and transforms_active():
+        # The torch.func forward-mode levels, counted inline: a helper function would be a
+        # frame that dynamo tries to trace (and warns about) when a torch.compile'd model is
+        # called under torch.func.jvp and falls back to eager.
+        jvp_levels = 0
+        for interpreter in torch._C._functorch.get_interpreter_stack() or ():
+            jvp_levels += interpreter.key() == torch._C._functorch.TransformType.Jvp
+        if jvp_levels > 1:
+            from .reference import lstm_reference
+
+            return (*lstm_reference(input, lengths, h0, c0, list(weights), 1, has_biases,
+                                    bidirectional, has_projections), None)
         return LayerForward.apply(input, lengths, h0, c0, has_biases, has_projections,
                                   bidirectional, *weights)
     return layer_forward(input, lengths, h0, c0, weights, has_biases, has_projections,

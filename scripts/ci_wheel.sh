@@ -37,7 +37,7 @@ grep -vE '^(#|torch==|ninja|setuptools|wheel|$)' "$root/requirements-dev.txt" > 
 for spec in "${envs[@]}"; do
   python=${spec%%:*}
   torch_spec=${spec#*:}
-  name=$(basename "$python")-${torch_spec#torch==}
+  name=$("$python" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')-${torch_spec#torch==}
   t0=$SECONDS
   venv="$tmp/venv-$name"
   "$python" -m venv "$venv"
@@ -54,8 +54,11 @@ EOF
   (cd "$tmp" && cp "$root/scripts/wheel_smoke.py" . &&
      "$py" -I wheel_smoke.py "$wheel" --source "$root/fastlstm" "${expect_cuda[@]}")
   # CI=true: a skip fails unless the machine lacks the hardware (tests/conftest.py).
+  # test_docs.py checks that the files the docs name exist in the repository, fastlstm/ among
+  # them: it is about the checkout, not the wheel (make test runs it).
   (cd "$tree" && CI=true "$py" -m pytest -q -rs -p no:cacheprovider tests \
-     ${CI_WHEEL_PYTEST_ARGS:-}) || { echo "ci-wheel: the test suite failed with $name" >&2; exit 1; }
+     --deselect tests/test_docs.py ${CI_WHEEL_PYTEST_ARGS:-}) ||
+    { echo "ci-wheel: the test suite failed with $name" >&2; exit 1; }
   echo "ci-wheel: $(basename "$wheel") passed with $name: setup ${t_setup}s," \
        "total $((SECONDS - t0))s"
 done

@@ -15,8 +15,17 @@ wheel=$(realpath "$1")
 shift
 expect_cuda=("$@")
 root=$(cd "$(dirname "$0")/.." && pwd)
-py311="${PY311:-$(command -v python3.11 || echo /root/.pyenv/versions/3.11.7/bin/python)}"
-py312="${PY312:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python)}"
+# The first interpreter of that version that runs (a pyenv shim may exist and refuse).
+find_python() {
+  local c
+  for c in /root/.pyenv/versions/"$1".*/bin/python "python$1" /usr/bin/python"$1"; do
+    if "$c" -c 'import sys' >/dev/null 2>&1; then command -v "$c"; return; fi
+  done
+  echo "ci-wheel: no working Python $1" >&2
+  return 1
+}
+py311="${PY311:-$(find_python 3.11)}"
+py312="${PY312:-$(find_python 3.12)}"
 envs=(${CI_WHEEL_ENVS:-"$py311:torch==2.14.1" "$py312:torch==2.11.0"})
 tmp=$(mktemp -d /tmp/fastlstm-ci-wheel.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT

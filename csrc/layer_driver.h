@@ -26,6 +26,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "layer_io.h"
@@ -156,11 +157,24 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
   }
 }
 
-// Rows of the packed input projected per GEMM in layer_inference: about 1 MiB of Acc gates,
-// and at least one step's rows.
+// Bytes of Acc gates that layer_inference projects per input GEMM: FASTLSTM_INFERENCE_CHUNK_KIB
+// KiB, default 256. Larger chunks mean fewer, larger GEMMs but more memory per layer.
+inline int64_t inference_chunk_bytes() {
+  static const int64_t bytes = [] {
+    const char* v = std::getenv("FASTLSTM_INFERENCE_CHUNK_KIB");
+    const int64_t kib = v != nullptr ? std::atoll(v) : 256;
+    return std::max<int64_t>(1, kib) * 1024;
+  }();
+  return bytes;
+}
+
+// Rows of the packed input projected per GEMM in layer_inference: inference_chunk_bytes of Acc
+// gates, but at least one step's rows, and at least 128 rows (a GEMM of fewer rows runs well
+// below the BLAS's speed; at H = 512 that is 1 MiB of gates).
 template <typename Acc>
 int64_t inference_chunk_rows(const LayerDims& d) {
-  return std::max<int64_t>(d.B, (int64_t{1} << 20) / (4 * d.H * int64_t(sizeof(Acc))));
+  constexpr int64_t kMinRows = 128;
+  return std::max({d.B, kMinRows, inference_chunk_bytes() / (4 * d.H * int64_t(sizeof(Acc)))});
 }
 
 // The forward without a reserve, for when no gradient is needed. Same results as

@@ -58,8 +58,9 @@ def test_parity_core_grid(mode, num_layers, bidirectional, proj_size, bias, kind
 @pytest.mark.parametrize("mode", list(GRAD_MODES))
 @pytest.mark.parametrize("bidirectional,proj_size", [(False, 0), (True, 0), (True, 48)])
 def test_parity_many_chunks(mode, bidirectional, proj_size):
-    """Enough valid tokens that the input projection runs in several chunks (about 1 MiB of
-    gates each: 256 float64 rows at H=128), with lengths that end inside chunks."""
+    """Enough valid tokens that the input projection runs in several chunks (256 KiB of gates
+    and at least 128 rows each: 128 float64 rows at H=128), with lengths that end inside
+    chunks."""
     T, B, I, H = 80, 64, 8, 128
     gen = torch.Generator().manual_seed(5)
     lengths = torch.randint(0, T + 1, (B,), generator=gen).tolist()

@@ -62,6 +62,9 @@ esac
 [ "$rehearse" = 1 ] || rehearse=0
 
 PY="${PYTHON:-python3}"
+# An absolute path (not resolved through links: a venv's python must stay the venv's), since
+# some steps run from other folders.
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
 budget="${FASTLSTM_SESSION_BUDGET:-550}"
 wheel_needs="${FASTLSTM_WHEEL_STAGE_NEEDS:-150}"
 bench_config="${FASTLSTM_BENCH_CONFIG:-benchmarks/configs/gpu_session.json}"
@@ -158,9 +161,9 @@ sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastlstm::lstm_laye
     >> "$log" 2>&1
 }
 
-# Puts the wheel's extension into the checkout's fastlstm/.
+# Puts the wheel's extension into DEST/fastlstm/ (the checkout's, on the GPU machine).
 extract_extension() {
-  "$PY" - "$1" "$root" <<'EOF'
+  "$PY" - "$1" "$2" <<'EOF'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     names = [n for n in z.namelist() if n.startswith("fastlstm/_C") and n.endswith(".so")]
@@ -183,16 +186,22 @@ run_build() {
     # No compile: install the wheel, and put its extension into the checkout's fastlstm/ too,
     # since the later stages run from the checkout (python -m puts it first on sys.path).
     how="prebuilt wheel $(basename "$wheel")"
+    local where="$root"
     if [ "$rehearse" = 1 ]; then
-      how="rehearsal: $how: pip install --dry-run"
-      "$PY" -m pip install --no-deps --no-index --dry-run "$wheel" > "$work/build.log" 2>&1
+      # Nothing installed and the checkout untouched: pip's dry run, then the wheel's extension
+      # beside a copy of the package in a scratch folder, imported from there.
+      how="rehearsal: $how: pip install --dry-run, its extension loaded from a scratch copy"
+      where="$work/prebuilt"
+      mkdir -p "$where/fastlstm" && cp "$root"/fastlstm/*.py "$where/fastlstm/"
+      "$PY" -m pip install --no-deps --no-index --dry-run "$wheel" > "$work/build.log" 2>&1 &&
+        extract_extension "$wheel" "$where" >> "$work/build.log" 2>&1
     else
       "$PY" -m pip install --no-deps --no-index --force-reinstall "$wheel" > "$work/build.log" 2>&1 &&
-        extract_extension "$wheel" >> "$work/build.log" 2>&1
+        extract_extension "$wheel" "$root" >> "$work/build.log" 2>&1
     fi
     rc=$?
     append_log "$work/build.log"
-    if [ $rc -eq 0 ] && kernels_import $key; then
+    if [ $rc -eq 0 ] && (cd "$where" && PYTHONPATH="$where" kernels_import $key); then
       record build PASS $((SECONDS - t0)) "$how"
       return 0
     fi

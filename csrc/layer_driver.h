@@ -60,6 +60,29 @@ Tensor sorted_rows(typename Backend::Context& ctx, const S* src, int64_t B, int6
   return dst;
 }
 
+// Direction dir's h0 [B, Hout] (type T) and c0 [B, H] (type Acc), rows in sorted order.
+template <typename Backend, typename T>
+Tensor sorted_h0(typename Backend::Context& ctx, const LayerDims& d, const LayerTensors& in,
+                 const int64_t* order, int64_t dir) {
+  return sorted_rows<Backend, T, T>(ctx, cptr<T>(in.h0) + dir * d.B * d.Hout, d.B, d.Hout, order,
+                                    in.input);
+}
+template <typename Backend, typename T, typename Acc>
+Tensor sorted_c0(typename Backend::Context& ctx, const LayerDims& d, const LayerTensors& in,
+                 const int64_t* order, int64_t dir) {
+  return sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * d.B * d.H, d.B, d.H, order,
+                                      in.input);
+}
+
+// b_ih + b_hh [4H] of one direction, type Acc (zeros without biases).
+template <typename Backend, typename T, typename Acc>
+Tensor combined_bias(typename Backend::Context& ctx, const LayerDims& d,
+                     const DirectionWeights<T>& w, const Tensor& like) {
+  Tensor bias = empty_like_device({4 * d.H}, dtype_of<Acc>(), like);
+  Backend::template combine_bias<T, Acc>(ctx, 4 * d.H, ptr<Acc>(bias), w.b_ih, w.b_hh);
+  return bias;
+}
+
 // Every valid token of input [T, B, I] (any strides, the last 1) in packed order: [N, I].
 template <typename Backend, typename T>
 Tensor packed_input(typename Backend::Context& ctx, const Schedule& s, const Tensor& input) {
@@ -87,12 +110,9 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
     // Input projection of every valid token: one GEMM over all of them.
     Backend::template gemm<T, Acc>(ctx, false, true, N, G, I, cptr<T>(x), I, w.w_ih, I,
                                    0, r.gates, G);
-    h0s[dir] = sorted_rows<Backend, T, T>(ctx, cptr<T>(in.h0) + dir * B * Ho, B, Ho,
-                                          order, in.input);
-    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
-                                            order, in.input);
-    bias[dir] = empty_like_device({G}, dtype_of<Acc>(), in.input);
-    Backend::template combine_bias<T, Acc>(ctx, G, ptr<Acc>(bias[dir]), w.b_ih, w.b_hh);
+    h0s[dir] = sorted_h0<Backend, T>(ctx, d, in, order, dir);
+    c0s[dir] = sorted_c0<Backend, T, Acc>(ctx, d, in, order, dir);
+    bias[dir] = combined_bias<Backend, T, Acc>(ctx, d, w, in.input);
     // Rows past N are never read; zero them so that the reserve is deterministic.
     const int64_t tail = d.T * B - N;
     Backend::template zero_rows<Acc>(ctx, tail, H, r.cell + N * H, H, nullptr);
@@ -198,15 +218,11 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
   std::vector<Tensor> h0s(d.D), c0s(d.D), bias(d.D), outs(d.D), cfin(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);
-    h0s[dir] = sorted_rows<Backend, T, T>(ctx, cptr<T>(in.h0) + dir * B * Ho, B, Ho,
-                                          order, in.input);
-    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
-                                            order, in.input);
+    h0s[dir] = sorted_h0<Backend, T>(ctx, d, in, order, dir);
+    c0s[dir] = sorted_c0<Backend, T, Acc>(ctx, d, in, order, dir);
     // Final cell state per sorted row; rows of length 0 keep c0.
-    cfin[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
-                                             order, in.input);
-    bias[dir] = empty_like_device({G}, dtype_of<Acc>(), in.input);
-    Backend::template combine_bias<T, Acc>(ctx, G, ptr<Acc>(bias[dir]), w.b_ih, w.b_hh);
+    cfin[dir] = sorted_c0<Backend, T, Acc>(ctx, d, in, order, dir);
+    bias[dir] = combined_bias<Backend, T, Acc>(ctx, d, w, in.input);
     outs[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
   }
 
@@ -320,10 +336,8 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
     if (grad_c_n.defined())
       Backend::template copy_rows<Acc, T>(ctx, B, H, ptr<Acc>(dc[dir]), H, nullptr,
                                           cptr<T>(grad_c_n) + dir * B * H, H, order);
-    h0s[dir] = sorted_rows<Backend, T, T>(ctx, cptr<T>(in.h0) + dir * B * Ho, B, Ho,
-                                          order, in.input);
-    c0s[dir] = sorted_rows<Backend, Acc, T>(ctx, cptr<T>(in.c0) + dir * B * H, B, H,
-                                            order, in.input);
+    h0s[dir] = sorted_h0<Backend, T>(ctx, d, in, order, dir);
+    c0s[dir] = sorted_c0<Backend, T, Acc>(ctx, d, in, order, dir);
     if (grad_output.defined()) {
       dy[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
       Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(dy[dir]), Ho, nullptr,

@@ -5,8 +5,8 @@ length 1 and one of length 5,000, bidirectional, H=128, inference (torch.inferen
 
 Contenders, interleaved, median time and peak resident memory (benchmarks/memory.py):
   fastlstm             fastlstm.LSTM(x, lengths=...) (the reserve-free op)
-  fastlstm (reserve)   torch.ops.fastlstm.lstm_layer_forward, the op inference used before
-                       lstm_layer_inference existed: reserve sized by the padded T x B
+  fastlstm (reserve)   torch.ops.fastlstm.lstm_layer_forward, the training forward, whose
+                       reserve for the backward holds one row per valid token
   nn.LSTM packed       pack_padded_sequence -> nn.LSTM -> pad_packed_sequence
 """
 

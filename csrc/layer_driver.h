@@ -106,15 +106,15 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
   std::vector<Tensor> h0s(d.D), c0s(d.D), bias(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);
-    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     // Input projection of every valid token: one GEMM over all of them.
     Backend::template gemm<T, Acc>(ctx, false, true, N, G, I, cptr<T>(x), I, w.w_ih, I,
                                    0, r.gates, G);
     h0s[dir] = sorted_h0<Backend, T>(ctx, d, in, order, dir);
     c0s[dir] = sorted_c0<Backend, T, Acc>(ctx, d, in, order, dir);
     bias[dir] = combined_bias<Backend, T, Acc>(ctx, d, w, in.input);
-    // Rows past N are never read; zero them so that the reserve is deterministic.
-    const int64_t tail = d.T * B - N;
+    // A padded reserve's rows past N are never read; zero them so that it is deterministic.
+    const int64_t tail = in.reserve_rows - N;
     Backend::template zero_rows<Acc>(ctx, tail, H, r.cell + N * H, H, nullptr);
     Backend::template zero_rows<Acc>(ctx, tail, G, r.gates + N * G, G, nullptr);
     Backend::template zero_rows<T>(ctx, tail, Ho, r.out + N * Ho, Ho, nullptr);
@@ -125,12 +125,13 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
   for (int64_t dir = 0; dir < d.D; ++dir)
     rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, cptr<Acc>(bias[dir]),
                 cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
-                reserve_blocks<T, Acc>(d, reserve, dir), nullptr, nullptr, nullptr, nullptr};
+                reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir), nullptr, nullptr,
+                nullptr, nullptr};
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
-    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     const T* h0d = cptr<T>(h0s[dir]);
     const Acc* c0d = cptr<Acc>(c0s[dir]);
     const Acc* b = cptr<Acc>(bias[dir]);
@@ -158,7 +159,7 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
   Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
                                  ptr<T>(output), d.D * Ho, ctx.indices(s.padding_tb));
   for (int64_t dir = 0; dir < d.D; ++dir) {
-    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(output) + dir * Ho, d.D * Ho,
                                       token_tb, r.out, Ho, nullptr);
     // Final state: each sequence's own last step, or h0/c0 for an empty sequence.
@@ -350,14 +351,14 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
   for (int64_t dir = 0; dir < d.D; ++dir)
     rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, nullptr,
                 cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
-                reserve_blocks<T, Acc>(d, reserve, dir),
+                reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir),
                 dy[dir].defined() ? cptr<T>(dy[dir]) : nullptr,
                 ptr<Acc>(dh[dir]), ptr<Acc>(dc[dir]), ptr<T>(dgates[dir])};
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
-    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     Acc* dhp = ptr<Acc>(dh[dir]);
     Acc* dcp = ptr<Acc>(dc[dir]);
     T* dg = ptr<T>(dgates[dir]);
@@ -395,7 +396,7 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
       input_requires_grad ? empty_like_device({N, I}, dtype_of<Acc>(), in.input) : Tensor();
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);
-    const auto r = reserve_blocks<T, Acc>(d, reserve, dir);
+    const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     const T* dg = cptr<T>(dgates[dir]);
     int64_t k = dir * d.weights_per_dir();
     Tensor dw_ih = empty_like_device({G, I}, dtype_of<Acc>(), in.input);

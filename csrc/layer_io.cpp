@@ -20,13 +20,13 @@ int64_t acc_size(const Tensor& input) {
   return t == kHalf || t == kBFloat16 ? 4 : static_cast<int64_t>(input.element_size());
 }
 
-Tensor allocate_reserve(const LayerDims& d, const Tensor& input) {
+Tensor allocate_reserve(const LayerDims& d, int64_t rows, const Tensor& input) {
   const int64_t t_size = input.element_size(), a_size = acc_size(input);
-  const int64_t per_dir = d.reserve_bytes_per_dir(t_size, a_size);
+  const int64_t per_dir = d.reserve_bytes_per_dir(rows, t_size, a_size);
   Tensor reserve = empty_like_device({d.D * per_dir}, kByte, input);
   // The alignment padding after each direction's blocks is never written: zero it, so that
   // the reserve is deterministic.
-  const int64_t used = d.reserve_used_bytes_per_dir(t_size, a_size);
+  const int64_t used = d.reserve_used_bytes_per_dir(rows, t_size, a_size);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     Tensor pad = narrowed(reserve, 0, dir * per_dir + used, per_dir - used);
     torch::stable::zero_(pad);
@@ -53,17 +53,30 @@ BackwardGrads check_backward_args(const LayerDims& d, const Tensor& input,
   check_grad_arg(g.grad_output, "grad_output", {d.T, d.B, d.D * d.Hout}, input);
   check_grad_arg(g.grad_h_n, "grad_h_n", {d.D, d.B, d.Hout}, input);
   check_grad_arg(g.grad_c_n, "grad_c_n", {d.D, d.B, d.H}, input);
-  const int64_t bytes = d.D * d.reserve_bytes_per_dir(input.element_size(), acc_size(input));
-  FASTLSTM_CHECK_VALUE(reserve.dim() == 1 && reserve.numel() == bytes &&
-                           reserve.scalar_type() == kByte && reserve.is_contiguous(),
-                       "fastlstm: reserve must be the contiguous 1-D uint8 [", bytes,
-                       "] tensor the forward returned, got ", text(reserve.sizes()),
-                       " of dtype ", text(reserve.scalar_type()),
+  FASTLSTM_CHECK_VALUE(reserve.dim() == 1 && reserve.scalar_type() == kByte &&
+                           reserve.is_contiguous(),
+                       "fastlstm: reserve must be the contiguous 1-D uint8 tensor the forward "
+                       "returned, got ", text(reserve.sizes()), " of dtype ",
+                       text(reserve.scalar_type()),
                        reserve.is_contiguous() ? "" : ", not contiguous");
   FASTLSTM_CHECK_VALUE(same_device(reserve, input),
                        "fastlstm: reserve must be on the input's device ", text(input.device()),
                        ", got ", text(reserve.device()));
   return g;
+}
+
+int64_t reserve_rows(const LayerDims& d, int64_t tokens, const Tensor& input,
+                     const Tensor& reserve) {
+  const auto bytes = [&](int64_t rows) {
+    return d.D * d.reserve_bytes_per_dir(rows, input.element_size(), acc_size(input));
+  };
+  if (reserve.numel() == bytes(tokens)) return tokens;
+  FASTLSTM_CHECK_VALUE(reserve.numel() == bytes(d.T * d.B),
+                       "fastlstm: reserve must be the uint8 [", bytes(tokens),
+                       "] tensor the forward returned for these lengths (", tokens,
+                       " valid tokens), or [", bytes(d.T * d.B), "] with padded_reserve, got ",
+                       text(reserve.sizes()));
+  return d.T * d.B;
 }
 
 BackwardOutputs allocate_backward_outputs(const LayerDims& d, const LayerTensors& in,

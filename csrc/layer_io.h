@@ -11,9 +11,10 @@
 namespace fastlstm {
 
 // Tensors of one layer call: input [T, B, I] with input.stride(2) == 1; h0, c0 and weights
-// contiguous; reserve uint8 (see LayerDims::reserve_bytes_per_dir).
+// contiguous; reserve uint8 of reserve_rows rows per block (LayerDims::reserve_bytes_per_dir).
 struct LayerTensors {
   Tensor input, h0, c0, reserve;
+  int64_t reserve_rows = 0;  // N, or T * B for a padded reserve
   std::vector<Tensor> weights;
 };
 
@@ -23,8 +24,9 @@ LayerTensors prepare_layer_tensors(const Tensor& input, const Tensor& h0,
 // Bytes of the accumulation type for this input: float for half/bfloat16, else the dtype.
 int64_t acc_size(const Tensor& input);
 
-// The reserve the forward returns, uninitialised but for its alignment padding.
-Tensor allocate_reserve(const LayerDims& d, const Tensor& input);
+// The reserve the forward returns for `rows` = N valid tokens, uninitialised but for its
+// alignment padding.
+Tensor allocate_reserve(const LayerDims& d, int64_t rows, const Tensor& input);
 
 struct ForwardOutputs {
   Tensor output;  // [T, B, D*Hout]
@@ -44,6 +46,11 @@ BackwardGrads check_backward_args(const LayerDims& d, const Tensor& input,
                                   const std::optional<Tensor>& grad_h_n,
                                   const std::optional<Tensor>& grad_c_n,
                                   const Tensor& reserve);
+
+// The rows of a reserve the forward returned for these lengths, N valid tokens: N, or T * B
+// for a padded reserve. Any other size is an error. (check_backward_args has checked the rest.)
+int64_t reserve_rows(const LayerDims& d, int64_t tokens, const Tensor& input,
+                     const Tensor& reserve);
 
 struct BackwardOutputs {
   Tensor grad_input;  // [T, B, I], or [0] when the input needs no gradient

@@ -31,13 +31,15 @@ void dispatch_dtype(ScalarType dtype, F&& f) {
   FASTLSTM_CHECK_VALUE(false, "fastlstm: no kernel for dtype ", text(dtype));
 }
 
+// padded_reserve: a reserve of T * B rows rather than N (see lstm_layer_forward in ops.cpp).
 template <typename Backend, bool kHalfTypes>
 std::tuple<Tensor, Tensor, Tensor, Tensor> run_layer_forward(
     const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
-    const Tensor& c0, const std::vector<Tensor>& weights) {
+    const Tensor& c0, const std::vector<Tensor>& weights, bool padded_reserve) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
-  in.reserve = allocate_reserve(d, input);
+  in.reserve_rows = padded_reserve ? d.T * d.B : s.total;
+  in.reserve = allocate_reserve(d, in.reserve_rows, input);
   ForwardOutputs out = allocate_forward_outputs(d, input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
@@ -69,6 +71,7 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> run_layer_backward(
   const Schedule s = schedule_from_lengths(lengths, d.T);
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve = reserve;
+  in.reserve_rows = reserve_rows(d, s.total, input, reserve);
   BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);

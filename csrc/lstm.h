@@ -7,7 +7,8 @@
 //   weights  per direction: w_ih [4H, I], w_hh [4H, Hout], (b_ih [4H], b_hh [4H]), (w_hr [Hout, H])
 //   output   [T, B, D*Hout]   exactly 0 past each length
 //   h_n      [D, B, Hout]     c_n [D, B, H]   taken at each sequence's own last step
-//   reserve  uint8 [D * reserve_bytes_per_dir]  what backward needs; layout below, opaque to Python
+//   reserve  uint8 [D * reserve_bytes_per_dir(N)]  what backward needs (N = sum(lengths));
+//                              layout below, opaque to Python
 #pragma once
 
 #include <cstdint>
@@ -33,20 +34,22 @@ struct LayerDims {
   // Tensors per direction in `weights`, in nn.LSTM's order: w_ih, w_hh, [b_ih, b_hh], [w_hr].
   int64_t weights_per_dir() const { return 2 + (has_biases ? 2 : 0) + (has_proj ? 1 : 0); }
 
-  // Reserve of one direction, in bytes: four row blocks of T*B rows each, holding valid tokens
-  // in packed order (time-major, batch sorted by length, descending) in their first
-  // N = sum(lengths) rows. acc is the accumulation type (float for half/bfloat16, else T):
-  //   cell  [T*B, H]    acc  c_t
-  //   gates [T*B, 4H]   acc  activated i, f, g, o
-  //   out   [T*B, Hout] T    the direction's output h_t (after projection)
-  //   hraw  [T*B, H]    T    h_t before projection (only when has_proj)
-  // Sized by T*B, not N, so that shapes never depend on the values of lengths, and rounded up
-  // to 64 bytes so that every block stays aligned. fastlstm/_ops.py mirrors this formula.
-  int64_t reserve_used_bytes_per_dir(int64_t t_size, int64_t acc_size) const {
-    return T * B * (5 * H * acc_size + (Hout + (has_proj ? H : 0)) * t_size);
+  // Reserve of one direction, in bytes: four row blocks of `rows` = N = sum(lengths) rows
+  // each, one per valid token, in packed order (time-major, batch sorted by length,
+  // descending). acc is the accumulation type (float for half/bfloat16, else T):
+  //   cell  [N, H]    acc  c_t
+  //   gates [N, 4H]   acc  activated i, f, g, o
+  //   out   [N, Hout] T    the direction's output h_t (after projection)
+  //   hraw  [N, H]    T    h_t before projection (only when has_proj)
+  // Sized by valid tokens, not T*B, so that a padded batch costs no reserve for its padding,
+  // and rounded up to 64 bytes so that every block stays aligned. A padded reserve (the
+  // forward's padded_reserve, for torch.compile graphs, whose shapes cannot depend on the
+  // values of lengths) has rows = T*B, its rows past N zero. fastlstm/_ops.py mirrors this.
+  int64_t reserve_used_bytes_per_dir(int64_t rows, int64_t t_size, int64_t acc_size) const {
+    return rows * (5 * H * acc_size + (Hout + (has_proj ? H : 0)) * t_size);
   }
-  int64_t reserve_bytes_per_dir(int64_t t_size, int64_t acc_size) const {
-    return (reserve_used_bytes_per_dir(t_size, acc_size) + 63) / 64 * 64;
+  int64_t reserve_bytes_per_dir(int64_t rows, int64_t t_size, int64_t acc_size) const {
+    return (reserve_used_bytes_per_dir(rows, t_size, acc_size) + 63) / 64 * 64;
   }
 };
 
@@ -75,10 +78,10 @@ struct DirectionWeights {
 // Row blocks of one direction's reserve (layout in LayerDims::reserve_bytes_per_dir).
 template <typename T, typename Acc>
 struct ReserveBlocks {
-  Acc* cell;   // [T*B, H]
-  Acc* gates;  // [T*B, 4H]
-  T* out;      // [T*B, Hout]
-  T* hraw;     // [T*B, H] or nullptr
+  Acc* cell;   // [N, H]
+  Acc* gates;  // [N, 4H]
+  T* out;      // [N, Hout]
+  T* hraw;     // [N, H] or nullptr
 };
 
 // What the time loop of one direction works on, for a backend that runs the loop whole
@@ -97,11 +100,12 @@ struct Recurrence {
   T* dgates;         // [N, 4H] out
 };
 
+// rows: N, the valid tokens the reserve was sized for.
 template <typename T, typename Acc>
-ReserveBlocks<T, Acc> reserve_blocks(const LayerDims& d, void* reserve, int64_t dir) {
-  const int64_t rows = d.T * d.B;
+ReserveBlocks<T, Acc> reserve_blocks(const LayerDims& d, int64_t rows, void* reserve,
+                                     int64_t dir) {
   char* base = static_cast<char*>(reserve) +
-               dir * d.reserve_bytes_per_dir(sizeof(T), sizeof(Acc));
+               dir * d.reserve_bytes_per_dir(rows, sizeof(T), sizeof(Acc));
   ReserveBlocks<T, Acc> r{};
   r.cell = reinterpret_cast<Acc*>(base);
   r.gates = r.cell + rows * d.H;

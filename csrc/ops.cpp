@@ -5,10 +5,12 @@
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY(fastlstm, m) {
-  // One layer, all its directions. See csrc/lstm.h for every shape.
+  // One layer, all its directions. See csrc/lstm.h for every shape. The reserve holds one row
+  // per valid token, or with padded_reserve one per padded position (T * B): a size that does
+  // not depend on the values of lengths, which a torch.compile graph needs.
   m.def(
       "lstm_layer_forward(Tensor input, Tensor lengths, Tensor h0, Tensor c0, Tensor[] weights, "
-      "bool has_biases, bool has_projections, bool bidirectional) "
+      "bool has_biases, bool has_projections, bool bidirectional, bool padded_reserve=False) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor reserve)");
   // lstm_layer_forward without the reserve, for when no gradient is needed: every buffer is
   // sized by the valid tokens. No autograd formula; fastlstm.functional picks it.

@@ -18,11 +18,12 @@ layer_backward = torch.ops.fastlstm.lstm_layer_backward.default
 layer_inference = torch.ops.fastlstm.lstm_layer_inference.default
 
 
-def reserve_bytes(T, B, H, Hout, D, has_projections, dtype):
-    """Bytes of the uint8 reserve; mirrors LayerDims::reserve_bytes_per_dir in csrc/lstm.h."""
+def reserve_bytes(tokens, H, Hout, D, has_projections, dtype):
+    """Bytes of the uint8 reserve for `tokens` = sum(lengths) valid tokens; mirrors
+    LayerDims::reserve_bytes_per_dir in csrc/lstm.h."""
     t_size = torch.empty((), dtype=dtype, device="meta").element_size()
     acc_size = 4 if dtype in (torch.float16, torch.bfloat16) else t_size
-    per_dir = T * B * (5 * H * acc_size + (Hout + (H if has_projections else 0)) * t_size)
+    per_dir = tokens * (5 * H * acc_size + (Hout + (H if has_projections else 0)) * t_size)
     return D * ((per_dir + 63) // 64 * 64)
 
 
@@ -102,13 +103,18 @@ def check_layer_args(input, lengths, h0, c0, weights, has_biases, has_projection
 
 @torch.library.register_fake("fastlstm::lstm_layer_forward")
 def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_projections,
-                        bidirectional):
+                        bidirectional, padded_reserve=False):
     T, B, H, Hout, D = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                         has_projections, bidirectional)
+    # The reserve holds one row per valid token: its size depends on the values of lengths.
+    # With padded_reserve (under torch.compile), and on meta tensors, which have no values,
+    # it holds one row per padded position, T * B.
+    if padded_reserve or input.device.type == "meta":
+        reserve_size = reserve_bytes(T * B, H, Hout, D, has_projections, input.dtype)
+    else:
+        reserve_size = torch.library.get_ctx().new_dynamic_size()
     return (input.new_empty(T, B, D * Hout), input.new_empty(D, B, Hout),
-            input.new_empty(D, B, H),
-            input.new_empty(reserve_bytes(T, B, H, Hout, D, has_projections, input.dtype),
-                            dtype=torch.uint8))
+            input.new_empty(D, B, H), input.new_empty(reserve_size, dtype=torch.uint8))
 
 
 @torch.library.register_fake("fastlstm::lstm_layer_inference")
@@ -146,7 +152,7 @@ def _layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0
 
 
 def _setup_context(ctx, inputs, output):
-    input, lengths, h0, c0, weights, has_biases, has_projections, bidirectional = inputs
+    input, lengths, h0, c0, weights, has_biases, has_projections, bidirectional = inputs[:8]
     reserve = output[3]
     # A snapshot of the lengths the forward used (B integers): the caller may change its
     # tensor in place after the forward, and the backward must not see that.
@@ -199,7 +205,7 @@ def _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n):
                                   (grad_output, grad_h_n, grad_c_n))
     grad_input, grad_h0, grad_c0 = (g if need else None for g, need in zip(grads, needed))
     grad_weights = list(grads[3:]) if ctx.needs_input_grad[4] else None
-    return (grad_input, None, grad_h0, grad_c0, grad_weights, None, None, None)
+    return (grad_input, None, grad_h0, grad_c0, grad_weights, None, None, None, None)
 
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
@@ -223,8 +229,9 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
             grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, reserve, *ctx.flags,
             input_requires_grad, *padded)
         grad_weights = grad_weights[:len(weights)]
+    # None for lengths and the four flags (has_biases, ..., padded_reserve).
     return (grad_input if input_requires_grad else None, None, grad_h0, grad_c0, grad_weights,
-            None, None, None)
+            None, None, None, None)
 
 
 MAX_WEIGHTS = 10  # one layer at most: 2 directions x (w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -459,8 +466,10 @@ def layer_forward_any(input, lengths, h0, c0, weights, has_biases, has_projectio
                                     bidirectional, has_projections), None)
         return LayerForward.apply(input, lengths, h0, c0, has_biases, has_projections,
                                   bidirectional, *weights)
+    # A compiled graph needs shapes that do not depend on the values of lengths: there the
+    # reserve is sized by the padded T x B (eagerly, by the valid tokens).
     return layer_forward(input, lengths, h0, c0, weights, has_biases, has_projections,
-                         bidirectional)
+                         bidirectional, torch.compiler.is_compiling())
 
 
 def _select(arg, dim, i):
@@ -479,16 +488,23 @@ def _stack(results):
     return torch.stack(results), 0
 
 
-def _loop_batching_rule(op):
-    """vmap by a loop over the batch: the op once per example, results stacked on dim 0."""
+def _padded_reserve(args):
+    """lstm_layer_forward's arguments with padded_reserve on: the examples' lengths may differ,
+    and only reserves sized by the padded T x B have one size to stack."""
+    return args[:8] + (True,)
+
+
+def _loop_batching_rule(op, prepare=tuple):
+    """vmap by a loop over the batch: the op once per example (its arguments adjusted by
+    prepare), results stacked on dim 0."""
     def rule(info, in_dims, *args):
-        results = [op(*[_select(a, d, i) for a, d in zip(args, in_dims)])
+        results = [op(*prepare(tuple(_select(a, d, i) for a, d in zip(args, in_dims))))
                    for i in range(info.batch_size)]
         outs, dims = zip(*[_stack([r[k] for r in results]) for k in range(len(results[0]))])
         return tuple(outs), tuple(dims)
     return rule
 
 
-torch.library.register_vmap("fastlstm::lstm_layer_forward", _loop_batching_rule(layer_forward))
-torch.library.register_vmap("fastlstm::lstm_layer_backward",
-                            _loop_batching_rule(layer_backward))
+torch.library.register_vmap("fastlstm::lstm_layer_forward",
+                            _loop_batching_rule(layer_forward, prepare=_padded_reserve))
+torch.library.register_vmap("fastlstm::lstm_layer_backward", _loop_batching_rule(layer_backward))

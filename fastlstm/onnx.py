@@ -61,7 +61,7 @@ def _check_exportable(model: Any) -> None:
 
 
 def _lstm_layer_forward(input, lengths, h0, c0, weights, has_biases: bool,
-                        has_projections: bool, bidirectional: bool):
+                        has_projections: bool, bidirectional: bool, padded_reserve: bool = False):
     """onnxscript translation of fastlstm::lstm_layer_forward (traced by the exporter)."""
     import numpy as np
     from onnxscript import opset18 as op

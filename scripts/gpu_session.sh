@@ -278,7 +278,7 @@ run_sanitize() {
     # The verdict parser on sample logs (pass, fail, missing line, timeout, refused device), and
     # the shapes script on the CPU, whose output then stands in for each tool's log.
     "$PY" scripts/sanitizer_verdict.py --self-test >> "$log" 2>&1 || { failed=1; verdicts="parser self-test FAILED; "; }
-    timeout -k 10 "$cap" "$PY" scripts/sanitize_shapes.py --device cpu > "$work/shapes_cpu.log" 2>&1
+    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 "$cap" "$PY" scripts/sanitize_shapes.py --device cpu > "$work/shapes_cpu.log" 2>&1
     shapes_rc=$?
   fi
   local tools=(memcheck racecheck synccheck initcheck) i cmd stand_in refused=""
@@ -293,7 +293,8 @@ run_sanitize() {
       [ "$tool" = racecheck ] && stand_in="========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings) [rehearsal stand-in]"
       cmd=(bash -c 'cat "$1"; echo "$2"; exit "$3"' _ "$work/shapes_cpu.log" "$stand_in" "$shapes_rc")
     else
-      cmd=("$sanitizer" --tool "$tool" "$PY" scripts/sanitize_shapes.py)
+      # PYTHONPATH: the checkout's fastlstm (a script's folder, not the cwd, heads sys.path).
+      cmd=(env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$sanitizer" --tool "$tool" "$PY" scripts/sanitize_shapes.py)
     fi
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout -k 10 "$each" "${cmd[@]}" > "$work/san_$tool.log" 2>&1
     rc=$?

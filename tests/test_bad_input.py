@@ -660,9 +660,10 @@ def test_raw_backward_valid_args_run():
         call_bwd(a)
 
 
-# Bytes, D * round64(T * B * (5H * 4 + Hout * 4)) for the default float32 bwd_args()
-# (LayerDims::reserve_bytes_per_dir in csrc/lstm.h).
-RESERVE = 960
+# Bytes, D * round64(N * (5H * 4 + Hout * 4)) for the default float32 bwd_args(), with
+# N = 5 + 3 valid tokens (LayerDims::reserve_bytes_per_dir in csrc/lstm.h): one row per
+# valid token, none for padding.
+RESERVE = 768
 
 RAW_BWD_CASES = [
     # ---- reserve
@@ -672,19 +673,22 @@ RAW_BWD_CASES = [
     pytest.param({}, _set("reserve", lambda a: torch.cat([a["reserve"], a["reserve"][:1]])),
                  expect(ValueError, r"reserve", rf"\[{RESERVE}\]", rf"got \[{RESERVE + 1}\]"),
                  id="reserve-long"),
-    pytest.param({}, _set("reserve", torch.empty(0)),
+    pytest.param({}, _set("reserve", torch.empty(0, dtype=torch.uint8)),
                  expect(ValueError, r"reserve", rf"\[{RESERVE}\]", r"got \[0\]"),
                  id="reserve-empty"),
+    pytest.param({}, _set("lengths", torch.tensor([5, 5])),
+                 expect(ValueError, r"reserve", r"10 valid tokens", rf"got \[{RESERVE}\]"),
+                 id="reserve-of-other-lengths"),
     pytest.param({}, _set("reserve", lambda a: a["reserve"].view(2, -1)),
                  expect(ValueError, r"reserve", r"1-D", rf"got \[2, {RESERVE // 2}\]"),
                  id="reserve-2d"),
     pytest.param({}, _set("reserve", lambda a: a["reserve"].double()),
-                 expect(ValueError, r"reserve", rf"\[{RESERVE}\]", r"Double"), id="reserve-dtype"),
+                 expect(ValueError, r"reserve", r"uint8", r"Double"), id="reserve-dtype"),
     pytest.param({}, _set("reserve", lambda a: torch.stack([a["reserve"]] * 2, 1)[:, 0]),
                  expect(ValueError, r"reserve", r"contiguous"), id="reserve-noncontiguous"),
     pytest.param({"D": 2, "proj": 2},
-                 _set("reserve", lambda a: a["reserve"][:1088]),
-                 expect(ValueError, r"reserve", r"\[2176\]", r"got \[1088\]"),
+                 _set("reserve", lambda a: a["reserve"][:832]),
+                 expect(ValueError, r"reserve", r"\[1664\]", r"got \[832\]"),
                  id="reserve-one-direction"),
     pytest.param({}, _set("reserve", lambda a: a["reserve"].to("meta")),
                  expect(ValueError, r"reserve", r"cpu", r"meta"), id="reserve-on-meta"),

@@ -21,13 +21,14 @@ void check_cpu_dtype(const Tensor& input) {
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
     const Tensor& input, const Tensor& lengths, const Tensor& h0, const Tensor& c0,
     const std::vector<Tensor>& weights, bool has_biases, bool has_projections,
-    bool bidirectional) {
+    bool bidirectional, bool padded_reserve) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   if (simt::emulated_cuda_enabled())
-    return simt::emulated_layer_forward(d, input, lengths, h0, c0, weights);
+    return simt::emulated_layer_forward(d, input, lengths, h0, c0, weights, padded_reserve);
   check_cpu_dtype(input);
-  return run_layer_forward<CpuBackend, true>(d, input, lengths, h0, c0, weights);
+  return run_layer_forward<CpuBackend, true>(d, input, lengths, h0, c0, weights,
+                                             padded_reserve);
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
@@ -38,7 +39,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
                                        has_projections, bidirectional);
   if (simt::emulated_cuda_enabled()) {
     auto [output, h_n, c_n, reserve] =
-        simt::emulated_layer_forward(d, input, lengths, h0, c0, weights);
+        simt::emulated_layer_forward(d, input, lengths, h0, c0, weights, false);
     return {output, h_n, c_n};
   }
   check_cpu_dtype(input);

@@ -29,12 +29,13 @@ using DeviceGuard = torch::stable::accelerator::DeviceGuard;
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
     const Tensor& input, const Tensor& lengths, const Tensor& h0, const Tensor& c0,
     const std::vector<Tensor>& weights, bool has_biases, bool has_projections,
-    bool bidirectional) {
+    bool bidirectional, bool padded_reserve) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   const DeviceGuard guard(input.get_device_index());
   refuse_graph_capture("lstm_layer_forward");
-  return run_layer_forward<CudaBackend, true>(d, input, lengths, h0, c0, weights);
+  return run_layer_forward<CudaBackend, true>(d, input, lengths, h0, c0, weights,
+                                              padded_reserve);
 }
 
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cuda(

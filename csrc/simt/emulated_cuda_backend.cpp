@@ -20,9 +20,9 @@ namespace fastlstm::simt {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> emulated_layer_forward(
     const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
-    const Tensor& c0, const std::vector<Tensor>& weights) {
+    const Tensor& c0, const std::vector<Tensor>& weights, bool padded_reserve) {
   return run_layer_forward<cuda::CudaBackend, true>(
-      d, input, lengths, h0, c0, weights);
+      d, input, lengths, h0, c0, weights, padded_reserve);
 }
 
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> emulated_layer_backward(

@@ -17,7 +17,7 @@ bool emulated_cuda_enabled();
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> emulated_layer_forward(
     const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
-    const Tensor& c0, const std::vector<Tensor>& weights);
+    const Tensor& c0, const std::vector<Tensor>& weights, bool padded_reserve);
 
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> emulated_layer_backward(
     const LayerDims& d, const BackwardGrads& g, const Tensor& input,

@@ -229,3 +229,14 @@ def test_incremental_run_stops_on_sigterm_and_keeps_the_jobs_done(tmp_path, monk
     assert len(saved["results"]) == 2 and len(saved["per_step"]) == 1
     md = (tmp_path / "out" / next(f for f in written if f.endswith(".md"))).read_text()
     assert "Partial run" in md and not any(f.endswith(".tmp") for f in written)
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_oversubscribed_script_runs_and_times_every_contender(mode, capsys):
+    from benchmarks import oversubscribed
+
+    idle, busy = oversubscribed.main(["--mode", mode, "--busy", "1", "--reps", "1",
+                                      "--shape", "4", "3", "2", "5"])
+    assert set(idle) == set(busy) == {"fastlstm", "nn.LSTM padded", "nn.LSTM packed"}
+    assert all(t > 0 for t in list(idle.values()) + list(busy.values()))
+    assert "fastlstm vs nn.LSTM packed" in capsys.readouterr().out

@@ -1,11 +1,12 @@
-// Fused LSTM cell kernels. float32 uses fast_math.h and is compiled three times (AVX-512, AVX2,
-// baseline x86-64) with the best picked at run time; float64 uses libm, for gradcheck.
+// Fused LSTM cell kernels. float32 and float64 use fast_math.h (vectorised exp, sigmoid, tanh)
+// and are compiled three times each (AVX-512, AVX2, baseline x86-64), the best picked at run
+// time.
 #include "cell.h"
 
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
-#include <cmath>
+#include <type_traits>
 #include <cstdlib>
 #include <cstring>
 
@@ -19,8 +20,8 @@ struct FloatMath {
   static FASTLSTM_INLINE float tanh(float x) { return fast::tanh(x); }
 };
 struct DoubleMath {
-  static double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-  static double tanh(double x) { return std::tanh(x); }
+  static FASTLSTM_INLINE double sigmoid(double x) { return fast::sigmoid(x); }
+  static FASTLSTM_INLINE double tanh(double x) { return fast::tanh(x); }
 };
 
 template <typename T, typename M>
@@ -86,49 +87,74 @@ FASTLSTM_INLINE void backward_rows(int64_t r0, int64_t r1, int64_t H, const T* g
   }
 }
 
-// float32 variants per instruction set.
-#define FASTLSTM_F32_VARIANT(SUFFIX, TARGET)                                                      \
-  TARGET void forward_f32_##SUFFIX(int64_t r0, int64_t r1, int64_t H, float* g, const float* b, \
-                                   PrevCell<float> cp, float* c, float* h) {                    \
-    forward_rows<float, FloatMath>(r0, r1, H, g, b, cp, c, h);                                  \
-  }                                                                                             \
-  TARGET void backward_f32_##SUFFIX(int64_t r0, int64_t r1, int64_t H, const float* g,         \
-                                    const float* c, PrevCell<float> cp, const float* dh,        \
-                                    float* dc, float* dg) {                                     \
-    backward_rows<float, FloatMath>(r0, r1, H, g, c, cp, dh, dc, dg);                           \
+// float32 and float64 variants per instruction set.
+#define FASTLSTM_CELL_VARIANT(T, M, NAME, TARGET)                                                 \
+  TARGET void forward_##NAME(int64_t r0, int64_t r1, int64_t H, T* g, const T* b,             \
+                             PrevCell<T> cp, T* c, T* h) {                                    \
+    forward_rows<T, M>(r0, r1, H, g, b, cp, c, h);                                            \
+  }                                                                                           \
+  TARGET void backward_##NAME(int64_t r0, int64_t r1, int64_t H, const T* g, const T* c,      \
+                              PrevCell<T> cp, const T* dh, T* dc, T* dg) {                    \
+    backward_rows<T, M>(r0, r1, H, g, c, cp, dh, dc, dg);                                     \
   }
+#define FASTLSTM_CELL_VARIANTS(SUFFIX, TARGET)                   \
+  FASTLSTM_CELL_VARIANT(float, FloatMath, f32_##SUFFIX, TARGET)  \
+  FASTLSTM_CELL_VARIANT(double, DoubleMath, f64_##SUFFIX, TARGET)
 
 #if defined(__x86_64__)
-FASTLSTM_F32_VARIANT(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))))
-FASTLSTM_F32_VARIANT(avx2, __attribute__((target("avx2,fma"))))
+FASTLSTM_CELL_VARIANTS(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))))
+FASTLSTM_CELL_VARIANTS(avx2, __attribute__((target("avx2,fma"))))
 #endif
-FASTLSTM_F32_VARIANT(baseline, )
+FASTLSTM_CELL_VARIANTS(baseline, )
 
-using ForwardF32 = decltype(&forward_f32_baseline);
-using BackwardF32 = decltype(&backward_f32_baseline);
-struct F32Kernels {
-  ForwardF32 forward;
-  BackwardF32 backward;
+template <typename T>
+struct CellKernels {
+  void (*forward)(int64_t, int64_t, int64_t, T*, const T*, PrevCell<T>, T*, T*);
+  void (*backward)(int64_t, int64_t, int64_t, const T*, const T*, PrevCell<T>, const T*, T*, T*);
 };
 
+enum class Isa { baseline, avx2, avx512 };
+
 // FASTLSTM_CPU_ISA=baseline|avx2|avx512 caps the choice (tests run every variant).
-F32Kernels pick_f32_kernels() {
+Isa pick_isa() {
   const char* cap = std::getenv("FASTLSTM_CPU_ISA");
   auto allowed = [&](const char* isa) { return cap == nullptr || std::strcmp(cap, isa) == 0; };
 #if defined(__x86_64__)
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx512 && allowed("avx512")) return {forward_f32_avx512, backward_f32_avx512};
-  if (avx2 && (allowed("avx2") || (cap && std::strcmp(cap, "avx512") == 0)))
-    return {forward_f32_avx2, backward_f32_avx2};
+  if (avx512 && allowed("avx512")) return Isa::avx512;
+  if (avx2 && (allowed("avx2") || (cap && std::strcmp(cap, "avx512") == 0))) return Isa::avx2;
 #endif
-  return {forward_f32_baseline, backward_f32_baseline};
+  return Isa::baseline;
 }
 
-const F32Kernels& f32_kernels() {
-  static const F32Kernels k = pick_f32_kernels();
-  return k;
+Isa isa() {
+  static const Isa chosen = pick_isa();
+  return chosen;
+}
+
+template <typename T>
+CellKernels<T> cell_kernels() {
+#define FASTLSTM_PICK(PREFIX)                                                        \
+  switch (isa()) {                                                                   \
+    case Isa::avx512: return {forward_##PREFIX##_avx512, backward_##PREFIX##_avx512}; \
+    case Isa::avx2: return {forward_##PREFIX##_avx2, backward_##PREFIX##_avx2};       \
+    default: return {forward_##PREFIX##_baseline, backward_##PREFIX##_baseline};      \
+  }
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    FASTLSTM_PICK(f32)
+  } else {
+    FASTLSTM_PICK(f64)
+  }
+#else
+  if constexpr (std::is_same_v<T, float>)
+    return {forward_f32_baseline, backward_f32_baseline};
+  else
+    return {forward_f64_baseline, backward_f64_baseline};
+#endif
+#undef FASTLSTM_PICK
 }
 
 // Rows per task so that each task touches about 16K gate values.
@@ -136,39 +162,31 @@ int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 16384 / (4 * H)); }
 
 }  // namespace
 
-template <>
-void cell_forward<float>(int64_t rows, int64_t H, float* gates, const float* bias,
-                         PrevCell<float> c_prev, float* c_out, float* h_out) {
-  const auto f = f32_kernels().forward;
+template <typename T>
+void cell_forward(int64_t rows, int64_t H, T* gates, const T* bias, PrevCell<T> c_prev, T* c_out,
+                  T* h_out) {
+  const auto f = cell_kernels<T>().forward;
   torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
     f(r0, r1, H, gates, bias, c_prev, c_out, h_out);
   });
 }
 
-template <>
-void cell_forward<double>(int64_t rows, int64_t H, double* gates, const double* bias,
-                          PrevCell<double> c_prev, double* c_out, double* h_out) {
-  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
-    forward_rows<double, DoubleMath>(r0, r1, H, gates, bias, c_prev, c_out, h_out);
-  });
-}
-
-template <>
-void cell_backward<float>(int64_t rows, int64_t H, const float* gates, const float* c,
-                          PrevCell<float> c_prev, const float* dh, float* dc, float* dgates) {
-  const auto f = f32_kernels().backward;
+template <typename T>
+void cell_backward(int64_t rows, int64_t H, const T* gates, const T* c, PrevCell<T> c_prev,
+                   const T* dh, T* dc, T* dgates) {
+  const auto f = cell_kernels<T>().backward;
   torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
     f(r0, r1, H, gates, c, c_prev, dh, dc, dgates);
   });
 }
 
-template <>
-void cell_backward<double>(int64_t rows, int64_t H, const double* gates, const double* c,
-                           PrevCell<double> c_prev, const double* dh, double* dc,
-                           double* dgates) {
-  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
-    backward_rows<double, DoubleMath>(r0, r1, H, gates, c, c_prev, dh, dc, dgates);
-  });
-}
+template void cell_forward<float>(int64_t, int64_t, float*, const float*, PrevCell<float>,
+                                  float*, float*);
+template void cell_forward<double>(int64_t, int64_t, double*, const double*, PrevCell<double>,
+                                   double*, double*);
+template void cell_backward<float>(int64_t, int64_t, const float*, const float*,
+                                   PrevCell<float>, const float*, float*, float*);
+template void cell_backward<double>(int64_t, int64_t, const double*, const double*,
+                                    PrevCell<double>, const double*, double*, double*);
 
 }  // namespace fastlstm::cpu

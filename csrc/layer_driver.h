@@ -10,7 +10,8 @@
 // T is the tensor dtype; Acc the accumulation type (float for half/bfloat16, else T): gates
 // and cell state are kept in Acc.
 //
-// Backend interface (every pointer is device memory; an index pointer of nullptr means r):
+// Backend interface (every pointer is device memory; an index pointer of nullptr means r, an
+// index < 0 "no row": copy_rows skips that destination row, or writes zeros for that source):
 //   struct Context { Context(const Tensor& like); const int64_t* indices(const IndexList&); };
 //   gemm<T, C>(ctx, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)   C = op(A)op(B) + beta C
 //   cell_forward<T, Acc>(ctx, rows, H, gates, bias, PrevCell, c_out, h_out)
@@ -20,9 +21,10 @@
 //   add<Acc, T>(ctx, n, dst, src)                                          dst += src
 //   combine_bias<T, Acc>(ctx, G, out, b_ih, b_hh)                          out = b_ih + b_hh (or 0)
 //   for_each_direction(D, f)
-//   forward_recurrence<T, Acc>(ctx, d, s, rec)       the whole forward time loop of every
-//   backward_recurrence<T, Acc>(ctx, d, s, rec)      direction, or false to have the driver run
-//                                                    its per-step loop (the default)
+//   forward_recurrence<T, Acc>(ctx, d, view, rec)    the whole forward time loop of every
+//   backward_recurrence<T, Acc>(ctx, d, view, rec)   direction, or false to have the driver run
+//                                                    its per-step loop (the default; only for
+//                                                    a schedule on the host)
 #pragma once
 
 #include <algorithm>
@@ -32,6 +34,7 @@
 #include "layer_io.h"
 #include "lstm.h"
 #include "schedule.h"
+#include "schedule_view.h"
 
 namespace fastlstm {
 
@@ -83,23 +86,24 @@ Tensor combined_bias(typename Backend::Context& ctx, const LayerDims& d,
   return bias;
 }
 
-// Every valid token of input [T, B, I] (any strides, the last 1) in packed order: [N, I].
-template <typename Backend, typename T>
-Tensor packed_input(typename Backend::Context& ctx, const Schedule& s, const Tensor& input) {
-  Tensor x = empty_like_device({s.total, input.size(2)}, dtype_of<T>(), input);
+// Every valid token of input [T, B, I] (any strides, the last 1) in packed order: [rows, I].
+template <typename Backend, typename T, typename View>
+Tensor packed_input(typename Backend::Context& ctx, const View& s, const Tensor& input) {
+  Tensor x = empty_like_device({s.rows(), input.size(2)}, dtype_of<T>(), input);
   Backend::template copy_rows<T, T>(
-      ctx, s.total, input.size(2), ptr<T>(x), input.size(2), nullptr, cptr<T>(input), 1,
-      ctx.indices(s.token_offsets(input.stride(0), input.stride(1))));
+      ctx, s.rows(), input.size(2), ptr<T>(x), input.size(2), nullptr, cptr<T>(input), 1,
+      s.token_offsets(ctx, input.stride(0), input.stride(1)));
   return x;
 }
 
-template <typename Backend, typename T, typename Acc>
-void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in,
+// View: HostScheduleView<Backend> or, on the GPU, cuda::DeviceScheduleView (schedule_view.h).
+template <typename Backend, typename T, typename Acc, typename View>
+void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
                    Tensor& output, Tensor& h_n, Tensor& c_n) {
   typename Backend::Context ctx(in.input);
-  const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
-  const int64_t* order = ctx.indices(s.order);
-  const int64_t* token_tb = ctx.indices(s.token_tb);
+  const int64_t N = s.rows(), G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
+  const int64_t* order = s.order(ctx);
+  const int64_t* token_tb = s.token_tb(ctx);
 
   const Tensor x = packed_input<Backend, T>(ctx, s, in.input);
   void* reserve = in.reserve.mutable_data_ptr();
@@ -129,14 +133,15 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
                 nullptr, nullptr};
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
+    const Schedule& hs = *s.host();
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     const T* h0d = cptr<T>(h0s[dir]);
     const Acc* c0d = cptr<Acc>(c0s[dir]);
     const Acc* b = cptr<Acc>(bias[dir]);
-    for (int64_t k = 0; k < s.T; ++k) {
-      const auto [bs, off, nc, poff] = s.step(reverse ? s.T - 1 - k : k, reverse);
+    for (int64_t k = 0; k < hs.T; ++k) {
+      const auto [bs, off, nc, poff] = hs.step(reverse ? hs.T - 1 - k : k, reverse);
       if (bs == 0) continue;
       Acc* g = r.gates + off * G;
       // gates += h_prev W_hh^T; continuing and starting rows read different places.
@@ -153,28 +158,28 @@ void layer_forward(const LayerDims& d, const Schedule& s, const LayerTensors& in
                                      r.out + off * Ho, Ho);
     }
   };
-  if (!Backend::template forward_recurrence<T, Acc>(ctx, d, s, rec.data()))
+  if (!Backend::template forward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
+    FASTLSTM_CHECK(s.host() != nullptr, "fastlstm: internal error: no time loop for a "
+                   "schedule built on the device");
     Backend::for_each_direction(d.D, per_step);
+  }
 
-  Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
-                                 ptr<T>(output), d.D * Ho, ctx.indices(s.padding_tb));
+  s.zero_padding(ctx, ptr<T>(output), d.D * Ho, d.D * Ho);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(output) + dir * Ho, d.D * Ho,
                                       token_tb, r.out, Ho, nullptr);
     // Final state: each sequence's own last step, or h0/c0 for an empty sequence.
-    RowMap from_out, from_start;
-    s.final_rows(dir == 1, from_out, from_start);
+    RowPairs o, st;
+    s.final_rows(ctx, dir == 1, o, st);
     T* hn = ptr<T>(h_n) + dir * B * Ho;
     T* cn = ptr<T>(c_n) + dir * B * H;
-    const int64_t *od = ctx.indices(from_out.dst), *os = ctx.indices(from_out.src);
-    const int64_t *sd = ctx.indices(from_start.dst), *ss = ctx.indices(from_start.src);
-    Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, hn, Ho, od, r.out, Ho, os);
-    Backend::template copy_rows<T, Acc>(ctx, from_out.size(), H, cn, H, od, r.cell, H, os);
-    Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, hn, Ho, sd,
-                                      cptr<T>(h0s[dir]), Ho, ss);
-    Backend::template copy_rows<T, Acc>(ctx, from_start.size(), H, cn, H, sd,
-                                        cptr<Acc>(c0s[dir]), H, ss);
+    Backend::template copy_rows<T, T>(ctx, o.n, Ho, hn, Ho, o.dst, r.out, Ho, o.src);
+    Backend::template copy_rows<T, Acc>(ctx, o.n, H, cn, H, o.dst, r.cell, H, o.src);
+    Backend::template copy_rows<T, T>(ctx, st.n, Ho, hn, Ho, st.dst, cptr<T>(h0s[dir]), Ho,
+                                      st.src);
+    Backend::template copy_rows<T, Acc>(ctx, st.n, H, cn, H, st.dst, cptr<Acc>(c0s[dir]), H,
+                                        st.src);
   }
 }
 
@@ -309,16 +314,16 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
 
 // grad_* may be undefined (no gradient flows into that output). Outputs preallocated:
 // grad_input [T, B, I] (when input_requires_grad), grad_h0, grad_c0, grad_weights like weights.
-template <typename Backend, typename T, typename Acc>
-void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& in,
+template <typename Backend, typename T, typename Acc, typename View>
+void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                     const Tensor& grad_output, const Tensor& grad_h_n,
                     const Tensor& grad_c_n, bool input_requires_grad, Tensor& grad_input,
                     Tensor& grad_h0, Tensor& grad_c0,
                     std::vector<Tensor>& grad_weights) {
   typename Backend::Context ctx(in.input);
-  const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
-  const int64_t* order = ctx.indices(s.order);
-  const int64_t* token_tb = ctx.indices(s.token_tb);
+  const int64_t N = s.rows(), G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
+  const int64_t* order = s.order(ctx);
+  const int64_t* token_tb = s.token_tb(ctx);
   void* reserve = const_cast<void*>(in.reserve.const_data_ptr());  // read only
 
   // Per direction: dgates [N, 4H]; dout [N, Hout] (projection only: each step's total output
@@ -327,7 +332,10 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
   // (and a zero-length row keeps grad h_n/c_n, as h_n = h0 there).
   std::vector<Tensor> dgates(d.D), dout(d.D), dh(d.D), dc(d.D), dy(d.D), h0s(d.D), c0s(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
-    dgates[dir] = empty_like_device({N, G}, dtype_of<T>(), in.input);
+    // Zero where the recurrence may not write every row (N unknown to the host): the weight
+    // gradients sum over all rows.
+    dgates[dir] = s.host() != nullptr ? empty_like_device({N, G}, dtype_of<T>(), in.input)
+                                      : zeros_like_device({N, G}, dtype_of<T>(), in.input);
     if (d.has_proj) dout[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
     dh[dir] = zeros_like_device({B, Ho}, dtype_of<Acc>(), in.input);
     dc[dir] = zeros_like_device({B, H}, dtype_of<Acc>(), in.input);
@@ -356,6 +364,7 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
                 ptr<Acc>(dh[dir]), ptr<Acc>(dc[dir]), ptr<T>(dgates[dir])};
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
+    const Schedule& hs = *s.host();
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
@@ -367,8 +376,8 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
     Tensor dhraw = d.has_proj ? empty_like_device({B, H}, dtype_of<Acc>(), in.input) : Tensor();
     Acc* dh_raw = d.has_proj ? ptr<Acc>(dhraw) : nullptr;
     T* dout_p = d.has_proj ? ptr<T>(dout[dir]) : nullptr;
-    for (int64_t k = s.T - 1; k >= 0; --k) {
-      const auto [bs, off, nc, poff] = s.step(reverse ? s.T - 1 - k : k, reverse);
+    for (int64_t k = hs.T - 1; k >= 0; --k) {
+      const auto [bs, off, nc, poff] = hs.step(reverse ? hs.T - 1 - k : k, reverse);
       if (bs == 0) continue;
       // Total gradient of this step's output: from the layer output and from step t+1.
       if (dyp != nullptr) Backend::template add<Acc, T>(ctx, bs * Ho, dhp, dyp + off * Ho);
@@ -388,8 +397,11 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
                                      dhp, Ho);
     }
   };
-  if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data()))
+  if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
+    FASTLSTM_CHECK(s.host() != nullptr, "fastlstm: internal error: no time loop for a "
+                   "schedule built on the device");
     Backend::for_each_direction(d.D, per_step);
+  }
 
   const Tensor x = packed_input<Backend, T>(ctx, s, in.input);
   Tensor dx =
@@ -405,14 +417,11 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
     grad_weights[k++] = to_dtype(dw_ih, dtype_of<T>());
     // dW_hh pairs each token's dgates with its h_prev: the previous step's output or h0.
     Tensor hp = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
-    RowMap from_out, from_start;
-    s.previous_rows(dir == 1, from_out, from_start);
-    Backend::template copy_rows<T, T>(ctx, from_out.size(), Ho, ptr<T>(hp), Ho,
-                                      ctx.indices(from_out.dst), r.out, Ho,
-                                      ctx.indices(from_out.src));
-    Backend::template copy_rows<T, T>(ctx, from_start.size(), Ho, ptr<T>(hp), Ho,
-                                      ctx.indices(from_start.dst), cptr<T>(h0s[dir]),
-                                      Ho, ctx.indices(from_start.src));
+    RowPairs o, st;
+    s.previous_rows(ctx, dir == 1, o, st);
+    Backend::template copy_rows<T, T>(ctx, o.n, Ho, ptr<T>(hp), Ho, o.dst, r.out, Ho, o.src);
+    Backend::template copy_rows<T, T>(ctx, st.n, Ho, ptr<T>(hp), Ho, st.dst, cptr<T>(h0s[dir]),
+                                      Ho, st.src);
     Tensor dw_hh = empty_like_device({G, Ho}, dtype_of<Acc>(), in.input);
     Backend::template gemm<T, Acc>(ctx, true, false, G, Ho, N, dg, G, cptr<T>(hp), Ho,
                                    0, ptr<Acc>(dw_hh), Ho);
@@ -441,8 +450,7 @@ void layer_backward(const LayerDims& d, const Schedule& s, const LayerTensors& i
                                         cptr<Acc>(dc[dir]), H, nullptr);
   }
   if (input_requires_grad) {
-    Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), I,
-                                   ptr<T>(grad_input), I, ctx.indices(s.padding_tb));
+    s.zero_padding(ctx, ptr<T>(grad_input), I, I);
     Backend::template copy_rows<T, Acc>(ctx, N, I, ptr<T>(grad_input), I, token_tb,
                                         cptr<Acc>(dx), I, nullptr);
   }

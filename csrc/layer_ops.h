@@ -43,7 +43,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_layer_forward(
   ForwardOutputs out = allocate_forward_outputs(d, input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    layer_forward<Backend, T, acc_type_t<T>>(d, s, in, out.output, out.h_n, out.c_n);
+    layer_forward<Backend, T, acc_type_t<T>>(d, HostScheduleView<Backend>(s), in, out.output,
+                                             out.h_n, out.c_n);
   });
   return {out.output, out.h_n, out.c_n, in.reserve};
 }
@@ -75,7 +76,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> run_layer_backward(
   BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    layer_backward<Backend, T, acc_type_t<T>>(d, s, in, g.grad_output, g.grad_h_n,
+    layer_backward<Backend, T, acc_type_t<T>>(d, HostScheduleView<Backend>(s), in,
+                                              g.grad_output, g.grad_h_n,
                                                    g.grad_c_n, input_requires_grad,
                                                    out.grad_input, out.grad_h0, out.grad_c0,
                                                    out.grad_weights);

@@ -12,8 +12,10 @@ from . import _ops  # noqa: F401  (loads the library and its ops)
 
 
 @contextlib.contextmanager
-def emulated_cuda(seed: int = 0, race_check: bool = True):
-    torch.ops.fastlstm._simt_emulate(True, seed, race_check)
+def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool = False):
+    """device_lengths: the layer ops treat lengths as GPU-resident and build the schedule on the
+    (emulated) device, as they do for CUDA lengths where the persistent kernels take the shape."""
+    torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths)
     try:
         yield
     finally:

@@ -80,3 +80,61 @@ def test_tf32_setting_is_honoured_through_either_api(api):
     print(f"max abs diff to cuDNN (TF32 off): TF32 off {errs[False]:.3g}, on {errs[True]:.3g}")
     assert errs[False] < 1e-5
     assert errs[True] < 5e-2
+
+
+def _persistent_pair(monkeypatch, bidirectional=True):
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", "persistent")
+    torch.manual_seed(0)
+    ref = nn.LSTM(8, 16, bidirectional=bidirectional, device="cuda")
+    fast = fastlstm.LSTM(8, 16, bidirectional=bidirectional, device="cuda")
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def test_lengths_on_the_gpu_cost_no_host_sync(monkeypatch):
+    """The persistent path with CUDA lengths builds its schedule on the device: a training step
+    (forward and backward) runs under sync_debug_mode("error"), then matches cuDNN."""
+    ref, fast = _persistent_pair(monkeypatch)
+    lengths = [9, 0, 4, 9, 1, 6]
+    x = torch.randn(9, 6, 8, device="cuda", requires_grad=True)
+    lengths_gpu = torch.tensor(lengths, device="cuda")
+    fast(x, lengths=lengths_gpu)[0].sum().backward()  # warm-up: cuBLAS handles, allocations
+    x.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, (h, c) = fast(x, lengths=lengths_gpu)
+        (out.sum() + h.sum() + c.sum()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    xr = x.detach().clone().requires_grad_()
+    want, want_h, want_c = reference_forward(ref, xr, lengths)
+    (want.sum() + want_h.sum() + want_c.sum()).backward()
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(h, want_h, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_graph_capture_and_replay_with_lengths_on_the_gpu(monkeypatch):
+    """With no host sync, a forward and backward can be captured (make_graphed_callables) and
+    replayed on new data, new lengths included (copied into the captured tensor)."""
+    ref, fast = _persistent_pair(monkeypatch)
+    T, B = 7, 5
+    lengths_static = torch.tensor([7, 3, 0, 5, 1], device="cuda")
+
+    def step(x):
+        out, _ = fast(x, lengths=lengths_static)
+        return out
+
+    graphed = torch.cuda.make_graphed_callables(
+        step, (torch.randn(T, B, 8, device="cuda", requires_grad=True),))
+    for lengths in ([7, 3, 0, 5, 1], [2, 7, 7, 0, 4]):
+        lengths_static.copy_(torch.tensor(lengths))
+        x = torch.randn(T, B, 8, device="cuda", requires_grad=True)
+        out = graphed(x)
+        out.square().sum().backward()
+        xr = x.detach().clone().requires_grad_()
+        want = reference_forward(ref, xr, lengths)[0]
+        want.square().sum().backward()
+        torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(x.grad, xr.grad, atol=1e-4, rtol=1e-3)

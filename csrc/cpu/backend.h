@@ -81,6 +81,11 @@ struct CpuBackend {
     torch::stable::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
+        if (di < 0) continue;  // no row (schedule_view.h)
+        if (si < 0) {
+          std::memset(dst + di * ldd, 0, C * sizeof(D));
+          continue;
+        }
         if constexpr (std::is_same_v<D, S>) {
           std::memcpy(dst + di * ldd, src + si * lds, C * sizeof(D));
         } else {
@@ -111,13 +116,13 @@ struct CpuBackend {
   }
 
   // The CPU always runs the driver's per-step loop.
-  template <typename T, typename Acc>
-  static bool forward_recurrence(Context&, const LayerDims&, const Schedule&,
+  template <typename T, typename Acc, typename View>
+  static bool forward_recurrence(Context&, const LayerDims&, const View&,
                                  const Recurrence<T, Acc>*) {
     return false;
   }
-  template <typename T, typename Acc>
-  static bool backward_recurrence(Context&, const LayerDims&, const Schedule&,
+  template <typename T, typename Acc, typename View>
+  static bool backward_recurrence(Context&, const LayerDims&, const View&,
                                   const Recurrence<T, Acc>*) {
     return false;
   }

@@ -8,10 +8,13 @@
 // and either is reached as fastlstm::cuda::CudaBackend.
 #pragma once
 
+#include <tuple>
 #include <vector>
 
+#include "../layer_io.h"
 #include "../lstm.h"
 #include "../schedule.h"
+#include "../schedule_view.h"
 #include "../simt/simt.h"
 #include "../torch_api.h"
 
@@ -73,12 +76,16 @@ struct CudaBackend {
 
   // The whole time loop of every direction in one cooperative launch (persistent.cuh), when
   // FASTLSTM_CUDA_PATH asks for it and the shape fits; false: the driver's per-step loop.
-  template <typename T, typename Acc>
-  static bool forward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
+  // View: HostScheduleView<CudaBackend> or DeviceScheduleView.
+  template <typename T, typename Acc, typename View>
+  static bool forward_recurrence(Context& ctx, const LayerDims& d, const View& s,
                                  const Recurrence<T, Acc>* rec);
-  template <typename T, typename Acc>
-  static bool backward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
+  template <typename T, typename Acc, typename View>
+  static bool backward_recurrence(Context& ctx, const LayerDims& d, const View& s,
                                   const Recurrence<T, Acc>* rec);
+  // Whether forward_recurrence and backward_recurrence both take this shape.
+  template <typename T, typename Acc>
+  static bool persistent_fits(const LayerDims& d);
 
   // The directions are independent: on the GPU each runs on a stream of its own, joined back
   // into the current stream (under emulation, one after the other).
@@ -87,6 +94,52 @@ struct CudaBackend {
     simt::concurrently(D, f);
   }
 };
+
+// The schedule built on the GPU from lengths that live there (device_schedule.cuh), in the
+// layout of HostScheduleView (schedule_view.h) but with T * B packed rows, since the host does
+// not know N: rows from N on are "no row" in every index list. Nothing here copies to the host.
+class DeviceScheduleView {
+ public:
+  using Context = CudaBackend::Context;
+  // lengths [B], any integer dtype, on the op's device. Values outside [0, T] cannot be checked
+  // on the host without a sync: they are clamped (so nothing reads out of bounds) and fail an
+  // asynchronous device-side assertion, as torch's own device-side index checks do.
+  DeviceScheduleView(const Tensor& lengths, int64_t T);
+
+  int64_t rows() const { return T_ * B_; }
+  bool has_tokens() const { return rows() > 0; }
+  const Schedule* host() const { return nullptr; }
+
+  const int64_t* order(Context&) const { return cptr<int64_t>(s_.order); }
+  const int64_t* active(Context&) const { return cptr<int64_t>(s_.active); }
+  const int64_t* offsets(Context&) const { return cptr<int64_t>(s_.offsets); }
+  const int64_t* token_tb(Context& ctx) const { return token_offsets(ctx, B_, 1); }
+  const int64_t* token_offsets(Context& ctx, int64_t stride_t, int64_t stride_b) const;
+  // Every row: the valid ones are written afterwards.
+  template <typename T>
+  void zero_padding(Context& ctx, T* dst, int64_t C, int64_t ld) const {
+    CudaBackend::zero_rows<T>(ctx, T_ * B_, C, dst, ld, nullptr);
+  }
+  void final_rows(Context& ctx, bool reverse, RowPairs& from_out, RowPairs& from_start) const;
+  void previous_rows(Context& ctx, bool reverse, RowPairs& from_out, RowPairs& from_start) const;
+
+ private:
+  int64_t T_, B_;
+  DeviceSchedule s_;
+  mutable std::vector<Tensor> lists_;  // index lists handed out, alive as long as the view
+};
+
+// The layer ops with lengths on the GPU, through DeviceScheduleView: no host sync. They take a
+// shape only where the persistent kernels run both time loops (FASTLSTM_CUDA_PATH=persistent
+// and the shape fits); otherwise they return false and do nothing. The reserve has T * B rows.
+bool device_layer_forward(const LayerDims& d, const Tensor& input, const Tensor& lengths,
+                          const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights,
+                          std::tuple<Tensor, Tensor, Tensor, Tensor>& result);
+bool device_layer_backward(const LayerDims& d, const BackwardGrads& g, const Tensor& input,
+                           const Tensor& lengths, const Tensor& h0, const Tensor& c0,
+                           const std::vector<Tensor>& weights, const Tensor& reserve,
+                           bool input_requires_grad,
+                           std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>& result);
 
 }  // namespace FASTLSTM_SIMT_TARGET
 }  // namespace fastlstm::cuda

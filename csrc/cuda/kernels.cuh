@@ -101,7 +101,8 @@ copy_rows_kernel(int64_t n, int64_t C, D* dst, int64_t ldd, const int64_t* dst_i
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / C, col = e % C;
     const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
-    dst[di * ldd + col] = static_cast<D>(src[si * lds + col]);
+    // An index < 0 is "no row" (schedule_view.h): skip that destination, or write zeros.
+    if (di >= 0) dst[di * ldd + col] = si >= 0 ? static_cast<D>(src[si * lds + col]) : D(0);
   }
 }
 

@@ -1,9 +1,10 @@
 // The CUDA kernels of the fastlstm ops: checks, the device guard, then csrc/layer_ops.h on
-// CudaBackend (the per-step path), on torch's current stream.
+// CudaBackend, on torch's current stream.
 //
-// The step schedule is built on the host, so lengths on the GPU are copied to the host once
-// per op call (a device-to-host synchronisation). For the same reason a call cannot be
-// captured in a CUDA graph: it is refused during capture, with the reason.
+// Lengths on the GPU, where the persistent kernels take the shape: the schedule is built on
+// the device (device_layer.cu), with no host sync. Otherwise the step schedule is built on the
+// host, so lengths on the GPU are copied to the host once per op call (a synchronisation), and
+// a call during CUDA-graph capture is refused, with the reason.
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
 
@@ -33,6 +34,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   const DeviceGuard guard(input.get_device_index());
+  std::tuple<Tensor, Tensor, Tensor, Tensor> result;
+  if (lengths.is_cuda() && device_layer_forward(d, input, lengths, h0, c0, weights, result))
+    return result;
   refuse_graph_capture("lstm_layer_forward");
   return run_layer_forward<CudaBackend, true>(d, input, lengths, h0, c0, weights,
                                               padded_reserve);
@@ -47,8 +51,12 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cuda
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
   const DeviceGuard guard(input.get_device_index());
-  refuse_graph_capture("lstm_layer_backward");
   const BackwardGrads g = check_backward_args(d, input, grad_output, grad_h_n, grad_c_n, reserve);
+  std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> result;
+  if (lengths.is_cuda() && device_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
+                                                 input_requires_grad, result))
+    return result;
+  refuse_graph_capture("lstm_layer_backward");
   return run_layer_backward<CudaBackend, true>(d, g, input, lengths, h0, c0, weights, reserve,
                                                input_requires_grad);
 }

@@ -222,9 +222,9 @@ PersistentPlan plan_persistent(const LayerDims& d, size_t elem_bytes, Kernel ker
   return plan;
 }
 
-template <typename T, typename Acc>
+template <typename T, typename Acc, typename View>
 PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDims& d,
-                                       const Schedule& s, const Recurrence<T, Acc>* rec,
+                                       const View& s, const Recurrence<T, Acc>* rec,
                                        const Tensor& barriers, int blocks_per_dir) {
   PersistentArgs<T, Acc> a{};
   for (int64_t dir = 0; dir < d.D; ++dir) {
@@ -233,21 +233,21 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
                   r.r.out, r.dy, r.dh, r.dc, r.dgates,
                   ptr<unsigned>(barriers) + dir};
   }
-  a.active = ctx.indices(s.batch_sizes);
-  a.offsets = ctx.indices(s.offsets);
-  a.steps = s.T;
+  a.active = s.active(ctx);
+  a.offsets = s.offsets(ctx);
+  a.steps = d.T;
   a.H = d.H;
   a.blocks_per_dir = blocks_per_dir;
   return a;
 }
 
 // One cooperative launch of `kernel` over every direction, if the plan takes this shape.
-template <typename T, typename Acc>
+template <typename T, typename Acc, typename View>
 bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), CudaBackend::Context& ctx,
-                    const LayerDims& d, const Schedule& s, const Recurrence<T, Acc>* rec) {
+                    const LayerDims& d, const View& s, const Recurrence<T, Acc>* rec) {
   const PersistentPlan plan = plan_persistent(d, sizeof(T), kernel);
   if (plan.blocks_per_dir == 0) return false;
-  if (s.total == 0) return true;
+  if (!s.has_tokens()) return true;
   const Tensor barriers = zeros_like_device({d.D}, kInt, ctx.like());
   simt::launch_cooperative(kernel, dim3(unsigned(plan.blocks_per_dir * d.D)), dim3(plan.threads),
                            plan.shared_bytes,
@@ -255,23 +255,33 @@ bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), CudaBackend::Context
   return true;
 }
 
-template <typename T, typename Acc>
-bool CudaBackend::forward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
+template <typename T, typename Acc, typename View>
+bool CudaBackend::forward_recurrence(Context& ctx, const LayerDims& d, const View& s,
                                      const Recurrence<T, Acc>* rec) {
   return run_persistent(persistent_forward_kernel<T, Acc>, ctx, d, s, rec);
 }
 
-template <typename T, typename Acc>
-bool CudaBackend::backward_recurrence(Context& ctx, const LayerDims& d, const Schedule& s,
+template <typename T, typename Acc, typename View>
+bool CudaBackend::backward_recurrence(Context& ctx, const LayerDims& d, const View& s,
                                       const Recurrence<T, Acc>* rec) {
   return run_persistent(persistent_backward_kernel<T, Acc>, ctx, d, s, rec);
 }
 
-#define FASTLSTM_INSTANTIATE_PERSISTENT(T, Acc)                                              \
-  template bool CudaBackend::forward_recurrence<T, Acc>(                                     \
-      CudaBackend::Context&, const LayerDims&, const Schedule&, const Recurrence<T, Acc>*);  \
-  template bool CudaBackend::backward_recurrence<T, Acc>(                                    \
-      CudaBackend::Context&, const LayerDims&, const Schedule&, const Recurrence<T, Acc>*);
+template <typename T, typename Acc>
+bool CudaBackend::persistent_fits(const LayerDims& d) {
+  return plan_persistent(d, sizeof(T), persistent_forward_kernel<T, Acc>).blocks_per_dir > 0 &&
+         plan_persistent(d, sizeof(T), persistent_backward_kernel<T, Acc>).blocks_per_dir > 0;
+}
+
+#define FASTLSTM_INSTANTIATE_PERSISTENT_VIEW(T, Acc, View)                                  \
+  template bool CudaBackend::forward_recurrence<T, Acc, View>(                              \
+      CudaBackend::Context&, const LayerDims&, const View&, const Recurrence<T, Acc>*);     \
+  template bool CudaBackend::backward_recurrence<T, Acc, View>(                             \
+      CudaBackend::Context&, const LayerDims&, const View&, const Recurrence<T, Acc>*);
+#define FASTLSTM_INSTANTIATE_PERSISTENT(T, Acc)                                   \
+  FASTLSTM_INSTANTIATE_PERSISTENT_VIEW(T, Acc, HostScheduleView<CudaBackend>)     \
+  FASTLSTM_INSTANTIATE_PERSISTENT_VIEW(T, Acc, DeviceScheduleView)                \
+  template bool CudaBackend::persistent_fits<T, Acc>(const LayerDims&);
 
 }  // namespace FASTLSTM_SIMT_TARGET
 }  // namespace fastlstm::cuda

@@ -3,6 +3,7 @@
 // (fastlstm::cuda::emulated::CudaBackend). Nothing here is a second copy of a kernel.
 #define FASTLSTM_SIMT_EMULATE 1
 
+#include "../cuda/device_layer.cu"
 #include "../cuda/device_schedule.cu"
 #include "../cuda/gemm_cuda.cpp"
 #include "../cuda/kernels_bf16.cu"
@@ -21,6 +22,10 @@ namespace fastlstm::simt {
 std::tuple<Tensor, Tensor, Tensor, Tensor> emulated_layer_forward(
     const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
     const Tensor& c0, const std::vector<Tensor>& weights, bool padded_reserve) {
+  std::tuple<Tensor, Tensor, Tensor, Tensor> result;
+  if (options().device_lengths &&
+      cuda::device_layer_forward(d, input, lengths, h0, c0, weights, result))
+    return result;
   return run_layer_forward<cuda::CudaBackend, true>(
       d, input, lengths, h0, c0, weights, padded_reserve);
 }
@@ -29,6 +34,11 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> emulated_layer_backward(
     const LayerDims& d, const BackwardGrads& g, const Tensor& input,
     const Tensor& lengths, const Tensor& h0, const Tensor& c0,
     const std::vector<Tensor>& weights, const Tensor& reserve, bool input_requires_grad) {
+  std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> result;
+  if (options().device_lengths &&
+      cuda::device_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
+                                  input_requires_grad, result))
+    return result;
   return run_layer_backward<cuda::CudaBackend, true>(
       d, g, input, lengths, h0, c0, weights, reserve, input_requires_grad);
 }

@@ -44,6 +44,7 @@ struct Options {
   uint64_t seed = 0;        // schedule seed
   bool race_check = true;   // shared-memory race checking
   bool preempt = true;      // also switch fibers at random shared-memory accesses
+  bool device_lengths = false;  // layer ops: lengths count as GPU-resident (no-sync path)
 };
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran

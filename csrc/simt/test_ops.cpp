@@ -1,6 +1,7 @@
 // The emulator's ops for tests (one translation unit):
-//   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check)  route the CPU ops through the
-//       CUDA backend under the emulator, with this schedule seed and race checking
+//   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check, device_lengths)  route the CPU
+//       ops through the CUDA backend under the emulator, with this schedule seed and race
+//       checking; device_lengths: lengths count as GPU-resident (the no-sync path)
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
 //   torch.ops.fastlstm._simt_selftest(name, x)  small kernels that show the emulator's checks
 //       work, some deliberately broken; tests/test_simt.py expects those to be caught
@@ -23,10 +24,11 @@ namespace {
 
 std::atomic<bool> g_enabled{false};
 
-void simt_emulate(bool enabled, int64_t seed, bool race_check) {
+void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths) {
   FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
   options().seed = static_cast<uint64_t>(seed);
   options().race_check = race_check;
+  options().device_lengths = device_lengths;
   g_enabled = enabled;
 }
 
@@ -142,7 +144,8 @@ bool emulated_cuda_enabled() { return g_enabled.load(); }
 }  // namespace fastlstm::simt
 
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
-  m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True) -> ()");
+  m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True, "
+        "bool device_lengths=False) -> ()");
   m.def("_simt_launch_count() -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
   m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "

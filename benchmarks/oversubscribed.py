@@ -2,7 +2,7 @@
 processes: how each degrades when the machine is oversubscribed (data-loader workers, several
 models or jobs on one host).
 
-    python -m benchmarks.oversubscribed [--mode forward|train] [--busy 1] [--reps 15]
+    python -m benchmarks.oversubscribed [--mode forward|train] [--busy 1] [--reps 15] [--threads N]
 
 Each contender runs with torch's threads as configured. For each load (idle, then --busy
 processes spinning on the CPU), the contenders run interleaved, --reps times; the table gives
@@ -71,7 +71,10 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--shape", type=int, nargs=4, default=[64, 32, 128, 128],
                    metavar=("T", "B", "I", "H"))
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: as is)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     fns = contenders(*args.shape, args.mode)
     idle = medians(fns, args.mode, args.reps)
     stop = mp.Event()

@@ -154,16 +154,23 @@ def op_workspace_bytes(T, B, lengths, bidirectional=True, H=64, I=16):
     return peak - outputs
 
 
-def test_inference_memory_follows_valid_tokens():
-    """A skewed batch (one long sequence, the rest of length 1) against a dense batch with
-    the same number of valid tokens: the op's own memory, outputs aside, must be about the
-    same, not grow with the padded T x B (which is 32x the valid tokens here)."""
-    T_long, B = 1000, 32
+def skewed_and_dense(T_long=1000, B=32):
+    """(skewed, dense, T_dense): B lengths, one of T_long and the rest 1, and B lengths of
+    about equal size with the same sum N, padded to T_dense. T_long * B >= 30 N."""
     skewed = [T_long] + [1] * (B - 1)
     N = sum(skewed)
     T_dense = N // B + 1
     dense = [T_dense] * (B - 1) + [N - T_dense * (B - 1)]
     assert sum(dense) == N and T_long * B >= 30 * N
+    return skewed, dense, T_dense
+
+
+def test_inference_memory_follows_valid_tokens():
+    """A skewed batch (one long sequence, the rest of length 1) against a dense batch with
+    the same number of valid tokens: the op's own memory, outputs aside, must be about the
+    same, not grow with the padded T x B (which is 32x the valid tokens here)."""
+    T_long, B = 1000, 32
+    skewed, dense, T_dense = skewed_and_dense(T_long, B)
     ws_skewed = op_workspace_bytes(T_long, B, skewed)
     ws_dense = op_workspace_bytes(T_dense, B, dense)
     print(f"  workspace: skewed {ws_skewed / 2**20:.2f} MiB, dense {ws_dense / 2**20:.2f} MiB")

@@ -7,7 +7,7 @@ import torch
 
 import fastlstm
 from helpers import make_pair, reference_forward
-from test_inference import peak_alloc_bytes
+from test_inference import peak_alloc_bytes, skewed_and_dense
 
 FWD = torch.ops.fastlstm.lstm_layer_forward.default
 
@@ -84,11 +84,8 @@ def test_training_memory_follows_valid_tokens():
     same valid tokens: about the same memory besides the outputs, where a reserve sized by the
     padded T x B (32x the valid tokens here, ~94 MiB) would dwarf the dense batch's."""
     T_long, B = 1000, 32
-    skewed = [T_long] + [1] * (B - 1)
+    skewed, dense, T_dense = skewed_and_dense(T_long, B)
     N = sum(skewed)
-    T_dense = N // B + 1
-    dense = [T_dense] * (B - 1) + [N - T_dense * (B - 1)]
-    assert sum(dense) == N and T_long * B >= 30 * N
     ws_skewed = training_forward_workspace(T_long, skewed)
     ws_dense = training_forward_workspace(T_dense, dense)
     reserve = expected_reserve_bytes(N, 64, 64, 2, 0, torch.float32)

@@ -12,10 +12,13 @@ namespace fastlstm::cpu::fast {
 
 #define FASTLSTM_INLINE inline __attribute__((always_inline))
 
-FASTLSTM_INLINE float bits_to_float(int32_t i) {
-  float f;
-  std::memcpy(&f, &i, sizeof f);
-  return f;
+// The value whose bits are v's (std::bit_cast, which C++17 builds lack).
+template <typename To, typename From>
+FASTLSTM_INLINE To bits_as(From v) {
+  static_assert(sizeof(To) == sizeof(From));
+  To t;
+  std::memcpy(&t, &v, sizeof t);
+  return t;
 }
 
 FASTLSTM_INLINE float exp(float x) {
@@ -34,7 +37,7 @@ FASTLSTM_INLINE float exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * z + r + 1.0f;
-  const float scale = bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  const float scale = bits_as<float>((static_cast<int32_t>(n) + 127) << 23);
   const float y = p * scale;
   return x == x ? y : x;
 }
@@ -56,18 +59,6 @@ FASTLSTM_INLINE float tanh(float x) {
   return ax < 0.625f ? small : big;
 }
 
-FASTLSTM_INLINE double bits_to_double(int64_t i) {
-  double d;
-  std::memcpy(&d, &i, sizeof d);
-  return d;
-}
-
-FASTLSTM_INLINE int64_t double_to_bits(double d) {
-  int64_t i;
-  std::memcpy(&i, &d, sizeof i);
-  return i;
-}
-
 FASTLSTM_INLINE double exp(double x) {
   // Clamp to where e^x over- or underflows anyway (comparisons keep NaN as NaN); 2^n is applied
   // as two factors, so that overflow gives inf and underflow denormals then 0, as libm does.
@@ -78,7 +69,7 @@ FASTLSTM_INLINE double exp(double x) {
   const double shifter = 6755399441055744.0;
   const double s = xc * 1.4426950408889634074 + shifter;
   const double n = s - shifter;
-  const int64_t ni = double_to_bits(s) - double_to_bits(shifter);
+  const int64_t ni = bits_as<int64_t>(s) - bits_as<int64_t>(shifter);
   // r = x - n ln 2 in two parts (Cephes' C1 has few bits, so n * C1 is exact): |r| <= 0.35.
   const double r = (xc - n * 6.93145751953125e-1) - n * 1.42860682030941723212e-6;
   // e^r = sum r^k / k!, k <= 13: the first term left out is below 4e-18 for |r| <= 0.35.
@@ -97,7 +88,7 @@ FASTLSTM_INLINE double exp(double x) {
   p = p * r + 1.0;
   p = p * r + 1.0;
   const int64_t n1 = ni >> 1, n2 = ni - n1;  // each in [-538, 512]: 2^n1, 2^n2 are normal
-  const double y = p * bits_to_double((n1 + 1023) << 52) * bits_to_double((n2 + 1023) << 52);
+  const double y = p * bits_as<double>((n1 + 1023) << 52) * bits_as<double>((n2 + 1023) << 52);
   return x == x ? y : x;
 }
 

@@ -200,12 +200,20 @@ def _differentiable_backward(ctx, grad_output, grad_h_n, grad_c_n):
     input, lengths, h0, c0, _reserve, *weights = ctx.saved_tensors
     needed = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]]
     if not any(needed) and not ctx.needs_input_grad[4]:
-        return (None,) * 8
+        return _one_per_input(ctx, (None,) * 9)
     _, grads = reference_pullback([input, h0, c0, *weights], lengths, ctx.flags,
                                   (grad_output, grad_h_n, grad_c_n))
     grad_input, grad_h0, grad_c0 = (g if need else None for g, need in zip(grads, needed))
     grad_weights = list(grads[3:]) if ctx.needs_input_grad[4] else None
-    return (grad_input, None, grad_h0, grad_c0, grad_weights, None, None, None, None)
+    return _one_per_input(ctx, (grad_input, None, grad_h0, grad_c0, grad_weights, None, None,
+                                None, None))
+
+
+def _one_per_input(ctx, grads):
+    """grads (one per schema argument: input, lengths, h0, c0, weights, the four flags) cut to
+    the arguments the op received: the dispatcher drops trailing arguments equal to their
+    defaults (padded_reserve=False) on some torch versions (2.11), not on others (2.14)."""
+    return grads[:len(ctx.needs_input_grad)]
 
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
@@ -230,8 +238,8 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
             input_requires_grad, *padded)
         grad_weights = grad_weights[:len(weights)]
     # None for lengths and the four flags (has_biases, ..., padded_reserve).
-    return (grad_input if input_requires_grad else None, None, grad_h0, grad_c0, grad_weights,
-            None, None, None, None)
+    return _one_per_input(ctx, (grad_input if input_requires_grad else None, None, grad_h0,
+                                grad_c0, grad_weights, None, None, None, None))
 
 
 MAX_WEIGHTS = 10  # one layer at most: 2 directions x (w_ih, w_hh, b_ih, b_hh, w_hr)

@@ -73,11 +73,12 @@ def test_device_schedule_matches_the_host_schedule_bit_for_bit():
 
 def test_device_schedule_refuses_lengths_out_of_range():
     """Values cannot be checked on the host without a sync: an asynchronous device-side
-    assertion (which the CPU raises at once) names them; nothing reads out of bounds."""
+    assertion (which the CPU raises at once, as the host schedule's check does: ValueError)
+    names them; nothing reads out of bounds."""
     x, _, h0, c0, weights = _layer_args(5, [5, 2])
     for bad in ([6, 2], [5, -1]):
         with _simt.emulated_cuda(device_lengths=True):
-            with pytest.raises(RuntimeError, match=r"lengths must lie in \[0, T=5\]"):
+            with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=5\]"):
                 FWD(x, torch.tensor(bad), h0, c0, weights, True, False, True)
 
 

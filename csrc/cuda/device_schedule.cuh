@@ -6,6 +6,9 @@
 // DeviceScheduleView then builds the driver's index lists from it, one thread per entry.
 #pragma once
 
+#include <stdexcept>
+#include <string>
+
 #include "../simt/simt.h"
 #include "backend.h"
 
@@ -143,9 +146,16 @@ DeviceScheduleView::DeviceScheduleView(const Tensor& lengths, int64_t T)
   torch::stable::fill_(ok, 1.0);
   launch_over(B_, clamp_lengths_kernel, cptr<int64_t>(len), B_, T, ptr<int64_t>(clamped),
               ptr<int64_t>(ok));
-  call_op<0>("aten::_assert_async", "msg", ok,
-             std::string("fastlstm: lengths must lie in [0, T=") + std::to_string(T) +
-                 "] (checked on the device: the lengths are a GPU tensor)");
+  const std::string message = std::string("fastlstm: lengths must lie in [0, T=") +
+                              std::to_string(T) +
+                              "] (checked on the device: the lengths are a GPU tensor)";
+  try {
+    call_op<0>("aten::_assert_async", "msg", ok, message);
+  } catch (const std::runtime_error&) {
+    // Only a CPU tensor (the emulator) fails here, at once; torch 2.11's shim drops the
+    // message on the way, so the error is raised again with it.
+    FASTLSTM_CHECK_VALUE(false, message);
+  }
   s_ = device_schedule(clamped, T);
 }
 

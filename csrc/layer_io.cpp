@@ -20,6 +20,10 @@ int64_t acc_size(const Tensor& input) {
   return t == kHalf || t == kBFloat16 ? 4 : static_cast<int64_t>(input.element_size());
 }
 
+int64_t reserve_bytes(const LayerDims& d, int64_t rows, const Tensor& input) {
+  return d.D * d.reserve_bytes_per_dir(rows, input.element_size(), acc_size(input));
+}
+
 Tensor allocate_reserve(const LayerDims& d, int64_t rows, const Tensor& input) {
   const int64_t t_size = input.element_size(), a_size = acc_size(input);
   const int64_t per_dir = d.reserve_bytes_per_dir(rows, t_size, a_size);
@@ -67,9 +71,7 @@ BackwardGrads check_backward_args(const LayerDims& d, const Tensor& input,
 
 int64_t reserve_rows(const LayerDims& d, int64_t tokens, const Tensor& input,
                      const Tensor& reserve) {
-  const auto bytes = [&](int64_t rows) {
-    return d.D * d.reserve_bytes_per_dir(rows, input.element_size(), acc_size(input));
-  };
+  const auto bytes = [&](int64_t rows) { return reserve_bytes(d, rows, input); };
   if (reserve.numel() == bytes(tokens)) return tokens;
   FASTLSTM_CHECK_VALUE(reserve.numel() == bytes(d.T * d.B),
                        "fastlstm: reserve must be the uint8 [", bytes(tokens),

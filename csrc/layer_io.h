@@ -24,6 +24,9 @@ LayerTensors prepare_layer_tensors(const Tensor& input, const Tensor& h0,
 // Bytes of the accumulation type for this input: float for half/bfloat16, else the dtype.
 int64_t acc_size(const Tensor& input);
 
+// Bytes of the reserve with `rows` rows per block, every direction (LayerDims layout).
+int64_t reserve_bytes(const LayerDims& d, int64_t rows, const Tensor& input);
+
 // The reserve the forward returns for `rows` = N valid tokens, uninitialised but for its
 // alignment padding.
 Tensor allocate_reserve(const LayerDims& d, int64_t rows, const Tensor& input);

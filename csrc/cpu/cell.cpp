@@ -6,9 +6,9 @@
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
-#include <type_traits>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "fast_math.h"
 

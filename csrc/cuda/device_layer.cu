@@ -54,8 +54,7 @@ bool device_layer_backward(const LayerDims& d, const BackwardGrads& g, const Ten
   return for_persistent_dtype(d, input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const int64_t rows = d.T * d.B;
-    const int64_t bytes =
-        d.D * d.reserve_bytes_per_dir(rows, input.element_size(), acc_size(input));
+    const int64_t bytes = reserve_bytes(d, rows, input);
     FASTLSTM_CHECK_VALUE(reserve.numel() == bytes,
                          "fastlstm: with lengths on the GPU, reserve must be the uint8 [", bytes,
                          "] tensor (T * B rows) the forward returned, got ",

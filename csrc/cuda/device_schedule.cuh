@@ -15,11 +15,29 @@
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
 
+// One thread per entry of the schedule's lists, grid-stride.
+#if defined(FASTLSTM_SIMT_EMULATE)
+constexpr unsigned kScheduleThreads = 32, kScheduleMaxBlocks = 3;
+#else
+constexpr unsigned kScheduleThreads = 256, kScheduleMaxBlocks = 4096;
+#endif
+
+template <typename Kernel, typename... Args>
+void launch_over(int64_t n, Kernel kernel, Args... args) {
+  if (n <= 0) return;
+  const unsigned blocks = static_cast<unsigned>(
+      std::min<int64_t>((n + kScheduleThreads - 1) / kScheduleThreads, kScheduleMaxBlocks));
+  simt::launch(kernel, dim3(blocks), dim3(kScheduleThreads), 0, args...);
+}
+
+#define FASTLSTM_GRID_STRIDE(i, n)                                              \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
+       i += int64_t(gridDim.x) * blockDim.x)
+
 // active[t] = #{j : sorted[j] > t} for t < T; sorted is descending.
 __global__ void active_counts_kernel(const int64_t* sorted, int64_t B, int64_t T,
                                      int64_t* active) {
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < T;
-       t += int64_t(gridDim.x) * blockDim.x) {
+  FASTLSTM_GRID_STRIDE(t, T) {
     int64_t lo = 0, hi = B;  // the first j with sorted[j] <= t lies in [lo, hi]
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
@@ -34,41 +52,14 @@ DeviceSchedule device_schedule(const Tensor& lengths, int64_t T) {
   auto [sorted, order] = call_op<2>("aten::sort", "stable", len, std::optional<bool>(true),
                                     /*dim=*/int64_t{0}, /*descending=*/true);
   Tensor active = empty_like_device({T}, kLong, len);
-  if (T > 0) {
-#if defined(FASTLSTM_SIMT_EMULATE)
-    constexpr unsigned kThreads = 32, kMaxBlocks = 3;
-#else
-    constexpr unsigned kThreads = 256, kMaxBlocks = 1024;
-#endif
-    const unsigned blocks =
-        static_cast<unsigned>(std::min<int64_t>((T + kThreads - 1) / kThreads, kMaxBlocks));
-    simt::launch(active_counts_kernel, dim3(blocks), dim3(kThreads), 0,
-                 cptr<int64_t>(sorted), len.size(0), T, ptr<int64_t>(active));
-  }
+  launch_over(T, active_counts_kernel, cptr<int64_t>(sorted), len.size(0), T,
+              ptr<int64_t>(active));
   const Tensor steps = call_op<1>("aten::cumsum", "", active, /*dim=*/int64_t{0}, std::nullopt)[0];
   const Tensor offsets = call_op<1>("aten::cat", "",
                                     std::vector<Tensor>{zeros_like_device({1}, kLong, len), steps},
                                     /*dim=*/int64_t{0})[0];
   return {order, sorted, active, offsets};
 }
-
-#if defined(FASTLSTM_SIMT_EMULATE)
-constexpr unsigned kListThreads = 32, kListMaxBlocks = 3;
-#else
-constexpr unsigned kListThreads = 256, kListMaxBlocks = 4096;
-#endif
-
-template <typename Kernel, typename... Args>
-void launch_over(int64_t n, Kernel kernel, Args... args) {
-  if (n <= 0) return;
-  const unsigned blocks = static_cast<unsigned>(
-      std::min<int64_t>((n + kListThreads - 1) / kListThreads, kListMaxBlocks));
-  simt::launch(kernel, dim3(blocks), dim3(kListThreads), 0, args...);
-}
-
-#define FASTLSTM_GRID_STRIDE(i, n)                                              \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(gridDim.x) * blockDim.x)
 
 // out[b] = lengths[b] clamped to [0, T]; *ok = 0 if any was outside (ok starts at 1).
 __global__ void clamp_lengths_kernel(const int64_t* lengths, int64_t B, int64_t T, int64_t* out,

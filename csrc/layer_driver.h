@@ -126,11 +126,12 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
   }
 
   std::vector<Recurrence<T, Acc>> rec(d.D);
-  for (int64_t dir = 0; dir < d.D; ++dir)
-    rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, cptr<Acc>(bias[dir]),
-                cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    rec[dir] = {w.w_hh, w.w_hr, cptr<Acc>(bias[dir]), cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
                 reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir), nullptr, nullptr,
-                nullptr, nullptr};
+                nullptr, nullptr, nullptr};
+  }
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
     const Schedule& hs = *s.host();
@@ -333,10 +334,10 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
   std::vector<Tensor> dgates(d.D), dout(d.D), dh(d.D), dc(d.D), dy(d.D), h0s(d.D), c0s(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     // Zero where the recurrence may not write every row (N unknown to the host): the weight
-    // gradients sum over all rows.
-    dgates[dir] = s.host() != nullptr ? empty_like_device({N, G}, dtype_of<T>(), in.input)
-                                      : zeros_like_device({N, G}, dtype_of<T>(), in.input);
-    if (d.has_proj) dout[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
+    // gradients sum over all rows (dW_hh over dgates, dW_hr over dout).
+    const auto alloc = s.host() != nullptr ? empty_like_device : zeros_like_device;
+    dgates[dir] = alloc({N, G}, dtype_of<T>(), in.input);
+    if (d.has_proj) dout[dir] = alloc({N, Ho}, dtype_of<T>(), in.input);
     dh[dir] = zeros_like_device({B, Ho}, dtype_of<Acc>(), in.input);
     dc[dir] = zeros_like_device({B, H}, dtype_of<Acc>(), in.input);
     if (grad_h_n.defined())
@@ -356,12 +357,14 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
   }
 
   std::vector<Recurrence<T, Acc>> rec(d.D);
-  for (int64_t dir = 0; dir < d.D; ++dir)
-    rec[dir] = {direction_weights<T>(d, in.weights, dir).w_hh, nullptr,
-                cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
+  for (int64_t dir = 0; dir < d.D; ++dir) {
+    const auto w = direction_weights<T>(d, in.weights, dir);
+    rec[dir] = {w.w_hh, w.w_hr, nullptr, cptr<T>(h0s[dir]), cptr<Acc>(c0s[dir]),
                 reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir),
-                dy[dir].defined() ? cptr<T>(dy[dir]) : nullptr,
-                ptr<Acc>(dh[dir]), ptr<Acc>(dc[dir]), ptr<T>(dgates[dir])};
+                dy[dir].defined() ? cptr<T>(dy[dir]) : nullptr, ptr<Acc>(dh[dir]),
+                ptr<Acc>(dc[dir]), ptr<T>(dgates[dir]),
+                d.has_proj ? ptr<T>(dout[dir]) : nullptr};
+  }
   // The time loop, step by step: the default, unless the backend runs it whole.
   const auto per_step = [&](int64_t dir) {
     const Schedule& hs = *s.host();

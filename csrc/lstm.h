@@ -89,6 +89,7 @@ struct ReserveBlocks {
 template <typename T, typename Acc>
 struct Recurrence {
   const T* w_hh;     // [4H, Hout]
+  const T* w_hr;     // [Hout, H] or nullptr (no projection)
   const Acc* bias;   // [4H] b_ih + b_hh, or zeros (forward only)
   const T* h0;       // [B, Hout] sorted rows
   const Acc* c0;     // [B, H] sorted rows
@@ -98,6 +99,7 @@ struct Recurrence {
   Acc* dh;           // [B, Hout] in: grad h_n per sorted row; out: grad h0
   Acc* dc;           // [B, H]    in: grad c_n; out: grad c0
   T* dgates;         // [N, 4H] out
+  T* dout;           // [N, Hout] out, projection only: each step's total output gradient
 };
 
 // rows: N, the valid tokens the reserve was sized for.

@@ -11,15 +11,22 @@ import torch
 from . import _ops  # noqa: F401  (loads the library and its ops)
 
 
+SMS = 6                       # the emulated device's multiprocessors, by default
+SHARED_BYTES = 227 * 1024      # its shared memory per block (a Hopper SM's), by default
+
+
 @contextlib.contextmanager
-def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool = False):
+def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool = False,
+                  sms: int = SMS, shared_bytes: int = SHARED_BYTES):
     """device_lengths: the layer ops treat lengths as GPU-resident and build the schedule on the
-    (emulated) device, as they do for CUDA lengths where the persistent kernels take the shape."""
-    torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths)
+    (emulated) device, as they do for CUDA lengths where the persistent kernels take the shape.
+    sms, shared_bytes: the emulated device's multiprocessors and shared memory per block, which
+    size the persistent kernels' grids and decide whether their weights are resident."""
+    torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths, sms, shared_bytes)
     try:
         yield
     finally:
-        torch.ops.fastlstm._simt_emulate(False, 0, True)
+        torch.ops.fastlstm._simt_emulate(False, 0, True, False, SMS, SHARED_BYTES)
 
 
 def launch_count() -> int:

@@ -41,32 +41,39 @@ def _run(model, x, lengths, hx, grads, fast):
     return {k: v.double() for k, v in res.items()}
 
 
-def _case(I, H, layers, bi, lengths, dtype, seed=0):
+def _case(I, H, layers, bi, lengths, dtype, seed=0, proj=0):
     torch.manual_seed(seed)
-    ref = nn.LSTM(I, H, layers, bidirectional=bi, device=DEV, dtype=torch.float64)
+    ref = nn.LSTM(I, H, layers, bidirectional=bi, proj_size=proj, device=DEV,
+                  dtype=torch.float64)
     D = 2 if bi else 1
     T, B = max(lengths), len(lengths)
     gen = torch.Generator(device=DEV).manual_seed(seed + 1)
     x = torch.randn(T, B, I, device=DEV, dtype=torch.float64, generator=gen).to(dtype)
-    hx = tuple(torch.randn(layers * D, B, H, device=DEV, dtype=torch.float64,
-                           generator=gen).to(dtype) for _ in range(2))
+    hx = tuple(torch.randn(layers * D, B, size, device=DEV, dtype=torch.float64,
+                           generator=gen).to(dtype) for size in (proj or H, H))
     grads = [torch.randn(s, device=DEV, generator=gen).to(dtype)
-             for s in ((T, B, D * H), (layers * D, B, H), (layers * D, B, H))]
+             for s in ((T, B, D * (proj or H)), (layers * D, B, proj or H), (layers * D, B, H))]
     return ref, x, hx, grads
 
 
-@pytest.mark.parametrize("I,H,layers,bi,lengths", [
-    (5, 16, 1, False, [13, 0, 4, 13, 1, 9]),
-    (8, 32, 2, True, [20, 7, 0, 20, 3]),
-    (64, 256, 1, True, [50, 1, 33, 0, 50, 12, 49, 2]),   # spans ~all SMs
-    (128, 512, 2, False, [40, 17, 40, 1]),
+@pytest.mark.parametrize("I,H,proj,layers,bi,lengths", [
+    (5, 16, 0, 1, False, [13, 0, 4, 13, 1, 9]),
+    (8, 32, 0, 2, True, [20, 7, 0, 20, 3]),
+    (64, 256, 0, 1, True, [50, 1, 33, 0, 50, 12, 49, 2]),   # spans ~all SMs
+    (128, 512, 0, 2, False, [40, 17, 40, 1]),
+    (8, 32, 8, 2, True, [20, 7, 0, 20, 3]),                  # projection: two barriers a step
+    (64, 512, 128, 1, False, [30, 2, 0, 30, 11]),
+    # Weight slices beyond shared memory on an H100/H200 (132 SMs: 16 units a block, 256 KiB
+    # of fp32 W_hh): read from global memory every step.
+    (32, 1024, 0, 1, True, [12, 3, 0, 12]),
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_persistent_parity_with_cudnn(I, H, layers, bi, lengths, dtype):
-    ref64, x, hx, grads = _case(I, H, layers, bi, lengths, dtype)
-    ref = nn.LSTM(I, H, layers, bidirectional=bi, device=DEV, dtype=dtype)
+def test_persistent_parity_with_cudnn(I, H, proj, layers, bi, lengths, dtype):
+    ref64, x, hx, grads = _case(I, H, layers, bi, lengths, dtype, proj=proj)
+    ref = nn.LSTM(I, H, layers, bidirectional=bi, proj_size=proj, device=DEV, dtype=dtype)
     ref.load_state_dict(ref64.state_dict())
-    fast = fastlstm.LSTM(I, H, layers, bidirectional=bi, device=DEV, dtype=dtype)
+    fast = fastlstm.LSTM(I, H, layers, bidirectional=bi, proj_size=proj, device=DEV,
+                         dtype=dtype)
     fast.load_state_dict(ref64.state_dict())
     want = _run(ref, x, lengths, hx, grads, fast=False)
     got = _run(fast, x, lengths, hx, grads, fast=True)

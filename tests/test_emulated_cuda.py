@@ -78,7 +78,7 @@ def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed
                                                    monkeypatch):
     """fp16/bf16 (fp32 accumulation, fp32 cell): the error against a float64 run is at most
     2x what nn.LSTM itself makes in that dtype (plus a floor for values where both are tiny).
-    On both CUDA paths (the persistent one runs proj_size > 0 through the per-step loop)."""
+    On both CUDA paths."""
     monkeypatch.setenv("FASTLSTM_CUDA_PATH", path)
     lengths = [7, 0, 3, 7, 1, 5]
     T, B = 7, len(lengths)

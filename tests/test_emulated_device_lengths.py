@@ -17,11 +17,13 @@ pytestmark = pytest.mark.cuda_emulated
 FWD = torch.ops.fastlstm.lstm_layer_forward.default
 BWD = torch.ops.fastlstm.lstm_layer_backward.default
 
+# (layers, bidirectional, H, proj_size, bias, batch_first, lengths)
 GRID = [
-    (1, False, 5, True, False, [6, 2, 6, 0, 5, 1]),
-    (1, True, 8, True, False, [7, 0, 3, 7, 1]),
-    (2, True, 6, False, True, [4, 9, 0, 2, 9, 6, 1, 3, 8]),
-    (1, True, 33, True, False, [0, 0]),
+    (1, False, 5, 0, True, False, [6, 2, 6, 0, 5, 1]),
+    (1, True, 8, 0, True, False, [7, 0, 3, 7, 1]),
+    (2, True, 6, 0, False, True, [4, 9, 0, 2, 9, 6, 1, 3, 8]),
+    (1, True, 33, 0, True, False, [0, 0]),
+    (2, True, 8, 3, True, False, [5, 0, 2, 5, 1]),
 ]
 
 
@@ -31,41 +33,45 @@ def persistent_path(monkeypatch):
 
 
 @pytest.mark.parametrize("seed", (0, 1, 2))
-@pytest.mark.parametrize("layers,bi,H,bias,bf,lengths", GRID)
+@pytest.mark.parametrize("layers,bi,H,proj,bias,bf,lengths", GRID)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_device_schedule_parity_with_nn_lstm(layers, bi, H, bias, bf, lengths, dtype, seed):
+def test_device_schedule_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, dtype,
+                                             seed):
     ref, fast = make_pair(I, H, dtype, seed=seed, num_layers=layers, bidirectional=bi,
-                          bias=bias, batch_first=bf)
-    x, hx = _data(layers, bi, H, lengths, dtype, seed, bf)
+                          proj_size=proj, bias=bias, batch_first=bf)
+    x, hx = _data(layers, bi, H, lengths, dtype, seed, bf, proj)
     with _simt.emulated_cuda(seed=seed, device_lengths=True):
         check_parity(ref, fast, x, lengths, hx=hx)
 
 
-def _layer_args(T, lengths, H=6, D=2):
+def _layer_args(T, lengths, H=6, D=2, P=0):
     g = torch.Generator().manual_seed(3)
     B = len(lengths)
-    weights = [torch.randn(s, generator=g, dtype=torch.float64)
-               for s in [(4 * H, I), (4 * H, H), (4 * H,), (4 * H,)] * D]
+    Hout = P or H
+    shapes = [(4 * H, I), (4 * H, Hout), (4 * H,), (4 * H,)] + ([(P, H)] if P else [])
+    weights = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes * D]
     x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
-    h0 = torch.randn(D, B, H, generator=g, dtype=torch.float64)
+    h0 = torch.randn(D, B, Hout, generator=g, dtype=torch.float64)
     c0 = torch.randn(D, B, H, generator=g, dtype=torch.float64)
     return x, torch.tensor(lengths), h0, c0, weights
 
 
-def test_device_schedule_matches_the_host_schedule_bit_for_bit():
+@pytest.mark.parametrize("P", [0, 4])
+def test_device_schedule_matches_the_host_schedule_bit_for_bit(P):
     """The same persistent kernels on the two schedules: the host's (N packed rows) and the
     device's (T * B rows, the ones past N zero). Outputs, states and every gradient agree
     exactly, and the device reserve holds the host's rows followed by zeros."""
     T, lengths = 8, [8, 0, 3, 8, 1]
-    x, lens, h0, c0, weights = _layer_args(T, lengths)
+    x, lens, h0, c0, weights = _layer_args(T, lengths, P=P)
+    proj = P > 0
     results = {}
     for device_lengths in (False, True):
         with _simt.emulated_cuda(seed=1, device_lengths=device_lengths):
-            out, h_n, c_n, reserve = FWD(x, lens, h0, c0, weights, True, False, True, True)
+            out, h_n, c_n, reserve = FWD(x, lens, h0, c0, weights, True, proj, True, True)
             g = torch.Generator().manual_seed(4)
             grads = [torch.randn(t.shape, generator=g, dtype=torch.float64)
                      for t in (out, h_n, c_n)]
-            back = BWD(*grads, x, lens, h0, c0, weights, reserve, True, False, True, True)
+            back = BWD(*grads, x, lens, h0, c0, weights, reserve, True, proj, True, True)
         results[device_lengths] = [out, h_n, c_n, reserve, *back[:3], *back[3]]
     for host, device in zip(results[False], results[True]):
         assert torch.equal(host, device)
@@ -93,15 +99,19 @@ def test_device_schedule_refuses_a_reserve_of_other_rows():
 
 
 def test_shapes_the_persistent_kernels_do_not_take_keep_the_host_schedule(monkeypatch):
-    """proj_size (not in the persistent kernels yet), or FASTLSTM_CUDA_PATH=step: the host
-    schedule and per-step loop, as before, with the compact reserve."""
+    """A bidirectional layer on a one-SM device (no room for both directions' grids), or
+    FASTLSTM_CUDA_PATH=step: the host schedule and per-step loop, as before, with the compact
+    reserve."""
     ref, fast = make_pair(I, 6, torch.float64, proj_size=3, bidirectional=True)
     lengths = [4, 1, 0]
-    x, _ = _data(1, True, 6, lengths, torch.float64, 0)
-    with _simt.emulated_cuda(device_lengths=True):
-        check_parity(ref, fast, x, lengths)
-    monkeypatch.setenv("FASTLSTM_CUDA_PATH", "step")
+    x, hx = _data(1, True, 6, lengths, torch.float64, 0, proj=3)
+    with _simt.emulated_cuda(device_lengths=True, sms=1):
+        check_parity(ref, fast, x, lengths, hx=hx)
     xr, lens, h0, c0, weights = _layer_args(5, [5, 2])
-    with _simt.emulated_cuda(device_lengths=True):
+    with _simt.emulated_cuda(device_lengths=True, sms=1):
         reserve = FWD(xr, lens, h0, c0, weights, True, False, True)[3]
     assert reserve.numel() == 2 * 2048  # N = 7 rows of (5H + H) float64: 2016 bytes, to 2048
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", "step")
+    with _simt.emulated_cuda(device_lengths=True):
+        reserve = FWD(xr, lens, h0, c0, weights, True, False, True)[3]
+    assert reserve.numel() == 2 * 2048

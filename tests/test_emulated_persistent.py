@@ -1,7 +1,8 @@
 """The persistent CUDA kernels (csrc/cuda/persistent.cuh: the whole time loop in one
-cooperative launch, W_hh resident in shared memory, one grid barrier per step), run on the CPU
-through the emulator with FASTLSTM_CUDA_PATH=persistent, judged against nn.LSTM over packed
-input, under several schedule seeds with the shared-memory race check on."""
+cooperative launch, the recurrent weights resident in shared memory or read from global memory,
+one grid barrier per step, two with proj_size), run on the CPU through the emulator with
+FASTLSTM_CUDA_PATH=persistent, judged against nn.LSTM over packed input, under several schedule
+seeds with the shared-memory race check on."""
 
 import pytest
 import torch
@@ -22,59 +23,145 @@ def cuda_path(monkeypatch):
     return set_path
 
 
-def _data(layers, bi, H, lengths, dtype, seed, bf=False):
+def _data(layers, bi, H, lengths, dtype, seed, bf=False, proj=0):
     T, B = max(max(lengths), 1), len(lengths)
     gen = torch.Generator().manual_seed(200 + seed)
     x = torch.randn((B, T, I) if bf else (T, B, I), generator=gen, dtype=torch.float64).to(dtype)
     D = 2 if bi else 1
-    hx = tuple(torch.randn(layers * D, B, H, generator=gen, dtype=torch.float64).to(dtype)
-               for _ in range(2))
+    hx = tuple(torch.randn(layers * D, B, size, generator=gen, dtype=torch.float64).to(dtype)
+               for size in (proj or H, H))
     return x, hx
 
 
-# (layers, bidirectional, H, bias, batch_first, lengths): H from 5 to 40, so that blocks own
-# 1 to 14 units and the dot products take several lanes' turns; lengths unsorted, with zeros.
+# (layers, bidirectional, H, proj_size, bias, batch_first, lengths): H from 5 to 40, so that
+# blocks own 1 to 14 units and the dot products take several lanes' turns; with proj_size, some
+# blocks own no output unit; lengths unsorted, with zeros.
 GRID = [
-    (1, False, 5, True, False, [6, 2, 6, 0, 5, 1]),
-    (1, True, 8, True, False, [7, 0, 3, 7, 1]),
-    (2, True, 6, False, True, [4, 9, 0, 2, 9, 6, 1, 3, 8]),
-    (2, False, 40, True, False, [12, 3, 0, 11]),
-    (1, True, 33, True, False, [0, 0]),
+    (1, False, 5, 0, True, False, [6, 2, 6, 0, 5, 1]),
+    (1, True, 8, 0, True, False, [7, 0, 3, 7, 1]),
+    (2, True, 6, 0, False, True, [4, 9, 0, 2, 9, 6, 1, 3, 8]),
+    (2, False, 40, 0, True, False, [12, 3, 0, 11]),
+    (1, True, 33, 0, True, False, [0, 0]),
+    (1, False, 7, 3, True, False, [5, 0, 5, 2]),
+    (2, True, 8, 5, True, True, [4, 9, 0, 2, 9, 6, 1]),
+    (1, True, 37, 33, False, False, [3, 8, 0]),
 ]
+# Where the weights live: shared memory (the emulated device has a Hopper SM's 227 KiB), or
+# global memory (a device with no shared memory to spare: "H above the resident limit").
+PLACEMENT = {"resident": _simt.SHARED_BYTES, "global": 0}
 
 
+@pytest.mark.parametrize("placement", PLACEMENT)
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("layers,bi,H,bias,bf,lengths", GRID)
+@pytest.mark.parametrize("layers,bi,H,proj,bias,bf,lengths", GRID)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_persistent_parity_with_nn_lstm(layers, bi, H, bias, bf, lengths, dtype, seed,
-                                        cuda_path):
+def test_persistent_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, dtype, seed,
+                                        placement, cuda_path):
     ref, fast = make_pair(I, H, dtype, seed=seed, num_layers=layers, bidirectional=bi,
-                          bias=bias, batch_first=bf)
-    x, hx = _data(layers, bi, H, lengths, dtype, seed, bf)
+                          proj_size=proj, bias=bias, batch_first=bf)
+    x, hx = _data(layers, bi, H, lengths, dtype, seed, bf, proj)
     cuda_path("persistent")
-    with _simt.emulated_cuda(seed=seed):
+    with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement]):
         check_parity(ref, fast, x, lengths, hx=hx)
 
 
-def test_persistent_path_runs_the_loop_in_one_launch(cuda_path):
+@pytest.mark.parametrize("sms", [1, 2, 3])
+@pytest.mark.parametrize("proj", [0, 4])
+def test_few_multiprocessors(sms, proj, cuda_path):
+    """One block per direction (sms 2, bidirectional) owns every unit; with one SM a
+    bidirectional layer has no room for both directions' grids and takes the per-step path."""
+    ref, fast = make_pair(I, 9, torch.float64, seed=sms, bidirectional=True, proj_size=proj)
+    lengths = [5, 0, 3, 5, 1]
+    x, hx = _data(1, True, 9, lengths, torch.float64, sms, proj=proj)
+    cuda_path("persistent")
+    with _simt.emulated_cuda(seed=sms, sms=sms):
+        check_parity(ref, fast, x, lengths, hx=hx)
+
+
+def _launches(fn, **emulation):
+    before = _simt.launch_count()
+    with _simt.emulated_cuda(seed=0, **emulation):
+        fn()
+    return _simt.launch_count() - before
+
+
+def _train_step(fast, x, hx, lengths):
+    def run():
+        out, (h, c) = fast(x, hx, lengths=lengths)
+        (out.sum() + h.sum() + c.sum()).backward()
+    return run
+
+
+@pytest.mark.parametrize("proj", [0, 3])
+def test_persistent_path_runs_the_loop_in_one_launch(proj, cuda_path):
     """Forward+backward of a 1-layer bidirectional LSTM over 20 steps: the per-step path
     launches kernels for every step (a cell kernel forward; an add and a cell kernel backward,
-    per direction), the persistent path one forward and one backward launch per layer; the
-    launches around the loop (gathers, bias, scatters) are the same for both."""
+    per direction; with proj_size also a copy backward), the persistent path one forward and one
+    backward launch per layer; the launches around the loop (gathers, bias, scatters) are the
+    same for both."""
     lengths = [20, 3, 0, 17, 9]
-    _, fast = make_pair(I, 8, torch.float64, bidirectional=True)
-    x, hx = _data(1, True, 8, lengths, torch.float64, 0)
+    _, fast = make_pair(I, 8, torch.float64, bidirectional=True, proj_size=proj)
+    x, hx = _data(1, True, 8, lengths, torch.float64, 0, proj=proj)
     counts = {}
     for path in ("step", "persistent"):
         cuda_path(path)
-        before = _simt.launch_count()
-        with _simt.emulated_cuda(seed=0):
-            out, (h, c) = fast(x, hx, lengths=lengths)
-            (out.sum() + h.sum() + c.sum()).backward()
-        counts[path] = _simt.launch_count() - before
+        counts[path] = _launches(_train_step(fast, x, hx, lengths))
     print(counts)
     active_steps = 2 * 20  # every step has an active row, in each of the 2 directions
-    assert counts["step"] - counts["persistent"] == 3 * active_steps - 2
+    per_step = 4 if proj else 3
+    assert counts["step"] - counts["persistent"] == per_step * active_steps - 2
+
+
+@pytest.mark.parametrize("proj", [0, 3])
+def test_weights_from_global_memory_when_shared_memory_is_short(proj, cuda_path):
+    """Without the shared memory for its weight slices, the backward reads W_hh (and W_hr)
+    transposed from global memory: one transpose launch per matrix and direction more than the
+    resident run, and the same results to rounding."""
+    lengths = [6, 0, 4, 6]
+    _, fast = make_pair(I, 8, torch.float64, bidirectional=True, proj_size=proj)
+    x, hx = _data(1, True, 8, lengths, torch.float64, 0, proj=proj)
+    cuda_path("persistent")
+    counts, results = {}, {}
+    for name, shared in PLACEMENT.items():
+        fast.zero_grad()
+        with _simt.emulated_cuda(seed=0, shared_bytes=shared):
+            before = _simt.launch_count()
+            out, (h, c) = fast(x, hx, lengths=lengths)
+            (out.sum() + h.sum() + c.sum()).backward()
+            counts[name] = _simt.launch_count() - before
+        results[name] = [out, h, c] + [p.grad.clone() for p in fast.parameters()]
+    assert counts["global"] - counts["resident"] == 2 * (2 if proj else 1)
+    for a, b in zip(results["resident"], results["global"]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _slice_elements(H, P, proj, blocks, backward):
+    """Elements of one block's weight slices (csrc/cuda/persistent.cuh, slice_elements)."""
+    U, V = -(-H // blocks), -(-P // blocks)
+    if backward:
+        return V * 4 * H + (U * P if proj else 0)
+    return 4 * U * P + (V * H if proj else 0)
+
+
+@pytest.mark.parametrize("H,proj,resident", [(8, 3, "forward"), (7, 6, "backward")])
+def test_forward_and_backward_place_their_weights_independently(H, proj, resident, cuda_path):
+    """A shared-memory size between the forward's and the backward's needs: one pass resident,
+    the other from global memory (seen by the backward's transpose launches), both correct."""
+    blocks = _simt.SMS  # unidirectional, H >= SMs: one block per SM
+    fwd = _slice_elements(H, proj, proj, blocks, backward=False) * 8
+    bwd = _slice_elements(H, proj, proj, blocks, backward=True) * 8
+    assert (fwd < bwd) == (resident == "forward")
+    limit = (fwd + bwd) // 2
+    ref, fast = make_pair(I, H, torch.float64, proj_size=proj)
+    lengths = [5, 0, 3, 5]
+    x, hx = _data(1, False, H, lengths, torch.float64, 0, proj=proj)
+    cuda_path("persistent")
+    with _simt.emulated_cuda(seed=1, shared_bytes=limit):
+        check_parity(ref, fast, x, lengths, hx=hx)
+    full = _launches(_train_step(fast, x, hx, lengths))
+    short = _launches(_train_step(fast, x, hx, lengths), shared_bytes=limit)
+    transposes = 2 if resident == "forward" else 0
+    assert short - full == transposes
 
 
 def test_unknown_path_is_refused(cuda_path):
@@ -84,13 +171,3 @@ def test_unknown_path_is_refused(cuda_path):
         with pytest.raises(RuntimeError, match="FASTLSTM_CUDA_PATH must be one of step, "
                                                "persistent, auto; got 'fastest'"):
             fast(torch.randn(3, 2, I, dtype=torch.float64), lengths=[3, 1])
-
-
-def test_projection_falls_back_to_the_per_step_path(cuda_path):
-    """proj_size is not served persistently yet: the per-step path runs it, still correct."""
-    ref, fast = make_pair(I, 6, torch.float64, proj_size=2, bidirectional=True)
-    x, hx = _data(1, True, 6, [4, 0, 2], torch.float64, 0)
-    hx = (hx[0][..., :2].contiguous(), hx[1])
-    cuda_path("persistent")
-    with _simt.emulated_cuda(seed=1):
-        check_parity(ref, fast, x, [4, 0, 2], hx=hx)

@@ -1,22 +1,30 @@
-// Persistent kernels: the whole time loop of a layer in one cooperative launch, W_hh resident in
-// shared memory for every step, one barrier per step. Included by kernels_<dtype>.cu.
+// Persistent kernels: the whole time loop of a layer in one cooperative launch, the recurrent
+// weights resident in shared memory for every step where they fit, one barrier per step (two
+// with a projection). Included by kernels_<dtype>.cu.
 //
 // Blocks are split between the directions (blocks [0, P) forward, [P, 2P) reverse); each
 // direction has its own barrier counter, so the two never wait for each other. Block jb of a
-// direction owns the hidden units [u0, u0 + nu): all four gates of them.
+// direction owns the hidden units [u0, u0 + nu) (all four gates of them) and, with proj_size,
+// the output units [p0, p0 + np) of the projection; without one, output units are hidden units.
 //
 // Forward step t (the direction's order): every block reads h_{t-1} of the active rows (from the
 // previous step's packed outputs, or h0 for rows that start here) from global memory, computes
 // its units' gates (one warp per row and unit, lanes split the dot product over Hout, then a
-// shuffle reduction), runs the cell, writes its slice of h_t, then the barrier.
+// shuffle reduction), runs the cell and writes its slice of h_t. With a projection that slice
+// is the raw h (the reserve's hraw); after a barrier, each block projects every active row onto
+// its output units. Then the step's barrier.
 // Backward step t (reverse order): phase A turns dh into the gate gradients of the block's
-// units (elementwise), barrier, phase B computes dh_{t-1} for the block's units from every
-// unit's gate gradients and the resident column slice of W_hh. One barrier per step.
+// units, barrier, phase B computes dh_{t-1} for the block's output units from every unit's gate
+// gradients and the resident column slice of W_hh. With a projection, phase A starts with the
+// block's output units (dout = dh + dy, kept for dW_hr), a barrier, then per hidden unit the
+// raw h's gradient dout W_hr[:, u] and the cell.
+//
+// Weights: resident in shared memory when the block's slices fit (plan_persistent), else read
+// from global memory (L2) every step, the backward from transposed copies so that its column
+// slices are contiguous rows: the same loops serve both, through Slice.
 //
 // Rows join and leave by their own lengths: active(t) rows at step t, a prefix of the sorted
 // batch, read on the device; nothing is computed past a sequence's end.
-// Not served here (the driver's per-step loop runs instead): proj_size > 0, and shapes whose
-// W_hh slice does not fit in one block's shared memory.
 #pragma once
 
 #include <cstdlib>
@@ -25,23 +33,29 @@
 #include "../simt/simt.h"
 #include "backend.h"
 #include "grid_barrier.cuh"
+#include "kernels.cuh"  // cell_forward_unit, cell_backward_unit, blocks_for
 
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
 
 template <typename T, typename Acc>
 struct PersistentDir {
-  const T* w_hh;     // [4H, H]
+  const T* w_hh;     // [4H, P] forward: row slices
+  const T* w_hr;     // [P, H] forward: row slices; nullptr without projection
+  const T* w_hh_t;   // [P, 4H] W_hh transposed: backward column slices when not resident
+  const T* w_hr_t;   // [H, P] W_hr transposed, likewise (projection only)
   const Acc* bias;   // [4H] (forward)
-  const T* h0;       // [B, H] sorted rows
+  const T* h0;       // [B, P] sorted rows
   const Acc* c0;     // [B, H] sorted rows
   Acc* gates;        // [N, 4H] packed: forward x W_ih^T in, activated gates out
   Acc* cell;         // [N, H]
-  T* out;            // [N, H]
-  const T* dy;       // [N, H] or nullptr (backward)
-  Acc* dh;           // [B, H] (backward) in: grad h_n; out: grad h0
+  T* out;            // [N, P]
+  T* hraw;           // [N, H] the cell's h before the projection (projection only)
+  const T* dy;       // [N, P] or nullptr (backward)
+  Acc* dh;           // [B, P] (backward) in: grad h_n; out: grad h0
   Acc* dc;           // [B, H] (backward) in: grad c_n; out: grad c0
   T* dgates;         // [N, 4H] (backward)
+  T* dout;           // [N, P] (backward, projection only) each step's total output gradient
   unsigned* barrier; // zeroed, this direction's only
 };
 
@@ -50,11 +64,15 @@ struct PersistentArgs {
   PersistentDir<T, Acc> dir[2];
   const int64_t* active;   // [T] rows active at step t
   const int64_t* offsets;  // [T+1] first packed row of step t
-  int64_t steps, H;  // steps: the padded T
+  int64_t steps, H, P;     // steps: the padded T; P: Hout (H without projection)
   int blocks_per_dir;
+  bool resident;           // weights in shared memory (else read from global every step)
 };
 
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 // The step schedule of one direction at loop index `step`.
 struct StepRows {
@@ -75,48 +93,73 @@ __device__ __forceinline__ Acc warp_sum(Acc v) {
   return v;
 }
 
-// The direction of this block and the hidden units [u0, u0 + nu) it owns, U per block.
+// The direction of this block, the hidden units [u0, u0 + nu) it owns (U per block) and the
+// output units [p0, p0 + np) (V per block; the same as the hidden ones without projection).
 struct BlockUnits {
   int dir;
-  int64_t U, u0, nu;
+  int64_t U, u0, nu, V, p0, np;
 };
-__device__ __forceinline__ BlockUnits block_units(int blocks_per_dir, int64_t H) {
+__device__ __forceinline__ BlockUnits block_units(int blocks_per_dir, int64_t H, int64_t P) {
   const int dir = static_cast<int>(blockIdx.x) / blocks_per_dir;
   const int64_t jb = static_cast<int>(blockIdx.x) % blocks_per_dir;
-  const int64_t U = (H + blocks_per_dir - 1) / blocks_per_dir;
-  const int64_t u0 = min64(H, jb * U);
-  return {dir, U, u0, min64(H, u0 + U) - u0};
+  const int64_t U = ceil_div(H, blocks_per_dir), V = ceil_div(P, blocks_per_dir);
+  const int64_t u0 = min64(H, jb * U), p0 = min64(P, jb * V);
+  return {dir, U, u0, min64(H, u0 + U) - u0, V, p0, min64(P, p0 + V) - p0};
 }
 
-template <typename T, typename Acc>
-__global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
-  const BlockUnits b = block_units(a.blocks_per_dir, a.H);
-  const PersistentDir<T, Acc>& p = a.dir[b.dir];
-  const int dir = b.dir;
-  const int64_t H = a.H, G = 4 * H, U = b.U, u0 = b.u0, nu = b.nu;
-
-  // This block's rows of W_hh, resident for the whole sequence: w[(g * U + ul) * H + k].
-  auto w = simt::dynamic_shared<T>();
-  for (int64_t e = threadIdx.x; e < 4 * nu * H; e += blockDim.x) {
-    const int64_t g = e / (nu * H), ul = e / H % nu, k = e % H;
-    w[(g * U + ul) * H + k] = p.w_hh[(g * H + u0 + ul) * H + k];
+// Element (r, k) of a block's weight slice: w[origin + r * ld + k]. W is the block's shared
+// memory (simt::dynamic_shared) or a global pointer, so one loop body serves both.
+template <typename W>
+struct Slice {
+  W w;
+  int64_t origin, ld;
+  __device__ __forceinline__ auto operator()(int64_t r, int64_t k) const {
+    return w[origin + r * ld + k];
   }
-  __syncthreads();
+};
+template <typename W>
+__device__ __forceinline__ Slice<W> slice(W w, int64_t origin, int64_t ld) {
+  return Slice<W>{w, origin, ld};
+}
 
+// Copies rows [r0, r0 + n) x cols [0, C) of the row-major src (leading dimension lds) into
+// shared memory at w[origin + r * C + col], r counted from r0: a block's weight slice.
+template <typename T, typename W>
+__device__ __forceinline__ void load_rows(W w, int64_t origin, const T* src, int64_t lds,
+                                          int64_t r0, int64_t n, int64_t C) {
+  for (int64_t e = threadIdx.x; e < n * C; e += blockDim.x)
+    w[origin + e] = src[(r0 + e / C) * lds + e % C];
+}
+// Likewise for columns [c0, c0 + n) of src (R rows): w[origin + c * R + r] = src[r, c0 + c].
+template <typename T, typename W>
+__device__ __forceinline__ void load_cols(W w, int64_t origin, const T* src, int64_t lds,
+                                          int64_t c0, int64_t n, int64_t R) {
+  for (int64_t e = threadIdx.x; e < n * R; e += blockDim.x)
+    w[origin + e] = src[(e % R) * lds + c0 + e / R];
+}
+
+// The forward time loop of one block. Gate row (g, ul) of W_hh is gates_w(g * gate_rows + ul,
+// k); output unit pl's row of W_hr is proj_w(pl, k).
+template <typename T, typename Acc, typename W>
+__device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits& b,
+                              Slice<W> gates_w, int64_t gate_rows, Slice<W> proj_w) {
+  const PersistentDir<T, Acc>& p = a.dir[b.dir];
+  const int64_t H = a.H, P = a.P, G = 4 * H, nu = b.nu, u0 = b.u0;
+  const bool proj = p.w_hr != nullptr;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   unsigned generation = 0;
   for (int64_t step = 0; step < a.steps; ++step) {
-    const StepRows s = step_rows(a.active, a.offsets, a.steps, dir == 1,
-                                 dir == 1 ? a.steps - 1 - step : step);
+    const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
+                                 b.dir == 1 ? a.steps - 1 - step : step);
     if (s.rows == 0) continue;  // the same for every block of the direction: no barrier
     for (int64_t item = warp; item < s.rows * nu; item += warps) {
       const int64_t j = item / nu, ul = item % nu, u = u0 + ul;
-      const T* h_prev = j < s.n_continuing ? p.out + (s.prev_offset + j) * H : p.h0 + j * H;
+      const T* h_prev = j < s.n_continuing ? p.out + (s.prev_offset + j) * P : p.h0 + j * P;
       Acc acc[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
-      for (int64_t k = lane; k < H; k += 32) {
+      for (int64_t k = lane; k < P; k += 32) {
         const Acc h = static_cast<Acc>(h_prev[k]);
         for (int g = 0; g < 4; ++g)
-          acc[g] += h * static_cast<Acc>(static_cast<T>(w[(g * U + ul) * H + k]));
+          acc[g] += h * static_cast<Acc>(static_cast<T>(gates_w(g * gate_rows + ul, k)));
       }
       for (int g = 0; g < 4; ++g) acc[g] = warp_sum(acc[g]);
       if (lane == 0) {
@@ -124,8 +167,21 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
         for (int g = 0; g < 4; ++g) gp[g * H] += acc[g];
         const Acc c_prev =
             j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
-        cell_forward_unit<T, Acc>(gp, H, p.bias + u, c_prev, p.cell + (s.offset + j) * H + u,
-                                  p.out + (s.offset + j) * H + u);
+        T* h = proj ? p.hraw + (s.offset + j) * H + u : p.out + (s.offset + j) * P + u;
+        cell_forward_unit<T, Acc>(gp, H, p.bias + u, c_prev, p.cell + (s.offset + j) * H + u, h);
+      }
+    }
+    if (proj) {
+      // out = hraw W_hr^T for this block's output units, once every block's hraw is written.
+      grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
+      for (int64_t item = warp; item < s.rows * b.np; item += warps) {
+        const int64_t j = item / b.np, pl = item % b.np;
+        const T* h = p.hraw + (s.offset + j) * H;
+        Acc acc = 0;
+        for (int64_t k = lane; k < H; k += 32)
+          acc += static_cast<Acc>(h[k]) * static_cast<Acc>(static_cast<T>(proj_w(pl, k)));
+        acc = warp_sum(acc);
+        if (lane == 0) p.out[(s.offset + j) * P + b.p0 + pl] = static_cast<T>(acc);
       }
     }
     grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
@@ -133,57 +189,121 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
 }
 
 template <typename T, typename Acc>
-__global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
-  const BlockUnits b = block_units(a.blocks_per_dir, a.H);
+__global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
+  const BlockUnits b = block_units(a.blocks_per_dir, a.H, a.P);
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
-  const int dir = b.dir;
-  const int64_t H = a.H, G = 4 * H, u0 = b.u0, nu = b.nu;
-
-  // This block's columns of W_hh, resident: w[ul * G + r] = W_hh[r, u0 + ul].
-  auto w = simt::dynamic_shared<T>();
-  for (int64_t e = threadIdx.x; e < nu * G; e += blockDim.x) {
-    const int64_t ul = e / G, r = e % G;
-    w[ul * G + r] = p.w_hh[r * H + u0 + ul];
+  const int64_t H = a.H, P = a.P;
+  if (!a.resident) {
+    forward_steps(a, b, slice(p.w_hh, b.u0 * P, P), H, slice(p.w_hr, b.p0 * H, H));
+    return;
   }
+  // Resident: gate g's rows of the block's units at (g * U + ul) * P, then the projection's
+  // rows of its output units at 4 * U * P + pl * H.
+  auto w = simt::dynamic_shared<T>();
+  for (int g = 0; g < 4; ++g) load_rows(w, g * b.U * P, p.w_hh, P, g * H + b.u0, b.nu, P);
+  if (p.w_hr != nullptr) load_rows(w, 4 * b.U * P, p.w_hr, H, b.p0, b.np, H);
   __syncthreads();
+  forward_steps(a, b, slice(w, 0, P), b.U, slice(w, 4 * b.U * P, H));
+}
 
+// The backward time loop of one block. Output unit pl's column of W_hh is hh_cols(pl, r);
+// hidden unit ul's column of W_hr is hr_cols(ul, k).
+template <typename T, typename Acc, typename W>
+__device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits& b,
+                               Slice<W> hh_cols, Slice<W> hr_cols) {
+  const PersistentDir<T, Acc>& p = a.dir[b.dir];
+  const int64_t H = a.H, P = a.P, G = 4 * H, u0 = b.u0, nu = b.nu, p0 = b.p0, np = b.np;
+  const bool proj = p.w_hr != nullptr;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   unsigned generation = 0;
   for (int64_t step = 0; step < a.steps; ++step) {
     // Reverse time of the direction: the forward direction's last step first.
-    const StepRows s = step_rows(a.active, a.offsets, a.steps, dir == 1,
-                                 dir == 1 ? step : a.steps - 1 - step);
+    const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
+                                 b.dir == 1 ? step : a.steps - 1 - step);
     if (s.rows == 0) continue;
-    // Phase A: gate gradients of this block's units, one thread per row and unit.
-    for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
-      const int64_t j = item / nu, u = u0 + item % nu, row = s.offset + j;
-      Acc dh = p.dh[j * H + u];
-      if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * H + u]);
-      const Acc c_prev =
-          j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
-      cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
-                                 p.dc + j * H + u, p.dgates + row * G + u);
+    if (!proj) {
+      // Phase A: gate gradients of this block's units, one thread per row and unit.
+      for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
+        const int64_t j = item / nu, u = u0 + item % nu, row = s.offset + j;
+        Acc dh = p.dh[j * H + u];
+        if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * H + u]);
+        const Acc c_prev =
+            j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
+        cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
+                                   p.dc + j * H + u, p.dgates + row * G + u);
+      }
+    } else {
+      // Phase A, projection: the step's total output gradient of the block's output units...
+      for (int64_t item = threadIdx.x; item < s.rows * np; item += blockDim.x) {
+        const int64_t j = item / np, q = p0 + item % np, row = s.offset + j;
+        Acc dh = p.dh[j * P + q];
+        if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * P + q]);
+        p.dout[row * P + q] = static_cast<T>(dh);
+      }
+      grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
+      // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
+      for (int64_t item = warp; item < s.rows * nu; item += warps) {
+        const int64_t j = item / nu, ul = item % nu, u = u0 + ul, row = s.offset + j;
+        const T* dout = p.dout + row * P;
+        Acc dh = 0;
+        for (int64_t k = lane; k < P; k += 32)
+          dh += static_cast<Acc>(dout[k]) * static_cast<Acc>(static_cast<T>(hr_cols(ul, k)));
+        dh = warp_sum(dh);
+        if (lane == 0) {
+          const Acc c_prev =
+              j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
+          cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
+                                     p.dc + j * H + u, p.dgates + row * G + u);
+        }
+      }
     }
     grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
-    // Phase B: dh of every active row's previous h, this block's units, from all gate
+    // Phase B: dh of every active row's previous h, this block's output units, from all gate
     // gradients of the step (written by every block before the barrier).
-    for (int64_t item = warp; item < s.rows * nu; item += warps) {
-      const int64_t j = item / nu, ul = item % nu;
+    for (int64_t item = warp; item < s.rows * np; item += warps) {
+      const int64_t j = item / np, pl = item % np;
       const T* dg = p.dgates + (s.offset + j) * G;
       Acc acc = 0;
       for (int64_t r = lane; r < G; r += 32)
-        acc += static_cast<Acc>(dg[r]) * static_cast<Acc>(static_cast<T>(w[ul * G + r]));
+        acc += static_cast<Acc>(dg[r]) * static_cast<Acc>(static_cast<T>(hh_cols(pl, r)));
       acc = warp_sum(acc);
-      if (lane == 0) p.dh[j * H + u0 + ul] = acc;
+      if (lane == 0) p.dh[j * P + p0 + pl] = acc;
     }
     __syncthreads();  // phase A of the next step reads dh written by other warps of this block
   }
+}
+
+template <typename T, typename Acc>
+__global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
+  const BlockUnits b = block_units(a.blocks_per_dir, a.H, a.P);
+  const PersistentDir<T, Acc>& p = a.dir[b.dir];
+  const int64_t H = a.H, P = a.P, G = 4 * H;
+  if (!a.resident) {
+    backward_steps(a, b, slice(p.w_hh_t, b.p0 * G, G), slice(p.w_hr_t, b.u0 * P, P));
+    return;
+  }
+  // Resident: the W_hh columns of the block's output units at pl * G, then the W_hr columns
+  // of its hidden units at V * G + ul * P.
+  auto w = simt::dynamic_shared<T>();
+  load_cols(w, 0, p.w_hh, P, b.p0, b.np, G);
+  if (p.w_hr != nullptr) load_cols(w, b.V * G, p.w_hr, H, b.u0, b.nu, P);
+  __syncthreads();
+  backward_steps(a, b, slice(w, 0, G), slice(w, b.V * G, P));
+}
+
+// dst [C, R] = src [R, C] transposed: the global copies the backward reads when not resident.
+template <typename T>
+__global__ void transpose_kernel(int64_t R, int64_t C, const T* src, T* dst) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < R * C;
+       e += int64_t(gridDim.x) * blockDim.x)
+    dst[(e % C) * R + e / C] = src[e];
 }
 
 // How to launch the persistent kernels for a layer, or blocks_per_dir == 0 for the per-step path.
 struct PersistentPlan {
   int blocks_per_dir = 0;
   int threads = 0;
+  bool resident = false;  // weights in shared memory
   size_t shared_bytes = 0;
 };
 
@@ -199,10 +319,23 @@ inline bool persistent_path_requested() {
   return true;
 }
 
+enum class Pass { kForward, kBackward };
+
+// Elements of T in one block's weight slices (see the kernels' "Resident" layouts), for
+// blocks_per_dir blocks per direction.
+inline int64_t slice_elements(const LayerDims& d, Pass pass, int64_t blocks_per_dir) {
+  const int64_t U = ceil_div(d.H, blocks_per_dir), V = ceil_div(d.Hout, blocks_per_dir);
+  const int64_t G = 4 * d.H, proj = d.has_proj ? 1 : 0;
+  return pass == Pass::kForward ? 4 * U * d.Hout + proj * V * d.H
+                                : V * G + proj * U * d.Hout;
+}
+
+// One block per SM (at most H per direction), the weights resident in shared memory where the
+// slices fit and the blocks stay co-resident, else read from global memory.
 template <typename Kernel>
-PersistentPlan plan_persistent(const LayerDims& d, size_t elem_bytes, Kernel kernel) {
+PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes, Kernel kernel) {
   PersistentPlan plan;
-  if (!persistent_path_requested() || d.has_proj || d.H == 0) return plan;
+  if (!persistent_path_requested() || d.H == 0) return plan;
 #if defined(FASTLSTM_SIMT_EMULATE)
   constexpr int kThreads = 64;
 #else
@@ -211,66 +344,97 @@ PersistentPlan plan_persistent(const LayerDims& d, size_t elem_bytes, Kernel ker
   const int64_t sms = simt::multiprocessor_count();
   const int64_t per_dir = min64(d.H, sms / d.D);
   if (per_dir < 1) return plan;
-  const int64_t units = (d.H + per_dir - 1) / per_dir;
-  const size_t shared = static_cast<size_t>(4 * units * d.H) * elem_bytes;
-  if (shared > simt::max_shared_bytes_per_block()) return plan;
-  const int64_t resident = simt::resident_blocks_per_sm(kernel, kThreads, shared) * sms;
-  if (resident < per_dir * d.D) return plan;  // a cooperative grid must be resident at once
+  const int64_t blocks = per_dir * d.D;
+  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir)) * elem_bytes;
+  // A cooperative grid must be resident at once.
+  if (shared <= simt::max_shared_bytes_per_block() &&
+      simt::resident_blocks_per_sm(kernel, kThreads, shared) * sms >= blocks) {
+    plan.resident = true;
+    plan.shared_bytes = shared;
+  } else if (simt::resident_blocks_per_sm(kernel, kThreads, 0) * sms < blocks) {
+    return plan;
+  }
   plan.blocks_per_dir = static_cast<int>(per_dir);
   plan.threads = kThreads;
-  plan.shared_bytes = shared;
   return plan;
 }
 
 template <typename T, typename Acc, typename View>
 PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDims& d,
                                        const View& s, const Recurrence<T, Acc>* rec,
-                                       const Tensor& barriers, int blocks_per_dir) {
+                                       const Tensor& barriers, const PersistentPlan& plan) {
   PersistentArgs<T, Acc> a{};
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const Recurrence<T, Acc>& r = rec[dir];
-    a.dir[dir] = {r.w_hh, r.bias,  r.h0,  r.c0,     r.r.gates, r.r.cell,
-                  r.r.out, r.dy, r.dh, r.dc, r.dgates,
+    a.dir[dir] = {r.w_hh, r.w_hr, nullptr, nullptr, r.bias,  r.h0,     r.c0,  r.r.gates,
+                  r.r.cell, r.r.out, r.r.hraw, r.dy, r.dh, r.dc, r.dgates, r.dout,
                   ptr<unsigned>(barriers) + dir};
   }
   a.active = s.active(ctx);
   a.offsets = s.offsets(ctx);
   a.steps = d.T;
   a.H = d.H;
-  a.blocks_per_dir = blocks_per_dir;
+  a.P = d.Hout;
+  a.blocks_per_dir = plan.blocks_per_dir;
+  a.resident = plan.resident;
   return a;
+}
+
+// [C, R] = src [R, C] transposed, on the op's device.
+template <typename T>
+Tensor transposed(CudaBackend::Context& ctx, const T* src, int64_t R, int64_t C) {
+  Tensor t = empty_like_device({C, R}, dtype_of<T>(), ctx.like());
+  if (R * C > 0)
+    simt::launch(transpose_kernel<T>, dim3(unsigned(blocks_for(R * C))), dim3(kThreads), 0, R, C,
+                 src, ptr<T>(t));
+  return t;
 }
 
 // One cooperative launch of `kernel` over every direction, if the plan takes this shape.
 template <typename T, typename Acc, typename View>
-bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), CudaBackend::Context& ctx,
-                    const LayerDims& d, const View& s, const Recurrence<T, Acc>* rec) {
-  const PersistentPlan plan = plan_persistent(d, sizeof(T), kernel);
+bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), Pass pass,
+                    CudaBackend::Context& ctx, const LayerDims& d, const View& s,
+                    const Recurrence<T, Acc>* rec) {
+  const PersistentPlan plan = plan_persistent(d, pass, sizeof(T), kernel);
   if (plan.blocks_per_dir == 0) return false;
   if (!s.has_tokens()) return true;
   const Tensor barriers = zeros_like_device({d.D}, kInt, ctx.like());
+  PersistentArgs<T, Acc> args = persistent_args(ctx, d, s, rec, barriers, plan);
+  std::vector<Tensor> copies;  // alive until the launch is queued (the stream orders the rest)
+  if (pass == Pass::kBackward && !plan.resident) {
+    for (int64_t dir = 0; dir < d.D; ++dir) {
+      PersistentDir<T, Acc>& p = args.dir[dir];
+      copies.push_back(transposed(ctx, p.w_hh, 4 * d.H, d.Hout));
+      p.w_hh_t = cptr<T>(copies.back());
+      if (d.has_proj) {
+        copies.push_back(transposed(ctx, p.w_hr, d.Hout, d.H));
+        p.w_hr_t = cptr<T>(copies.back());
+      }
+    }
+  }
   simt::launch_cooperative(kernel, dim3(unsigned(plan.blocks_per_dir * d.D)), dim3(plan.threads),
-                           plan.shared_bytes,
-                           persistent_args(ctx, d, s, rec, barriers, plan.blocks_per_dir));
+                           plan.shared_bytes, args);
   return true;
 }
 
 template <typename T, typename Acc, typename View>
 bool CudaBackend::forward_recurrence(Context& ctx, const LayerDims& d, const View& s,
                                      const Recurrence<T, Acc>* rec) {
-  return run_persistent(persistent_forward_kernel<T, Acc>, ctx, d, s, rec);
+  return run_persistent(persistent_forward_kernel<T, Acc>, Pass::kForward, ctx, d, s, rec);
 }
 
 template <typename T, typename Acc, typename View>
 bool CudaBackend::backward_recurrence(Context& ctx, const LayerDims& d, const View& s,
                                       const Recurrence<T, Acc>* rec) {
-  return run_persistent(persistent_backward_kernel<T, Acc>, ctx, d, s, rec);
+  return run_persistent(persistent_backward_kernel<T, Acc>, Pass::kBackward, ctx, d, s, rec);
 }
 
 template <typename T, typename Acc>
 bool CudaBackend::persistent_fits(const LayerDims& d) {
-  return plan_persistent(d, sizeof(T), persistent_forward_kernel<T, Acc>).blocks_per_dir > 0 &&
-         plan_persistent(d, sizeof(T), persistent_backward_kernel<T, Acc>).blocks_per_dir > 0;
+  return plan_persistent(d, Pass::kForward, sizeof(T), persistent_forward_kernel<T, Acc>)
+                 .blocks_per_dir > 0 &&
+         plan_persistent(d, Pass::kBackward, sizeof(T), persistent_backward_kernel<T, Acc>)
+                 .blocks_per_dir > 0;
 }
 
 #define FASTLSTM_INSTANTIATE_PERSISTENT_VIEW(T, Acc, View)                                  \

@@ -45,6 +45,10 @@ struct Options {
   bool race_check = true;   // shared-memory race checking
   bool preempt = true;      // also switch fibers at random shared-memory accesses
   bool device_lengths = false;  // layer ops: lengths count as GPU-resident (no-sync path)
+  // The emulated device: a few multiprocessors, so that cooperative grids stay small, with the
+  // shared memory of a Hopper SM unless a test asks for less.
+  int multiprocessors = 6;
+  int64_t shared_bytes_per_block = 227 * 1024;
 };
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran

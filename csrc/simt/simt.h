@@ -42,10 +42,11 @@ template <typename F>
 void concurrently(int64_t n, const F& f) {
   for (int64_t i = 0; i < n; ++i) f(i);
 }
-// An emulated device: a few multiprocessors, so that cooperative grids stay small, with the
-// shared memory of a Hopper SM.
-inline int multiprocessor_count() { return 6; }
-inline size_t max_shared_bytes_per_block() { return 227 * 1024; }
+// The emulated device of simt::options().
+inline int multiprocessor_count() { return options().multiprocessors; }
+inline size_t max_shared_bytes_per_block() {
+  return static_cast<size_t>(options().shared_bytes_per_block);
+}
 template <typename Kernel>
 int resident_blocks_per_sm(Kernel, int, size_t) {
   return 1;

@@ -1,7 +1,8 @@
 // The emulator's ops for tests (one translation unit):
-//   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check, device_lengths)  route the CPU
-//       ops through the CUDA backend under the emulator, with this schedule seed and race
-//       checking; device_lengths: lengths count as GPU-resident (the no-sync path)
+//   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check, device_lengths,
+//       multiprocessors, shared_bytes_per_block)  route the CPU ops through the CUDA backend
+//       under the emulator, with this schedule seed and race checking; device_lengths: lengths
+//       count as GPU-resident (the no-sync path); the emulated device's SMs and shared memory
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
 //   torch.ops.fastlstm._simt_selftest(name, x)  small kernels that show the emulator's checks
 //       work, some deliberately broken; tests/test_simt.py expects those to be caught
@@ -24,11 +25,20 @@ namespace {
 
 std::atomic<bool> g_enabled{false};
 
-void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths) {
+void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths,
+                  int64_t multiprocessors, int64_t shared_bytes_per_block) {
   FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
+  FASTLSTM_CHECK_VALUE(multiprocessors >= 1 && multiprocessors <= 1024,
+                       "fastlstm: _simt_emulate: multiprocessors must be in [1, 1024], got ",
+                       multiprocessors);
+  FASTLSTM_CHECK_VALUE(shared_bytes_per_block >= 0,
+                       "fastlstm: _simt_emulate: shared_bytes_per_block must be >= 0, got ",
+                       shared_bytes_per_block);
   options().seed = static_cast<uint64_t>(seed);
   options().race_check = race_check;
   options().device_lengths = device_lengths;
+  options().multiprocessors = static_cast<int>(multiprocessors);
+  options().shared_bytes_per_block = shared_bytes_per_block;
   g_enabled = enabled;
 }
 
@@ -145,7 +155,8 @@ bool emulated_cuda_enabled() { return g_enabled.load(); }
 
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True, "
-        "bool device_lengths=False) -> ()");
+        "bool device_lengths=False, int multiprocessors=6, "
+        "int shared_bytes_per_block=232448) -> ()");
   m.def("_simt_launch_count() -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
   m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "

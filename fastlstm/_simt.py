@@ -34,6 +34,11 @@ def launch_count() -> int:
     return torch.ops.fastlstm._simt_launch_count()
 
 
+def mma_count() -> int:
+    """Emulated warp-level tensor-core products (m16n8k16) so far in this process."""
+    return torch.ops.fastlstm._simt_mma_count()
+
+
 def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):
     """Runs one of the emulator's self-test kernels (csrc/simt/test_ops.cpp) over x."""
     with emulated_cuda(seed, race_check):

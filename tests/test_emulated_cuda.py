@@ -30,9 +30,9 @@ GRID = [
 I, H = 3, 6
 
 
-def _run_emulated(seed, fn):
+def _run_emulated(seed, fn, **emulation):
     launches = _simt.launch_count()
-    with _simt.emulated_cuda(seed=seed):
+    with _simt.emulated_cuda(seed=seed, **emulation):
         result = fn()
     assert _simt.launch_count() > launches, "the emulated CUDA kernels did not run"
     return result
@@ -70,18 +70,11 @@ def _outputs_and_grads(model, x, lengths, hx, grads, fast):
     return {k: v.double() for k, v in result.items()}
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("layers,bi,proj", [(1, True, 0), (2, False, 3), (2, True, 0)])
-@pytest.mark.parametrize("path", ["step", "persistent"])
-def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed, path,
-                                                   monkeypatch):
-    """fp16/bf16 (fp32 accumulation, fp32 cell): the error against a float64 run is at most
-    2x what nn.LSTM itself makes in that dtype (plus a floor for values where both are tiny).
-    On both CUDA paths."""
-    monkeypatch.setenv("FASTLSTM_CUDA_PATH", path)
-    lengths = [7, 0, 3, 7, 1, 5]
-    T, B = 7, len(lengths)
+def check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, seed, lengths, **emulation):
+    """fp16/bf16 through the emulated CUDA backend: every output and gradient's error against a
+    float64 nn.LSTM is at most 2x what nn.LSTM itself makes in that dtype (plus a floor for
+    values where both are tiny); padding outputs are exactly 0."""
+    T, B = max(lengths), len(lengths)
     ref64, fast = make_pair(I, H, torch.float64, seed=seed, num_layers=layers, bidirectional=bi,
                             proj_size=proj)
     ref_low = nn.LSTM(I, H, num_layers=layers, bidirectional=bi, proj_size=proj).to(dtype)
@@ -98,7 +91,8 @@ def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed
     nn_low = _outputs_and_grads(ref_low, x.to(dtype), lengths, tuple(t.to(dtype) for t in hx),
                                 grads, fast=False)
     fast_low = _run_emulated(seed, lambda: _outputs_and_grads(
-        fast, x.to(dtype), lengths, tuple(t.to(dtype) for t in hx), grads, fast=True))
+        fast, x.to(dtype), lengths, tuple(t.to(dtype) for t in hx), grads, fast=True),
+        **emulation)
     floor = {torch.float16: 5e-4, torch.bfloat16: 4e-3}[dtype]
     for name, want in exact.items():
         nn_err = (nn_low[name] - want).abs().max().item()
@@ -108,6 +102,18 @@ def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed
         assert fast_err <= 2 * nn_err + floor * scale, (name, fast_err, nn_err)
     pad = torch.tensor([[t >= n for n in lengths] for t in range(T)])
     assert torch.all(fast_low["output"][pad] == 0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layers,bi,proj", [(1, True, 0), (2, False, 3), (2, True, 0)])
+@pytest.mark.parametrize("path", ["step", "persistent"])
+def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed, path,
+                                                   monkeypatch):
+    """fp16/bf16 (fp32 accumulation, fp32 cell) on both CUDA paths (the persistent one on
+    tensor cores)."""
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", path)
+    check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, seed, [7, 0, 3, 7, 1, 5])
 
 
 @pytest.mark.parametrize("seed", SEEDS)

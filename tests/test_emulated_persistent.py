@@ -9,6 +9,7 @@ import torch
 
 from fastlstm import _simt
 from helpers import check_parity, make_pair
+from test_emulated_cuda import check_half_within_twice_nn_lstm
 
 pytestmark = pytest.mark.cuda_emulated
 
@@ -63,6 +64,29 @@ def test_persistent_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, 
     cuda_path("persistent")
     with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement]):
         check_parity(ref, fast, x, lengths, hx=hx)
+
+
+# (layers, bidirectional, H, proj_size, lengths): up to 20 rows (two row tiles of 16), H up to
+# 40 (K in three steps of 16, up to 28 gate columns a block), proj_size not a multiple of 8.
+HALF_GRID = [
+    (1, True, 40, 0, [9, 3, 0, 9, 7, 1, 9, 2, 5, 9, 8, 4, 9, 6, 0, 9, 3, 9, 1, 9]),
+    (2, False, 24, 9, [6, 0, 6, 2, 5, 6, 1, 3, 6, 4, 6, 6, 0, 2, 6, 5, 6, 1]),
+]
+
+
+@pytest.mark.parametrize("placement", PLACEMENT)
+@pytest.mark.parametrize("seed", (0, 1))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layers,bi,H,proj,lengths", HALF_GRID)
+def test_half_precision_on_tensor_cores(layers, bi, H, proj, lengths, dtype, seed, placement,
+                                        cuda_path):
+    """fp16/bf16 multiply on tensor cores (emulated m16n8k16, fp32 accumulation): within 2x
+    nn.LSTM's own error in that dtype, against float64."""
+    cuda_path("persistent")
+    before = _simt.mma_count()
+    check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, seed, lengths,
+                                    shared_bytes=PLACEMENT[placement])
+    assert _simt.mma_count() > before, "the tensor-core path did not run"
 
 
 @pytest.mark.parametrize("sms", [1, 2, 3])

@@ -39,6 +39,25 @@ def test_cooperative_launch_with_grid_barrier(seed):
                                atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kernel,dtype", [("mma_f16", torch.float16),
+                                          ("mma_bf16", torch.bfloat16)])
+def test_tensor_core_tile_is_a_matrix_product(kernel, dtype, seed):
+    """One warp's m16n8k16 product, its fragments loaded as the PTX layout says: A B of the
+    inputs rounded to the 16-bit type, accumulated in float32. Subnormal, zero and negative
+    inputs included (float16's subnormals are decoded by hand under emulation)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(16, 16, generator=g)
+    b = torch.randn(16, 8, generator=g)
+    a[0, :4] = torch.tensor([0.0, -0.0, 3e-6, -5e-7])  # float16 subnormals
+    x = torch.cat([a.flatten(), b.flatten()])
+    got = _simt.selftest(kernel, x, seed=seed).view(16, 8)
+    want = a.to(dtype).double() @ b.to(dtype).double()
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+    # Every output depends on its own row and column: a permuted layout would not match.
+    assert not torch.allclose(got, got.flip(0)) and not torch.allclose(got, got.flip(1))
+
+
 def test_missing_barrier_is_reported_as_a_race():
     with pytest.raises(RuntimeError, match="shared-memory race in block 0 .* no __syncthreads"):
         _simt.selftest("block_sum_missing_barrier", _x(64))

@@ -19,6 +19,11 @@
 // block's output units (dout = dh + dy, kept for dW_hr), a barrier, then per hidden unit the
 // raw h's gradient dout W_hr[:, u] and the cell.
 //
+// Half and BFloat16 do those products on tensor cores instead: the step's rows times the
+// block's gate columns (or output units) as m16n8k16 tiles shared by the block's warps, fp32
+// accumulation (mma_tiles.cuh), then the cells, one thread per (row, unit); float and double
+// keep the FMA loops (fp32 as nn.LSTM computes it: no TF32).
+//
 // Weights: resident in shared memory when the block's slices fit (plan_persistent), else read
 // from global memory (L2) every step, the backward from transposed copies so that its column
 // slices are contiguous rows: the same loops serve both, through Slice.
@@ -34,6 +39,7 @@
 #include "backend.h"
 #include "grid_barrier.cuh"
 #include "kernels.cuh"  // cell_forward_unit, cell_backward_unit, blocks_for
+#include "mma_tiles.cuh"
 
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
@@ -85,6 +91,11 @@ __device__ __forceinline__ StepRows step_rows(const int64_t* active, const int64
   const int64_t nc = prev < 0 ? 0 : min64(rows, active[prev]);
   return {t, rows, nc, offsets[t], prev < 0 ? 0 : offsets[prev]};
 }
+
+// Half and BFloat16 multiply on tensor cores (fp32 accumulation, mma_tiles.cuh); float and
+// double with FMAs (fp32 keeps nn.LSTM's precision: no TF32).
+template <typename T>
+inline constexpr bool kTensorCores = std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
 
 // Sum over the 32 lanes of a warp; every lane gets the total.
 template <typename Acc>
@@ -152,36 +163,65 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
     const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
                                  b.dir == 1 ? a.steps - 1 - step : step);
     if (s.rows == 0) continue;  // the same for every block of the direction: no barrier
-    for (int64_t item = warp; item < s.rows * nu; item += warps) {
-      const int64_t j = item / nu, ul = item % nu, u = u0 + ul;
-      const T* h_prev = j < s.n_continuing ? p.out + (s.prev_offset + j) * P : p.h0 + j * P;
-      Acc acc[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
-      for (int64_t k = lane; k < P; k += 32) {
-        const Acc h = static_cast<Acc>(h_prev[k]);
-        for (int g = 0; g < 4; ++g)
-          acc[g] += h * static_cast<Acc>(static_cast<T>(gates_w(g * gate_rows + ul, k)));
-      }
-      for (int g = 0; g < 4; ++g) acc[g] = warp_sum(acc[g]);
-      if (lane == 0) {
-        Acc* gp = p.gates + (s.offset + j) * G + u;
-        for (int g = 0; g < 4; ++g) gp[g * H] += acc[g];
-        const Acc c_prev =
-            j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
-        T* h = proj ? p.hraw + (s.offset + j) * H + u : p.out + (s.offset + j) * P + u;
-        cell_forward_unit<T, Acc>(gp, H, p.bias + u, c_prev, p.cell + (s.offset + j) * H + u, h);
+    const auto h_prev = [&](int64_t j) {
+      return j < s.n_continuing ? p.out + (s.prev_offset + j) * P : p.h0 + j * P;
+    };
+    // The cell of row j, unit u, once its four gate pre-activations are summed.
+    const auto cell = [&](int64_t j, int64_t u) {
+      const Acc c_prev =
+          j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
+      T* h = proj ? p.hraw + (s.offset + j) * H + u : p.out + (s.offset + j) * P + u;
+      cell_forward_unit<T, Acc>(p.gates + (s.offset + j) * G + u, H, p.bias + u, c_prev,
+                                p.cell + (s.offset + j) * H + u, h);
+    };
+    if constexpr (kTensorCores<T>) {
+      // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
+      block_mma_products<T>(
+          s.rows, 4 * nu, P, h_prev,
+          [&](int64_t n, int64_t k) { return gates_w(n / nu * gate_rows + n % nu, k); },
+          [&](int64_t j, int64_t n, float v) {
+            p.gates[(s.offset + j) * G + n / nu * H + u0 + n % nu] += v;
+          });
+      __syncthreads();
+      for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x)
+        cell(item / nu, u0 + item % nu);
+    } else {
+      for (int64_t item = warp; item < s.rows * nu; item += warps) {
+        const int64_t j = item / nu, ul = item % nu, u = u0 + ul;
+        const T* hp = h_prev(j);
+        Acc acc[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
+        for (int64_t k = lane; k < P; k += 32) {
+          const Acc h = static_cast<Acc>(hp[k]);
+          for (int g = 0; g < 4; ++g)
+            acc[g] += h * static_cast<Acc>(static_cast<T>(gates_w(g * gate_rows + ul, k)));
+        }
+        for (int g = 0; g < 4; ++g) acc[g] = warp_sum(acc[g]);
+        if (lane == 0) {
+          Acc* gp = p.gates + (s.offset + j) * G + u;
+          for (int g = 0; g < 4; ++g) gp[g * H] += acc[g];
+          cell(j, u);
+        }
       }
     }
     if (proj) {
       // out = hraw W_hr^T for this block's output units, once every block's hraw is written.
       grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
-      for (int64_t item = warp; item < s.rows * b.np; item += warps) {
-        const int64_t j = item / b.np, pl = item % b.np;
-        const T* h = p.hraw + (s.offset + j) * H;
-        Acc acc = 0;
-        for (int64_t k = lane; k < H; k += 32)
-          acc += static_cast<Acc>(h[k]) * static_cast<Acc>(static_cast<T>(proj_w(pl, k)));
-        acc = warp_sum(acc);
-        if (lane == 0) p.out[(s.offset + j) * P + b.p0 + pl] = static_cast<T>(acc);
+      const auto hraw = [&](int64_t j) { return p.hraw + (s.offset + j) * H; };
+      const auto store = [&](int64_t j, int64_t pl, Acc v) {
+        p.out[(s.offset + j) * P + b.p0 + pl] = static_cast<T>(v);
+      };
+      if constexpr (kTensorCores<T>) {
+        block_mma_products<T>(s.rows, b.np, H, hraw, proj_w, store);
+      } else {
+        for (int64_t item = warp; item < s.rows * b.np; item += warps) {
+          const int64_t j = item / b.np, pl = item % b.np;
+          const T* h = hraw(j);
+          Acc acc = 0;
+          for (int64_t k = lane; k < H; k += 32)
+            acc += static_cast<Acc>(h[k]) * static_cast<Acc>(static_cast<T>(proj_w(pl, k)));
+          acc = warp_sum(acc);
+          if (lane == 0) store(j, pl, acc);
+        }
       }
     }
     grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
@@ -260,14 +300,20 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
     // Phase B: dh of every active row's previous h, this block's output units, from all gate
     // gradients of the step (written by every block before the barrier).
-    for (int64_t item = warp; item < s.rows * np; item += warps) {
-      const int64_t j = item / np, pl = item % np;
-      const T* dg = p.dgates + (s.offset + j) * G;
-      Acc acc = 0;
-      for (int64_t r = lane; r < G; r += 32)
-        acc += static_cast<Acc>(dg[r]) * static_cast<Acc>(static_cast<T>(hh_cols(pl, r)));
-      acc = warp_sum(acc);
-      if (lane == 0) p.dh[j * P + p0 + pl] = acc;
+    const auto dgates = [&](int64_t j) { return p.dgates + (s.offset + j) * G; };
+    if constexpr (kTensorCores<T>) {
+      block_mma_products<T>(s.rows, np, G, dgates, hh_cols,
+                            [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
+    } else {
+      for (int64_t item = warp; item < s.rows * np; item += warps) {
+        const int64_t j = item / np, pl = item % np;
+        const T* dg = dgates(j);
+        Acc acc = 0;
+        for (int64_t r = lane; r < G; r += 32)
+          acc += static_cast<Acc>(dg[r]) * static_cast<Acc>(static_cast<T>(hh_cols(pl, r)));
+        acc = warp_sum(acc);
+        if (lane == 0) p.dh[j * P + p0 + pl] = acc;
+      }
     }
     __syncthreads();  // phase A of the next step reads dh written by other warps of this block
   }

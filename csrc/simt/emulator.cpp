@@ -6,6 +6,8 @@
 #include <ucontext.h>
 
 #include <atomic>
+#include <cmath>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -34,6 +36,8 @@ struct Warp {
   int arrived = 0;
   std::vector<int> waiting;
   uint64_t slot[kWarp] = {};
+  uint32_t mma_a[kWarp][4] = {};  // each lane's A and B fragments of warp_mma_m16n8k16
+  uint32_t mma_b[kWarp][2] = {};
 };
 
 // Per shared-memory byte: who touched it in the current barrier epoch.
@@ -75,6 +79,7 @@ struct Launch {
 thread_local Launch* g_launch = nullptr;
 Options g_options;
 std::atomic<int64_t> g_launches{0};
+std::atomic<int64_t> g_mmas{0};  // warp-level tensor-core products
 
 // Stacks are reused across launches on the same OS thread.
 thread_local std::vector<std::unique_ptr<char[]>> g_stacks;
@@ -133,6 +138,7 @@ std::string describe_deadlock(const Launch& L) {
 
 Options& options() { return g_options; }
 int64_t launch_count() { return g_launches.load(); }
+int64_t mma_count() { return g_mmas.load(); }
 
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
   FASTLSTM_CHECK(g_launch == nullptr, "fastlstm: emulated kernels cannot launch kernels");
@@ -244,6 +250,64 @@ uint64_t warp_exchange(uint64_t value, int src_lane) {
   const uint64_t r = src_lane >= 0 && src_lane < w.lanes ? w.slot[src_lane] : value;
   syncwarp();  // every lane has read before the slots are reused
   return r;
+}
+
+namespace {
+// One 16-bit element of a packed pair (low half first) as a float.
+float unpack16(uint32_t pair, int half, bool bf16) {
+  const uint32_t h = (pair >> (16 * half)) & 0xffffu;
+  uint32_t bits;
+  if (bf16) {
+    bits = h << 16;
+  } else {  // IEEE binary16
+    const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1fu) {
+      bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp != 0) {
+      bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: exactly man * 2^-24
+      float v = std::ldexp(static_cast<float>(man), -24);
+      std::memcpy(&bits, &v, 4);
+      bits |= sign;
+    }
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+}  // namespace
+
+void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], bool bf16) {
+  Launch& L = launch();
+  const int tid = L.fiber().tid;
+  Warp& w = L.block().warps[tid / kWarp];
+  if (w.lanes != kWarp) abort_fiber("fastlstm: emulated mma needs a full warp of 32 threads");
+  const int lane = tid % kWarp;
+  if (lane == 0) ++g_mmas;
+  std::memcpy(w.mma_a[lane], a, sizeof(w.mma_a[lane]));
+  std::memcpy(w.mma_b[lane], b, sizeof(w.mma_b[lane]));
+  syncwarp();  // every lane's fragments are in
+  // The PTX fragment layout of m16n8k16 (f16/bf16 inputs, f32 accumulators), with
+  // group = lane / 4 and pos = lane % 4:
+  //   A (16 x 16, row): a[r] holds row group + 8 * (r & 1), columns 2 * pos + 8 * (r >> 1)
+  //                     and the next one (low half first);
+  //   B (16 x 8, col):  b[r] holds rows 2 * pos + 8 * r and the next one, column group;
+  //   C/D (16 x 8):     d[i] is row group + 8 * (i >> 1), column 2 * pos + (i & 1).
+  const int group = lane / 4, pos = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = group + 8 * (i >> 1), col = 2 * pos + (i & 1);
+    float acc = d[i];
+    for (int k = 0; k < 16; ++k) {
+      const int a_lane = 4 * (row % 8) + (k % 8) / 2, a_reg = (row / 8) + 2 * (k / 8);
+      const int b_lane = 4 * col + (k % 8) / 2, b_reg = k / 8;
+      acc += unpack16(w.mma_a[a_lane][a_reg], k & 1, bf16) *
+             unpack16(w.mma_b[b_lane][b_reg], k & 1, bf16);
+    }
+    d[i] = acc;
+  }
+  syncwarp();  // every lane has read the fragments before they are reused
 }
 
 void spin_pause() {

@@ -52,6 +52,7 @@ struct Options {
 };
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran
+int64_t mma_count();      // warp-level tensor-core products (warp_mma_m16n8k16) so far
 
 // Runs body() as every thread of a grid; throws std::runtime_error on a race, a deadlock or a
 // barrier that not every thread reached. shared_bytes of dynamic shared memory per block.
@@ -63,6 +64,9 @@ void syncthreads();
 void syncwarp();
 uint64_t warp_exchange(uint64_t value, int src_lane);  // value of src_lane's call
 void spin_pause();
+// d += A B over one warp, as PTX mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: every lane
+// passes its fragments (see simt::mma_m16n8k16); f16 or bf16 pairs, low half first.
+void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], bool bf16);
 void* shared_base();                    // this block's dynamic shared memory
 void record_shared_access(const void* p, size_t bytes, bool write);
 

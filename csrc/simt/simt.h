@@ -15,6 +15,7 @@
 //   simt::concurrently(n, f)    f(0..n-1) as independent work: one stream each on the GPU
 //   simt::multiprocessor_count(), simt::max_shared_bytes_per_block(),
 //   simt::resident_blocks_per_sm(kernel, threads, shared_bytes)   to size cooperative grids
+//   simt::mma_m16n8k16<T>(d, a, b), simt::pack_pair(lo, hi)   tensor cores (Half, BFloat16)
 // Everything else (__syncthreads, __shfl_*_sync, atomicAdd, __threadfence, threadIdx, ...)
 // is spelled as in CUDA.
 //
@@ -223,3 +224,48 @@ __device__ __forceinline__ T atomic_load(const T* p) {
 }  // namespace fastlstm::simt
 
 #endif  // FASTLSTM_SIMT_EMULATE
+
+// Tensor cores, for kernels of Half or BFloat16 (both builds).
+#if defined(FASTLSTM_SIMT_EMULATE) || defined(__CUDACC__)
+#include <type_traits>
+
+namespace fastlstm::simt {
+
+// Two 16-bit values packed into one 32-bit mma operand register, lo in the low half.
+template <typename T>
+__device__ __forceinline__ uint32_t pack_pair(T lo, T hi) {
+  static_assert(std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>, "16-bit types only");
+  return static_cast<uint32_t>(lo.x) | (static_cast<uint32_t>(hi.x) << 16);
+}
+
+// d += A B for one warp: PTX mma.sync.aligned.m16n8k16.row.col.f32 with T inputs (every lane
+// of the warp calls it). Fragments, with group = lane / 4 and pos = lane % 4:
+//   a[r] holds A (16 x 16) row group + 8 * (r & 1), columns 2 * pos + 8 * (r >> 1) and the next;
+//   b[r] holds B (16 x 8) rows 2 * pos + 8 * r and the next, column group;
+//   d[i] is D (16 x 8) row group + 8 * (i >> 1), column 2 * pos + (i & 1).
+// Under emulation the warp gathers the fragments and computes the same product.
+template <typename T>
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4],
+                                             const uint32_t (&b)[2]) {
+  static_assert(std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>, "16-bit types only");
+#if defined(FASTLSTM_SIMT_EMULATE)
+  warp_mma_m16n8k16(a, b, d, std::is_same_v<T, BFloat16>);
+#else
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#endif
+}
+
+}  // namespace fastlstm::simt
+#endif

@@ -4,6 +4,7 @@
 //       under the emulator, with this schedule seed and race checking; device_lengths: lengths
 //       count as GPU-resident (the no-sync path); the emulated device's SMs and shared memory
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
+//   torch.ops.fastlstm._simt_mma_count()      emulated warp-level tensor-core products so far
 //   torch.ops.fastlstm._simt_selftest(name, x)  small kernels that show the emulator's checks
 //       work, some deliberately broken; tests/test_simt.py expects those to be caught
 // and declares the CUDA backend's device-built schedule as an op of its own, for tests:
@@ -43,6 +44,7 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
 }
 
 int64_t simt_launch_count() { return launch_count(); }
+int64_t simt_mma_count() { return mma_count(); }
 
 // out[0] = sum(x), one block of n threads, a shared-memory tree (n a power of two).
 __global__ void block_sum(const float* x, float* out) {
@@ -108,6 +110,27 @@ __global__ void divergent_barrier(const float* x, float* out) {
   if (threadIdx.x == 0) out[0] = x[0];
 }
 
+// One tensor-core product on one warp: x holds A [16, 16] then B [16, 8] (row-major, rounded
+// to T); out [16, 8] = A B, through the documented fragment layout (simt::mma_m16n8k16).
+template <typename T>
+__global__ void mma_tile(const float* x, float* out) {
+  const int lane = static_cast<int>(threadIdx.x), group = lane / 4, pos = lane % 4;
+  const float* A = x;
+  const float* B = x + 16 * 16;
+  uint32_t a[4], b[2];
+  for (int r = 0; r < 4; ++r) {
+    const int row = group + 8 * (r & 1), col = 2 * pos + 8 * (r >> 1);
+    a[r] = pack_pair(T(A[row * 16 + col]), T(A[row * 16 + col + 1]));
+  }
+  for (int r = 0; r < 2; ++r) {
+    const int k = 2 * pos + 8 * r;
+    b[r] = pack_pair(T(B[k * 8 + group]), T(B[(k + 1) * 8 + group]));
+  }
+  float d[4] = {0, 0, 0, 0};
+  mma_m16n8k16<T>(d, a, b);
+  for (int i = 0; i < 4; ++i) out[(group + 8 * (i >> 1)) * 8 + 2 * pos + (i & 1)] = d[i];
+}
+
 Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   FASTLSTM_CHECK_VALUE(x_in.scalar_type() == kFloat && x_in.dim() == 1 && x_in.is_cpu(),
                        "fastlstm: _simt_selftest: x must be a 1-D float32 CPU tensor, got ",
@@ -115,7 +138,8 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
                        text(x_in.device()));
   const Tensor x = as_contiguous(x_in);
   const int64_t n = x.numel();
-  Tensor out = zeros_like_device({1}, kFloat, x);
+  const bool mma = kernel == "mma_f16" || kernel == "mma_bf16";
+  Tensor out = zeros_like_device({mma ? 16 * 8 : 1}, kFloat, x);
   const float* xp = cptr<float>(x);
   float* op = ptr<float>(out);
   const unsigned threads = static_cast<unsigned>(n);
@@ -137,12 +161,17 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
     Tensor partial = zeros_like_device({blocks}, kFloat, x);
     launch_cooperative(grid_sum, dim3(blocks), dim3(16), 0, xp, op, ptr<unsigned>(counter),
                        ptr<float>(partial));
+  } else if (mma) {
+    FASTLSTM_CHECK_VALUE(n == 16 * 16 + 16 * 8, "fastlstm: ", kernel, ": x must hold A [16, 16] "
+                         "and B [16, 8], 384 values, got ", n);
+    launch(kernel == "mma_f16" ? mma_tile<Half> : mma_tile<BFloat16>, dim3(1), dim3(32), 0, xp,
+           op);
   } else if (kernel == "divergent_barrier") {
     launch(divergent_barrier, dim3(1), dim3(threads), 0, xp, op);
   } else {
     FASTLSTM_CHECK_VALUE(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
                          "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
-                         "divergent_barrier; got '", kernel, "'");
+                         "mma_f16, mma_bf16, divergent_barrier; got '", kernel, "'");
   }
   return out;
 }
@@ -158,6 +187,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
         "bool device_lengths=False, int multiprocessors=6, "
         "int shared_bytes_per_block=232448) -> ()");
   m.def("_simt_launch_count() -> int");
+  m.def("_simt_mma_count() -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
   m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "
         "Tensor active, Tensor offsets)");
@@ -167,6 +197,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_simt_emulate", TORCH_BOX(&fastlstm::simt::simt_emulate));
   m.impl("_simt_launch_count", TORCH_BOX(&fastlstm::simt::simt_launch_count));
+  m.impl("_simt_mma_count", TORCH_BOX(&fastlstm::simt::simt_mma_count));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {

@@ -1,0 +1,51 @@
+// A block's small matrix product on tensor cores, for the persistent kernels in Half and
+// BFloat16: out(j, n) <- sum_k A(j, k) B(n, k) over j < rows, n < cols, k < K, in float, with
+// fp32 accumulation. The warps of the block share the 16 x 8 output tiles; each warp walks K in
+// steps of 16 with simt::mma_m16n8k16. Edges (rows, cols or K not multiples of the tile) are
+// padded with zeros in the fragments, never read from memory.
+//   a_row(j):   pointer to row j of A (K contiguous values of T)
+//   b(n, k):    element (n, k) of B, any accessor (shared or global memory)
+//   store(j, n, v): receives each finished output once
+#pragma once
+
+#include "../simt/simt.h"
+
+namespace fastlstm::cuda {
+inline namespace FASTLSTM_SIMT_TARGET {
+
+template <typename T, typename ARow, typename BAt, typename Store>
+__device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, int64_t K,
+                                                   const ARow& a_row, const BAt& b,
+                                                   const Store& store) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int group = lane / 4, pos = lane % 4;
+  const int64_t row_tiles = (rows + 15) / 16, col_tiles = (cols + 7) / 8;
+  const T zero = T(0.0f);
+  for (int64_t tile = warp; tile < row_tiles * col_tiles; tile += warps) {
+    const int64_t r0 = tile / col_tiles * 16 + group, r1 = r0 + 8;
+    const int64_t c0 = tile % col_tiles * 8;
+    const int64_t n = c0 + group;  // this lane's column of B
+    const T* a0 = r0 < rows ? a_row(r0) : nullptr;
+    const T* a1 = r1 < rows ? a_row(r1) : nullptr;
+    const auto a_at = [&](const T* a, int64_t k) { return a != nullptr && k < K ? a[k] : zero; };
+    const auto b_at = [&](int64_t k) { return n < cols && k < K ? static_cast<T>(b(n, k)) : zero; };
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+      const int64_t k = k0 + 2 * pos;
+      const uint32_t a[4] = {simt::pack_pair(a_at(a0, k), a_at(a0, k + 1)),
+                             simt::pack_pair(a_at(a1, k), a_at(a1, k + 1)),
+                             simt::pack_pair(a_at(a0, k + 8), a_at(a0, k + 9)),
+                             simt::pack_pair(a_at(a1, k + 8), a_at(a1, k + 9))};
+      const uint32_t bf[2] = {simt::pack_pair(b_at(k), b_at(k + 1)),
+                              simt::pack_pair(b_at(k + 8), b_at(k + 9))};
+      simt::mma_m16n8k16<T>(d, a, bf);
+    }
+    for (int i = 0; i < 4; ++i) {
+      const int64_t j = i < 2 ? r0 : r1, col = c0 + 2 * pos + (i & 1);
+      if (j < rows && col < cols) store(j, col, d[i]);
+    }
+  }
+}
+
+}  // namespace FASTLSTM_SIMT_TARGET
+}  // namespace fastlstm::cuda

@@ -13,20 +13,24 @@ from . import _ops  # noqa: F401  (loads the library and its ops)
 
 SMS = 6                       # the emulated device's multiprocessors, by default
 SHARED_BYTES = 227 * 1024      # its shared memory per block (a Hopper SM's), by default
+CLUSTER_BLOCKS = 4             # its largest thread-block cluster, by default
 
 
 @contextlib.contextmanager
 def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool = False,
-                  sms: int = SMS, shared_bytes: int = SHARED_BYTES):
+                  sms: int = SMS, shared_bytes: int = SHARED_BYTES,
+                  cluster_blocks: int = CLUSTER_BLOCKS):
     """device_lengths: the layer ops treat lengths as GPU-resident and build the schedule on the
     (emulated) device, as they do for CUDA lengths where the persistent kernels take the shape.
-    sms, shared_bytes: the emulated device's multiprocessors and shared memory per block, which
-    size the persistent kernels' grids and decide whether their weights are resident."""
-    torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths, sms, shared_bytes)
+    sms, shared_bytes, cluster_blocks: the emulated device's multiprocessors, shared memory per
+    block and largest thread-block cluster (0: none, as before Hopper), which size the
+    persistent kernels' grids or clusters and decide whether their weights are resident."""
+    torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths, sms, shared_bytes,
+                                     cluster_blocks)
     try:
         yield
     finally:
-        torch.ops.fastlstm._simt_emulate(False, 0, True, False, SMS, SHARED_BYTES)
+        torch.ops.fastlstm._simt_emulate(False, 0, True, False, SMS, SHARED_BYTES, CLUSTER_BLOCKS)
 
 
 def launch_count() -> int:
@@ -36,7 +40,12 @@ def launch_count() -> int:
 
 def mma_count() -> int:
     """Emulated warp-level tensor-core products (m16n8k16) so far in this process."""
-    return torch.ops.fastlstm._simt_mma_count()
+    return torch.ops.fastlstm._simt_counter("mma")
+
+
+def cluster_barrier_count() -> int:
+    """Completed emulated thread-block cluster barriers so far in this process."""
+    return torch.ops.fastlstm._simt_counter("cluster_barriers")
 
 
 def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):

@@ -3,7 +3,7 @@
 Run as: PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python scripts/sanitize_shapes.py
 Every call does forward and backward; shapes cover uni/bidirectional, projections, no bias,
 zero and full lengths, and each dtype; on CUDA each case runs on both paths
-(FASTLSTM_CUDA_PATH=step and persistent), and one case is too large for the persistent kernels'
+(FASTLSTM_CUDA_PATH=step and persistent, and two on cluster), and one case is too large for the persistent kernels'
 shared memory on an H100/H200, so that their global-memory weights run too. Its last line,
 "sanitize_shapes: all N cases ok", says the program ran to the end (scripts/sanitizer_verdict.py requires it). `--device cpu` runs the
 cases fastlstm has on the CPU (no half precision): gpu_session.sh's rehearsal.
@@ -35,7 +35,10 @@ def main():
     cases = [c for c in CASES
              if dev != "cpu" or c[8] not in (torch.float16, torch.bfloat16)]
     paths = ["step", "persistent"] if dev != "cpu" else ["auto"]
-    cases = [(path,) + c for path in paths for c in cases]
+    # The cluster barrier (Hopper) on two small cases, fp32 and bf16 (tensor cores): the
+    # sanitizers' time is short.
+    clustered = [("cluster",) + c for c in (CASES[0], CASES[4])] if dev != "cpu" else []
+    cases = [(path,) + c for path in paths for c in cases] + clustered
     for path, T, B, I, H, L, bi, proj, bias, dtype, lengths in cases:
         os.environ["FASTLSTM_CUDA_PATH"] = path
         torch.manual_seed(0)

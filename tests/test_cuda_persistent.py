@@ -1,5 +1,5 @@
-"""GPU tests of the persistent kernels (FASTLSTM_CUDA_PATH=persistent): parity with cuDNN over
-packed input, half precision within 2x nn.LSTM's own error, gradcheck in float64, and shapes
+"""GPU tests of the persistent kernels (FASTLSTM_CUDA_PATH=persistent and cluster): parity with
+cuDNN over packed input, half precision within 2x nn.LSTM's own error, gradcheck in float64, and shapes
 large enough that the cooperative grid spans the GPU (sized from the occupancy API). They skip,
 with the reason, where no CUDA device is present; tests/test_emulated_persistent.py runs the
 same kernels on the CPU in every CI run."""
@@ -17,9 +17,11 @@ pytestmark = [pytest.mark.gpu,
 DEV = "cuda"
 
 
-@pytest.fixture(autouse=True)
-def persistent_path_tf32_off(monkeypatch):
-    monkeypatch.setenv("FASTLSTM_CUDA_PATH", "persistent")
+# The grid-barrier kernels, and (Hopper on; elsewhere they fall back to the grid) one
+# thread-block cluster per direction.
+@pytest.fixture(autouse=True, params=["persistent", "cluster"])
+def persistent_path_tf32_off(request, monkeypatch):
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", request.param)
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -44,6 +44,19 @@ def test_device_schedule_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, leng
         check_parity(ref, fast, x, lengths, hx=hx)
 
 
+@pytest.mark.parametrize("proj", [0, 3])
+def test_device_schedule_on_thread_block_clusters(proj, monkeypatch):
+    """FASTLSTM_CUDA_PATH=cluster takes GPU lengths the same way: no host schedule."""
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", "cluster")
+    lengths = [7, 0, 3, 7, 1]
+    ref, fast = make_pair(I, 8, torch.float64, bidirectional=True, proj_size=proj)
+    x, hx = _data(1, True, 8, lengths, torch.float64, 1, proj=proj)
+    before = _simt.cluster_barrier_count()
+    with _simt.emulated_cuda(seed=1, device_lengths=True):
+        check_parity(ref, fast, x, lengths, hx=hx)
+    assert _simt.cluster_barrier_count() > before
+
+
 def _layer_args(T, lengths, H=6, D=2, P=0):
     g = torch.Generator().manual_seed(3)
     B = len(lengths)

@@ -1,8 +1,9 @@
-"""The persistent CUDA kernels (csrc/cuda/persistent.cuh: the whole time loop in one
-cooperative launch, the recurrent weights resident in shared memory or read from global memory,
-one grid barrier per step, two with proj_size), run on the CPU through the emulator with
-FASTLSTM_CUDA_PATH=persistent, judged against nn.LSTM over packed input, under several schedule
-seeds with the shared-memory race check on."""
+"""The persistent CUDA kernels (csrc/cuda/persistent.cuh: the whole time loop in one launch,
+the recurrent weights resident in shared memory or read from global memory, one barrier per
+step, two with proj_size; a cooperative grid with FASTLSTM_CUDA_PATH=persistent, a thread-block
+cluster per direction with FASTLSTM_CUDA_PATH=cluster), run on the CPU through the emulator,
+judged against nn.LSTM over packed input, under several schedule seeds with the shared-memory
+race check on."""
 
 import pytest
 import torch
@@ -87,6 +88,50 @@ def test_half_precision_on_tensor_cores(layers, bi, H, proj, lengths, dtype, see
     check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, seed, lengths,
                                     shared_bytes=PLACEMENT[placement])
     assert _simt.mma_count() > before, "the tensor-core path did not run"
+
+
+@pytest.mark.parametrize("placement", PLACEMENT)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("layers,bi,H,proj,bias,bf,lengths", GRID)
+def test_cluster_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, seed, placement,
+                                     cuda_path):
+    """FASTLSTM_CUDA_PATH=cluster: each direction one thread-block cluster (the emulated
+    device's largest holds 4 blocks, so blocks own up to 10 units), meeting at the cluster
+    barrier instead of the grid barrier."""
+    ref, fast = make_pair(I, H, torch.float64, seed=seed, num_layers=layers, bidirectional=bi,
+                          proj_size=proj, bias=bias, batch_first=bf)
+    x, hx = _data(layers, bi, H, lengths, torch.float64, seed, bf, proj)
+    cuda_path("cluster")
+    before = _simt.cluster_barrier_count()
+    with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement]):
+        check_parity(ref, fast, x, lengths, hx=hx)
+    assert (_simt.cluster_barrier_count() > before) == (max(lengths) > 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layers,bi,H,proj,lengths", HALF_GRID)
+def test_cluster_half_precision_on_tensor_cores(layers, bi, H, proj, lengths, dtype, cuda_path):
+    cuda_path("cluster")
+    before = _simt.mma_count(), _simt.cluster_barrier_count()
+    check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, 0, lengths)
+    assert _simt.mma_count() > before[0] and _simt.cluster_barrier_count() > before[1]
+
+
+def test_cluster_path_without_clusters_takes_the_grid(cuda_path):
+    """A device without thread-block clusters (before Hopper): the cooperative grid instead."""
+    ref, fast = make_pair(I, 8, torch.float64, bidirectional=True)
+    lengths = [5, 0, 3, 5, 1]
+    x, hx = _data(1, True, 8, lengths, torch.float64, 0)
+    cuda_path("cluster")
+    before = _simt.cluster_barrier_count()
+    with _simt.emulated_cuda(seed=2, cluster_blocks=0):
+        check_parity(ref, fast, x, lengths, hx=hx)
+    assert _simt.cluster_barrier_count() == before
+    launches = {}
+    for path in ("persistent", "cluster"):
+        cuda_path(path)
+        launches[path] = _launches(_train_step(fast, x, hx, lengths), cluster_blocks=0)
+    assert launches["persistent"] == launches["cluster"]
 
 
 @pytest.mark.parametrize("sms", [1, 2, 3])
@@ -193,5 +238,5 @@ def test_unknown_path_is_refused(cuda_path):
     cuda_path("fastest")
     with _simt.emulated_cuda():
         with pytest.raises(RuntimeError, match="FASTLSTM_CUDA_PATH must be one of step, "
-                                               "persistent, auto; got 'fastest'"):
+                                               "persistent, cluster, auto; got 'fastest'"):
             fast(torch.randn(3, 2, I, dtype=torch.float64), lengths=[3, 1])

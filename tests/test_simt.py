@@ -58,6 +58,21 @@ def test_tensor_core_tile_is_a_matrix_product(kernel, dtype, seed):
     assert not torch.allclose(got, got.flip(0)) and not torch.allclose(got, got.flip(1))
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_thread_block_clusters_meet_at_their_barrier(seed):
+    x = _x(16 * 16, seed)  # 16 blocks of 16 threads in clusters of 4
+    before = _simt.cluster_barrier_count()
+    torch.testing.assert_close(_simt.selftest("cluster_sum", x, seed=seed)[0], x.sum(),
+                               atol=1e-4, rtol=1e-5)
+    assert _simt.cluster_barrier_count() - before == 4
+
+
+def test_cluster_barrier_not_reached_by_every_block_fails_instead_of_hanging():
+    with pytest.raises(RuntimeError, match="deadlocked.*48 of 64 threads wait at the cluster "
+                                           "barrier"):
+        _simt.selftest("cluster_barrier_skipped", _x(64))
+
+
 def test_missing_barrier_is_reported_as_a_race():
     with pytest.raises(RuntimeError, match="shared-memory race in block 0 .* no __syncthreads"):
         _simt.selftest("block_sum_missing_barrier", _x(64))

@@ -28,6 +28,11 @@
 // from global memory (L2) every step, the backward from transposed copies so that its column
 // slices are contiguous rows: the same loops serve both, through Slice.
 //
+// Barriers: a cooperative grid, each direction's blocks meeting at a grid barrier of their own
+// (an atomic counter in global memory), or on Hopper (FASTLSTM_CUDA_PATH=cluster) one
+// thread-block cluster of up to 16 blocks per direction, meeting at the hardware's cluster
+// barrier. The loops are the same; only step_barrier differs.
+//
 // Rows join and leave by their own lengths: active(t) rows at step t, a prefix of the sorted
 // batch, read on the device; nothing is computed past a sequence's end.
 #pragma once
@@ -73,6 +78,7 @@ struct PersistentArgs {
   int64_t steps, H, P;     // steps: the padded T; P: Hout (H without projection)
   int blocks_per_dir;
   bool resident;           // weights in shared memory (else read from global every step)
+  bool cluster;            // each direction is one thread-block cluster (else a cooperative grid)
 };
 
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -96,6 +102,22 @@ __device__ __forceinline__ StepRows step_rows(const int64_t* active, const int64
 // double with FMAs (fp32 keeps nn.LSTM's precision: no TF32).
 template <typename T>
 inline constexpr bool kTensorCores = std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
+
+// The barrier between a direction's steps (and phases): its cluster's hardware barrier, or the
+// grid barrier of its blocks. h_t and the gate gradients travel through global memory, which
+// each SM caches in its own L1: the fences make the writes before the barrier visible to the
+// reads after it, as the grid barrier's do.
+template <typename T, typename Acc>
+__device__ __forceinline__ void step_barrier(const PersistentArgs<T, Acc>& a, unsigned* counter,
+                                             unsigned& generation) {
+  if (a.cluster) {
+    __threadfence();
+    simt::cluster_sync();
+    __threadfence();
+  } else {
+    grid_barrier(counter, static_cast<unsigned>(a.blocks_per_dir), generation);
+  }
+}
 
 // Sum over the 32 lanes of a warp; every lane gets the total.
 template <typename Acc>
@@ -205,7 +227,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
     }
     if (proj) {
       // out = hraw W_hr^T for this block's output units, once every block's hraw is written.
-      grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
+      step_barrier(a, p.barrier, generation);
       const auto hraw = [&](int64_t j) { return p.hraw + (s.offset + j) * H; };
       const auto store = [&](int64_t j, int64_t pl, Acc v) {
         p.out[(s.offset + j) * P + b.p0 + pl] = static_cast<T>(v);
@@ -224,7 +246,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
         }
       }
     }
-    grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
+    step_barrier(a, p.barrier, generation);
   }
 }
 
@@ -280,7 +302,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * P + q]);
         p.dout[row * P + q] = static_cast<T>(dh);
       }
-      grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
+      step_barrier(a, p.barrier, generation);
       // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
       for (int64_t item = warp; item < s.rows * nu; item += warps) {
         const int64_t j = item / nu, ul = item % nu, u = u0 + ul, row = s.offset + j;
@@ -297,7 +319,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         }
       }
     }
-    grid_barrier(p.barrier, static_cast<unsigned>(a.blocks_per_dir), generation);
+    step_barrier(a, p.barrier, generation);
     // Phase B: dh of every active row's previous h, this block's output units, from all gate
     // gradients of the step (written by every block before the barrier).
     const auto dgates = [&](int64_t j) { return p.dgates + (s.offset + j) * G; };
@@ -350,19 +372,24 @@ struct PersistentPlan {
   int blocks_per_dir = 0;
   int threads = 0;
   bool resident = false;  // weights in shared memory
+  bool cluster = false;   // one thread-block cluster per direction
   size_t shared_bytes = 0;
 };
 
-// FASTLSTM_CUDA_PATH=step|persistent|auto (default auto). Until a GPU run has measured the
-// persistent kernels, auto keeps the per-step path; persistent takes them wherever the shape
-// fits, and falls back to the per-step path elsewhere.
-inline bool persistent_path_requested() {
+// FASTLSTM_CUDA_PATH=step|persistent|cluster|auto (default auto). Until a GPU run has measured
+// the persistent kernels, auto keeps the per-step path. persistent takes them, with a grid
+// barrier, wherever the shape fits, and falls back to the per-step path elsewhere; cluster
+// runs each direction as one thread-block cluster with the hardware's cluster barrier (Hopper
+// on, up to 16 blocks a direction), falling back to persistent.
+enum class CudaPath { kStep, kPersistent, kCluster };
+inline CudaPath requested_cuda_path() {
   const char* v = std::getenv("FASTLSTM_CUDA_PATH");
-  if (v == nullptr || std::strcmp(v, "auto") == 0 || std::strcmp(v, "step") == 0) return false;
-  FASTLSTM_CHECK(std::strcmp(v, "persistent") == 0,
-                 "fastlstm: FASTLSTM_CUDA_PATH must be one of step, persistent, auto; got '", v,
-                 "'");
-  return true;
+  if (v == nullptr || std::strcmp(v, "auto") == 0 || std::strcmp(v, "step") == 0)
+    return CudaPath::kStep;
+  if (std::strcmp(v, "cluster") == 0) return CudaPath::kCluster;
+  FASTLSTM_CHECK(std::strcmp(v, "persistent") == 0, "fastlstm: FASTLSTM_CUDA_PATH must be one "
+                 "of step, persistent, cluster, auto; got '", v, "'");
+  return CudaPath::kPersistent;
 }
 
 enum class Pass { kForward, kBackward };
@@ -376,17 +403,42 @@ inline int64_t slice_elements(const LayerDims& d, Pass pass, int64_t blocks_per_
                                 : V * G + proj * U * d.Hout;
 }
 
+#if defined(FASTLSTM_SIMT_EMULATE)
+constexpr int kPersistentThreads = 64;
+#else
+constexpr int kPersistentThreads = 256;
+#endif
+constexpr int64_t kMaxClusterBlocks = 16;  // Hopper's largest (non-portable) cluster
+
+// One cluster of up to 16 blocks per direction (at most H), the weights resident where their
+// slices fit, else read from global memory; or no plan where the device has no clusters.
+template <typename Kernel>
+PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Kernel kernel) {
+  PersistentPlan plan;
+  const int64_t per_dir = min64(d.H, min64(kMaxClusterBlocks, simt::max_cluster_blocks(
+                                                                  kernel, kPersistentThreads, 0)));
+  if (per_dir < 1) return plan;
+  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir)) * elem_bytes;
+  plan.resident = shared <= simt::max_shared_bytes_per_block() &&
+                  simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
+  plan.shared_bytes = plan.resident ? shared : 0;
+  plan.blocks_per_dir = static_cast<int>(per_dir);
+  plan.threads = kPersistentThreads;
+  plan.cluster = true;
+  return plan;
+}
+
 // One block per SM (at most H per direction), the weights resident in shared memory where the
 // slices fit and the blocks stay co-resident, else read from global memory.
 template <typename Kernel>
 PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes, Kernel kernel) {
   PersistentPlan plan;
-  if (!persistent_path_requested() || d.H == 0) return plan;
-#if defined(FASTLSTM_SIMT_EMULATE)
-  constexpr int kThreads = 64;
-#else
-  constexpr int kThreads = 256;
-#endif
+  const CudaPath path = requested_cuda_path();
+  if (path == CudaPath::kStep || d.H == 0) return plan;
+  if (path == CudaPath::kCluster) {
+    plan = plan_cluster(d, pass, elem_bytes, kernel);
+    if (plan.blocks_per_dir > 0) return plan;
+  }
   const int64_t sms = simt::multiprocessor_count();
   const int64_t per_dir = min64(d.H, sms / d.D);
   if (per_dir < 1) return plan;
@@ -394,14 +446,14 @@ PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
   const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir)) * elem_bytes;
   // A cooperative grid must be resident at once.
   if (shared <= simt::max_shared_bytes_per_block() &&
-      simt::resident_blocks_per_sm(kernel, kThreads, shared) * sms >= blocks) {
+      simt::resident_blocks_per_sm(kernel, kPersistentThreads, shared) * sms >= blocks) {
     plan.resident = true;
     plan.shared_bytes = shared;
-  } else if (simt::resident_blocks_per_sm(kernel, kThreads, 0) * sms < blocks) {
+  } else if (simt::resident_blocks_per_sm(kernel, kPersistentThreads, 0) * sms < blocks) {
     return plan;
   }
   plan.blocks_per_dir = static_cast<int>(per_dir);
-  plan.threads = kThreads;
+  plan.threads = kPersistentThreads;
   return plan;
 }
 
@@ -414,7 +466,7 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
     const Recurrence<T, Acc>& r = rec[dir];
     a.dir[dir] = {r.w_hh, r.w_hr, nullptr, nullptr, r.bias,  r.h0,     r.c0,  r.r.gates,
                   r.r.cell, r.r.out, r.r.hraw, r.dy, r.dh, r.dc, r.dgates, r.dout,
-                  ptr<unsigned>(barriers) + dir};
+                  plan.cluster ? nullptr : ptr<unsigned>(barriers) + dir};
   }
   a.active = s.active(ctx);
   a.offsets = s.offsets(ctx);
@@ -423,6 +475,7 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
   a.P = d.Hout;
   a.blocks_per_dir = plan.blocks_per_dir;
   a.resident = plan.resident;
+  a.cluster = plan.cluster;
   return a;
 }
 
@@ -444,7 +497,8 @@ bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), Pass pass,
   const PersistentPlan plan = plan_persistent(d, pass, sizeof(T), kernel);
   if (plan.blocks_per_dir == 0) return false;
   if (!s.has_tokens()) return true;
-  const Tensor barriers = zeros_like_device({d.D}, kInt, ctx.like());
+  // The grid barriers' counters (a cluster's barrier is the hardware's).
+  const Tensor barriers = zeros_like_device({plan.cluster ? 0 : d.D}, kInt, ctx.like());
   PersistentArgs<T, Acc> args = persistent_args(ctx, d, s, rec, barriers, plan);
   std::vector<Tensor> copies;  // alive until the launch is queued (the stream orders the rest)
   if (pass == Pass::kBackward && !plan.resident) {
@@ -458,8 +512,11 @@ bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), Pass pass,
       }
     }
   }
-  simt::launch_cooperative(kernel, dim3(unsigned(plan.blocks_per_dir * d.D)), dim3(plan.threads),
-                           plan.shared_bytes, args);
+  const dim3 grid(unsigned(plan.blocks_per_dir * d.D)), block(plan.threads);
+  if (plan.cluster)
+    simt::launch_clustered(kernel, grid, block, plan.blocks_per_dir, plan.shared_bytes, args);
+  else
+    simt::launch_cooperative(kernel, grid, block, plan.shared_bytes, args);
   return true;
 }
 

@@ -58,9 +58,18 @@ struct Block {
   std::vector<Shadow> shadow;
 };
 
+// The blocks of one thread-block cluster and their cluster barrier.
+struct Cluster {
+  int threads = 0;
+  int arrived = 0;
+  std::vector<int> waiting;
+};
+
 struct Launch {
   std::vector<Fiber> fibers;
   std::vector<Block> blocks;
+  std::vector<Cluster> clusters;
+  int cluster_blocks = 1;
   std::vector<int> runnable;
   ucontext_t scheduler;
   const std::function<void()>* body = nullptr;
@@ -80,6 +89,7 @@ thread_local Launch* g_launch = nullptr;
 Options g_options;
 std::atomic<int64_t> g_launches{0};
 std::atomic<int64_t> g_mmas{0};  // warp-level tensor-core products
+std::atomic<int64_t> g_cluster_barriers{0};  // completed cluster barriers
 
 // Stacks are reused across launches on the same OS thread.
 thread_local std::vector<std::unique_ptr<char[]>> g_stacks;
@@ -126,6 +136,10 @@ std::string describe_deadlock(const Launch& L) {
     if (blk.arrived > 0)
       os << " Block " << b << ": " << blk.arrived << " of " << blk.threads
          << " threads wait at __syncthreads, " << finished << " have exited.";
+    const Cluster& c = L.clusters[b / L.cluster_blocks];
+    if (b % L.cluster_blocks == 0 && c.arrived > 0)
+      os << " Cluster of blocks " << b << ".." << b + L.cluster_blocks - 1 << ": " << c.arrived
+         << " of " << c.threads << " threads wait at the cluster barrier.";
     for (size_t w = 0; w < blk.warps.size(); ++w)
       if (blk.warps[w].arrived > 0)
         os << " Block " << b << " warp " << w << ": " << blk.warps[w].arrived << " of "
@@ -139,8 +153,10 @@ std::string describe_deadlock(const Launch& L) {
 Options& options() { return g_options; }
 int64_t launch_count() { return g_launches.load(); }
 int64_t mma_count() { return g_mmas.load(); }
+int64_t cluster_barrier_count() { return g_cluster_barriers.load(); }
 
-void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body,
+              int cluster_blocks) {
   FASTLSTM_CHECK(g_launch == nullptr, "fastlstm: emulated kernels cannot launch kernels");
   const int64_t n_blocks = int64_t(grid.x) * grid.y * grid.z;
   const int64_t per_block = int64_t(block.x) * block.y * block.z;
@@ -149,10 +165,16 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   FASTLSTM_CHECK(n_blocks >= 1 && n_blocks * per_block <= 65536, "fastlstm: emulated launch: grid "
               "must have 1 to 65536 threads in all (emulation runs small grids), got ",
               n_blocks, " blocks of ", per_block);
+  FASTLSTM_CHECK(cluster_blocks >= 1 && n_blocks % cluster_blocks == 0, "fastlstm: emulated "
+                 "launch: the grid's ", n_blocks, " blocks must divide into clusters of ",
+                 cluster_blocks);
   ++g_launches;
 
   Launch L;
   L.body = &body;
+  L.cluster_blocks = cluster_blocks;
+  L.clusters.resize(n_blocks / cluster_blocks);
+  for (Cluster& c : L.clusters) c.threads = static_cast<int>(cluster_blocks * per_block);
   L.rng.seed(g_options.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(g_launches.load()));
   L.blocks.resize(n_blocks);
   for (Block& b : L.blocks) {
@@ -223,6 +245,24 @@ void syncthreads() {
     yield(true);
   } else {
     b.waiting.push_back(L.current);
+    yield(false);
+  }
+}
+
+// Every thread of every block in the calling thread's cluster arrives before any leaves; like
+// __syncthreads, it orders each block's shared-memory accesses.
+void cluster_sync() {
+  Launch& L = launch();
+  const int first = L.fiber().block / L.cluster_blocks * L.cluster_blocks;
+  Cluster& c = L.clusters[first / L.cluster_blocks];
+  if (++c.arrived == c.threads) {
+    c.arrived = 0;
+    ++g_cluster_barriers;
+    for (int b = first; b < first + L.cluster_blocks; ++b) ++L.blocks[b].epoch;
+    release(c.waiting, L.runnable);
+    yield(true);
+  } else {
+    c.waiting.push_back(L.current);
     yield(false);
   }
 }

@@ -49,18 +49,23 @@ struct Options {
   // shared memory of a Hopper SM unless a test asks for less.
   int multiprocessors = 6;
   int64_t shared_bytes_per_block = 227 * 1024;
+  int cluster_blocks = 4;  // the largest thread-block cluster; 0: no clusters (before Hopper)
 };
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran
 int64_t mma_count();      // warp-level tensor-core products (warp_mma_m16n8k16) so far
+int64_t cluster_barrier_count();  // completed cluster barriers (cluster_sync) so far
 
 // Runs body() as every thread of a grid; throws std::runtime_error on a race, a deadlock or a
 // barrier that not every thread reached. shared_bytes of dynamic shared memory per block.
-void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body);
+// cluster_blocks: consecutive blocks form thread-block clusters of this size (cluster_sync).
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body,
+              int cluster_blocks = 1);
 
 // --- what kernels call (through the CUDA spellings below) --------------------------------
 const ThreadIndex& current_index();
 void syncthreads();
+void cluster_sync();  // barrier.cluster: every thread of the calling thread's cluster
 void syncwarp();
 uint64_t warp_exchange(uint64_t value, int src_lane);  // value of src_lane's call
 void spin_pause();
@@ -135,6 +140,11 @@ template <typename... KernelArgs, typename... Args>
 void launch_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
                         size_t shared_bytes, Args&&... args) {
   run_grid(grid, block, shared_bytes, [&] { kernel(args...); });
+}
+template <typename... KernelArgs, typename... Args>
+void launch_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, int cluster_blocks,
+                      size_t shared_bytes, Args&&... args) {
+  run_grid(grid, block, shared_bytes, [&] { kernel(args...); }, cluster_blocks);
 }
 
 }  // namespace fastlstm::simt

@@ -16,6 +16,9 @@
 //   simt::multiprocessor_count(), simt::max_shared_bytes_per_block(),
 //   simt::resident_blocks_per_sm(kernel, threads, shared_bytes)   to size cooperative grids
 //   simt::mma_m16n8k16<T>(d, a, b), simt::pack_pair(lo, hi)   tensor cores (Half, BFloat16)
+//   simt::launch_clustered(kernel, grid, block, cluster_blocks, shared_bytes, args...),
+//   simt::max_cluster_blocks(kernel, threads, shared_bytes), simt::cluster_sync()
+//                               thread-block clusters (Hopper) and their barrier
 // Everything else (__syncthreads, __shfl_*_sync, atomicAdd, __threadfence, threadIdx, ...)
 // is spelled as in CUDA.
 //
@@ -51,6 +54,10 @@ inline size_t max_shared_bytes_per_block() {
 template <typename Kernel>
 int resident_blocks_per_sm(Kernel, int, size_t) {
   return 1;
+}
+template <typename Kernel>
+int max_cluster_blocks(Kernel, int, size_t shared_bytes) {
+  return shared_bytes <= max_shared_bytes_per_block() ? options().cluster_blocks : 0;
 }
 }  // namespace fastlstm::simt
 
@@ -205,6 +212,58 @@ int resident_blocks_per_sm(void (*kernel)(KernelArgs...), int threads, size_t sh
   FASTLSTM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &blocks, reinterpret_cast<const void*>(kernel), threads, shared_bytes));
   return blocks;
+}
+
+// Thread-block clusters (Hopper on): consecutive groups of cluster_blocks blocks are scheduled
+// together and can meet at simt::cluster_sync(). The grid must divide into clusters.
+template <typename... KernelArgs, typename... Args>
+void launch_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, int cluster_blocks,
+                      size_t shared_bytes, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = current_stream();
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster_blocks);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  FASTLSTM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+// The largest cluster of `kernel` blocks the device can schedule with this much dynamic shared
+// memory per block (non-portable sizes allowed: 16 on an H100), or 0 before Hopper.
+template <typename... KernelArgs>
+int max_cluster_blocks(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
+  int major = 0;
+  FASTLSTM_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
+  if (major < 9) return 0;
+  const void* f = reinterpret_cast<const void*>(kernel);
+  FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(shared_bytes)));
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(32);
+  config.blockDim = dim3(static_cast<unsigned>(threads));
+  config.dynamicSmemBytes = shared_bytes;
+  int blocks = 0;
+  FASTLSTM_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&blocks, f, &config));
+  return blocks;
+}
+
+// Every thread of the calling thread's cluster arrives before any leaves; writes before it
+// (shared or global) are visible to the cluster after it (release/acquire).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;"
+               ::: "memory");
+#else
+  __trap();  // launch_clustered is only used where max_cluster_blocks() > 0
+#endif
 }
 
 template <typename T>

@@ -1,10 +1,12 @@
 // The emulator's ops for tests (one translation unit):
 //   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check, device_lengths,
-//       multiprocessors, shared_bytes_per_block)  route the CPU ops through the CUDA backend
+//       multiprocessors, shared_bytes_per_block, cluster_blocks)  route the CPU ops through the CUDA backend
 //       under the emulator, with this schedule seed and race checking; device_lengths: lengths
-//       count as GPU-resident (the no-sync path); the emulated device's SMs and shared memory
+//       count as GPU-resident (the no-sync path); the emulated device's SMs, shared memory and
+//       largest thread-block cluster
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
-//   torch.ops.fastlstm._simt_mma_count()      emulated warp-level tensor-core products so far
+//   torch.ops.fastlstm._simt_counter(name)    "mma": emulated warp-level tensor-core products so
+//       far; "cluster_barriers": completed cluster barriers
 //   torch.ops.fastlstm._simt_selftest(name, x)  small kernels that show the emulator's checks
 //       work, some deliberately broken; tests/test_simt.py expects those to be caught
 // and declares the CUDA backend's device-built schedule as an op of its own, for tests:
@@ -27,7 +29,8 @@ namespace {
 std::atomic<bool> g_enabled{false};
 
 void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths,
-                  int64_t multiprocessors, int64_t shared_bytes_per_block) {
+                  int64_t multiprocessors, int64_t shared_bytes_per_block,
+                  int64_t cluster_blocks) {
   FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
   FASTLSTM_CHECK_VALUE(multiprocessors >= 1 && multiprocessors <= 1024,
                        "fastlstm: _simt_emulate: multiprocessors must be in [1, 1024], got ",
@@ -35,16 +38,25 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
   FASTLSTM_CHECK_VALUE(shared_bytes_per_block >= 0,
                        "fastlstm: _simt_emulate: shared_bytes_per_block must be >= 0, got ",
                        shared_bytes_per_block);
+  FASTLSTM_CHECK_VALUE(cluster_blocks >= 0 && cluster_blocks <= 16,
+                       "fastlstm: _simt_emulate: cluster_blocks must be in [0, 16], got ",
+                       cluster_blocks);
   options().seed = static_cast<uint64_t>(seed);
   options().race_check = race_check;
   options().device_lengths = device_lengths;
   options().multiprocessors = static_cast<int>(multiprocessors);
   options().shared_bytes_per_block = shared_bytes_per_block;
+  options().cluster_blocks = static_cast<int>(cluster_blocks);
   g_enabled = enabled;
 }
 
 int64_t simt_launch_count() { return launch_count(); }
-int64_t simt_mma_count() { return mma_count(); }
+int64_t simt_counter(const std::string& name) {
+  if (name == "mma") return mma_count();
+  FASTLSTM_CHECK_VALUE(name == "cluster_barriers", "fastlstm: _simt_counter: name must be one "
+                       "of mma, cluster_barriers; got '", name, "'");
+  return cluster_barrier_count();
+}
 
 // out[0] = sum(x), one block of n threads, a shared-memory tree (n a power of two).
 __global__ void block_sum(const float* x, float* out) {
@@ -101,6 +113,29 @@ __global__ void grid_sum(const float* x, float* out, unsigned* counter, float* p
     for (unsigned b = 0; b < gridDim.x; ++b) acc += partial[b];
     out[0] = acc;
   }
+}
+
+// Thread-block clusters of 4 blocks: every block writes its partial sum, the cluster barrier,
+// then each cluster's first block adds its cluster's partials to out[0].
+__global__ void cluster_sum(const float* x, float* out, float* partial) {
+  if (threadIdx.x == 0) {
+    float acc = 0;
+    for (unsigned k = 0; k < blockDim.x; ++k) acc += x[blockIdx.x * blockDim.x + k];
+    partial[blockIdx.x] = acc;
+  }
+  cluster_sync();
+  if (blockIdx.x % 4 == 0 && threadIdx.x == 0) {
+    float acc = 0;
+    for (unsigned b = blockIdx.x; b < blockIdx.x + 4; ++b) acc += partial[b];
+    atomicAdd(out, acc);
+  }
+}
+
+// Broken on purpose: the last block of each cluster leaves before the cluster barrier.
+__global__ void cluster_barrier_skipped(const float* x, float* out, float* partial) {
+  if (blockIdx.x % 4 == 3) return;
+  cluster_sync();
+  if (threadIdx.x == 0) out[0] = x[0] + partial[0];
 }
 
 // Broken on purpose: odd threads leave before a barrier the others wait at.
@@ -166,12 +201,19 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
                          "and B [16, 8], 384 values, got ", n);
     launch(kernel == "mma_f16" ? mma_tile<Half> : mma_tile<BFloat16>, dim3(1), dim3(32), 0, xp,
            op);
+  } else if (kernel == "cluster_sum" || kernel == "cluster_barrier_skipped") {
+    FASTLSTM_CHECK_VALUE(n >= 64 && n % 64 == 0 && n <= 1024, "fastlstm: ", kernel, ": x must "
+                         "have a size that is a multiple of 64, up to 1024, got ", n);
+    const unsigned blocks = static_cast<unsigned>(n / 16);  // clusters of 4 blocks of 16
+    Tensor partial = zeros_like_device({blocks}, kFloat, x);
+    launch_clustered(kernel == "cluster_sum" ? cluster_sum : cluster_barrier_skipped,
+                     dim3(blocks), dim3(16), 4, 0, xp, op, ptr<float>(partial));
   } else if (kernel == "divergent_barrier") {
     launch(divergent_barrier, dim3(1), dim3(threads), 0, xp, op);
   } else {
     FASTLSTM_CHECK_VALUE(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
                          "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
-                         "mma_f16, mma_bf16, divergent_barrier; got '", kernel, "'");
+                         "mma_f16, mma_bf16, cluster_sum, cluster_barrier_skipped, divergent_barrier; got '", kernel, "'");
   }
   return out;
 }
@@ -185,9 +227,9 @@ bool emulated_cuda_enabled() { return g_enabled.load(); }
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True, "
         "bool device_lengths=False, int multiprocessors=6, "
-        "int shared_bytes_per_block=232448) -> ()");
+        "int shared_bytes_per_block=232448, int cluster_blocks=4) -> ()");
   m.def("_simt_launch_count() -> int");
-  m.def("_simt_mma_count() -> int");
+  m.def("_simt_counter(str name) -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
   m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "
         "Tensor active, Tensor offsets)");
@@ -197,7 +239,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_simt_emulate", TORCH_BOX(&fastlstm::simt::simt_emulate));
   m.impl("_simt_launch_count", TORCH_BOX(&fastlstm::simt::simt_launch_count));
-  m.impl("_simt_mma_count", TORCH_BOX(&fastlstm::simt::simt_mma_count));
+  m.impl("_simt_counter", TORCH_BOX(&fastlstm::simt::simt_counter));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {

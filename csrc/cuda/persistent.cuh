@@ -98,22 +98,22 @@ __device__ __forceinline__ StepRows step_rows(const int64_t* active, const int64
   return {t, rows, nc, offsets[t], prev < 0 ? 0 : offsets[prev]};
 }
 
-// Half and BFloat16 multiply on tensor cores (fp32 accumulation, mma_tiles.cuh); float and
-// double with FMAs (fp32 keeps nn.LSTM's precision: no TF32).
+// Half and BFloat16 multiply on tensor cores (fp32 accumulation, mma_tiles.cuh) where the
+// architecture has them (sm_80 on); float and double with FMAs (fp32 keeps nn.LSTM's
+// precision: no TF32).
 template <typename T>
-inline constexpr bool kTensorCores = std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
+inline constexpr bool kTensorCores =
+    simt::kHasMma && (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>);
 
 // The barrier between a direction's steps (and phases): its cluster's hardware barrier, or the
-// grid barrier of its blocks. h_t and the gate gradients travel through global memory, which
-// each SM caches in its own L1: the fences make the writes before the barrier visible to the
-// reads after it, as the grid barrier's do.
+// grid barrier of its blocks. h_t and the gate gradients travel through global memory: the
+// cluster barrier's release/acquire covers it for every thread of the cluster, and the grid
+// barrier has fences of its own.
 template <typename T, typename Acc>
 __device__ __forceinline__ void step_barrier(const PersistentArgs<T, Acc>& a, unsigned* counter,
                                              unsigned& generation) {
   if (a.cluster) {
-    __threadfence();
     simt::cluster_sync();
-    __threadfence();
   } else {
     grid_barrier(counter, static_cast<unsigned>(a.blocks_per_dir), generation);
   }

@@ -201,13 +201,20 @@ void launch_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
                                                   ptrs, shared_bytes, current_stream()));
 }
 
-// Blocks of `kernel` that fit on one SM at once with this much dynamic shared memory (which
-// the kernel is first allowed to use, past the 48 KiB default).
+// Lets `kernel` use the device's whole opt-in dynamic shared memory (past the 48 KiB default).
+// Never lowered, so that no plan undoes what another thread's launch relies on; occupancy
+// queries take their own byte count.
 template <typename... KernelArgs>
-int resident_blocks_per_sm(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
+void allow_all_shared_memory(void (*kernel)(KernelArgs...)) {
   FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(shared_bytes)));
+                                           static_cast<int>(max_shared_bytes_per_block())));
+}
+
+// Blocks of `kernel` that fit on one SM at once with this much dynamic shared memory.
+template <typename... KernelArgs>
+int resident_blocks_per_sm(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
+  allow_all_shared_memory(kernel);
   int blocks = 0;
   FASTLSTM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &blocks, reinterpret_cast<const void*>(kernel), threads, shared_bytes));
@@ -235,7 +242,9 @@ void launch_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, int 
 }
 
 // The largest cluster of `kernel` blocks the device can schedule with this much dynamic shared
-// memory per block (non-portable sizes allowed: 16 on an H100), or 0 before Hopper.
+// memory per block (non-portable sizes allowed: 16 on an H100); 0 where there are no clusters:
+// a device before Hopper, a kernel whose code was not compiled for sm_90 or later (its
+// cluster_sync would trap), or a query the device refuses.
 template <typename... KernelArgs>
 int max_cluster_blocks(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
   int major = 0;
@@ -243,15 +252,20 @@ int max_cluster_blocks(void (*kernel)(KernelArgs...), int threads, size_t shared
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
   if (major < 9) return 0;
   const void* f = reinterpret_cast<const void*>(kernel);
-  FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(shared_bytes)));
+  cudaFuncAttributes attributes = {};
+  FASTLSTM_CUDA_CHECK(cudaFuncGetAttributes(&attributes, f));
+  if (attributes.ptxVersion < 90) return 0;
+  allow_all_shared_memory(kernel);
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(32);
   config.blockDim = dim3(static_cast<unsigned>(threads));
   config.dynamicSmemBytes = shared_bytes;
   int blocks = 0;
-  FASTLSTM_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&blocks, f, &config));
+  if (cudaFuncSetAttribute(f, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess ||
+      cudaOccupancyMaxPotentialClusterSize(&blocks, f, &config) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: clear it, and take the grid instead
+    return 0;
+  }
   return blocks;
 }
 
@@ -290,6 +304,13 @@ __device__ __forceinline__ T atomic_load(const T* p) {
 
 namespace fastlstm::simt {
 
+// Whether the code being compiled can use mma_m16n8k16 (sm_80 on; always under emulation).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+inline constexpr bool kHasMma = false;
+#else
+inline constexpr bool kHasMma = true;
+#endif
+
 // Two 16-bit values packed into one 32-bit mma operand register, lo in the low half.
 template <typename T>
 __device__ __forceinline__ uint32_t pack_pair(T lo, T hi) {
@@ -309,6 +330,8 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
   static_assert(std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>, "16-bit types only");
 #if defined(FASTLSTM_SIMT_EMULATE)
   warp_mma_m16n8k16(a, b, d, std::is_same_v<T, BFloat16>);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // no m16n8k16 before sm_80: kernels test kHasMma first
 #else
   if constexpr (std::is_same_v<T, BFloat16>) {
     asm volatile(

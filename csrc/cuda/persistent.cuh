@@ -155,6 +155,15 @@ __device__ __forceinline__ Slice<W> slice(W w, int64_t origin, int64_t ld) {
   return Slice<W>{w, origin, ld};
 }
 
+// sum_k x[k] w(r, k) over k < K, the lanes of a warp splitting k; every lane gets the total.
+template <typename Acc, typename T, typename W>
+__device__ __forceinline__ Acc warp_dot(const T* x, const Slice<W>& w, int64_t r, int64_t K) {
+  Acc acc = 0;
+  for (int64_t k = threadIdx.x % 32; k < K; k += 32)
+    acc += static_cast<Acc>(x[k]) * static_cast<Acc>(static_cast<T>(w(r, k)));
+  return warp_sum(acc);
+}
+
 // Copies rows [r0, r0 + n) x cols [0, C) of the row-major src (leading dimension lds) into
 // shared memory at w[origin + r * C + col], r counted from r0: a block's weight slice.
 template <typename T, typename W>
@@ -237,11 +246,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       } else {
         for (int64_t item = warp; item < s.rows * b.np; item += warps) {
           const int64_t j = item / b.np, pl = item % b.np;
-          const T* h = hraw(j);
-          Acc acc = 0;
-          for (int64_t k = lane; k < H; k += 32)
-            acc += static_cast<Acc>(h[k]) * static_cast<Acc>(static_cast<T>(proj_w(pl, k)));
-          acc = warp_sum(acc);
+          const Acc acc = warp_dot<Acc>(hraw(j), proj_w, pl, H);
           if (lane == 0) store(j, pl, acc);
         }
       }
@@ -283,16 +288,21 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
                                  b.dir == 1 ? step : a.steps - 1 - step);
     if (s.rows == 0) continue;
+    // The cell backward of row j, unit u, given the gradient dh of its h.
+    const auto cell = [&](int64_t j, int64_t u, Acc dh) {
+      const int64_t row = s.offset + j;
+      const Acc c_prev =
+          j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
+      cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
+                                 p.dc + j * H + u, p.dgates + row * G + u);
+    };
     if (!proj) {
       // Phase A: gate gradients of this block's units, one thread per row and unit.
       for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
-        const int64_t j = item / nu, u = u0 + item % nu, row = s.offset + j;
+        const int64_t j = item / nu, u = u0 + item % nu;
         Acc dh = p.dh[j * H + u];
-        if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * H + u]);
-        const Acc c_prev =
-            j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
-        cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
-                                   p.dc + j * H + u, p.dgates + row * G + u);
+        if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[(s.offset + j) * H + u]);
+        cell(j, u, dh);
       }
     } else {
       // Phase A, projection: the step's total output gradient of the block's output units...
@@ -305,18 +315,9 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
       step_barrier(a, p.barrier, generation);
       // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
       for (int64_t item = warp; item < s.rows * nu; item += warps) {
-        const int64_t j = item / nu, ul = item % nu, u = u0 + ul, row = s.offset + j;
-        const T* dout = p.dout + row * P;
-        Acc dh = 0;
-        for (int64_t k = lane; k < P; k += 32)
-          dh += static_cast<Acc>(dout[k]) * static_cast<Acc>(static_cast<T>(hr_cols(ul, k)));
-        dh = warp_sum(dh);
-        if (lane == 0) {
-          const Acc c_prev =
-              j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
-          cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
-                                     p.dc + j * H + u, p.dgates + row * G + u);
-        }
+        const int64_t j = item / nu, ul = item % nu;
+        const Acc dh = warp_dot<Acc>(p.dout + (s.offset + j) * P, hr_cols, ul, P);
+        if (lane == 0) cell(j, u0 + ul, dh);
       }
     }
     step_barrier(a, p.barrier, generation);
@@ -329,11 +330,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     } else {
       for (int64_t item = warp; item < s.rows * np; item += warps) {
         const int64_t j = item / np, pl = item % np;
-        const T* dg = dgates(j);
-        Acc acc = 0;
-        for (int64_t r = lane; r < G; r += 32)
-          acc += static_cast<Acc>(dg[r]) * static_cast<Acc>(static_cast<T>(hh_cols(pl, r)));
-        acc = warp_sum(acc);
+        const Acc acc = warp_dot<Acc>(dgates(j), hh_cols, pl, G);
         if (lane == 0) p.dh[j * P + p0 + pl] = acc;
       }
     }

@@ -22,8 +22,8 @@ OUT ?= gpu_out
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements-dev.txt
+	scripts/pip_retry.sh $(PY) --upgrade pip
+	scripts/pip_retry.sh $(PY) -r requirements-dev.txt
 	touch $@
 
 build: $(VENV)/.deps

@@ -51,8 +51,8 @@ for spec in "${envs[@]}"; do
   venv="$tmp/venv-$name"
   "$python" -m venv "$venv"
   py="$venv/bin/python"
-  "$py" -m pip install --quiet --upgrade pip
-  "$py" -m pip install --quiet "$torch_spec" -r "$tmp/test-deps.txt"
+  "$root/scripts/pip_retry.sh" "$py" --quiet --upgrade pip
+  "$root/scripts/pip_retry.sh" "$py" --quiet "$torch_spec" -r "$tmp/test-deps.txt"
   "$py" -m pip install --quiet --no-deps "$wheel"
   "$py" - <<'EOF'
 import sys, torch

@@ -36,16 +36,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @contextlib.contextmanager
 def cuda_path(path):
-    """FASTLSTM_CUDA_PATH=path for the duration (the ops read it at every call)."""
-    old = os.environ.get("FASTLSTM_CUDA_PATH")
-    os.environ["FASTLSTM_CUDA_PATH"] = path
+    """FASTLSTM_CUDA_PATH=path for the duration (the ops read it at every call);
+    "cluster-global" is the cluster path with FASTLSTM_CUDA_DSMEM=0 (h through global memory
+    instead of distributed shared memory)."""
+    env = {"FASTLSTM_CUDA_PATH": path, "FASTLSTM_CUDA_DSMEM": None}
+    if path == "cluster-global":
+        env = {"FASTLSTM_CUDA_PATH": "cluster", "FASTLSTM_CUDA_DSMEM": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    for k, v in env.items():
+        _set_env(k, v)
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["FASTLSTM_CUDA_PATH"]
-        else:
-            os.environ["FASTLSTM_CUDA_PATH"] = old
+        for k, v in old.items():
+            _set_env(k, v)
+
+
+def _set_env(key, value):
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 def measure(w, device, mode, cfg, measure_memory=True, seed=0):

@@ -19,7 +19,7 @@ class Workload:
     max_len: int          # cap on the lengths; the batch is padded to its own longest
     lengths: str          # a distribution of benchmarks/lengths.py
     dtype: str = "float32"
-    cuda_path: str = "auto"  # FASTLSTM_CUDA_PATH while fastlstm runs: auto, step or persistent
+    cuda_path: str = "auto"  # a CUDA path while fastlstm runs (config.CUDA_PATHS, run.cuda_path)
 
     @property
     def name(self) -> str:

@@ -48,6 +48,11 @@ def cluster_barrier_count() -> int:
     return torch.ops.fastlstm._simt_counter("cluster_barriers")
 
 
+def dsmem_access_count() -> int:
+    """Emulated accesses to another block's shared memory (distributed shared memory) so far."""
+    return torch.ops.fastlstm._simt_counter("dsmem")
+
+
 def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):
     """Runs one of the emulator's self-test kernels (csrc/simt/test_ops.cpp) over x."""
     with emulated_cuda(seed, race_check):

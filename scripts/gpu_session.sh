@@ -22,13 +22,13 @@
 #              summary line by scripts/sanitizer_verdict.py (a missing line fails).
 #  4 bench     benchmarks/configs/gpu_session.json (~3 minutes), JSON rewritten after every job
 #              so that the cap still leaves the jobs done; per-step latency in the JSON and .md.
-#              The persistent-path grids come first (the cap may cut the tail). Its size: 232 jobs
+#              The persistent-path grids come first (the cap may cut the tail). Its size: 240 jobs
 #              (workload x mode), each 4 contenders x (1 warm-up + 3 reps + 1
 #              memory probe). A cost model (fastlstm ~7 us per step and direction, or the
 #              recurrent GEMM at ~25 TFLOP/s fp32 / ~100 bf16 when slower; cuDNN >= 5 us a step;
 #              backward = 2x forward; bucketed = 4 sequential calls; ~0.15 s a job for setup,
 #              gc and the JSON) gave ~80 s for the 168 per-step jobs, plus ~15 s of CUDA/cuDNN
-#              start; with the 64 persistent and cluster jobs and twice that for what the model misses,
+#              start; with the 72 persistent and cluster jobs and twice that for what the model misses,
 #              ~4 minutes: the 200 s cap may cut the last grids (the JSON keeps what ran).
 #  5 wheel     the prebuilt wheel (else one built for this GPU's architecture) installed alone,
 #              smoke test and GPU tests against it; only when FASTLSTM_WHEEL_STAGE_NEEDS (150)

@@ -3,7 +3,8 @@
 Run as: PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python scripts/sanitize_shapes.py
 Every call does forward and backward; shapes cover uni/bidirectional, projections, no bias,
 zero and full lengths, and each dtype; on CUDA each case runs on both paths
-(FASTLSTM_CUDA_PATH=step and persistent, and two on cluster), and one case is too large for the persistent kernels'
+(FASTLSTM_CUDA_PATH=step and persistent, and two on cluster, where h and the gate gradients
+travel through distributed shared memory), and one case is too large for the persistent kernels'
 shared memory on an H100/H200, so that their global-memory weights run too. Its last line,
 "sanitize_shapes: all N cases ok", says the program ran to the end (scripts/sanitizer_verdict.py requires it). `--device cpu` runs the
 cases fastlstm has on the CPU (no half precision): gpu_session.sh's rehearsal.

@@ -1,6 +1,7 @@
-"""GPU tests of the persistent kernels (FASTLSTM_CUDA_PATH=persistent and cluster): parity with
-cuDNN over packed input, half precision within 2x nn.LSTM's own error, gradcheck in float64, and shapes
-large enough that the cooperative grid spans the GPU (sized from the occupancy API). They skip,
+"""GPU tests of the persistent kernels (FASTLSTM_CUDA_PATH=persistent and cluster, the latter
+with and without distributed shared memory): parity with cuDNN over packed input, half
+precision within 2x nn.LSTM's own error, gradcheck in float64, and shapes large enough that
+the cooperative grid spans the GPU (sized from the occupancy API). They skip,
 with the reason, where no CUDA device is present; tests/test_emulated_persistent.py runs the
 same kernels on the CPU in every CI run."""
 
@@ -18,10 +19,13 @@ DEV = "cuda"
 
 
 # The grid-barrier kernels, and (Hopper on; elsewhere they fall back to the grid) one
-# thread-block cluster per direction.
-@pytest.fixture(autouse=True, params=["persistent", "cluster"])
+# thread-block cluster per direction, exchanging h and the gate gradients through distributed
+# shared memory where they fit, or through global memory (cluster-global: FASTLSTM_CUDA_DSMEM=0).
+@pytest.fixture(autouse=True, params=["persistent", "cluster", "cluster-global"])
 def persistent_path_tf32_off(request, monkeypatch):
-    monkeypatch.setenv("FASTLSTM_CUDA_PATH", request.param)
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", request.param.removesuffix("-global"))
+    if request.param == "cluster-global":
+        monkeypatch.setenv("FASTLSTM_CUDA_DSMEM", "0")
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

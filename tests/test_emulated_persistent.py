@@ -97,15 +97,19 @@ def test_cluster_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, see
                                      cuda_path):
     """FASTLSTM_CUDA_PATH=cluster: each direction one thread-block cluster (the emulated
     device's largest holds 4 blocks, so blocks own up to 10 units), meeting at the cluster
-    barrier instead of the grid barrier."""
+    barrier instead of the grid barrier. With the weights resident, the forward's h_{t-1}
+    travels through distributed shared memory (each block stores its units of h_t into every
+    block of the cluster); from global memory otherwise."""
     ref, fast = make_pair(I, H, torch.float64, seed=seed, num_layers=layers, bidirectional=bi,
                           proj_size=proj, bias=bias, batch_first=bf)
     x, hx = _data(layers, bi, H, lengths, torch.float64, seed, bf, proj)
     cuda_path("cluster")
-    before = _simt.cluster_barrier_count()
+    before = _simt.cluster_barrier_count(), _simt.dsmem_access_count()
     with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement]):
         check_parity(ref, fast, x, lengths, hx=hx)
-    assert (_simt.cluster_barrier_count() > before) == (max(lengths) > 0)
+    ran = max(lengths) > 0
+    assert (_simt.cluster_barrier_count() > before[0]) == ran
+    assert (_simt.dsmem_access_count() > before[1]) == (ran and placement == "resident")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -115,6 +119,45 @@ def test_cluster_half_precision_on_tensor_cores(layers, bi, H, proj, lengths, dt
     before = _simt.mma_count(), _simt.cluster_barrier_count()
     check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, 0, lengths)
     assert _simt.mma_count() > before[0] and _simt.cluster_barrier_count() > before[1]
+
+
+def _outputs_and_grads(fast, x, hx, lengths, **emulation):
+    fast.zero_grad()
+    with _simt.emulated_cuda(seed=1, **emulation):
+        out, (h, c) = fast(x, hx, lengths=lengths)
+        (out.sum() + h.sum() + c.sum()).backward()
+    return [out, h, c] + [p.grad.clone() for p in fast.parameters()]
+
+
+@pytest.mark.parametrize("proj", [0, 3])
+def test_cluster_exchange_through_global_memory_gives_the_same_bits(proj, cuda_path,
+                                                                    monkeypatch):
+    """FASTLSTM_CUDA_DSMEM=0 (h_{t-1} from global memory, to measure what DSMEM brings), and a
+    shared memory that holds the forward's weight slices but not the two [B, Hout] exchange
+    buffers: the same
+    products in the same order, so the same bits as through distributed shared memory."""
+    lengths = [6, 0, 4, 6, 2]
+    _, fast = make_pair(I, 8, torch.float64, bidirectional=True, proj_size=proj)
+    x, hx = _data(1, True, 8, lengths, torch.float64, 0, proj=proj)
+    cuda_path("cluster")
+    before = _simt.dsmem_access_count()
+    want = _outputs_and_grads(fast, x, hx, lengths)
+    assert _simt.dsmem_access_count() > before
+    P = proj or 8
+    weights_bytes = _slice_elements(8, P, proj, _simt.CLUSTER_BLOCKS, backward=False) * 8
+    exchange_bytes = 2 * len(lengths) * P * 8
+    monkeypatch.setenv("FASTLSTM_CUDA_DSMEM", "0")
+    runs = {"FASTLSTM_CUDA_DSMEM=0": {},
+            "no room for the buffers": {"shared_bytes": weights_bytes + exchange_bytes - 8}}
+    for name, emulation in runs.items():
+        if name != "FASTLSTM_CUDA_DSMEM=0":
+            monkeypatch.delenv("FASTLSTM_CUDA_DSMEM")
+        before = _simt.dsmem_access_count(), _simt.cluster_barrier_count()
+        got = _outputs_and_grads(fast, x, hx, lengths, **emulation)
+        assert _simt.dsmem_access_count() == before[0], name
+        assert _simt.cluster_barrier_count() > before[1], name
+        for a, b in zip(want, got):
+            assert torch.equal(a, b), name
 
 
 def test_cluster_path_without_clusters_takes_the_grid(cuda_path):

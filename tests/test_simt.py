@@ -73,6 +73,57 @@ def test_cluster_barrier_not_reached_by_every_block_fails_instead_of_hanging():
         _simt.selftest("cluster_barrier_skipped", _x(64))
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_distributed_shared_memory_reaches_the_next_block_of_the_cluster(seed):
+    """Each block stores into the next block's shared memory (clusters of 4), then the
+    cluster barrier: every block reads what its predecessor in the cluster stored."""
+    x = _x(16 * 16, seed)  # 16 blocks of 16 threads
+    before = _simt.dsmem_access_count()
+    got = _simt.selftest("cluster_ring", x, seed=seed)
+    want = x.view(4, 4, 16).roll(1, dims=1).flatten()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert _simt.dsmem_access_count() - before == 16 * 16  # every store is remote
+
+
+def test_distributed_shared_memory_without_cluster_barrier_is_caught():
+    """__syncthreads does not order another block's stores: a race report, and with the race
+    check off, wrong values (or a store into an exited block) under some seed."""
+    x = _x(64)
+    with pytest.raises(RuntimeError, match="distributed shared-memory race on block .* no "
+                                           "cluster barrier between them"):
+        _simt.selftest("cluster_ring_unsynced", x)
+    want = x.view(1, 4, 16).roll(1, dims=1).flatten()
+    caught = 0
+    for seed in range(8):
+        try:
+            got = _simt.selftest("cluster_ring_unsynced", x, seed=seed, race_check=False)
+            caught += not torch.equal(got, want)
+        except RuntimeError as e:
+            assert "after that block exited" in str(e)
+            caught += 1
+    assert caught, "every seed gave the right values"
+
+
+def test_store_before_the_cluster_is_known_to_run_is_caught():
+    """Another block's shared memory may be touched only after a cluster barrier has shown
+    that every block of the cluster started: caught under every seed."""
+    for seed in range(3):
+        with pytest.raises(RuntimeError, match="before a cluster barrier showed that every "
+                                               "block of the cluster has started"):
+            _simt.selftest("cluster_store_before_start", _x(64), seed=seed)
+
+
+def test_store_into_an_exited_block_is_caught_under_some_seed():
+    x = _x(64)
+    errors = []
+    for seed in range(8):
+        try:
+            _simt.selftest("cluster_store_after_exit", x, seed=seed)
+        except RuntimeError as e:
+            errors.append(str(e))
+    assert errors and all("after that block exited" in e for e in errors), errors
+
+
 def test_missing_barrier_is_reported_as_a_race():
     with pytest.raises(RuntimeError, match="shared-memory race in block 0 .* no __syncthreads"):
         _simt.selftest("block_sum_missing_barrier", _x(64))

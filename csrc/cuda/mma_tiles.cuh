@@ -3,7 +3,7 @@
 // fp32 accumulation. The warps of the block share the 16 x 8 output tiles; each warp walks K in
 // steps of 16 with simt::mma_m16n8k16. Edges (rows, cols or K not multiples of the tile) are
 // padded with zeros in the fragments, never read from memory.
-//   a_row(j):   pointer to row j of A (K contiguous values of T)
+//   a_row(j):   row j of A (K contiguous values of T): a pointer, or shared memory's accessor
 //   b(n, k):    element (n, k) of B, any accessor (shared or global memory)
 //   store(j, n, v): receives each finished output once
 #pragma once
@@ -25,17 +25,19 @@ __device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, i
     const int64_t r0 = tile / col_tiles * 16 + group, r1 = r0 + 8;
     const int64_t c0 = tile % col_tiles * 8;
     const int64_t n = c0 + group;  // this lane's column of B
-    const T* a0 = r0 < rows ? a_row(r0) : nullptr;
-    const T* a1 = r1 < rows ? a_row(r1) : nullptr;
-    const auto a_at = [&](const T* a, int64_t k) { return a != nullptr && k < K ? a[k] : zero; };
+    const bool has0 = r0 < rows, has1 = r1 < rows;
+    const auto a0 = a_row(has0 ? r0 : 0), a1 = a_row(has1 ? r1 : 0);
+    const auto a_at = [&](bool has, const auto& a, int64_t k) {
+      return has && k < K ? static_cast<T>(a[k]) : zero;
+    };
     const auto b_at = [&](int64_t k) { return n < cols && k < K ? static_cast<T>(b(n, k)) : zero; };
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int64_t k0 = 0; k0 < K; k0 += 16) {
       const int64_t k = k0 + 2 * pos;
-      const uint32_t a[4] = {simt::pack_pair(a_at(a0, k), a_at(a0, k + 1)),
-                             simt::pack_pair(a_at(a1, k), a_at(a1, k + 1)),
-                             simt::pack_pair(a_at(a0, k + 8), a_at(a0, k + 9)),
-                             simt::pack_pair(a_at(a1, k + 8), a_at(a1, k + 9))};
+      const uint32_t a[4] = {simt::pack_pair(a_at(has0, a0, k), a_at(has0, a0, k + 1)),
+                             simt::pack_pair(a_at(has1, a1, k), a_at(has1, a1, k + 1)),
+                             simt::pack_pair(a_at(has0, a0, k + 8), a_at(has0, a0, k + 9)),
+                             simt::pack_pair(a_at(has1, a1, k + 8), a_at(has1, a1, k + 9))};
       const uint32_t bf[2] = {simt::pack_pair(b_at(k), b_at(k + 1)),
                               simt::pack_pair(b_at(k + 8), b_at(k + 9))};
       simt::mma_m16n8k16<T>(d, a, bf);

@@ -33,6 +33,12 @@
 // thread-block cluster of up to 16 blocks per direction, meeting at the hardware's cluster
 // barrier. The loops are the same; only step_barrier differs.
 //
+// Exchange: what a block reads of the others' results each step (forward h_{t-1}; backward the
+// gate gradients, and dout with a projection) travels through global memory (L2), except on
+// the cluster path with resident weights where the buffers fit: there every block stores its
+// part straight into the shared memory of each block of its cluster (distributed shared
+// memory), and the others read it from their own shared memory after the barrier.
+//
 // Rows join and leave by their own lengths: active(t) rows at step t, a prefix of the sorted
 // batch, read on the device; nothing is computed past a sequence's end.
 #pragma once
@@ -79,6 +85,12 @@ struct PersistentArgs {
   int blocks_per_dir;
   bool resident;           // weights in shared memory (else read from global every step)
   bool cluster;            // each direction is one thread-block cluster (else a cooperative grid)
+  // The cluster path: what the blocks read of each other's results every step (forward h_{t-1},
+  // backward the gate gradients and dout) through distributed shared memory, in buffers of
+  // exchange_rows = B rows from element exchange_origin of each block's dynamic shared memory
+  // (after its weight slices; layouts in forward_steps and backward_steps); 0 rows: through
+  // global memory.
+  int64_t exchange_rows, exchange_origin;
 };
 
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -156,11 +168,12 @@ __device__ __forceinline__ Slice<W> slice(W w, int64_t origin, int64_t ld) {
 }
 
 // sum_k x[k] w(r, k) over k < K, the lanes of a warp splitting k; every lane gets the total.
-template <typename Acc, typename T, typename W>
-__device__ __forceinline__ Acc warp_dot(const T* x, const Slice<W>& w, int64_t r, int64_t K) {
+// x: a pointer to K values of T, or an array in shared memory.
+template <typename Acc, typename T, typename X, typename W>
+__device__ __forceinline__ Acc warp_dot(const X& x, const Slice<W>& w, int64_t r, int64_t K) {
   Acc acc = 0;
   for (int64_t k = threadIdx.x % 32; k < K; k += 32)
-    acc += static_cast<Acc>(x[k]) * static_cast<Acc>(static_cast<T>(w(r, k)));
+    acc += static_cast<Acc>(static_cast<T>(x[k])) * static_cast<Acc>(static_cast<T>(w(r, k)));
   return warp_sum(acc);
 }
 
@@ -180,9 +193,25 @@ __device__ __forceinline__ void load_cols(W w, int64_t origin, const T* src, int
     w[origin + e] = src[(e % R) * lds + c0 + e / R];
 }
 
+// Element `at` of this block's exchange area (PersistentArgs::exchange_rows), as an array.
+template <typename T, typename Acc>
+__device__ __forceinline__ auto own_exchange(const PersistentArgs<T, Acc>& a, int64_t at) {
+  return simt::dynamic_shared<T>() + (a.exchange_origin + at);
+}
+// v into element `at` of the exchange area of every block of this block's cluster.
+template <typename T, typename Acc>
+__device__ __forceinline__ void publish_to_cluster(const PersistentArgs<T, Acc>& a, int64_t at,
+                                                   T v) {
+  for (int rank = 0; rank < a.blocks_per_dir; ++rank)
+    simt::cluster_dynamic_shared<T>(rank)[a.exchange_origin + at] = v;
+}
+
 // The forward time loop of one block. Gate row (g, ul) of W_hh is gates_w(g * gate_rows + ul,
-// k); output unit pl's row of W_hr is proj_w(pl, k).
-template <typename T, typename Acc, typename W>
+// k); output unit pl's row of W_hr is proj_w(pl, k). kExchange: h_{t-1} comes from this
+// block's shared memory, where every block of the cluster stored its output units of h_{t-1}
+// (distributed shared memory; the step's cluster barrier orders those stores before the reads),
+// instead of from the previous step's outputs in global memory.
+template <bool kExchange, typename T, typename Acc, typename W>
 __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits& b,
                               Slice<W> gates_w, int64_t gate_rows, Slice<W> proj_w) {
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
@@ -194,8 +223,26 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
     const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
                                  b.dir == 1 ? a.steps - 1 - step : step);
     if (s.rows == 0) continue;  // the same for every block of the direction: no barrier
+    // The exchange area: h_{t-1} in [2][B, P] by step parity.
+    const int64_t cur = (step & 1) * a.exchange_rows * P, next = a.exchange_rows * P - cur;
+    if constexpr (kExchange) {
+      if (s.n_continuing < s.rows) {  // rows that start at this step: h0 into the buffer
+        auto buf = own_exchange(a, cur);
+        for (int64_t e = s.n_continuing * P + threadIdx.x; e < s.rows * P; e += blockDim.x)
+          buf[e] = p.h0[e];
+        __syncthreads();
+      }
+    }
     const auto h_prev = [&](int64_t j) {
-      return j < s.n_continuing ? p.out + (s.prev_offset + j) * P : p.h0 + j * P;
+      if constexpr (kExchange) {
+        return own_exchange(a, cur + j * P);
+      } else {
+        return j < s.n_continuing ? p.out + (s.prev_offset + j) * P : p.h0 + j * P;
+      }
+    };
+    // Output unit q of row j's h_t, v, into the next step's buffer of every block.
+    const auto publish = [&](int64_t j, int64_t q, T v) {
+      if constexpr (kExchange) publish_to_cluster(a, next + j * P + q, v);
     };
     // The cell of row j, unit u, once its four gate pre-activations are summed.
     const auto cell = [&](int64_t j, int64_t u) {
@@ -204,6 +251,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       T* h = proj ? p.hraw + (s.offset + j) * H + u : p.out + (s.offset + j) * P + u;
       cell_forward_unit<T, Acc>(p.gates + (s.offset + j) * G + u, H, p.bias + u, c_prev,
                                 p.cell + (s.offset + j) * H + u, h);
+      if (!proj) publish(j, u, *h);
     };
     if constexpr (kTensorCores<T>) {
       // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
@@ -219,10 +267,10 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
     } else {
       for (int64_t item = warp; item < s.rows * nu; item += warps) {
         const int64_t j = item / nu, ul = item % nu, u = u0 + ul;
-        const T* hp = h_prev(j);
+        const auto hp = h_prev(j);
         Acc acc[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
         for (int64_t k = lane; k < P; k += 32) {
-          const Acc h = static_cast<Acc>(hp[k]);
+          const Acc h = static_cast<Acc>(static_cast<T>(hp[k]));
           for (int g = 0; g < 4; ++g)
             acc[g] += h * static_cast<Acc>(static_cast<T>(gates_w(g * gate_rows + ul, k)));
         }
@@ -240,13 +288,14 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       const auto hraw = [&](int64_t j) { return p.hraw + (s.offset + j) * H; };
       const auto store = [&](int64_t j, int64_t pl, Acc v) {
         p.out[(s.offset + j) * P + b.p0 + pl] = static_cast<T>(v);
+        publish(j, b.p0 + pl, static_cast<T>(v));
       };
       if constexpr (kTensorCores<T>) {
         block_mma_products<T>(s.rows, b.np, H, hraw, proj_w, store);
       } else {
         for (int64_t item = warp; item < s.rows * b.np; item += warps) {
           const int64_t j = item / b.np, pl = item % b.np;
-          const Acc acc = warp_dot<Acc>(hraw(j), proj_w, pl, H);
+          const Acc acc = warp_dot<Acc, T>(hraw(j), proj_w, pl, H);
           if (lane == 0) store(j, pl, acc);
         }
       }
@@ -261,7 +310,7 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
   const int64_t H = a.H, P = a.P;
   if (!a.resident) {
-    forward_steps(a, b, slice(p.w_hh, b.u0 * P, P), H, slice(p.w_hr, b.p0 * H, H));
+    forward_steps<false>(a, b, slice(p.w_hh, b.u0 * P, P), H, slice(p.w_hr, b.p0 * H, H));
     return;
   }
   // Resident: gate g's rows of the block's units at (g * U + ul) * P, then the projection's
@@ -269,13 +318,22 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
   auto w = simt::dynamic_shared<T>();
   for (int g = 0; g < 4; ++g) load_rows(w, g * b.U * P, p.w_hh, P, g * H + b.u0, b.nu, P);
   if (p.w_hr != nullptr) load_rows(w, 4 * b.U * P, p.w_hr, H, b.p0, b.np, H);
-  __syncthreads();
-  forward_steps(a, b, slice(w, 0, P), b.U, slice(w, 4 * b.U * P, H));
+  if (a.exchange_rows > 0) {
+    // Also shows that every block of the cluster runs before any stores into another's memory.
+    simt::cluster_sync();
+    forward_steps<true>(a, b, slice(w, 0, P), b.U, slice(w, 4 * b.U * P, H));
+  } else {
+    __syncthreads();
+    forward_steps<false>(a, b, slice(w, 0, P), b.U, slice(w, 4 * b.U * P, H));
+  }
 }
 
 // The backward time loop of one block. Output unit pl's column of W_hh is hh_cols(pl, r);
-// hidden unit ul's column of W_hr is hr_cols(ul, k).
-template <typename T, typename Acc, typename W>
+// hidden unit ul's column of W_hr is hr_cols(ul, k). kExchange: what the blocks read of each
+// other's results (the gate gradients, with a projection also dout) comes from this block's
+// shared memory, where every block of the cluster stored its part (distributed shared memory)
+// before the barrier, instead of from global memory.
+template <bool kExchange, typename T, typename Acc, typename W>
 __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits& b,
                                Slice<W> hh_cols, Slice<W> hr_cols) {
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
@@ -288,13 +346,20 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
                                  b.dir == 1 ? step : a.steps - 1 - step);
     if (s.rows == 0) continue;
+    // The exchange area: the gate gradients in [2][B, 4H] by step parity (a block may start
+    // the next step's phase A while others still read this step's), then dout in [B, P]
+    // (rewritten only after the step's last barrier, when every block has read it).
+    const int64_t dgates_at = (step & 1) * a.exchange_rows * G, dout_at = 2 * a.exchange_rows * G;
     // The cell backward of row j, unit u, given the gradient dh of its h.
     const auto cell = [&](int64_t j, int64_t u, Acc dh) {
       const int64_t row = s.offset + j;
       const Acc c_prev =
           j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
+      T* d = p.dgates + row * G + u;
       cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
-                                 p.dc + j * H + u, p.dgates + row * G + u);
+                                 p.dc + j * H + u, d);
+      if constexpr (kExchange)
+        for (int g = 0; g < 4; ++g) publish_to_cluster(a, dgates_at + j * G + g * H + u, d[g * H]);
     };
     if (!proj) {
       // Phase A: gate gradients of this block's units, one thread per row and unit.
@@ -311,26 +376,38 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         Acc dh = p.dh[j * P + q];
         if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * P + q]);
         p.dout[row * P + q] = static_cast<T>(dh);
+        if constexpr (kExchange) publish_to_cluster(a, dout_at + j * P + q, static_cast<T>(dh));
       }
       step_barrier(a, p.barrier, generation);
       // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
       for (int64_t item = warp; item < s.rows * nu; item += warps) {
         const int64_t j = item / nu, ul = item % nu;
-        const Acc dh = warp_dot<Acc>(p.dout + (s.offset + j) * P, hr_cols, ul, P);
+        Acc dh;
+        if constexpr (kExchange) {
+          dh = warp_dot<Acc, T>(own_exchange(a, dout_at + j * P), hr_cols, ul, P);
+        } else {
+          dh = warp_dot<Acc, T>(p.dout + (s.offset + j) * P, hr_cols, ul, P);
+        }
         if (lane == 0) cell(j, u0 + ul, dh);
       }
     }
     step_barrier(a, p.barrier, generation);
     // Phase B: dh of every active row's previous h, this block's output units, from all gate
     // gradients of the step (written by every block before the barrier).
-    const auto dgates = [&](int64_t j) { return p.dgates + (s.offset + j) * G; };
+    const auto dgates = [&](int64_t j) {
+      if constexpr (kExchange) {
+        return own_exchange(a, dgates_at + j * G);
+      } else {
+        return p.dgates + (s.offset + j) * G;
+      }
+    };
     if constexpr (kTensorCores<T>) {
       block_mma_products<T>(s.rows, np, G, dgates, hh_cols,
                             [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
     } else {
       for (int64_t item = warp; item < s.rows * np; item += warps) {
         const int64_t j = item / np, pl = item % np;
-        const Acc acc = warp_dot<Acc>(dgates(j), hh_cols, pl, G);
+        const Acc acc = warp_dot<Acc, T>(dgates(j), hh_cols, pl, G);
         if (lane == 0) p.dh[j * P + p0 + pl] = acc;
       }
     }
@@ -344,7 +421,7 @@ __global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
   const int64_t H = a.H, P = a.P, G = 4 * H;
   if (!a.resident) {
-    backward_steps(a, b, slice(p.w_hh_t, b.p0 * G, G), slice(p.w_hr_t, b.u0 * P, P));
+    backward_steps<false>(a, b, slice(p.w_hh_t, b.p0 * G, G), slice(p.w_hr_t, b.u0 * P, P));
     return;
   }
   // Resident: the W_hh columns of the block's output units at pl * G, then the W_hr columns
@@ -352,8 +429,13 @@ __global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
   auto w = simt::dynamic_shared<T>();
   load_cols(w, 0, p.w_hh, P, b.p0, b.np, G);
   if (p.w_hr != nullptr) load_cols(w, b.V * G, p.w_hr, H, b.u0, b.nu, P);
-  __syncthreads();
-  backward_steps(a, b, slice(w, 0, G), slice(w, b.V * G, P));
+  if (a.exchange_rows > 0) {
+    simt::cluster_sync();  // as in the forward: every block of the cluster runs
+    backward_steps<true>(a, b, slice(w, 0, G), slice(w, b.V * G, P));
+  } else {
+    __syncthreads();
+    backward_steps<false>(a, b, slice(w, 0, G), slice(w, b.V * G, P));
+  }
 }
 
 // dst [C, R] = src [R, C] transposed: the global copies the backward reads when not resident.
@@ -370,6 +452,8 @@ struct PersistentPlan {
   int threads = 0;
   bool resident = false;  // weights in shared memory
   bool cluster = false;   // one thread-block cluster per direction
+  int64_t exchange_rows = 0;  // h through distributed shared memory (PersistentArgs)
+  int64_t exchange_origin = 0;
   size_t shared_bytes = 0;
 };
 
@@ -390,6 +474,14 @@ inline CudaPath requested_cuda_path() {
 }
 
 enum class Pass { kForward, kBackward };
+
+// FASTLSTM_CUDA_DSMEM=0: the cluster path exchanges h (forward) and the gate gradients
+// (backward) through global memory, as the grid path does, instead of distributed shared
+// memory (to measure what DSMEM brings).
+inline bool dsmem_exchange_enabled() {
+  const char* v = std::getenv("FASTLSTM_CUDA_DSMEM");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
 
 // Elements of T in one block's weight slices (see the kernels' "Resident" layouts), for
 // blocks_per_dir blocks per direction.
@@ -419,6 +511,20 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
   plan.resident = shared <= simt::max_shared_bytes_per_block() &&
                   simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
   plan.shared_bytes = plan.resident ? shared : 0;
+  // What the blocks exchange every step through distributed shared memory, where it fits
+  // beside the resident weights: the forward's h_{t-1} ([2][B, Hout]), the backward's gate
+  // gradients ([2][B, 4H]) and, with a projection, dout ([B, Hout]).
+  const int64_t exchange_elements =
+      pass == Pass::kForward ? 2 * d.B * d.Hout
+                             : 2 * d.B * 4 * d.H + (d.has_proj ? d.B * d.Hout : 0);
+  const size_t exchange = static_cast<size_t>(exchange_elements) * elem_bytes;
+  if (plan.resident && dsmem_exchange_enabled() &&
+      shared + exchange <= simt::max_shared_bytes_per_block() &&
+      simt::max_cluster_blocks(kernel, kPersistentThreads, shared + exchange) >= per_dir) {
+    plan.exchange_rows = d.B;
+    plan.exchange_origin = static_cast<int64_t>(shared / elem_bytes);
+    plan.shared_bytes = shared + exchange;
+  }
   plan.blocks_per_dir = static_cast<int>(per_dir);
   plan.threads = kPersistentThreads;
   plan.cluster = true;
@@ -473,6 +579,8 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
   a.blocks_per_dir = plan.blocks_per_dir;
   a.resident = plan.resident;
   a.cluster = plan.cluster;
+  a.exchange_rows = plan.exchange_rows;
+  a.exchange_origin = plan.exchange_origin;
   return a;
 }
 

@@ -40,17 +40,24 @@ struct Warp {
   uint32_t mma_b[kWarp][2] = {};
 };
 
-// Per shared-memory byte: who touched it in the current barrier epoch.
+// Per shared-memory byte: who touched it since the last barrier that orders the accesses.
+// Threads of the owning block are ordered by its __syncthreads (epoch) or a cluster barrier;
+// a thread of another block of the cluster (distributed shared memory) only by a cluster
+// barrier (cepoch). A record holding such a remote access therefore outlives the owning
+// block's __syncthreads.
 struct Shadow {
-  uint32_t epoch = 0;  // 0: untouched; epochs count from 1
-  int32_t writer = -1;
+  uint32_t epoch = 0;   // the owning block's barrier epoch; 0: untouched
+  uint32_t cepoch = 0;  // its cluster's barrier epoch
+  int32_t writer = -1;  // fibers (launch-wide indices)
   int32_t reader = -1;
   bool many_readers = false;
+  bool remote = false;  // an access came from another block of the cluster
 };
 
 struct Block {
   int threads = 0;
   int arrived = 0;
+  int finished = 0;  // threads that have exited
   uint32_t epoch = 1;
   std::vector<int> waiting;
   std::vector<Warp> warps;
@@ -62,6 +69,7 @@ struct Block {
 struct Cluster {
   int threads = 0;
   int arrived = 0;
+  uint32_t epoch = 1;
   std::vector<int> waiting;
 };
 
@@ -90,6 +98,7 @@ Options g_options;
 std::atomic<int64_t> g_launches{0};
 std::atomic<int64_t> g_mmas{0};  // warp-level tensor-core products
 std::atomic<int64_t> g_cluster_barriers{0};  // completed cluster barriers
+std::atomic<int64_t> g_dsmem{0};  // accesses to another block's shared memory
 
 // Stacks are reused across launches on the same OS thread.
 thread_local std::vector<std::unique_ptr<char[]>> g_stacks;
@@ -118,6 +127,7 @@ void fiber_main() {
   Launch& L = *g_launch;
   (*L.body)();
   L.fiber().done = true;
+  ++L.block().finished;
   // uc_link returns to the scheduler.
 }
 
@@ -154,6 +164,7 @@ Options& options() { return g_options; }
 int64_t launch_count() { return g_launches.load(); }
 int64_t mma_count() { return g_mmas.load(); }
 int64_t cluster_barrier_count() { return g_cluster_barriers.load(); }
+int64_t dsmem_access_count() { return g_dsmem.load(); }
 
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body,
               int cluster_blocks) {
@@ -258,6 +269,7 @@ void cluster_sync() {
   if (++c.arrived == c.threads) {
     c.arrived = 0;
     ++g_cluster_barriers;
+    ++c.epoch;
     for (int b = first; b < first + L.cluster_blocks; ++b) ++L.blocks[b].epoch;
     release(c.waiting, L.runnable);
     yield(true);
@@ -363,37 +375,100 @@ void* shared_base() {
   return b.shared.data();
 }
 
+void* cluster_shared_base(int rank) {
+  Launch& L = launch();
+  if (rank < 0 || rank >= L.cluster_blocks)
+    abort_fiber("fastlstm: emulated kernel mapped the shared memory of rank " +
+                std::to_string(rank) + " in a cluster of " + std::to_string(L.cluster_blocks) +
+                " blocks");
+  Block& b = L.blocks[L.fiber().block / L.cluster_blocks * L.cluster_blocks + rank];
+  if (b.shared.empty())
+    abort_fiber("fastlstm: emulated kernel uses dynamic shared memory but was launched with 0 "
+                "bytes of it");
+  return b.shared.data();
+}
+
+namespace {
+// The block of the caller's cluster whose shared memory holds [p, p + bytes), or -1.
+int owning_block(const Launch& L, int self, const unsigned char* p, size_t bytes) {
+  const auto holds = [&](int b) {
+    const auto* base = L.blocks[b].shared.data();
+    return p >= base && p + bytes <= base + L.blocks[b].shared.size();
+  };
+  if (holds(self)) return self;
+  const int first = self / L.cluster_blocks * L.cluster_blocks;
+  for (int b = first; b < first + L.cluster_blocks; ++b)
+    if (b != self && holds(b)) return b;
+  return -1;
+}
+
+std::string who(const Launch& L, int fiber) {
+  return "block " + std::to_string(L.fibers[fiber].block) + " thread " +
+         std::to_string(L.fibers[fiber].tid);
+}
+}  // namespace
+
 void record_shared_access(const void* p, size_t bytes, bool write) {
   Launch& L = launch();
-  Block& b = L.block();
-  const auto* base = b.shared.data();
+  const int self = L.fiber().block;
   const auto* c = static_cast<const unsigned char*>(p);
-  if (c < base || c + bytes > base + b.shared.size()) {
+  const int target = owning_block(L, self, c, bytes);
+  if (target < 0) {
+    const auto* base = L.blocks[self].shared.data();
     abort_fiber("fastlstm: emulated kernel accessed shared memory out of bounds: byte " +
-                std::to_string(c - base) + " of a " + std::to_string(b.shared.size()) +
-                "-byte buffer");
+                std::to_string(c - base) + " of a " + std::to_string(L.blocks[self].shared.size()) +
+                "-byte buffer (nor in another block of its cluster)");
+  }
+  Block& b = L.blocks[target];
+  const bool remote = target != self;
+  if (remote) {
+    ++g_dsmem;
+    // Another block may not have started until a cluster barrier shows that every block of
+    // the cluster runs (CUDA's rule for distributed shared memory).
+    if (L.clusters[target / L.cluster_blocks].epoch == 1)
+      abort_fiber("fastlstm: emulated kernel: " + who(L, L.current) + " accessed the shared "
+                  "memory of block " + std::to_string(target) + " before a cluster barrier "
+                  "showed that every block of the cluster has started");
+    if (b.finished == b.threads)
+      abort_fiber("fastlstm: emulated kernel: " + who(L, L.current) + " accessed the shared "
+                  "memory of block " + std::to_string(target) + " after that block exited "
+                  "(distributed shared memory needs a cluster barrier before exit)");
   }
   if (g_options.race_check) {
-    const int tid = L.fiber().tid;
+    const int me = L.current;
+    const uint32_t cepoch = L.clusters[target / L.cluster_blocks].epoch;
     for (size_t i = 0; i < bytes; ++i) {
-      const size_t at = static_cast<size_t>(c - base) + i;
+      const size_t at = static_cast<size_t>(c - b.shared.data()) + i;
       Shadow& s = b.shadow[at];
-      if (s.epoch != b.epoch) s = Shadow{b.epoch, -1, -1, false};
-      const bool other_wrote = s.writer >= 0 && s.writer != tid;
-      const bool other_read = s.reader >= 0 && (s.reader != tid || s.many_readers);
+      // A new barrier epoch forgets the record, unless a remote access in it still waits for
+      // a cluster barrier (or this access is remote: the block's __syncthreads orders nothing
+      // for it).
+      if (s.cepoch != cepoch || (!remote && !s.remote && s.epoch != b.epoch))
+        s = Shadow{b.epoch, cepoch, -1, -1, false, false};
+      const bool other_wrote = s.writer >= 0 && s.writer != me;
+      const bool other_read = s.reader >= 0 && (s.reader != me || s.many_readers);
       if (other_wrote || (write && other_read)) {
+        const int other = other_wrote ? s.writer : s.reader;
+        const char* verb = other_wrote ? " wrote" : " read";
         std::ostringstream os;
-        os << "fastlstm: shared-memory race in block " << L.fiber().block << " at byte " << at
-           << ": thread " << tid << (write ? " writes" : " reads") << " what thread "
-           << (other_wrote ? s.writer : s.reader) << (other_wrote ? " wrote" : " read")
-           << " with no __syncthreads between them";
+        if (!remote && !s.remote) {
+          os << "fastlstm: shared-memory race in block " << target << " at byte " << at
+             << ": thread " << L.fiber().tid << (write ? " writes" : " reads") << " what thread "
+             << L.fibers[other].tid << verb << " with no __syncthreads between them";
+        } else {
+          os << "fastlstm: distributed shared-memory race on block " << target
+             << "'s shared memory at byte " << at << ": " << who(L, me)
+             << (write ? " writes" : " reads") << " what " << who(L, other) << verb
+             << " with no cluster barrier between them";
+        }
         L.fail(os.str());
       }
+      s.remote = s.remote || remote;
       if (write) {
-        s.writer = tid;
+        s.writer = me;
       } else if (s.reader < 0) {
-        s.reader = tid;
-      } else if (s.reader != tid) {
+        s.reader = me;
+      } else if (s.reader != me) {
         s.many_readers = true;
       }
     }

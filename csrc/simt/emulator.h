@@ -8,6 +8,9 @@
 //     barrier shows up as a wrong value under some seed instead of passing by luck.
 //   - Shared-memory races: between two barriers of a block, a byte written by one thread and
 //     read or written by another is reported (the launch then fails with the first report).
+//     A block's shared memory reached from another block of its cluster (distributed shared
+//     memory) is ordered only by a cluster barrier, and must not be touched before a cluster
+//     barrier has shown that every block of the cluster started, nor after that block exited.
 //   - Barrier misuse: a __syncthreads or warp exchange that not every thread reaches fails the
 //     launch instead of hanging; so does a spin-wait that never ends.
 // What it cannot show: speed, occupancy, and the memory model (fibers share one OS thread).
@@ -55,6 +58,7 @@ Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran
 int64_t mma_count();      // warp-level tensor-core products (warp_mma_m16n8k16) so far
 int64_t cluster_barrier_count();  // completed cluster barriers (cluster_sync) so far
+int64_t dsmem_access_count();     // accesses to another block's shared memory so far
 
 // Runs body() as every thread of a grid; throws std::runtime_error on a race, a deadlock or a
 // barrier that not every thread reached. shared_bytes of dynamic shared memory per block.
@@ -73,6 +77,7 @@ void spin_pause();
 // passes its fragments (see simt::mma_m16n8k16); f16 or bf16 pairs, low half first.
 void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], bool bf16);
 void* shared_base();                    // this block's dynamic shared memory
+void* cluster_shared_base(int rank);    // that of block `rank` of this block's cluster
 void record_shared_access(const void* p, size_t bytes, bool write);
 
 template <typename T>
@@ -114,6 +119,7 @@ class SharedArray {
  public:
   explicit SharedArray(T* base) : base_(base) {}
   SharedRef<T> operator[](int64_t i) const { return SharedRef<T>(base_ + i); }
+  SharedArray operator+(int64_t i) const { return SharedArray(base_ + i); }
 
  private:
   T* base_;
@@ -122,6 +128,14 @@ class SharedArray {
 template <typename T>
 SharedArray<T> dynamic_shared() {
   return SharedArray<T>(static_cast<T*>(shared_base()));
+}
+
+// Distributed shared memory: the dynamic shared memory of block `rank` of the calling thread's
+// cluster, race-checked like the block's own (only a cluster barrier orders accesses from
+// another block).
+template <typename T>
+SharedArray<T> cluster_dynamic_shared(int rank) {
+  return SharedArray<T>(static_cast<T*>(cluster_shared_base(rank)));
 }
 
 template <typename T>

@@ -19,6 +19,7 @@
 //   simt::launch_clustered(kernel, grid, block, cluster_blocks, shared_bytes, args...),
 //   simt::max_cluster_blocks(kernel, threads, shared_bytes), simt::cluster_sync()
 //                               thread-block clusters (Hopper) and their barrier
+//   simt::cluster_dynamic_shared<T>(rank)   another block's shared memory in the cluster (DSMEM)
 // Everything else (__syncthreads, __shfl_*_sync, atomicAdd, __threadfence, threadIdx, ...)
 // is spelled as in CUDA.
 //
@@ -72,6 +73,9 @@ int max_cluster_blocks(Kernel, int, size_t shared_bytes) {
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#if defined(__CUDACC__)
+#include <cooperative_groups.h>  // cluster_dynamic_shared
+#endif
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>  // the current CUDA stream, a stream guard
 #include <torch/csrc/stable/c/shim.h>               // torch's cuBLAS handle, pool streams
 
@@ -284,6 +288,19 @@ template <typename T>
 __device__ __forceinline__ T* dynamic_shared() {
   extern __shared__ __align__(16) unsigned char fastlstm_dynamic_shared[];
   return reinterpret_cast<T*>(fastlstm_dynamic_shared);
+}
+
+// Distributed shared memory (Hopper on): the dynamic shared memory of block `rank` of the
+// calling thread's cluster, as a generic pointer. Accesses through it are ordered by
+// cluster_sync; a block must not exit while others may still touch its memory.
+template <typename T>
+__device__ __forceinline__ T* cluster_dynamic_shared(unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return cooperative_groups::this_cluster().map_shared_rank(dynamic_shared<T>(), rank);
+#else
+  __trap();  // launch_clustered is only used where max_cluster_blocks() > 0
+  return nullptr;
+#endif
 }
 
 __device__ __forceinline__ void spin_pause() { __nanosleep(32); }

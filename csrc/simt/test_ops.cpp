@@ -6,7 +6,8 @@
 //       largest thread-block cluster
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
 //   torch.ops.fastlstm._simt_counter(name)    "mma": emulated warp-level tensor-core products so
-//       far; "cluster_barriers": completed cluster barriers
+//       far; "cluster_barriers": completed cluster barriers; "dsmem": accesses to another block's
+//       shared memory (distributed shared memory)
 //   torch.ops.fastlstm._simt_selftest(name, x)  small kernels that show the emulator's checks
 //       work, some deliberately broken; tests/test_simt.py expects those to be caught
 // and declares the CUDA backend's device-built schedule as an op of its own, for tests:
@@ -53,8 +54,9 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
 int64_t simt_launch_count() { return launch_count(); }
 int64_t simt_counter(const std::string& name) {
   if (name == "mma") return mma_count();
+  if (name == "dsmem") return dsmem_access_count();
   FASTLSTM_CHECK_VALUE(name == "cluster_barriers", "fastlstm: _simt_counter: name must be one "
-                       "of mma, cluster_barriers; got '", name, "'");
+                       "of mma, cluster_barriers, dsmem; got '", name, "'");
   return cluster_barrier_count();
 }
 
@@ -138,6 +140,46 @@ __global__ void cluster_barrier_skipped(const float* x, float* out, float* parti
   if (threadIdx.x == 0) out[0] = x[0] + partial[0];
 }
 
+// Distributed shared memory, in clusters of 4 blocks: each thread stores its value into the
+// shared memory of the next block of its cluster (rank + 1, wrapping), the cluster barrier,
+// then each thread writes what the previous block stored for it: out = x rotated by one block
+// within each cluster.
+// The first cluster barrier shows that every block of the cluster has started.
+__global__ void cluster_ring(const float* x, float* out) {
+  const unsigned t = threadIdx.x, rank = blockIdx.x % 4, i = blockIdx.x * blockDim.x + t;
+  cluster_sync();
+  cluster_dynamic_shared<float>((rank + 1) % 4)[t] = x[i];
+  cluster_sync();
+  out[i] = dynamic_shared<float>()[t];
+}
+
+// Broken on purpose: __syncthreads instead of the cluster barrier orders nothing across blocks.
+__global__ void cluster_ring_unsynced(const float* x, float* out) {
+  const unsigned t = threadIdx.x, rank = blockIdx.x % 4, i = blockIdx.x * blockDim.x + t;
+  cluster_sync();
+  cluster_dynamic_shared<float>((rank + 1) % 4)[t] = x[i];
+  __syncthreads();
+  out[i] = dynamic_shared<float>()[t];
+}
+
+// Broken on purpose: a store into the next block's shared memory before any cluster barrier,
+// when that block may not have started.
+__global__ void cluster_store_before_start(const float* x, float* out) {
+  const unsigned t = threadIdx.x, rank = blockIdx.x % 4, i = blockIdx.x * blockDim.x + t;
+  cluster_dynamic_shared<float>((rank + 1) % 4)[t] = x[i];
+  cluster_sync();
+  out[i] = dynamic_shared<float>()[t];
+}
+
+// Broken on purpose: a store into the next block's shared memory after the last cluster
+// barrier, when that block may already have exited.
+__global__ void cluster_store_after_exit(const float* x, float* out) {
+  const unsigned t = threadIdx.x, rank = blockIdx.x % 4, i = blockIdx.x * blockDim.x + t;
+  cluster_sync();
+  out[i] = x[i];
+  cluster_dynamic_shared<float>((rank + 1) % 4)[t] = x[i];
+}
+
 // Broken on purpose: odd threads leave before a barrier the others wait at.
 __global__ void divergent_barrier(const float* x, float* out) {
   if (threadIdx.x % 2 == 1) return;
@@ -174,7 +216,10 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   const Tensor x = as_contiguous(x_in);
   const int64_t n = x.numel();
   const bool mma = kernel == "mma_f16" || kernel == "mma_bf16";
-  Tensor out = zeros_like_device({mma ? 16 * 8 : 1}, kFloat, x);
+  const bool ring = kernel == "cluster_ring" || kernel == "cluster_ring_unsynced" ||
+                    kernel == "cluster_store_before_start" ||
+                    kernel == "cluster_store_after_exit";
+  Tensor out = zeros_like_device({mma ? 16 * 8 : ring ? n : 1}, kFloat, x);
   const float* xp = cptr<float>(x);
   float* op = ptr<float>(out);
   const unsigned threads = static_cast<unsigned>(n);
@@ -208,12 +253,23 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
     Tensor partial = zeros_like_device({blocks}, kFloat, x);
     launch_clustered(kernel == "cluster_sum" ? cluster_sum : cluster_barrier_skipped,
                      dim3(blocks), dim3(16), 4, 0, xp, op, ptr<float>(partial));
+  } else if (ring) {
+    FASTLSTM_CHECK_VALUE(n >= 64 && n % 64 == 0 && n <= 1024, "fastlstm: ", kernel, ": x must "
+                         "have a size that is a multiple of 64, up to 1024, got ", n);
+    const auto k = kernel == "cluster_ring"                 ? cluster_ring
+                   : kernel == "cluster_ring_unsynced"      ? cluster_ring_unsynced
+                   : kernel == "cluster_store_before_start" ? cluster_store_before_start
+                                                            : cluster_store_after_exit;
+    launch_clustered(k, dim3(unsigned(n / 16)), dim3(16), 4, 16 * sizeof(float), xp, op);
   } else if (kernel == "divergent_barrier") {
     launch(divergent_barrier, dim3(1), dim3(threads), 0, xp, op);
   } else {
     FASTLSTM_CHECK_VALUE(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
                          "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
-                         "mma_f16, mma_bf16, cluster_sum, cluster_barrier_skipped, divergent_barrier; got '", kernel, "'");
+                         "mma_f16, mma_bf16, cluster_sum, cluster_barrier_skipped, cluster_ring, "
+                         "cluster_ring_unsynced, cluster_store_before_start, cluster_store_after_exit, "
+                         "divergent_barrier; "
+                         "got '", kernel, "'");
   }
   return out;
 }

@@ -140,34 +140,23 @@ __global__ void cluster_barrier_skipped(const float* x, float* out, float* parti
   if (threadIdx.x == 0) out[0] = x[0] + partial[0];
 }
 
-// Distributed shared memory, in clusters of 4 blocks: each thread stores its value into the
-// shared memory of the next block of its cluster (rank + 1, wrapping), the cluster barrier,
-// then each thread writes what the previous block stored for it: out = x rotated by one block
-// within each cluster.
-// The first cluster barrier shows that every block of the cluster has started.
+// Distributed shared memory, in clusters of 4 blocks: a cluster barrier (every block of the
+// cluster has started), each thread stores its value into the shared memory of the next block
+// of its cluster (rank + 1, wrapping), the cluster barrier, then each thread writes what the
+// previous block stored for it: out = x rotated by one block within each cluster. Broken on
+// purpose as kNoStartBarrier (the first barrier missing: the next block may not have started)
+// and kSyncthreads (__syncthreads instead of the second, which orders nothing across blocks).
+enum class Ring { kCorrect, kNoStartBarrier, kSyncthreads };
+template <Ring kRing>
 __global__ void cluster_ring(const float* x, float* out) {
   const unsigned t = threadIdx.x, rank = blockIdx.x % 4, i = blockIdx.x * blockDim.x + t;
-  cluster_sync();
+  if (kRing != Ring::kNoStartBarrier) cluster_sync();
   cluster_dynamic_shared<float>((rank + 1) % 4)[t] = x[i];
-  cluster_sync();
-  out[i] = dynamic_shared<float>()[t];
-}
-
-// Broken on purpose: __syncthreads instead of the cluster barrier orders nothing across blocks.
-__global__ void cluster_ring_unsynced(const float* x, float* out) {
-  const unsigned t = threadIdx.x, rank = blockIdx.x % 4, i = blockIdx.x * blockDim.x + t;
-  cluster_sync();
-  cluster_dynamic_shared<float>((rank + 1) % 4)[t] = x[i];
-  __syncthreads();
-  out[i] = dynamic_shared<float>()[t];
-}
-
-// Broken on purpose: a store into the next block's shared memory before any cluster barrier,
-// when that block may not have started.
-__global__ void cluster_store_before_start(const float* x, float* out) {
-  const unsigned t = threadIdx.x, rank = blockIdx.x % 4, i = blockIdx.x * blockDim.x + t;
-  cluster_dynamic_shared<float>((rank + 1) % 4)[t] = x[i];
-  cluster_sync();
+  if (kRing == Ring::kSyncthreads) {
+    __syncthreads();
+  } else {
+    cluster_sync();
+  }
   out[i] = dynamic_shared<float>()[t];
 }
 
@@ -256,9 +245,9 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   } else if (ring) {
     FASTLSTM_CHECK_VALUE(n >= 64 && n % 64 == 0 && n <= 1024, "fastlstm: ", kernel, ": x must "
                          "have a size that is a multiple of 64, up to 1024, got ", n);
-    const auto k = kernel == "cluster_ring"                 ? cluster_ring
-                   : kernel == "cluster_ring_unsynced"      ? cluster_ring_unsynced
-                   : kernel == "cluster_store_before_start" ? cluster_store_before_start
+    const auto k = kernel == "cluster_ring"                 ? cluster_ring<Ring::kCorrect>
+                   : kernel == "cluster_ring_unsynced"      ? cluster_ring<Ring::kSyncthreads>
+                   : kernel == "cluster_store_before_start" ? cluster_ring<Ring::kNoStartBarrier>
                                                             : cluster_store_after_exit;
     launch_clustered(k, dim3(unsigned(n / 16)), dim3(16), 4, 16 * sizeof(float), xp, op);
   } else if (kernel == "divergent_barrier") {

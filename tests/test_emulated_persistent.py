@@ -145,7 +145,8 @@ def test_cluster_exchange_through_global_memory_gives_the_same_bits(proj, cuda_p
     assert _simt.dsmem_access_count() > before
     P = proj or 8
     weights_bytes = _slice_elements(8, P, proj, _simt.CLUSTER_BLOCKS, backward=False) * 8
-    exchange_bytes = 2 * len(lengths) * P * 8
+    # h_{t-1} as rows of P + 8 elements (the bank padding), two buffers without a projection
+    exchange_bytes = (1 if proj else 2) * len(lengths) * (P + 8) * 8
     monkeypatch.setenv("FASTLSTM_CUDA_DSMEM", "0")
     runs = {"FASTLSTM_CUDA_DSMEM=0": {},
             "no room for the buffers": {"shared_bytes": weights_bytes + exchange_bytes - 8}}
@@ -158,6 +159,29 @@ def test_cluster_exchange_through_global_memory_gives_the_same_bits(proj, cuda_p
         assert _simt.cluster_barrier_count() > before[1], name
         for a, b in zip(want, got):
             assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("proj", [0, 7])
+def test_cluster_of_16_blocks_some_owning_no_units(proj, cuda_path):
+    """Hopper's largest cluster, 16 blocks a direction, with H = 20: blocks 10-15 own no hidden
+    unit (with proj_size 7, blocks 7-15 no output unit) yet join every barrier. Each pass
+    exchanges through distributed shared memory: every value stored into the 15 other blocks,
+    h (forward), the gate gradients and, with a projection, dout (backward) of every token."""
+    H, blocks = 20, 16
+    ref, fast = make_pair(I, H, torch.float64, seed=3, bidirectional=True, proj_size=proj)
+    lengths = [7, 0, 4, 7, 2]
+    x, hx = _data(1, True, H, lengths, torch.float64, 3, proj=proj)
+    cuda_path("cluster")
+    with _simt.emulated_cuda(seed=3, cluster_blocks=blocks):
+        check_parity(ref, fast, x, lengths, hx=hx)
+        before = _simt.dsmem_access_count()
+        out, (h, c) = fast(x, hx, lengths=lengths)
+        forward = _simt.dsmem_access_count() - before
+        (out.sum() + h.sum() + c.sum()).backward()
+        backward = _simt.dsmem_access_count() - before - forward
+    tokens, P = sum(lengths) * 2, proj or H  # both directions
+    assert forward == tokens * P * (blocks - 1)
+    assert backward == tokens * (4 * H + (P if proj else 0)) * (blocks - 1)
 
 
 def test_cluster_path_without_clusters_takes_the_grid(cuda_path):

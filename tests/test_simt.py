@@ -87,7 +87,7 @@ def test_distributed_shared_memory_reaches_the_next_block_of_the_cluster(seed):
 
 def test_distributed_shared_memory_without_cluster_barrier_is_caught():
     """__syncthreads does not order another block's stores: a race report, and with the race
-    check off, wrong values (or a store into an exited block) under some seed."""
+    check off, wrong values (or an exit before the stores are ordered) under some seed."""
     x = _x(64)
     with pytest.raises(RuntimeError, match="distributed shared-memory race on block .* no "
                                            "cluster barrier between them"):
@@ -99,7 +99,7 @@ def test_distributed_shared_memory_without_cluster_barrier_is_caught():
             got = _simt.selftest("cluster_ring_unsynced", x, seed=seed, race_check=False)
             caught += not torch.equal(got, want)
         except RuntimeError as e:
-            assert "after that block exited" in str(e)
+            assert "exited" in str(e)
             caught += 1
     assert caught, "every seed gave the right values"
 
@@ -113,15 +113,14 @@ def test_store_before_the_cluster_is_known_to_run_is_caught():
             _simt.selftest("cluster_store_before_start", _x(64), seed=seed)
 
 
-def test_store_into_an_exited_block_is_caught_under_some_seed():
-    x = _x(64)
-    errors = []
-    for seed in range(8):
-        try:
-            _simt.selftest("cluster_store_after_exit", x, seed=seed)
-        except RuntimeError as e:
-            errors.append(str(e))
-    assert errors and all("after that block exited" in e for e in errors), errors
+def test_store_into_an_exited_block_is_caught_under_every_seed():
+    """A store into another block's shared memory after the last cluster barrier: caught
+    whether the emulated schedule runs it after that block exited, or before (the block then
+    exits with an access not yet ordered by a cluster barrier)."""
+    for seed in range(6):
+        with pytest.raises(RuntimeError, match="after that block exited|exited while another "
+                                               "block of its cluster accessed"):
+            _simt.selftest("cluster_store_after_exit", _x(64), seed=seed)
 
 
 def test_missing_barrier_is_reported_as_a_race():

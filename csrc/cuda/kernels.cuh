@@ -50,20 +50,33 @@ __device__ __forceinline__ void cell_forward_unit(Acc* g, int64_t H, const Acc* 
   *h_out = static_cast<T>(o * tanh(c));
 }
 
+// The four gate gradients (i, f, g, o) of one unit.
+template <typename T>
+struct Gates4 {
+  T v[4];
+};
+
 // One hidden unit of the cell, backward: g the activated gates (H apart), c its cell state,
 // dh the gradient of its output h, dc (in/out) the gradient flowing into its cell state.
-// Writes the gate gradients to d (H apart).
+// Returns the gate gradients.
 template <typename T, typename Acc>
-__device__ __forceinline__ void cell_backward_unit(const Acc* g, int64_t H, Acc c, Acc c_prev,
-                                                   Acc dh, Acc* dc, T* d) {
+__device__ __forceinline__ Gates4<T> cell_backward_values(const Acc* g, int64_t H, Acc c,
+                                                          Acc c_prev, Acc dh, Acc* dc) {
   const Acc i = g[0], f = g[H], gg = g[2 * H], o = g[3 * H];
   const Acc tc = tanh(c);
   const Acc dce = *dc + dh * o * (Acc(1) - tc * tc);
-  d[0] = static_cast<T>(dce * gg * i * (Acc(1) - i));
-  d[H] = static_cast<T>(dce * c_prev * f * (Acc(1) - f));
-  d[2 * H] = static_cast<T>(dce * i * (Acc(1) - gg * gg));
-  d[3 * H] = static_cast<T>(dh * tc * o * (Acc(1) - o));
   *dc = dce * f;
+  return {{static_cast<T>(dce * gg * i * (Acc(1) - i)),
+           static_cast<T>(dce * c_prev * f * (Acc(1) - f)),
+           static_cast<T>(dce * i * (Acc(1) - gg * gg)),
+           static_cast<T>(dh * tc * o * (Acc(1) - o))}};
+}
+// The same, writing the gate gradients to d (H apart).
+template <typename T, typename Acc>
+__device__ __forceinline__ void cell_backward_unit(const Acc* g, int64_t H, Acc c, Acc c_prev,
+                                                   Acc dh, Acc* dc, T* d) {
+  const Gates4<T> r = cell_backward_values<T, Acc>(g, H, c, c_prev, dh, dc);
+  for (int k = 0; k < 4; ++k) d[k * H] = r.v[k];
 }
 
 template <typename T, typename Acc>

@@ -110,6 +110,33 @@ __device__ __forceinline__ StepRows step_rows(const int64_t* active, const int64
   return {t, rows, nc, offsets[t], prev < 0 ? 0 : offsets[prev]};
 }
 
+enum class Pass { kForward, kBackward };
+
+// The exchange area of a block on the cluster path (PersistentArgs::exchange_rows = B rows),
+// in elements of T: forward, h_{t-1} as rows of ld_h = P + pad; backward, the gate gradients
+// as rows of ld_g = 4H + pad, then (projection) dout as rows of ld_h from dout_at. Without a
+// projection two buffers (h_buffer or g_buffer elements apart) alternate by step, with one a
+// single buffer serves. The pad puts the rows that a tensor-core fragment reads at once
+// (stride ld) on different shared-memory banks.
+constexpr int64_t kExchangePad = 8;
+struct ExchangeLayout {
+  int64_t ld_h, ld_g, h_buffer, g_buffer, dout_at, elements;
+};
+__host__ __device__ __forceinline__ ExchangeLayout exchange_layout(Pass pass, int64_t B,
+                                                                   int64_t H, int64_t P,
+                                                                   bool proj) {
+  ExchangeLayout x{};
+  x.ld_h = P + kExchangePad;
+  x.ld_g = 4 * H + kExchangePad;
+  x.h_buffer = B * x.ld_h;
+  x.g_buffer = B * x.ld_g;
+  const int64_t buffers = proj ? 1 : 2;
+  x.dout_at = buffers * x.g_buffer;
+  x.elements = pass == Pass::kForward ? buffers * x.h_buffer
+                                      : x.dout_at + (proj ? x.h_buffer : 0);
+  return x;
+}
+
 // Half and BFloat16 multiply on tensor cores (fp32 accumulation, mma_tiles.cuh) where the
 // architecture has them (sm_80 on); float and double with FMAs (fp32 keeps nn.LSTM's
 // precision: no TF32).
@@ -198,12 +225,26 @@ template <typename T, typename Acc>
 __device__ __forceinline__ auto own_exchange(const PersistentArgs<T, Acc>& a, int64_t at) {
   return simt::dynamic_shared<T>() + (a.exchange_origin + at);
 }
-// v into element `at` of the exchange area of every block of this block's cluster.
+// v into element `at` of the exchange area of every block of this block's cluster, by the
+// calling thread alone...
 template <typename T, typename Acc>
 __device__ __forceinline__ void publish_to_cluster(const PersistentArgs<T, Acc>& a, int64_t at,
                                                    T v) {
   for (int rank = 0; rank < a.blocks_per_dir; ++rank)
     simt::cluster_dynamic_shared<T>(rank)[a.exchange_origin + at] = v;
+}
+// ... or by the lanes of a warp, one block each (every lane calls it with the same at and v):
+// one store instruction where one lane would issue a store per block.
+template <typename T, typename Acc>
+__device__ __forceinline__ void spread_to_cluster(const PersistentArgs<T, Acc>& a, int64_t at,
+                                                  T v) {
+  for (int rank = threadIdx.x % 32; rank < a.blocks_per_dir; rank += 32)
+    simt::cluster_dynamic_shared<T>(rank)[a.exchange_origin + at] = v;
+}
+// Lane 0's v in every lane of the warp (through Acc: float and double have shuffles).
+template <typename T, typename Acc>
+__device__ __forceinline__ T from_lane0(T v) {
+  return static_cast<T>(__shfl_sync(0xffffffffu, static_cast<Acc>(v), 0));
 }
 
 // The forward time loop of one block. Gate row (g, ul) of W_hh is gates_w(g * gate_rows + ul,
@@ -219,39 +260,45 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
   const bool proj = p.w_hr != nullptr;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   unsigned generation = 0;
+  // The exchange area: h_{t-1} as rows of xP elements (exchange_layout), in two buffers that
+  // swap after every step run, or in one with a projection.
+  const ExchangeLayout x = exchange_layout(Pass::kForward, a.exchange_rows, H, P, proj);
+  int64_t cur = 0, next = proj ? 0 : x.h_buffer;
   for (int64_t step = 0; step < a.steps; ++step) {
     const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
                                  b.dir == 1 ? a.steps - 1 - step : step);
     if (s.rows == 0) continue;  // the same for every block of the direction: no barrier
-    // The exchange area: h_{t-1} in [2][B, P] by step parity.
-    const int64_t cur = (step & 1) * a.exchange_rows * P, next = a.exchange_rows * P - cur;
     if constexpr (kExchange) {
       if (s.n_continuing < s.rows) {  // rows that start at this step: h0 into the buffer
         auto buf = own_exchange(a, cur);
         for (int64_t e = s.n_continuing * P + threadIdx.x; e < s.rows * P; e += blockDim.x)
-          buf[e] = p.h0[e];
+          buf[e / P * x.ld_h + e % P] = p.h0[e];
         __syncthreads();
       }
     }
     const auto h_prev = [&](int64_t j) {
       if constexpr (kExchange) {
-        return own_exchange(a, cur + j * P);
+        return own_exchange(a, cur + j * x.ld_h);
       } else {
         return j < s.n_continuing ? p.out + (s.prev_offset + j) * P : p.h0 + j * P;
       }
     };
-    // Output unit q of row j's h_t, v, into the next step's buffer of every block.
+    // Output unit q of row j's h_t, v, into the next step's buffer of every block: by this
+    // thread, or spread over the lanes of its warp.
     const auto publish = [&](int64_t j, int64_t q, T v) {
-      if constexpr (kExchange) publish_to_cluster(a, next + j * P + q, v);
+      if constexpr (kExchange) publish_to_cluster(a, next + j * x.ld_h + q, v);
     };
-    // The cell of row j, unit u, once its four gate pre-activations are summed.
+    const auto publish_spread = [&](int64_t j, int64_t q, T v) {
+      if constexpr (kExchange) spread_to_cluster(a, next + j * x.ld_h + q, v);
+    };
+    // The cell of row j, unit u, once its four gate pre-activations are summed; returns h.
     const auto cell = [&](int64_t j, int64_t u) {
       const Acc c_prev =
           j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
       T* h = proj ? p.hraw + (s.offset + j) * H + u : p.out + (s.offset + j) * P + u;
       cell_forward_unit<T, Acc>(p.gates + (s.offset + j) * G + u, H, p.bias + u, c_prev,
                                 p.cell + (s.offset + j) * H + u, h);
-      if (!proj) publish(j, u, *h);
+      return *h;
     };
     if constexpr (kTensorCores<T>) {
       // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
@@ -262,8 +309,11 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
             p.gates[(s.offset + j) * G + n / nu * H + u0 + n % nu] += v;
           });
       __syncthreads();
-      for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x)
-        cell(item / nu, u0 + item % nu);
+      for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
+        const int64_t j = item / nu, u = u0 + item % nu;
+        const T h = cell(j, u);
+        if (!proj) publish(j, u, h);
+      }
     } else {
       for (int64_t item = warp; item < s.rows * nu; item += warps) {
         const int64_t j = item / nu, ul = item % nu, u = u0 + ul;
@@ -275,10 +325,14 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
             acc[g] += h * static_cast<Acc>(static_cast<T>(gates_w(g * gate_rows + ul, k)));
         }
         for (int g = 0; g < 4; ++g) acc[g] = warp_sum(acc[g]);
+        T h{};
         if (lane == 0) {
           Acc* gp = p.gates + (s.offset + j) * G + u;
           for (int g = 0; g < 4; ++g) gp[g * H] += acc[g];
-          cell(j, u);
+          h = cell(j, u);
+        }
+        if constexpr (kExchange) {
+          if (!proj) publish_spread(j, u, from_lane0<T, Acc>(h));
         }
       }
     }
@@ -288,19 +342,25 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       const auto hraw = [&](int64_t j) { return p.hraw + (s.offset + j) * H; };
       const auto store = [&](int64_t j, int64_t pl, Acc v) {
         p.out[(s.offset + j) * P + b.p0 + pl] = static_cast<T>(v);
-        publish(j, b.p0 + pl, static_cast<T>(v));
       };
       if constexpr (kTensorCores<T>) {
-        block_mma_products<T>(s.rows, b.np, H, hraw, proj_w, store);
+        block_mma_products<T>(s.rows, b.np, H, hraw, proj_w, [&](int64_t j, int64_t pl, Acc v) {
+          store(j, pl, v);
+          publish(j, b.p0 + pl, static_cast<T>(v));
+        });
       } else {
         for (int64_t item = warp; item < s.rows * b.np; item += warps) {
           const int64_t j = item / b.np, pl = item % b.np;
-          const Acc acc = warp_dot<Acc, T>(hraw(j), proj_w, pl, H);
+          const Acc acc = warp_dot<Acc, T>(hraw(j), proj_w, pl, H);  // in every lane
           if (lane == 0) store(j, pl, acc);
+          publish_spread(j, b.p0 + pl, static_cast<T>(acc));
         }
       }
     }
     step_barrier(a, p.barrier, generation);
+    const int64_t swap = cur;  // the buffer just written holds h_t for the next step
+    cur = next;
+    next = swap;
   }
 }
 
@@ -341,25 +401,32 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
   const bool proj = p.w_hr != nullptr;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   unsigned generation = 0;
+  // The exchange area (exchange_layout): the gate gradients as rows of ld_g elements, in two
+  // buffers that swap after every step run (without a projection a block may start the next
+  // step's phase A while others still read this step's), or in one with a projection (its
+  // extra barrier orders them); then dout as rows of ld_h, rewritten only after the step's
+  // last barrier, when every block has read it.
+  const ExchangeLayout x = exchange_layout(Pass::kBackward, a.exchange_rows, H, P, proj);
+  int64_t dgates_at = 0, dgates_next = proj ? 0 : x.g_buffer;
+  const int64_t dout_at = x.dout_at;
   for (int64_t step = 0; step < a.steps; ++step) {
     // Reverse time of the direction: the forward direction's last step first.
     const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
                                  b.dir == 1 ? step : a.steps - 1 - step);
     if (s.rows == 0) continue;
-    // The exchange area: the gate gradients in [2][B, 4H] by step parity (a block may start
-    // the next step's phase A while others still read this step's), then dout in [B, P]
-    // (rewritten only after the step's last barrier, when every block has read it).
-    const int64_t dgates_at = (step & 1) * a.exchange_rows * G, dout_at = 2 * a.exchange_rows * G;
-    // The cell backward of row j, unit u, given the gradient dh of its h.
+    // The cell backward of row j, unit u, given the gradient dh of its h: the gate gradients
+    // into the reserve's dgates, and returned.
     const auto cell = [&](int64_t j, int64_t u, Acc dh) {
       const int64_t row = s.offset + j;
       const Acc c_prev =
           j < s.n_continuing ? p.cell[(s.prev_offset + j) * H + u] : p.c0[j * H + u];
-      T* d = p.dgates + row * G + u;
-      cell_backward_unit<T, Acc>(p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh,
-                                 p.dc + j * H + u, d);
-      if constexpr (kExchange)
-        for (int g = 0; g < 4; ++g) publish_to_cluster(a, dgates_at + j * G + g * H + u, d[g * H]);
+      const Gates4<T> d = cell_backward_values<T, Acc>(
+          p.gates + row * G + u, H, p.cell[row * H + u], c_prev, dh, p.dc + j * H + u);
+      for (int g = 0; g < 4; ++g) p.dgates[row * G + g * H + u] = d.v[g];
+      return d;
+    };
+    const auto dgates_of = [&](int64_t j, int g, int64_t u) {
+      return dgates_at + j * x.ld_g + g * H + u;
     };
     if (!proj) {
       // Phase A: gate gradients of this block's units, one thread per row and unit.
@@ -367,7 +434,9 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         const int64_t j = item / nu, u = u0 + item % nu;
         Acc dh = p.dh[j * H + u];
         if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[(s.offset + j) * H + u]);
-        cell(j, u, dh);
+        const Gates4<T> d = cell(j, u, dh);
+        if constexpr (kExchange)
+          for (int g = 0; g < 4; ++g) publish_to_cluster(a, dgates_of(j, g, u), d.v[g]);
       }
     } else {
       // Phase A, projection: the step's total output gradient of the block's output units...
@@ -376,19 +445,23 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         Acc dh = p.dh[j * P + q];
         if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * P + q]);
         p.dout[row * P + q] = static_cast<T>(dh);
-        if constexpr (kExchange) publish_to_cluster(a, dout_at + j * P + q, static_cast<T>(dh));
+        if constexpr (kExchange)
+          publish_to_cluster(a, dout_at + j * x.ld_h + q, static_cast<T>(dh));
       }
       step_barrier(a, p.barrier, generation);
       // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
       for (int64_t item = warp; item < s.rows * nu; item += warps) {
-        const int64_t j = item / nu, ul = item % nu;
+        const int64_t j = item / nu, u = u0 + item % nu;
         Acc dh;
         if constexpr (kExchange) {
-          dh = warp_dot<Acc, T>(own_exchange(a, dout_at + j * P), hr_cols, ul, P);
+          dh = warp_dot<Acc, T>(own_exchange(a, dout_at + j * x.ld_h), hr_cols, u - u0, P);
         } else {
-          dh = warp_dot<Acc, T>(p.dout + (s.offset + j) * P, hr_cols, ul, P);
+          dh = warp_dot<Acc, T>(p.dout + (s.offset + j) * P, hr_cols, u - u0, P);
         }
-        if (lane == 0) cell(j, u0 + ul, dh);
+        Gates4<T> d{};
+        if (lane == 0) d = cell(j, u, dh);
+        if constexpr (kExchange)
+          for (int g = 0; g < 4; ++g) spread_to_cluster(a, dgates_of(j, g, u), from_lane0<T, Acc>(d.v[g]));
       }
     }
     step_barrier(a, p.barrier, generation);
@@ -396,7 +469,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     // gradients of the step (written by every block before the barrier).
     const auto dgates = [&](int64_t j) {
       if constexpr (kExchange) {
-        return own_exchange(a, dgates_at + j * G);
+        return own_exchange(a, dgates_at + j * x.ld_g);
       } else {
         return p.dgates + (s.offset + j) * G;
       }
@@ -412,6 +485,9 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
       }
     }
     __syncthreads();  // phase A of the next step reads dh written by other warps of this block
+    const int64_t swap = dgates_at;
+    dgates_at = dgates_next;
+    dgates_next = swap;
   }
 }
 
@@ -473,8 +549,6 @@ inline CudaPath requested_cuda_path() {
   return CudaPath::kPersistent;
 }
 
-enum class Pass { kForward, kBackward };
-
 // FASTLSTM_CUDA_DSMEM=0: the cluster path exchanges h (forward) and the gate gradients
 // (backward) through global memory, as the grid path does, instead of distributed shared
 // memory (to measure what DSMEM brings).
@@ -512,12 +586,11 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
                   simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
   plan.shared_bytes = plan.resident ? shared : 0;
   // What the blocks exchange every step through distributed shared memory, where it fits
-  // beside the resident weights: the forward's h_{t-1} ([2][B, Hout]), the backward's gate
-  // gradients ([2][B, 4H]) and, with a projection, dout ([B, Hout]).
-  const int64_t exchange_elements =
-      pass == Pass::kForward ? 2 * d.B * d.Hout
-                             : 2 * d.B * 4 * d.H + (d.has_proj ? d.B * d.Hout : 0);
-  const size_t exchange = static_cast<size_t>(exchange_elements) * elem_bytes;
+  // beside the resident weights: the forward's h_{t-1}, the backward's gate gradients and,
+  // with a projection, dout (exchange_layout).
+  const size_t exchange =
+      static_cast<size_t>(exchange_layout(pass, d.B, d.H, d.Hout, d.has_proj).elements) *
+      elem_bytes;
   if (plan.resident && dsmem_exchange_enabled() &&
       shared + exchange <= simt::max_shared_bytes_per_block() &&
       simt::max_cluster_blocks(kernel, kPersistentThreads, shared + exchange) >= per_dir) {

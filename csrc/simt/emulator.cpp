@@ -58,6 +58,7 @@ struct Block {
   int threads = 0;
   int arrived = 0;
   int finished = 0;  // threads that have exited
+  uint32_t remote_epoch = 0;  // the cluster epoch of the last access from another block
   uint32_t epoch = 1;
   std::vector<int> waiting;
   std::vector<Warp> warps;
@@ -127,7 +128,15 @@ void fiber_main() {
   Launch& L = *g_launch;
   (*L.body)();
   L.fiber().done = true;
-  ++L.block().finished;
+  Block& b = L.block();
+  // A block exits when its last thread does; another block's access to its shared memory must
+  // be ordered before that by a cluster barrier (else it may land after the exit on a GPU).
+  if (++b.finished == b.threads &&
+      b.remote_epoch == L.clusters[L.fiber().block / L.cluster_blocks].epoch) {
+    L.fail("fastlstm: emulated kernel: block " + std::to_string(L.fiber().block) + " exited "
+           "while another block of its cluster accessed its shared memory after the last "
+           "cluster barrier (distributed shared memory needs a cluster barrier before exit)");
+  }
   // uc_link returns to the scheduler.
 }
 
@@ -367,21 +376,20 @@ void spin_pause() {
   yield(true);
 }
 
-void* shared_base() {
-  Block& b = launch().block();
-  if (b.shared.empty())
-    abort_fiber("fastlstm: emulated kernel uses dynamic shared memory but was launched with 0 "
-                "bytes of it");
-  return b.shared.data();
-}
+int current_block() { return launch().fiber().block; }
 
-void* cluster_shared_base(int rank) {
+int cluster_block(int rank) {
   Launch& L = launch();
-  if (rank < 0 || rank >= L.cluster_blocks)
+  if (rank < 0 || rank >= L.cluster_blocks) {
     abort_fiber("fastlstm: emulated kernel mapped the shared memory of rank " +
                 std::to_string(rank) + " in a cluster of " + std::to_string(L.cluster_blocks) +
                 " blocks");
-  Block& b = L.blocks[L.fiber().block / L.cluster_blocks * L.cluster_blocks + rank];
+  }
+  return L.fiber().block / L.cluster_blocks * L.cluster_blocks + rank;
+}
+
+void* shared_base(int block) {
+  Block& b = launch().blocks[block];
   if (b.shared.empty())
     abort_fiber("fastlstm: emulated kernel uses dynamic shared memory but was launched with 0 "
                 "bytes of it");
@@ -389,43 +397,29 @@ void* cluster_shared_base(int rank) {
 }
 
 namespace {
-// The block of the caller's cluster whose shared memory holds [p, p + bytes), or -1.
-int owning_block(const Launch& L, int self, const unsigned char* p, size_t bytes) {
-  const auto holds = [&](int b) {
-    const auto* base = L.blocks[b].shared.data();
-    return p >= base && p + bytes <= base + L.blocks[b].shared.size();
-  };
-  if (holds(self)) return self;
-  const int first = self / L.cluster_blocks * L.cluster_blocks;
-  for (int b = first; b < first + L.cluster_blocks; ++b)
-    if (b != self && holds(b)) return b;
-  return -1;
-}
-
 std::string who(const Launch& L, int fiber) {
   return "block " + std::to_string(L.fibers[fiber].block) + " thread " +
          std::to_string(L.fibers[fiber].tid);
 }
 }  // namespace
 
-void record_shared_access(const void* p, size_t bytes, bool write) {
+void record_shared_access(int target, const void* p, size_t bytes, bool write) {
   Launch& L = launch();
-  const int self = L.fiber().block;
-  const auto* c = static_cast<const unsigned char*>(p);
-  const int target = owning_block(L, self, c, bytes);
-  if (target < 0) {
-    const auto* base = L.blocks[self].shared.data();
-    abort_fiber("fastlstm: emulated kernel accessed shared memory out of bounds: byte " +
-                std::to_string(c - base) + " of a " + std::to_string(L.blocks[self].shared.size()) +
-                "-byte buffer (nor in another block of its cluster)");
-  }
   Block& b = L.blocks[target];
-  const bool remote = target != self;
+  const auto* c = static_cast<const unsigned char*>(p);
+  const auto* base = b.shared.data();
+  if (c < base || c + bytes > base + b.shared.size()) {
+    abort_fiber("fastlstm: emulated kernel accessed shared memory out of bounds: byte " +
+                std::to_string(c - base) + " of block " + std::to_string(target) + "'s " +
+                std::to_string(b.shared.size()) + "-byte buffer");
+  }
+  Cluster& cluster = L.clusters[target / L.cluster_blocks];
+  const bool remote = target != L.fiber().block;
   if (remote) {
     ++g_dsmem;
     // Another block may not have started until a cluster barrier shows that every block of
     // the cluster runs (CUDA's rule for distributed shared memory).
-    if (L.clusters[target / L.cluster_blocks].epoch == 1)
+    if (cluster.epoch == 1)
       abort_fiber("fastlstm: emulated kernel: " + who(L, L.current) + " accessed the shared "
                   "memory of block " + std::to_string(target) + " before a cluster barrier "
                   "showed that every block of the cluster has started");
@@ -433,12 +427,13 @@ void record_shared_access(const void* p, size_t bytes, bool write) {
       abort_fiber("fastlstm: emulated kernel: " + who(L, L.current) + " accessed the shared "
                   "memory of block " + std::to_string(target) + " after that block exited "
                   "(distributed shared memory needs a cluster barrier before exit)");
+    b.remote_epoch = cluster.epoch;  // the owner must not exit before the next cluster barrier
   }
   if (g_options.race_check) {
     const int me = L.current;
-    const uint32_t cepoch = L.clusters[target / L.cluster_blocks].epoch;
+    const uint32_t cepoch = cluster.epoch;
     for (size_t i = 0; i < bytes; ++i) {
-      const size_t at = static_cast<size_t>(c - b.shared.data()) + i;
+      const size_t at = static_cast<size_t>(c - base) + i;
       Shadow& s = b.shadow[at];
       // A new barrier epoch forgets the record, unless a remote access in it still waits for
       // a cluster barrier (or this access is remote: the block's __syncthreads orders nothing

@@ -76,9 +76,12 @@ void spin_pause();
 // d += A B over one warp, as PTX mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: every lane
 // passes its fragments (see simt::mma_m16n8k16); f16 or bf16 pairs, low half first.
 void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], bool bf16);
-void* shared_base();                    // this block's dynamic shared memory
-void* cluster_shared_base(int rank);    // that of block `rank` of this block's cluster
-void record_shared_access(const void* p, size_t bytes, bool write);
+int current_block();                    // the calling thread's block (launch-wide index)
+int cluster_block(int rank);            // block `rank` of the calling thread's cluster
+void* shared_base(int block);           // that block's dynamic shared memory
+// An access to block `block`'s dynamic shared memory: bounds, races, distributed-shared-memory
+// rules (csrc/simt/emulator.cpp).
+void record_shared_access(int block, const void* p, size_t bytes, bool write);
 
 template <typename T>
 T shuffle(T v, int src_lane) {
@@ -91,17 +94,17 @@ T shuffle(T v, int src_lane) {
   return r;
 }
 
-// Dynamic shared memory as an array whose element accesses are race-checked.
+// Dynamic shared memory of one block as an array whose element accesses are checked.
 template <typename T>
 class SharedRef {
  public:
-  explicit SharedRef(T* p) : p_(p) {}
+  SharedRef(T* p, int block) : p_(p), block_(block) {}
   operator T() const {
-    record_shared_access(p_, sizeof(T), false);
+    record_shared_access(block_, p_, sizeof(T), false);
     return *p_;
   }
   SharedRef& operator=(T v) {
-    record_shared_access(p_, sizeof(T), true);
+    record_shared_access(block_, p_, sizeof(T), true);
     *p_ = v;
     return *this;
   }
@@ -112,22 +115,25 @@ class SharedRef {
 
  private:
   T* p_;
+  int block_;
 };
 
 template <typename T>
 class SharedArray {
  public:
-  explicit SharedArray(T* base) : base_(base) {}
-  SharedRef<T> operator[](int64_t i) const { return SharedRef<T>(base_ + i); }
-  SharedArray operator+(int64_t i) const { return SharedArray(base_ + i); }
+  SharedArray(T* base, int block) : base_(base), block_(block) {}
+  SharedRef<T> operator[](int64_t i) const { return SharedRef<T>(base_ + i, block_); }
+  SharedArray operator+(int64_t i) const { return SharedArray(base_ + i, block_); }
 
  private:
   T* base_;
+  int block_;  // whose shared memory: accesses are checked against its bounds only
 };
 
 template <typename T>
 SharedArray<T> dynamic_shared() {
-  return SharedArray<T>(static_cast<T*>(shared_base()));
+  const int block = current_block();
+  return SharedArray<T>(static_cast<T*>(shared_base(block)), block);
 }
 
 // Distributed shared memory: the dynamic shared memory of block `rank` of the calling thread's
@@ -135,7 +141,8 @@ SharedArray<T> dynamic_shared() {
 // another block).
 template <typename T>
 SharedArray<T> cluster_dynamic_shared(int rank) {
-  return SharedArray<T>(static_cast<T*>(cluster_shared_base(rank)));
+  const int block = cluster_block(rank);
+  return SharedArray<T>(static_cast<T*>(shared_base(block)), block);
 }
 
 template <typename T>

@@ -204,20 +204,26 @@ __device__ __forceinline__ Acc warp_dot(const X& x, const Slice<W>& w, int64_t r
   return warp_sum(acc);
 }
 
+// Resident weight slices keep their rows kSharedPad elements longer than the data, so that the
+// rows a tensor-core fragment reads at once (one per lane group) fall on different banks.
+constexpr int64_t kSharedPad = 8;
+
 // Copies rows [r0, r0 + n) x cols [0, C) of the row-major src (leading dimension lds) into
-// shared memory at w[origin + r * C + col], r counted from r0: a block's weight slice.
+// shared memory at w[origin + r * (C + kSharedPad) + col], r counted from r0: a block's
+// weight slice.
 template <typename T, typename W>
 __device__ __forceinline__ void load_rows(W w, int64_t origin, const T* src, int64_t lds,
                                           int64_t r0, int64_t n, int64_t C) {
   for (int64_t e = threadIdx.x; e < n * C; e += blockDim.x)
-    w[origin + e] = src[(r0 + e / C) * lds + e % C];
+    w[origin + e / C * (C + kSharedPad) + e % C] = src[(r0 + e / C) * lds + e % C];
 }
-// Likewise for columns [c0, c0 + n) of src (R rows): w[origin + c * R + r] = src[r, c0 + c].
+// Likewise for columns [c0, c0 + n) of src (R rows):
+// w[origin + c * (R + kSharedPad) + r] = src[r, c0 + c].
 template <typename T, typename W>
 __device__ __forceinline__ void load_cols(W w, int64_t origin, const T* src, int64_t lds,
                                           int64_t c0, int64_t n, int64_t R) {
   for (int64_t e = threadIdx.x; e < n * R; e += blockDim.x)
-    w[origin + e] = src[(e % R) * lds + c0 + e / R];
+    w[origin + e / R * (R + kSharedPad) + e % R] = src[(e % R) * lds + c0 + e / R];
 }
 
 // Element `at` of this block's exchange area (PersistentArgs::exchange_rows), as an array.
@@ -373,18 +379,19 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
     forward_steps<false>(a, b, slice(p.w_hh, b.u0 * P, P), H, slice(p.w_hr, b.p0 * H, H));
     return;
   }
-  // Resident: gate g's rows of the block's units at (g * U + ul) * P, then the projection's
-  // rows of its output units at 4 * U * P + pl * H.
+  // Resident, rows padded (kSharedPad): gate g's rows of the block's units at (g * U + ul) *
+  // ldP, then the projection's rows of its output units at 4 * U * ldP + pl * ldH.
+  const int64_t ldP = P + kSharedPad, ldH = H + kSharedPad, proj_at = 4 * b.U * ldP;
   auto w = simt::dynamic_shared<T>();
-  for (int g = 0; g < 4; ++g) load_rows(w, g * b.U * P, p.w_hh, P, g * H + b.u0, b.nu, P);
-  if (p.w_hr != nullptr) load_rows(w, 4 * b.U * P, p.w_hr, H, b.p0, b.np, H);
+  for (int g = 0; g < 4; ++g) load_rows(w, g * b.U * ldP, p.w_hh, P, g * H + b.u0, b.nu, P);
+  if (p.w_hr != nullptr) load_rows(w, proj_at, p.w_hr, H, b.p0, b.np, H);
   if (a.exchange_rows > 0) {
     // Also shows that every block of the cluster runs before any stores into another's memory.
     simt::cluster_sync();
-    forward_steps<true>(a, b, slice(w, 0, P), b.U, slice(w, 4 * b.U * P, H));
+    forward_steps<true>(a, b, slice(w, 0, ldP), b.U, slice(w, proj_at, ldH));
   } else {
     __syncthreads();
-    forward_steps<false>(a, b, slice(w, 0, P), b.U, slice(w, 4 * b.U * P, H));
+    forward_steps<false>(a, b, slice(w, 0, ldP), b.U, slice(w, proj_at, ldH));
   }
 }
 
@@ -500,17 +507,18 @@ __global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
     backward_steps<false>(a, b, slice(p.w_hh_t, b.p0 * G, G), slice(p.w_hr_t, b.u0 * P, P));
     return;
   }
-  // Resident: the W_hh columns of the block's output units at pl * G, then the W_hr columns
-  // of its hidden units at V * G + ul * P.
+  // Resident, rows padded (kSharedPad): the W_hh columns of the block's output units at
+  // pl * ldG, then the W_hr columns of its hidden units at V * ldG + ul * ldP.
+  const int64_t ldG = G + kSharedPad, ldP = P + kSharedPad, hr_at = b.V * ldG;
   auto w = simt::dynamic_shared<T>();
   load_cols(w, 0, p.w_hh, P, b.p0, b.np, G);
-  if (p.w_hr != nullptr) load_cols(w, b.V * G, p.w_hr, H, b.u0, b.nu, P);
+  if (p.w_hr != nullptr) load_cols(w, hr_at, p.w_hr, H, b.u0, b.nu, P);
   if (a.exchange_rows > 0) {
     simt::cluster_sync();  // as in the forward: every block of the cluster runs
-    backward_steps<true>(a, b, slice(w, 0, G), slice(w, b.V * G, P));
+    backward_steps<true>(a, b, slice(w, 0, ldG), slice(w, hr_at, ldP));
   } else {
     __syncthreads();
-    backward_steps<false>(a, b, slice(w, 0, G), slice(w, b.V * G, P));
+    backward_steps<false>(a, b, slice(w, 0, ldG), slice(w, hr_at, ldP));
   }
 }
 
@@ -557,13 +565,13 @@ inline bool dsmem_exchange_enabled() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
-// Elements of T in one block's weight slices (see the kernels' "Resident" layouts), for
-// blocks_per_dir blocks per direction.
+// Elements of T in one block's weight slices (see the kernels' "Resident" layouts, rows
+// padded by kSharedPad), for blocks_per_dir blocks per direction.
 inline int64_t slice_elements(const LayerDims& d, Pass pass, int64_t blocks_per_dir) {
   const int64_t U = ceil_div(d.H, blocks_per_dir), V = ceil_div(d.Hout, blocks_per_dir);
-  const int64_t G = 4 * d.H, proj = d.has_proj ? 1 : 0;
-  return pass == Pass::kForward ? 4 * U * d.Hout + proj * V * d.H
-                                : V * G + proj * U * d.Hout;
+  const int64_t G = 4 * d.H, proj = d.has_proj ? 1 : 0, pad = kSharedPad;
+  return pass == Pass::kForward ? 4 * U * (d.Hout + pad) + proj * V * (d.H + pad)
+                                : V * (G + pad) + proj * U * (d.Hout + pad);
 }
 
 #if defined(FASTLSTM_SIMT_EMULATE)

@@ -68,6 +68,8 @@ def _case(I, H, layers, bi, lengths, dtype, seed=0, proj=0):
     (64, 256, 0, 1, True, [50, 1, 33, 0, 50, 12, 49, 2]),   # spans ~all SMs
     (128, 512, 0, 2, False, [40, 17, 40, 1]),
     (8, 32, 8, 2, True, [20, 7, 0, 20, 3]),                  # projection: two barriers a step
+    # A 16-block cluster with H = 20: blocks 10-15 own no hidden unit, 7-15 no output unit.
+    (5, 20, 7, 1, True, [9, 0, 4, 9, 2]),
     (64, 512, 128, 1, False, [30, 2, 0, 30, 11]),
     # Weight slices beyond shared memory on an H100/H200 (132 SMs: 16 units a block, 256 KiB
     # of fp32 W_hh): read from global memory every step.

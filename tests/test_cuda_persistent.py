@@ -120,6 +120,21 @@ def test_persistent_half_within_twice_nn_lstm(H, bi, dtype):
         assert err <= 2 * nn_err + floor * max(1.0, want.abs().max().item()), (k, err, nn_err)
 
 
+def test_persistent_float32_in_tf32_where_allowed():
+    """torch.backends.cuda.matmul.allow_tf32: the float32 products on tensor cores in TF32
+    (m16n8k8), as cuBLAS's matmuls: within TF32's error of float64."""
+    lengths = [30, 4, 0, 30, 17, 1]
+    ref64, x, hx, grads = _case(64, 64, 1, True, lengths, torch.float32)
+    fast = fastlstm.LSTM(64, 64, 1, bidirectional=True, device=DEV, dtype=torch.float32)
+    fast.load_state_dict(ref64.state_dict())
+    exact = _run(ref64, x.double(), lengths, tuple(t.double() for t in hx), grads, fast=False)
+    torch.backends.cuda.matmul.allow_tf32 = True  # the fixture restores it
+    got = _run(fast, x, lengths, hx, grads, fast=True)
+    for k, want in exact.items():
+        err = (got[k] - want).abs().max().item()
+        assert err <= 1e-2 * max(1.0, want.abs().max().item()), (k, err)
+
+
 def test_persistent_gradcheck_float64():
     """Input, h0, c0 and every weight, through the persistent forward and backward."""
     m = fastlstm.LSTM(3, 6, bidirectional=True, device=DEV, dtype=torch.float64)

@@ -10,6 +10,8 @@ import torch
 
 from fastlstm import _simt
 from helpers import check_parity, make_pair
+from helpers import upstream_grads
+from test_emulated_cuda import _outputs_and_grads as outputs_and_grads
 from test_emulated_cuda import check_half_within_twice_nn_lstm
 
 pytestmark = pytest.mark.cuda_emulated
@@ -182,6 +184,40 @@ def test_cluster_of_16_blocks_some_owning_no_units(proj, cuda_path):
     tokens, P = sum(lengths) * 2, proj or H  # both directions
     assert forward == tokens * P * (blocks - 1)
     assert backward == tokens * (4 * H + (P if proj else 0)) * (blocks - 1)
+
+
+@pytest.mark.parametrize("path", ["persistent", "cluster"])
+@pytest.mark.parametrize("proj", [0, 5])
+def test_float32_on_tf32_tensor_cores_where_tf32_is_allowed(path, proj, cuda_path):
+    """With TF32 allowed for matmuls (torch's allow_tf32, here the emulated cuBLAS handle's
+    TF32 mode), float32 products run on tensor cores in TF32 (m16n8k8): every output and
+    gradient within TF32's error of a float64 nn.LSTM. Without it, FMAs only, float32's error."""
+    H = 24
+    lengths = [9, 3, 0, 9, 7, 1, 9, 2, 5, 9, 8, 4, 9, 6, 0, 9, 3]  # 17 rows: two row tiles
+    T, B, D, P = max(lengths), len(lengths), 2, proj or H
+    ref64, fast = make_pair(I, H, torch.float64, seed=4, bidirectional=True, proj_size=proj)
+    fast = fast.float()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64).float().double()
+    hx = tuple(torch.randn(s, generator=gen, dtype=torch.float64).float().double()
+               for s in ((D, B, P), (D, B, H)))
+    grads = upstream_grads([(T, B, D * P), hx[0].shape, hx[1].shape], torch.float32, 4)
+    exact = outputs_and_grads(ref64, x, lengths, hx, grads, fast=False)
+    cuda_path(path)
+    errors = {}
+    for tf32 in (False, True):
+        before = _simt.mma_count()
+        with _simt.emulated_cuda(seed=4, tf32=tf32):
+            got = outputs_and_grads(fast, x.float(), lengths, tuple(t.float() for t in hx),
+                                    grads, fast=True)
+        assert (_simt.mma_count() > before) == tf32
+        errors[tf32] = {k: ((got[k] - want).abs().max().item(),
+                            max(1.0, want.abs().max().item())) for k, want in exact.items()}
+    for name, (err, scale) in errors[True].items():
+        print(f"{name}: TF32 {err:.3g}, FMA {errors[False][name][0]:.3g}")
+        assert err <= 1e-2 * scale, (name, err)
+        assert errors[False][name][0] <= 1e-4 * scale, name
+    assert max(e for e, _ in errors[True].values()) > 10 * max(e for e, _ in errors[False].values())
 
 
 def test_cluster_path_without_clusters_takes_the_grid(cuda_path):

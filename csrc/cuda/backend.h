@@ -31,6 +31,9 @@ struct DeviceSchedule {
 };
 DeviceSchedule device_schedule(const Tensor& lengths, int64_t T);
 
+// Whether torch allows TF32 for float32 matmuls now (its cuBLAS handle's math mode).
+bool tf32_allowed();
+
 struct CudaBackend {
   // Uploads index lists to the device for the duration of one op call.
   class Context {

@@ -22,6 +22,8 @@ cudaDataType_t cuda_type() {
 
 const char* cublas_error(cublasStatus_t s) { return cublasGetStatusString(s); }
 
+}  // namespace
+
 // TF32 for fp32 GEMMs exactly when torch allows it for matmuls: torch sets that on its handle's
 // math mode. (torch's allowTF32CuBLAS() throws once a user has set the newer
 // torch.backends.cuda.matmul.fp32_precision.)
@@ -30,8 +32,7 @@ bool handle_allows_tf32(cublasHandle_t handle) {
   return cublasGetMathMode(handle, &mode) == CUBLAS_STATUS_SUCCESS &&
          (static_cast<int>(mode) & static_cast<int>(CUBLAS_TF32_TENSOR_OP_MATH)) != 0;
 }
-
-}  // namespace
+bool tf32_allowed() { return handle_allows_tf32(simt::blas_handle()); }
 
 const int64_t* CudaBackend::Context::indices(const IndexList& v) {
   if (v.empty()) return nullptr;  // only ever used with n == 0 rows

@@ -1,12 +1,15 @@
 // A block's small matrix product on tensor cores, for the persistent kernels in Half and
-// BFloat16: out(j, n) <- sum_k A(j, k) B(n, k) over j < rows, n < cols, k < K, in float, with
-// fp32 accumulation. The warps of the block share the 16 x 8 output tiles; each warp walks K in
-// steps of 16 with simt::mma_m16n8k16. Edges (rows, cols or K not multiples of the tile) are
+// BFloat16, and in float where TF32 is allowed: out(j, n) <- sum_k A(j, k) B(n, k) over
+// j < rows, n < cols, k < K, in float, with fp32 accumulation. The warps of the block share
+// the 16 x 8 output tiles; each warp walks K in steps of 16 with simt::mma_m16n8k16 (steps of 8
+// with simt::mma_m16n8k8_tf32 for float). Edges (rows, cols or K not multiples of the tile) are
 // padded with zeros in the fragments, never read from memory.
 //   a_row(j):   row j of A (K contiguous values of T): a pointer, or shared memory's accessor
 //   b(n, k):    element (n, k) of B, any accessor (shared or global memory)
 //   store(j, n, v): receives each finished output once
 #pragma once
+
+#include <type_traits>
 
 #include "../simt/simt.h"
 
@@ -32,15 +35,28 @@ __device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, i
     };
     const auto b_at = [&](int64_t k) { return n < cols && k < K ? static_cast<T>(b(n, k)) : zero; };
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int64_t k0 = 0; k0 < K; k0 += 16) {
-      const int64_t k = k0 + 2 * pos;
-      const uint32_t a[4] = {simt::pack_pair(a_at(has0, a0, k), a_at(has0, a0, k + 1)),
-                             simt::pack_pair(a_at(has1, a1, k), a_at(has1, a1, k + 1)),
-                             simt::pack_pair(a_at(has0, a0, k + 8), a_at(has0, a0, k + 9)),
-                             simt::pack_pair(a_at(has1, a1, k + 8), a_at(has1, a1, k + 9))};
-      const uint32_t bf[2] = {simt::pack_pair(b_at(k), b_at(k + 1)),
-                              simt::pack_pair(b_at(k + 8), b_at(k + 9))};
-      simt::mma_m16n8k16<T>(d, a, bf);
+    if constexpr (std::is_same_v<T, float>) {
+      // TF32: K in steps of 8, each operand rounded to TF32.
+      for (int64_t k0 = 0; k0 < K; k0 += 8) {
+        const int64_t k = k0 + pos;
+        const uint32_t a[4] = {simt::tf32_bits(a_at(has0, a0, k)),
+                               simt::tf32_bits(a_at(has1, a1, k)),
+                               simt::tf32_bits(a_at(has0, a0, k + 4)),
+                               simt::tf32_bits(a_at(has1, a1, k + 4))};
+        const uint32_t bf[2] = {simt::tf32_bits(b_at(k)), simt::tf32_bits(b_at(k + 4))};
+        simt::mma_m16n8k8_tf32(d, a, bf);
+      }
+    } else {
+      for (int64_t k0 = 0; k0 < K; k0 += 16) {
+        const int64_t k = k0 + 2 * pos;
+        const uint32_t a[4] = {simt::pack_pair(a_at(has0, a0, k), a_at(has0, a0, k + 1)),
+                               simt::pack_pair(a_at(has1, a1, k), a_at(has1, a1, k + 1)),
+                               simt::pack_pair(a_at(has0, a0, k + 8), a_at(has0, a0, k + 9)),
+                               simt::pack_pair(a_at(has1, a1, k + 8), a_at(has1, a1, k + 9))};
+        const uint32_t bf[2] = {simt::pack_pair(b_at(k), b_at(k + 1)),
+                                simt::pack_pair(b_at(k + 8), b_at(k + 9))};
+        simt::mma_m16n8k16<T>(d, a, bf);
+      }
     }
     for (int i = 0; i < 4; ++i) {
       const int64_t j = i < 2 ? r0 : r1, col = c0 + 2 * pos + (i & 1);

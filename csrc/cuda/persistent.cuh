@@ -91,6 +91,7 @@ struct PersistentArgs {
   // (after its weight slices; layouts in forward_steps and backward_steps); 0 rows: through
   // global memory.
   int64_t exchange_rows, exchange_origin;
+  bool tf32;  // float: the products on tensor cores in TF32 (torch allows TF32 for matmuls)
 };
 
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -138,11 +139,20 @@ __host__ __device__ __forceinline__ ExchangeLayout exchange_layout(Pass pass, in
 }
 
 // Half and BFloat16 multiply on tensor cores (fp32 accumulation, mma_tiles.cuh) where the
-// architecture has them (sm_80 on); float and double with FMAs (fp32 keeps nn.LSTM's
-// precision: no TF32).
+// architecture has them (sm_80 on); float too, in TF32, where torch allows TF32 for matmuls
+// (PersistentArgs::tf32), else with FMAs, as nn.LSTM computes it; double with FMAs.
 template <typename T>
 inline constexpr bool kTensorCores =
     simt::kHasMma && (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>);
+template <typename T>
+inline constexpr bool kAnyTensorCores =
+    kTensorCores<T> || (simt::kHasMma && std::is_same_v<T, float>);
+template <typename T, typename Acc>
+__device__ __forceinline__ bool on_tensor_cores(const PersistentArgs<T, Acc>& a) {
+  if constexpr (kTensorCores<T>) return true;
+  if constexpr (kAnyTensorCores<T>) return a.tf32;
+  return false;
+}
 
 // The barrier between a direction's steps (and phases): its cluster's hardware barrier, or the
 // grid barrier of its blocks. h_t and the gate gradients travel through global memory: the
@@ -306,19 +316,21 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
                                 p.cell + (s.offset + j) * H + u, h);
       return *h;
     };
-    if constexpr (kTensorCores<T>) {
-      // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
-      block_mma_products<T>(
-          s.rows, 4 * nu, P, h_prev,
-          [&](int64_t n, int64_t k) { return gates_w(n / nu * gate_rows + n % nu, k); },
-          [&](int64_t j, int64_t n, float v) {
-            p.gates[(s.offset + j) * G + n / nu * H + u0 + n % nu] += v;
-          });
-      __syncthreads();
-      for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
-        const int64_t j = item / nu, u = u0 + item % nu;
-        const T h = cell(j, u);
-        if (!proj) publish(j, u, h);
+    if (on_tensor_cores(a)) {
+      if constexpr (kAnyTensorCores<T>) {
+        // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
+        block_mma_products<T>(
+            s.rows, 4 * nu, P, h_prev,
+            [&](int64_t n, int64_t k) { return gates_w(n / nu * gate_rows + n % nu, k); },
+            [&](int64_t j, int64_t n, float v) {
+              p.gates[(s.offset + j) * G + n / nu * H + u0 + n % nu] += v;
+            });
+        __syncthreads();
+        for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
+          const int64_t j = item / nu, u = u0 + item % nu;
+          const T h = cell(j, u);
+          if (!proj) publish(j, u, h);
+        }
       }
     } else {
       for (int64_t item = warp; item < s.rows * nu; item += warps) {
@@ -349,11 +361,13 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       const auto store = [&](int64_t j, int64_t pl, Acc v) {
         p.out[(s.offset + j) * P + b.p0 + pl] = static_cast<T>(v);
       };
-      if constexpr (kTensorCores<T>) {
-        block_mma_products<T>(s.rows, b.np, H, hraw, proj_w, [&](int64_t j, int64_t pl, Acc v) {
-          store(j, pl, v);
-          publish(j, b.p0 + pl, static_cast<T>(v));
-        });
+      if (on_tensor_cores(a)) {
+        if constexpr (kAnyTensorCores<T>) {
+          block_mma_products<T>(s.rows, b.np, H, hraw, proj_w, [&](int64_t j, int64_t pl, Acc v) {
+            store(j, pl, v);
+            publish(j, b.p0 + pl, static_cast<T>(v));
+          });
+        }
       } else {
         for (int64_t item = warp; item < s.rows * b.np; item += warps) {
           const int64_t j = item / b.np, pl = item % b.np;
@@ -481,9 +495,11 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         return p.dgates + (s.offset + j) * G;
       }
     };
-    if constexpr (kTensorCores<T>) {
-      block_mma_products<T>(s.rows, np, G, dgates, hh_cols,
-                            [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
+    if (on_tensor_cores(a)) {
+      if constexpr (kAnyTensorCores<T>) {
+        block_mma_products<T>(s.rows, np, G, dgates, hh_cols,
+                              [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
+      }
     } else {
       for (int64_t item = warp; item < s.rows * np; item += warps) {
         const int64_t j = item / np, pl = item % np;
@@ -662,6 +678,7 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
   a.cluster = plan.cluster;
   a.exchange_rows = plan.exchange_rows;
   a.exchange_origin = plan.exchange_origin;
+  a.tf32 = std::is_same_v<T, float> && tf32_allowed();
   return a;
 }
 

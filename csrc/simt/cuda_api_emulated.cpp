@@ -1,5 +1,6 @@
 // CPU versions of the CUDA runtime and cuBLAS calls declared in cuda_api_emulated.h.
 #include "cuda_api_emulated.h"
+#include "emulator.h"  // options().tf32
 
 #include <torch/headeronly/util/BFloat16.h>
 #include <torch/headeronly/util/Half.h>
@@ -98,7 +99,8 @@ cublasHandle_t emulated_blas_handle() {
 
 cublasStatus_t cublasGetMathMode(cublasHandle_t handle, cublasMath_t* mode) {
   if (handle == nullptr || mode == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
-  *mode = handle->math_mode;
+  // torch sets TF32 on its handle when matmuls may use it; the emulator's option stands in.
+  *mode = fastlstm::simt::options().tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : handle->math_mode;
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -376,6 +376,41 @@ void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], boo
   syncwarp();  // every lane has read the fragments before they are reused
 }
 
+void warp_mma_m16n8k8_tf32(const uint32_t a[4], const uint32_t b[2], float d[4]) {
+  Launch& L = launch();
+  const int tid = L.fiber().tid;
+  Warp& w = L.block().warps[tid / kWarp];
+  if (w.lanes != kWarp) abort_fiber("fastlstm: emulated mma needs a full warp of 32 threads");
+  const int lane = tid % kWarp;
+  if (lane == 0) ++g_mmas;
+  std::memcpy(w.mma_a[lane], a, sizeof(w.mma_a[lane]));
+  std::memcpy(w.mma_b[lane], b, sizeof(w.mma_b[lane]));
+  syncwarp();  // every lane's fragments are in
+  // The PTX fragment layout of m16n8k8 with .tf32 inputs, group = lane / 4, pos = lane % 4:
+  //   A (16 x 8, row): a[r] holds row group + 8 * (r & 1), column pos + 4 * (r >> 1);
+  //   B (8 x 8, col):  b[r] holds row pos + 4 * r, column group;
+  //   C/D (16 x 8):    d[i] is row group + 8 * (i >> 1), column 2 * pos + (i & 1).
+  // The tensor core reads the TF32 part of each operand: sign, exponent, 10 mantissa bits.
+  const auto tf32 = [](uint32_t bits) {
+    bits &= ~0x1fffu;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  };
+  const int group = lane / 4, pos = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = group + 8 * (i >> 1), col = 2 * pos + (i & 1);
+    float acc = d[i];
+    for (int k = 0; k < 8; ++k) {
+      const int a_lane = 4 * (row % 8) + k % 4, a_reg = row / 8 + 2 * (k / 4);
+      const int b_lane = 4 * col + k % 4, b_reg = k / 4;
+      acc += tf32(w.mma_a[a_lane][a_reg]) * tf32(w.mma_b[b_lane][b_reg]);
+    }
+    d[i] = acc;
+  }
+  syncwarp();  // every lane has read the fragments before they are reused
+}
+
 void spin_pause() {
   ++launch().spins;
   yield(true);

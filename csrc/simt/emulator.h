@@ -53,6 +53,7 @@ struct Options {
   int multiprocessors = 6;
   int64_t shared_bytes_per_block = 227 * 1024;
   int cluster_blocks = 4;  // the largest thread-block cluster; 0: no clusters (before Hopper)
+  bool tf32 = false;       // the emulated cuBLAS handle allows TF32 (torch's allow_tf32)
 };
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran
@@ -76,6 +77,9 @@ void spin_pause();
 // d += A B over one warp, as PTX mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: every lane
 // passes its fragments (see simt::mma_m16n8k16); f16 or bf16 pairs, low half first.
 void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], bool bf16);
+// d += A B over one warp, as PTX mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: fp32 bit
+// patterns of which the tensor core reads the TF32 part (see simt::mma_m16n8k8_tf32).
+void warp_mma_m16n8k8_tf32(const uint32_t a[4], const uint32_t b[2], float d[4]);
 int current_block();                    // the calling thread's block (launch-wide index)
 int cluster_block(int rank);            // block `rank` of the calling thread's cluster
 void* shared_base(int block);           // that block's dynamic shared memory

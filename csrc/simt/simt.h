@@ -16,6 +16,7 @@
 //   simt::multiprocessor_count(), simt::max_shared_bytes_per_block(),
 //   simt::resident_blocks_per_sm(kernel, threads, shared_bytes)   to size cooperative grids
 //   simt::mma_m16n8k16<T>(d, a, b), simt::pack_pair(lo, hi)   tensor cores (Half, BFloat16)
+//   simt::mma_m16n8k8_tf32(d, a, b), simt::tf32_bits(x)      tensor cores in TF32 (float)
 //   simt::launch_clustered(kernel, grid, block, cluster_blocks, shared_bytes, args...),
 //   simt::max_cluster_blocks(kernel, threads, shared_bytes), simt::cluster_sync()
 //                               thread-block clusters (Hopper) and their barrier
@@ -363,6 +364,45 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#endif
+}
+
+// The TF32 operand of a float: round to nearest (ties away), the low 13 bits cleared, as
+// PTX cvt.rna.tf32.f32 gives it.
+__device__ __forceinline__ uint32_t tf32_bits(float x) {
+#if defined(FASTLSTM_SIMT_EMULATE)
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & ~0x1fffu;  // inf, nan kept
+  return u;
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // kernels test kHasMma first
+  return 0;
+#else
+  uint32_t u;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(u) : "f"(x));
+  return u;
+#endif
+}
+
+// d += A B for one warp in TF32 (fp32 accumulation): PTX mma.sync.aligned.m16n8k8.row.col
+// .f32.tf32.tf32.f32, operands from tf32_bits. Fragments, with group = lane / 4 and
+// pos = lane % 4:
+//   a[r] holds A (16 x 8) row group + 8 * (r & 1), column pos + 4 * (r >> 1);
+//   b[r] holds B (8 x 8) row pos + 4 * r, column group;
+//   d[i] is D (16 x 8) row group + 8 * (i >> 1), column 2 * pos + (i & 1).
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4],
+                                                 const uint32_t (&b)[2]) {
+#if defined(FASTLSTM_SIMT_EMULATE)
+  warp_mma_m16n8k8_tf32(a, b, d);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // kernels test kHasMma first
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #endif
 }
 

@@ -1,9 +1,10 @@
 // The emulator's ops for tests (one translation unit):
 //   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check, device_lengths,
-//       multiprocessors, shared_bytes_per_block, cluster_blocks)  route the CPU ops through the CUDA backend
+//       multiprocessors, shared_bytes_per_block, cluster_blocks, tf32)  route the CPU ops through the CUDA backend
 //       under the emulator, with this schedule seed and race checking; device_lengths: lengths
 //       count as GPU-resident (the no-sync path); the emulated device's SMs, shared memory and
-//       largest thread-block cluster
+//       largest thread-block cluster; tf32: its cuBLAS handle allows TF32 (as torch's does with
+//       allow_tf32)
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
 //   torch.ops.fastlstm._simt_counter(name)    "mma": emulated warp-level tensor-core products so
 //       far; "cluster_barriers": completed cluster barriers; "dsmem": accesses to another block's
@@ -31,7 +32,7 @@ std::atomic<bool> g_enabled{false};
 
 void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths,
                   int64_t multiprocessors, int64_t shared_bytes_per_block,
-                  int64_t cluster_blocks) {
+                  int64_t cluster_blocks, bool tf32) {
   FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
   FASTLSTM_CHECK_VALUE(multiprocessors >= 1 && multiprocessors <= 1024,
                        "fastlstm: _simt_emulate: multiprocessors must be in [1, 1024], got ",
@@ -48,6 +49,7 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
   options().multiprocessors = static_cast<int>(multiprocessors);
   options().shared_bytes_per_block = shared_bytes_per_block;
   options().cluster_blocks = static_cast<int>(cluster_blocks);
+  options().tf32 = tf32;
   g_enabled = enabled;
 }
 
@@ -197,6 +199,20 @@ __global__ void mma_tile(const float* x, float* out) {
   for (int i = 0; i < 4; ++i) out[(group + 8 * (i >> 1)) * 8 + 2 * pos + (i & 1)] = d[i];
 }
 
+// One TF32 tensor-core product on one warp: x holds A [16, 8] then B [8, 8] (row-major, float);
+// out [16, 8] = A B in TF32 (simt::tf32_bits rounding), through the documented fragment layout.
+__global__ void mma_tf32_tile(const float* x, float* out) {
+  const int lane = static_cast<int>(threadIdx.x), group = lane / 4, pos = lane % 4;
+  const float* A = x;
+  const float* B = x + 16 * 8;
+  uint32_t a[4], b[2];
+  for (int r = 0; r < 4; ++r) a[r] = tf32_bits(A[(group + 8 * (r & 1)) * 8 + pos + 4 * (r >> 1)]);
+  for (int r = 0; r < 2; ++r) b[r] = tf32_bits(B[(pos + 4 * r) * 8 + group]);
+  float d[4] = {0, 0, 0, 0};
+  mma_m16n8k8_tf32(d, a, b);
+  for (int i = 0; i < 4; ++i) out[(group + 8 * (i >> 1)) * 8 + 2 * pos + (i & 1)] = d[i];
+}
+
 Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   FASTLSTM_CHECK_VALUE(x_in.scalar_type() == kFloat && x_in.dim() == 1 && x_in.is_cpu(),
                        "fastlstm: _simt_selftest: x must be a 1-D float32 CPU tensor, got ",
@@ -204,7 +220,7 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
                        text(x_in.device()));
   const Tensor x = as_contiguous(x_in);
   const int64_t n = x.numel();
-  const bool mma = kernel == "mma_f16" || kernel == "mma_bf16";
+  const bool mma = kernel == "mma_f16" || kernel == "mma_bf16" || kernel == "mma_tf32";
   const bool ring = kernel == "cluster_ring" || kernel == "cluster_ring_unsynced" ||
                     kernel == "cluster_store_before_start" ||
                     kernel == "cluster_store_after_exit";
@@ -230,6 +246,10 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
     Tensor partial = zeros_like_device({blocks}, kFloat, x);
     launch_cooperative(grid_sum, dim3(blocks), dim3(16), 0, xp, op, ptr<unsigned>(counter),
                        ptr<float>(partial));
+  } else if (kernel == "mma_tf32") {
+    FASTLSTM_CHECK_VALUE(n == 16 * 8 + 8 * 8, "fastlstm: ", kernel, ": x must hold A [16, 8] "
+                         "and B [8, 8], 192 values, got ", n);
+    launch(mma_tf32_tile, dim3(1), dim3(32), 0, xp, op);
   } else if (mma) {
     FASTLSTM_CHECK_VALUE(n == 16 * 16 + 16 * 8, "fastlstm: ", kernel, ": x must hold A [16, 16] "
                          "and B [16, 8], 384 values, got ", n);
@@ -255,7 +275,7 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   } else {
     FASTLSTM_CHECK_VALUE(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
                          "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
-                         "mma_f16, mma_bf16, cluster_sum, cluster_barrier_skipped, cluster_ring, "
+                         "mma_f16, mma_bf16, mma_tf32, cluster_sum, cluster_barrier_skipped, cluster_ring, "
                          "cluster_ring_unsynced, cluster_store_before_start, cluster_store_after_exit, "
                          "divergent_barrier; "
                          "got '", kernel, "'");
@@ -272,7 +292,7 @@ bool emulated_cuda_enabled() { return g_enabled.load(); }
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True, "
         "bool device_lengths=False, int multiprocessors=6, "
-        "int shared_bytes_per_block=232448, int cluster_blocks=4) -> ()");
+        "int shared_bytes_per_block=232448, int cluster_blocks=4, bool tf32=False) -> ()");
   m.def("_simt_launch_count() -> int");
   m.def("_simt_counter(str name) -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");

@@ -343,18 +343,25 @@ float unpack16(uint32_t pair, int half, bool bf16) {
   std::memcpy(&f, &bits, 4);
   return f;
 }
-}  // namespace
-
-void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], bool bf16) {
+// The calling warp once every lane has put in its A and B fragments of a tensor-core product
+// (counted once per warp); lane: the caller's.
+Warp& gather_mma_fragments(const uint32_t a[4], const uint32_t b[2], int& lane) {
   Launch& L = launch();
   const int tid = L.fiber().tid;
   Warp& w = L.block().warps[tid / kWarp];
   if (w.lanes != kWarp) abort_fiber("fastlstm: emulated mma needs a full warp of 32 threads");
-  const int lane = tid % kWarp;
+  lane = tid % kWarp;
   if (lane == 0) ++g_mmas;
   std::memcpy(w.mma_a[lane], a, sizeof(w.mma_a[lane]));
   std::memcpy(w.mma_b[lane], b, sizeof(w.mma_b[lane]));
   syncwarp();  // every lane's fragments are in
+  return w;
+}
+}  // namespace
+
+void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], bool bf16) {
+  int lane = 0;
+  const Warp& w = gather_mma_fragments(a, b, lane);
   // The PTX fragment layout of m16n8k16 (f16/bf16 inputs, f32 accumulators), with
   // group = lane / 4 and pos = lane % 4:
   //   A (16 x 16, row): a[r] holds row group + 8 * (r & 1), columns 2 * pos + 8 * (r >> 1)
@@ -377,15 +384,8 @@ void warp_mma_m16n8k16(const uint32_t a[4], const uint32_t b[2], float d[4], boo
 }
 
 void warp_mma_m16n8k8_tf32(const uint32_t a[4], const uint32_t b[2], float d[4]) {
-  Launch& L = launch();
-  const int tid = L.fiber().tid;
-  Warp& w = L.block().warps[tid / kWarp];
-  if (w.lanes != kWarp) abort_fiber("fastlstm: emulated mma needs a full warp of 32 threads");
-  const int lane = tid % kWarp;
-  if (lane == 0) ++g_mmas;
-  std::memcpy(w.mma_a[lane], a, sizeof(w.mma_a[lane]));
-  std::memcpy(w.mma_b[lane], b, sizeof(w.mma_b[lane]));
-  syncwarp();  // every lane's fragments are in
+  int lane = 0;
+  const Warp& w = gather_mma_fragments(a, b, lane);
   // The PTX fragment layout of m16n8k8 with .tf32 inputs, group = lane / 4, pos = lane % 4:
   //   A (16 x 8, row): a[r] holds row group + 8 * (r & 1), column pos + 4 * (r >> 1);
   //   B (8 x 8, col):  b[r] holds row pos + 4 * r, column group;

@@ -276,3 +276,11 @@ def check_parity(ref: nn.LSTM, fast: "fastlstm.LSTM", base: Tensor, lengths,
             assert torch.equal(act["grad_h_0"][:, z], want_h), "zero length: grad h_0 != grad h_n"
             assert torch.equal(act["grad_c_0"][:, z], want_c), "zero length: grad c_0 != grad c_n"
     return diffs
+
+
+def round_to_tf32(t):
+    """float32 rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as PTX
+    cvt.rna.tf32.f32 rounds; inf and nan kept. Written out here, not taken from fastlstm."""
+    bits = t.float().view(torch.int32)
+    rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    return torch.where(torch.isfinite(t), rounded, t.float())

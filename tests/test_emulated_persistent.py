@@ -147,8 +147,8 @@ def test_cluster_exchange_through_global_memory_gives_the_same_bits(proj, cuda_p
     assert _simt.dsmem_access_count() > before
     P = proj or 8
     weights_bytes = _slice_elements(8, P, proj, _simt.CLUSTER_BLOCKS, backward=False) * 8
-    # h_{t-1} as rows of P + 8 elements (the bank padding), two buffers without a projection
-    exchange_bytes = (1 if proj else 2) * len(lengths) * (P + 8) * 8
+    # h_{t-1} as padded rows, two buffers without a projection
+    exchange_bytes = (1 if proj else 2) * len(lengths) * _padded(P) * 8
     monkeypatch.setenv("FASTLSTM_CUDA_DSMEM", "0")
     runs = {"FASTLSTM_CUDA_DSMEM=0": {},
             "no room for the buffers": {"shared_bytes": weights_bytes + exchange_bytes - 8}}
@@ -307,35 +307,41 @@ def test_weights_from_global_memory_when_shared_memory_is_short(proj, cuda_path)
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def _padded(C):
+    """A float64 row of C values in shared memory: C rounded up to 32 bytes plus 16 bytes, so
+    that rows start 4 (mod 8) four-byte banks apart (csrc/cuda/persistent.cuh, padded_ld)."""
+    return -(-C // 4) * 4 + 2
+
+
 def _slice_elements(H, P, proj, blocks, backward):
-    """Elements of one block's weight slices (csrc/cuda/persistent.cuh, slice_elements): rows
-    of W_hh and W_hr (forward) or columns (backward), each 8 elements longer (bank padding)."""
+    """Elements of one block's float64 weight slices (csrc/cuda/persistent.cuh,
+    slice_elements): rows of W_hh and W_hr (forward) or columns (backward), padded."""
     U, V = -(-H // blocks), -(-P // blocks)
     if backward:
-        return V * (4 * H + 8) + (U * (P + 8) if proj else 0)
-    return 4 * U * (P + 8) + (V * (H + 8) if proj else 0)
+        return V * _padded(4 * H) + (U * _padded(P) if proj else 0)
+    return 4 * U * _padded(P) + (V * _padded(H) if proj else 0)
 
 
-@pytest.mark.parametrize("H,proj", [(8, 3), (7, 6)])
-def test_forward_and_backward_place_their_weights_independently(H, proj, cuda_path):
-    """A shared-memory size between the backward's needs and the forward's (larger: its rows
-    carry more bank padding): the backward resident, the forward from global memory (the
-    emulator refuses a launch asking for more shared memory than the device has), both
-    correct, and no transposed copies (the backward's global-memory path would make two)."""
-    blocks = _simt.SMS  # unidirectional, H >= SMs: one block per SM
+@pytest.mark.parametrize("sms,H,proj", [(6, 8, 3), (6, 7, 6), (16, 16, 2)])
+def test_forward_and_backward_place_their_weights_independently(sms, H, proj, cuda_path):
+    """A shared-memory size between the forward's and the backward's needs: one pass resident,
+    the other from global memory (the emulator refuses a launch asking for more shared memory
+    than the device has; a backward from global memory makes two transposed copies), both
+    correct."""
+    blocks = sms  # unidirectional, H >= SMs: one block per SM
     fwd = _slice_elements(H, proj, proj, blocks, backward=False) * 8
     bwd = _slice_elements(H, proj, proj, blocks, backward=True) * 8
-    assert bwd < fwd
+    assert fwd != bwd
     limit = (fwd + bwd) // 2
     ref, fast = make_pair(I, H, torch.float64, proj_size=proj)
     lengths = [5, 0, 3, 5]
     x, hx = _data(1, False, H, lengths, torch.float64, 0, proj=proj)
     cuda_path("persistent")
-    with _simt.emulated_cuda(seed=1, shared_bytes=limit):
+    with _simt.emulated_cuda(seed=1, sms=sms, shared_bytes=limit):
         check_parity(ref, fast, x, lengths, hx=hx)
-    full = _launches(_train_step(fast, x, hx, lengths))
-    short = _launches(_train_step(fast, x, hx, lengths), shared_bytes=limit)
-    assert short == full
+    full = _launches(_train_step(fast, x, hx, lengths), sms=sms)
+    short = _launches(_train_step(fast, x, hx, lengths), sms=sms, shared_bytes=limit)
+    assert short - full == (2 if fwd < bwd else 0)
 
 
 def test_launch_beyond_the_devices_shared_memory_is_refused():

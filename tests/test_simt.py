@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fastlstm import _simt
+from helpers import round_to_tf32
 
 pytestmark = pytest.mark.cuda_emulated
 
@@ -58,14 +59,6 @@ def test_tensor_core_tile_is_a_matrix_product(kernel, dtype, seed):
     assert not torch.allclose(got, got.flip(0)) and not torch.allclose(got, got.flip(1))
 
 
-def _tf32(t):
-    """float32 rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as PTX
-    cvt.rna.tf32.f32 rounds (written out here, not taken from the code under test)."""
-    bits = t.float().view(torch.int32)
-    rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
-    return torch.where(torch.isfinite(t), rounded, t)
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_tf32_tensor_core_tile_is_a_matrix_product(seed):
     """One warp's m16n8k8 TF32 product (float32 operands rounded to TF32, float32 sums), its
@@ -74,7 +67,7 @@ def test_tf32_tensor_core_tile_is_a_matrix_product(seed):
     a, b = torch.randn(16, 8, generator=g), torch.randn(8, 8, generator=g)
     a[0, 0] = 1 + 2 ** -11  # a tie: rounds away from zero, to 1 + 2^-10
     got = _simt.selftest("mma_tf32", torch.cat([a.flatten(), b.flatten()]), seed=seed)
-    want = _tf32(a).double() @ _tf32(b).double()
+    want = round_to_tf32(a).double() @ round_to_tf32(b).double()
     torch.testing.assert_close(got.view(16, 8).double(), want, atol=1e-5, rtol=1e-5)
     exact = a.double() @ b.double()
     assert (got.view(16, 8).double() - exact).abs().max() > 1e-5  # TF32, not float32

@@ -22,16 +22,18 @@ cudaDataType_t cuda_type() {
 
 const char* cublas_error(cublasStatus_t s) { return cublasGetStatusString(s); }
 
-}  // namespace
-
 // TF32 for fp32 GEMMs exactly when torch allows it for matmuls: torch sets that on its handle's
 // math mode. (torch's allowTF32CuBLAS() throws once a user has set the newer
 // torch.backends.cuda.matmul.fp32_precision.)
 bool handle_allows_tf32(cublasHandle_t handle) {
   cublasMath_t mode = CUBLAS_DEFAULT_MATH;
+  const int flags = static_cast<int>(CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
   return cublasGetMathMode(handle, &mode) == CUBLAS_STATUS_SUCCESS &&
-         (static_cast<int>(mode) & static_cast<int>(CUBLAS_TF32_TENSOR_OP_MATH)) != 0;
+         (static_cast<int>(mode) & ~flags) == static_cast<int>(CUBLAS_TF32_TENSOR_OP_MATH);
 }
+
+}  // namespace
+
 bool tf32_allowed() { return handle_allows_tf32(simt::blas_handle()); }
 
 const int64_t* CudaBackend::Context::indices(const IndexList& v) {

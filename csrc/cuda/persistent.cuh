@@ -21,8 +21,9 @@
 //
 // Half and BFloat16 do those products on tensor cores instead: the step's rows times the
 // block's gate columns (or output units) as m16n8k16 tiles shared by the block's warps, fp32
-// accumulation (mma_tiles.cuh), then the cells, one thread per (row, unit); float and double
-// keep the FMA loops (fp32 as nn.LSTM computes it: no TF32).
+// accumulation (mma_tiles.cuh), then the cells, one thread per (row, unit); so does float, in
+// TF32 (m16n8k8), where torch allows TF32 for matmuls. Otherwise float and double keep the FMA
+// loops (fp32 as nn.LSTM computes it).
 //
 // Weights: resident in shared memory when the block's slices fit (plan_persistent), else read
 // from global memory (L2) every step, the backward from transposed copies so that its column
@@ -113,22 +114,29 @@ __device__ __forceinline__ StepRows step_rows(const int64_t* active, const int64
 
 enum class Pass { kForward, kBackward };
 
+// The leading dimension, in elements of elem_bytes, of a row of C values in shared memory:
+// C rounded up to 32 bytes, plus 16, so that a row spans 4 (mod 8) of the 32 four-byte banks and
+// the 8 rows a tensor-core fragment reads at once (one per lane group, 4 words each) fall on
+// different banks.
+__host__ __device__ __forceinline__ int64_t padded_ld(int64_t C, int64_t elem_bytes) {
+  const int64_t per_32_bytes = 32 / elem_bytes;
+  return (C + per_32_bytes - 1) / per_32_bytes * per_32_bytes + 16 / elem_bytes;
+}
+
 // The exchange area of a block on the cluster path (PersistentArgs::exchange_rows = B rows),
-// in elements of T: forward, h_{t-1} as rows of ld_h = P + pad; backward, the gate gradients
-// as rows of ld_g = 4H + pad, then (projection) dout as rows of ld_h from dout_at. Without a
+// in elements of T: forward, h_{t-1} as rows of ld_h (P padded); backward, the gate gradients
+// as rows of ld_g (4H padded), then (projection) dout as rows of ld_h from dout_at. Without a
 // projection two buffers (h_buffer or g_buffer elements apart) alternate by step, with one a
-// single buffer serves. The pad puts the rows that a tensor-core fragment reads at once
-// (stride ld) on different shared-memory banks.
-constexpr int64_t kExchangePad = 8;
+// single buffer serves.
 struct ExchangeLayout {
   int64_t ld_h, ld_g, h_buffer, g_buffer, dout_at, elements;
 };
 __host__ __device__ __forceinline__ ExchangeLayout exchange_layout(Pass pass, int64_t B,
                                                                    int64_t H, int64_t P,
-                                                                   bool proj) {
+                                                                   bool proj, int64_t elem_bytes) {
   ExchangeLayout x{};
-  x.ld_h = P + kExchangePad;
-  x.ld_g = 4 * H + kExchangePad;
+  x.ld_h = padded_ld(P, elem_bytes);
+  x.ld_g = padded_ld(4 * H, elem_bytes);
   x.h_buffer = B * x.ld_h;
   x.g_buffer = B * x.ld_g;
   const int64_t buffers = proj ? 1 : 2;
@@ -214,26 +222,21 @@ __device__ __forceinline__ Acc warp_dot(const X& x, const Slice<W>& w, int64_t r
   return warp_sum(acc);
 }
 
-// Resident weight slices keep their rows kSharedPad elements longer than the data, so that the
-// rows a tensor-core fragment reads at once (one per lane group) fall on different banks.
-constexpr int64_t kSharedPad = 8;
-
 // Copies rows [r0, r0 + n) x cols [0, C) of the row-major src (leading dimension lds) into
-// shared memory at w[origin + r * (C + kSharedPad) + col], r counted from r0: a block's
-// weight slice.
+// shared memory at w[origin + r * ldw + col], r counted from r0: a block's weight slice, its
+// rows padded (ldw = padded_ld) so that tensor-core fragments read them without bank conflicts.
 template <typename T, typename W>
-__device__ __forceinline__ void load_rows(W w, int64_t origin, const T* src, int64_t lds,
-                                          int64_t r0, int64_t n, int64_t C) {
+__device__ __forceinline__ void load_rows(W w, int64_t origin, int64_t ldw, const T* src,
+                                          int64_t lds, int64_t r0, int64_t n, int64_t C) {
   for (int64_t e = threadIdx.x; e < n * C; e += blockDim.x)
-    w[origin + e / C * (C + kSharedPad) + e % C] = src[(r0 + e / C) * lds + e % C];
+    w[origin + e / C * ldw + e % C] = src[(r0 + e / C) * lds + e % C];
 }
-// Likewise for columns [c0, c0 + n) of src (R rows):
-// w[origin + c * (R + kSharedPad) + r] = src[r, c0 + c].
+// Likewise for columns [c0, c0 + n) of src (R rows): w[origin + c * ldw + r] = src[r, c0 + c].
 template <typename T, typename W>
-__device__ __forceinline__ void load_cols(W w, int64_t origin, const T* src, int64_t lds,
-                                          int64_t c0, int64_t n, int64_t R) {
+__device__ __forceinline__ void load_cols(W w, int64_t origin, int64_t ldw, const T* src,
+                                          int64_t lds, int64_t c0, int64_t n, int64_t R) {
   for (int64_t e = threadIdx.x; e < n * R; e += blockDim.x)
-    w[origin + e / R * (R + kSharedPad) + e % R] = src[(e % R) * lds + c0 + e / R];
+    w[origin + e / R * ldw + e % R] = src[(e % R) * lds + c0 + e / R];
 }
 
 // Element `at` of this block's exchange area (PersistentArgs::exchange_rows), as an array.
@@ -278,7 +281,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
   unsigned generation = 0;
   // The exchange area: h_{t-1} as rows of xP elements (exchange_layout), in two buffers that
   // swap after every step run, or in one with a projection.
-  const ExchangeLayout x = exchange_layout(Pass::kForward, a.exchange_rows, H, P, proj);
+  const ExchangeLayout x = exchange_layout(Pass::kForward, a.exchange_rows, H, P, proj, sizeof(T));
   int64_t cur = 0, next = proj ? 0 : x.h_buffer;
   for (int64_t step = 0; step < a.steps; ++step) {
     const StepRows s = step_rows(a.active, a.offsets, a.steps, b.dir == 1,
@@ -393,12 +396,14 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
     forward_steps<false>(a, b, slice(p.w_hh, b.u0 * P, P), H, slice(p.w_hr, b.p0 * H, H));
     return;
   }
-  // Resident, rows padded (kSharedPad): gate g's rows of the block's units at (g * U + ul) *
+  // Resident, rows padded (padded_ld): gate g's rows of the block's units at (g * U + ul) *
   // ldP, then the projection's rows of its output units at 4 * U * ldP + pl * ldH.
-  const int64_t ldP = P + kSharedPad, ldH = H + kSharedPad, proj_at = 4 * b.U * ldP;
+  const int64_t ldP = padded_ld(P, sizeof(T)), ldH = padded_ld(H, sizeof(T));
+  const int64_t proj_at = 4 * b.U * ldP;
   auto w = simt::dynamic_shared<T>();
-  for (int g = 0; g < 4; ++g) load_rows(w, g * b.U * ldP, p.w_hh, P, g * H + b.u0, b.nu, P);
-  if (p.w_hr != nullptr) load_rows(w, proj_at, p.w_hr, H, b.p0, b.np, H);
+  for (int g = 0; g < 4; ++g)
+    load_rows(w, g * b.U * ldP, ldP, p.w_hh, P, g * H + b.u0, b.nu, P);
+  if (p.w_hr != nullptr) load_rows(w, proj_at, ldH, p.w_hr, H, b.p0, b.np, H);
   if (a.exchange_rows > 0) {
     // Also shows that every block of the cluster runs before any stores into another's memory.
     simt::cluster_sync();
@@ -427,7 +432,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
   // step's phase A while others still read this step's), or in one with a projection (its
   // extra barrier orders them); then dout as rows of ld_h, rewritten only after the step's
   // last barrier, when every block has read it.
-  const ExchangeLayout x = exchange_layout(Pass::kBackward, a.exchange_rows, H, P, proj);
+  const ExchangeLayout x = exchange_layout(Pass::kBackward, a.exchange_rows, H, P, proj, sizeof(T));
   int64_t dgates_at = 0, dgates_next = proj ? 0 : x.g_buffer;
   const int64_t dout_at = x.dout_at;
   for (int64_t step = 0; step < a.steps; ++step) {
@@ -523,12 +528,13 @@ __global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
     backward_steps<false>(a, b, slice(p.w_hh_t, b.p0 * G, G), slice(p.w_hr_t, b.u0 * P, P));
     return;
   }
-  // Resident, rows padded (kSharedPad): the W_hh columns of the block's output units at
+  // Resident, rows padded (padded_ld): the W_hh columns of the block's output units at
   // pl * ldG, then the W_hr columns of its hidden units at V * ldG + ul * ldP.
-  const int64_t ldG = G + kSharedPad, ldP = P + kSharedPad, hr_at = b.V * ldG;
+  const int64_t ldG = padded_ld(G, sizeof(T)), ldP = padded_ld(P, sizeof(T));
+  const int64_t hr_at = b.V * ldG;
   auto w = simt::dynamic_shared<T>();
-  load_cols(w, 0, p.w_hh, P, b.p0, b.np, G);
-  if (p.w_hr != nullptr) load_cols(w, hr_at, p.w_hr, H, b.u0, b.nu, P);
+  load_cols(w, 0, ldG, p.w_hh, P, b.p0, b.np, G);
+  if (p.w_hr != nullptr) load_cols(w, hr_at, ldP, p.w_hr, H, b.u0, b.nu, P);
   if (a.exchange_rows > 0) {
     simt::cluster_sync();  // as in the forward: every block of the cluster runs
     backward_steps<true>(a, b, slice(w, 0, ldG), slice(w, hr_at, ldP));
@@ -582,12 +588,14 @@ inline bool dsmem_exchange_enabled() {
 }
 
 // Elements of T in one block's weight slices (see the kernels' "Resident" layouts, rows
-// padded by kSharedPad), for blocks_per_dir blocks per direction.
-inline int64_t slice_elements(const LayerDims& d, Pass pass, int64_t blocks_per_dir) {
+// padded_ld), for blocks_per_dir blocks per direction.
+inline int64_t slice_elements(const LayerDims& d, Pass pass, int64_t blocks_per_dir,
+                              int64_t elem_bytes) {
   const int64_t U = ceil_div(d.H, blocks_per_dir), V = ceil_div(d.Hout, blocks_per_dir);
-  const int64_t G = 4 * d.H, proj = d.has_proj ? 1 : 0, pad = kSharedPad;
-  return pass == Pass::kForward ? 4 * U * (d.Hout + pad) + proj * V * (d.H + pad)
-                                : V * (G + pad) + proj * U * (d.Hout + pad);
+  const int64_t proj = d.has_proj ? 1 : 0;
+  const int64_t ldP = padded_ld(d.Hout, elem_bytes), ldH = padded_ld(d.H, elem_bytes);
+  return pass == Pass::kForward ? 4 * U * ldP + proj * V * ldH
+                                : V * padded_ld(4 * d.H, elem_bytes) + proj * U * ldP;
 }
 
 #if defined(FASTLSTM_SIMT_EMULATE)
@@ -605,7 +613,7 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
   const int64_t per_dir = min64(d.H, min64(kMaxClusterBlocks, simt::max_cluster_blocks(
                                                                   kernel, kPersistentThreads, 0)));
   if (per_dir < 1) return plan;
-  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir)) * elem_bytes;
+  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
   plan.resident = shared <= simt::max_shared_bytes_per_block() &&
                   simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
   plan.shared_bytes = plan.resident ? shared : 0;
@@ -613,7 +621,7 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
   // beside the resident weights: the forward's h_{t-1}, the backward's gate gradients and,
   // with a projection, dout (exchange_layout).
   const size_t exchange =
-      static_cast<size_t>(exchange_layout(pass, d.B, d.H, d.Hout, d.has_proj).elements) *
+      static_cast<size_t>(exchange_layout(pass, d.B, d.H, d.Hout, d.has_proj, elem_bytes).elements) *
       elem_bytes;
   if (plan.resident && dsmem_exchange_enabled() &&
       shared + exchange <= simt::max_shared_bytes_per_block() &&
@@ -643,7 +651,7 @@ PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
   const int64_t per_dir = min64(d.H, sms / d.D);
   if (per_dir < 1) return plan;
   const int64_t blocks = per_dir * d.D;
-  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir)) * elem_bytes;
+  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
   // A cooperative grid must be resident at once.
   if (shared <= simt::max_shared_bytes_per_block() &&
       simt::resident_blocks_per_sm(kernel, kPersistentThreads, shared) * sms >= blocks) {

@@ -279,7 +279,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
   const bool proj = p.w_hr != nullptr;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   unsigned generation = 0;
-  // The exchange area: h_{t-1} as rows of xP elements (exchange_layout), in two buffers that
+  // The exchange area: h_{t-1} as rows of x.ld_h elements (exchange_layout), in two buffers that
   // swap after every step run, or in one with a projection.
   const ExchangeLayout x = exchange_layout(Pass::kForward, a.exchange_rows, H, P, proj, sizeof(T));
   int64_t cur = 0, next = proj ? 0 : x.h_buffer;
@@ -487,7 +487,8 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         Gates4<T> d{};
         if (lane == 0) d = cell(j, u, dh);
         if constexpr (kExchange)
-          for (int g = 0; g < 4; ++g) spread_to_cluster(a, dgates_of(j, g, u), from_lane0<T, Acc>(d.v[g]));
+          for (int g = 0; g < 4; ++g)
+            spread_to_cluster(a, dgates_of(j, g, u), from_lane0<T, Acc>(d.v[g]));
       }
     }
     step_barrier(a, p.barrier, generation);
@@ -613,7 +614,8 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
   const int64_t per_dir = min64(d.H, min64(kMaxClusterBlocks, simt::max_cluster_blocks(
                                                                   kernel, kPersistentThreads, 0)));
   if (per_dir < 1) return plan;
-  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
+  const size_t shared =
+      static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
   plan.resident = shared <= simt::max_shared_bytes_per_block() &&
                   simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
   plan.shared_bytes = plan.resident ? shared : 0;
@@ -621,7 +623,8 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
   // beside the resident weights: the forward's h_{t-1}, the backward's gate gradients and,
   // with a projection, dout (exchange_layout).
   const size_t exchange =
-      static_cast<size_t>(exchange_layout(pass, d.B, d.H, d.Hout, d.has_proj, elem_bytes).elements) *
+      static_cast<size_t>(
+          exchange_layout(pass, d.B, d.H, d.Hout, d.has_proj, elem_bytes).elements) *
       elem_bytes;
   if (plan.resident && dsmem_exchange_enabled() &&
       shared + exchange <= simt::max_shared_bytes_per_block() &&
@@ -651,7 +654,8 @@ PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
   const int64_t per_dir = min64(d.H, sms / d.D);
   if (per_dir < 1) return plan;
   const int64_t blocks = per_dir * d.D;
-  const size_t shared = static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
+  const size_t shared =
+      static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
   // A cooperative grid must be resident at once.
   if (shared <= simt::max_shared_bytes_per_block() &&
       simt::resident_blocks_per_sm(kernel, kPersistentThreads, shared) * sms >= blocks) {

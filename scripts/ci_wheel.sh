@@ -29,6 +29,12 @@ py312="${PY312:-$(find_python 3.12)}"
 envs=(${CI_WHEEL_ENVS:-"$py311:torch==2.14.1" "$py312:torch==2.11.0"})
 tmp=$(mktemp -d /tmp/fastlstm-ci-wheel.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
+# Disk: a CUDA build of torch fills about 6 GB of venv, and the disk may be shared with other
+# machines. So each venv is removed as soon as its suite has passed, pip's downloads (kept for
+# pip_retry.sh's retries) and torch.compile's cache go into $tmp and go with it, and the free
+# space is printed before each install, so that a full disk shows as such.
+export TORCHINDUCTOR_CACHE_DIR="$tmp/inductor-cache" PIP_CACHE_DIR="$tmp/pip-cache"
+free_space() { df -h --output=avail "$tmp" | tail -n 1 | tr -d ' '; }
 
 case "$(basename "$wheel")" in
   *-cp310-abi3-*.whl) ;;
@@ -49,6 +55,7 @@ for spec in "${envs[@]}"; do
   name=$("$python" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')-${torch_spec#torch==}
   t0=$SECONDS
   venv="$tmp/venv-$name"
+  echo "ci-wheel: $name: $(free_space) free on the disk of $tmp before its venv"
   "$python" -m venv "$venv"
   py="$venv/bin/python"
   "$root/scripts/pip_retry.sh" "$py" --quiet --upgrade pip
@@ -70,4 +77,5 @@ EOF
     { echo "ci-wheel: the test suite failed with $name" >&2; exit 1; }
   echo "ci-wheel: $(basename "$wheel") passed with $name: setup ${t_setup}s," \
        "total $((SECONDS - t0))s"
+  rm -rf "$venv" "$TORCHINDUCTOR_CACHE_DIR" "$PIP_CACHE_DIR"
 done

@@ -7,7 +7,8 @@ models or jobs on one host).
 Each contender runs with torch's threads as configured. For each load (idle, then --busy
 processes spinning on the CPU), the contenders run interleaved, --reps times; the table gives
 the median time, each contender's slowdown under load, and fastlstm's speedup in both.
-OpenMP's wait policy matters to every contender: compare with OMP_WAIT_POLICY=PASSIVE set.
+OpenMP's wait matters to every contender: compare with GOMP_SPINCOUNT=30000 (libgomp's idle
+workers spin for a tenth of the default) or OMP_WAIT_POLICY=PASSIVE set in the environment.
 """
 
 import argparse

@@ -13,8 +13,8 @@ from benchmarks.contenders import CONTENDERS, build
 from benchmarks.workloads import Workload
 
 T, B, I, H = 32, 16, 32, 64
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]
 
 
 def _sync(device):

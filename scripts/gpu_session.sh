@@ -15,8 +15,8 @@
 #              `make gpu-wheel`): pip --no-deps --no-index, its extension also copied into the
 #              checkout's fastlstm/; no compile. Else, or if it fails to load: pip install
 #              --no-build-isolation --no-deps -e . for this GPU's architecture, MAX_JOBS = cores.
-#  2 test      tests/test_cuda.py, every test marked gpu, and the files in FASTLSTM_GPU_TEST_FILES;
-#              no -x; JUnit XML.
+#  2 test      tests/test_cuda.py, every test marked gpu (benchmarks/ too), and the files in
+#              FASTLSTM_GPU_TEST_FILES; no -x; JUnit XML.
 #  3 sanitize  compute-sanitizer memcheck, racecheck, synccheck, initcheck over
 #              scripts/sanitize_shapes.py, PYTORCH_NO_CUDA_MEMORY_CACHING=1; each judged from its
 #              summary line by scripts/sanitizer_verdict.py (a missing line fails).
@@ -241,15 +241,18 @@ run_test() {
   cap=$(cap_for "${FASTLSTM_TEST_CAP:-150}")
   no_time test "$cap" && return 1
   section "test (cap ${cap}s)"
-  # test_cuda.py, files named in FASTLSTM_GPU_TEST_FILES, and files with gpu-marked tests; the
-  # plugin keeps the GPU tests of those.
+  # test_cuda.py, files named in FASTLSTM_GPU_TEST_FILES, and files with gpu-marked tests (the
+  # benchmark suite's too, run once each: --benchmark-disable); the plugin keeps the GPU tests
+  # of those.
   files=$( { echo tests/test_cuda.py; for f in ${FASTLSTM_GPU_TEST_FILES:-}; do echo "tests/$f"; done
-             grep -l -E 'mark\.gpu\b' tests/test_*.py 2>/dev/null; } | sort -u)
+             grep -l -E 'mark\.gpu\b' tests/test_*.py benchmarks/test_*.py 2>/dev/null; } | sort -u)
+  local bench_flag=""
+  grep -q '^benchmarks/' <<< "$files" && bench_flag=--benchmark-disable
   rm -f "$out/junit.xml"
   # shellcheck disable=SC2086
   PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" timeout -k 15 "$cap" \
     "$PY" -m pytest -p gpu_tests_plugin -p no:cacheprovider -q -rs --continue-on-collection-errors \
-    --junitxml="$out/junit.xml" $files > "$work/test.log" 2>&1
+    --junitxml="$out/junit.xml" $bench_flag $files > "$work/test.log" 2>&1
   rc=$?
   append_log "$work/test.log"
   counts=$("$PY" - "$out/junit.xml" <<'EOF' 2>/dev/null || echo "no JUnit XML"

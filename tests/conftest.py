@@ -5,10 +5,16 @@ whole ONNX module when onnx fails to import, and the run stays green. Under CI=t
 the CI runner), every skip fails, at collection or at run time, unless its reason says that
 the machine lacks the hardware (ALLOWED_SKIPS). Missing test dependencies then fail CI.
 
-benchmarks/conftest.py applies the same rule to the benchmark suite's tests.
+A test skipped for want of a CUDA device must be one that scripts/gpu_session.sh's test stage
+runs (marked `gpu`, or in tests/test_cuda.py): otherwise no machine ever runs it. Under CI=true
+such a skip fails too, naming the mark.
+
+benchmarks/conftest.py applies the same rules to the benchmark suite's tests.
 Outside CI nothing changes: skips stay skips, with their reasons (pytest -rs).
 """
 
+import functools
+import importlib.util
 import os
 
 import pytest
@@ -28,11 +34,28 @@ def skip_reason(longrepr) -> str:
     return msg[len("Skipped: "):] if msg.startswith("Skipped: ") else msg
 
 
-def fail_disallowed_skip(report) -> None:
+@functools.lru_cache(maxsize=1)
+def _gpu_session_plugin():
+    """scripts/gpu_tests_plugin.py, the GPU session's test selection."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                        "gpu_tests_plugin.py")
+    spec = importlib.util.spec_from_file_location("fastlstm_gpu_tests_plugin", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fail_disallowed_skip(report, item=None) -> None:
     if not STRICT or not report.skipped or hasattr(report, "wasxfail"):
         return
     reason = skip_reason(report.longrepr)
     if reason.startswith(ALLOWED_SKIPS):
+        if (item is not None and reason.startswith("needs a CUDA device")
+                and not _gpu_session_plugin().runs_in_gpu_session(item)):
+            report.outcome = "failed"
+            report.longrepr = (f"{item.nodeid} needs a CUDA device, but the GPU session "
+                               f"(scripts/gpu_session.sh's test stage) would not run it: mark it "
+                               f"@pytest.mark.gpu (or put it in tests/test_cuda.py)")
         return
     report.outcome = "failed"
     report.longrepr = (f"skipped under CI=true, which allows only skips for missing hardware "
@@ -42,7 +65,7 @@ def fail_disallowed_skip(report) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    fail_disallowed_skip(outcome.get_result())
+    fail_disallowed_skip(outcome.get_result(), item)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -311,6 +311,7 @@ def test_module_other_weight_device_mismatch():
     expect(ValueError, r"w_hh|weight_hh_l0", r"meta")(lambda: m(_x()))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("what", ["lengths", "h_0", "c_0"])
 def test_module_cuda_tensor_with_cpu_input(what):

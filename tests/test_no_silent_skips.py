@@ -15,7 +15,11 @@ import pytest
 def test_passes():
     assert True
 
+@pytest.mark.gpu
 def test_no_gpu():
+    pytest.skip("needs a CUDA device")
+
+def test_no_gpu_unmarked():
     pytest.skip("needs a CUDA device")
 
 def test_no_isa():
@@ -41,6 +45,10 @@ def run_sample(tmp_path, ci, files):
     root = tmp_path / ("ci" if ci else "local")
     root.mkdir()
     shutil.copy(os.path.join(HERE, "conftest.py"), root / "conftest.py")
+    # conftest.py reads the GPU session's test selection from ../scripts/.
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    shutil.copy(os.path.join(HERE, "..", "scripts", "gpu_tests_plugin.py"), tmp_path / "scripts")
+    (root / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA device\n")
     for name, text in files.items():
         (root / name).write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "CI"}
@@ -63,6 +71,9 @@ def test_ci_fails_skips_other_than_missing_hardware(tmp_path):
     assert rc != 0
     assert outcomes["test_passes"] == "passed"
     assert outcomes["test_no_gpu"] == "skipped"
+    # Skipped for want of a GPU, but no GPU session would run it either.
+    assert outcomes["test_no_gpu_unmarked"] == "failure"
+    assert "mark it @pytest.mark.gpu" in out
     assert outcomes["test_no_isa"] == "skipped"
     assert outcomes["test_other_skip"] == "failure"
     assert outcomes["test_skipif"] in ("failure", "error")
@@ -84,6 +95,7 @@ def test_outside_ci_skips_stay_skips(tmp_path):
     assert rc == 0
     assert "needs a test dependency" in out
     assert outcomes["test_passes"] == "passed"
-    for name in ("test_no_gpu", "test_no_isa", "test_other_skip", "test_skipif"):
+    for name in ("test_no_gpu", "test_no_gpu_unmarked", "test_no_isa", "test_other_skip",
+                 "test_skipif"):
         assert outcomes[name] == "skipped", (name, outcomes)
 

@@ -14,6 +14,9 @@
 // index < 0 "no row": copy_rows skips that destination row, or writes zeros for that source):
 //   struct Context { Context(const Tensor& like); const int64_t* indices(const IndexList&); };
 //   gemm<T, C>(ctx, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)   C = op(A)op(B) + beta C
+//   loop_weight<T>(ctx, trans, N, K, W, ldw, max_rows, steps) -> LoopWeight<T>
+//                                          op(W) for the GEMMs of a time loop of `steps` steps
+//   gemm<T, C>(ctx, M, A, lda, loop_weight, beta, C, ldc)                 C = A op(W) + beta C
 //   cell_forward<T, Acc>(ctx, rows, H, gates, bias, PrevCell, c_out, h_out)
 //   cell_backward<T, Acc>(ctx, rows, H, gates, c, PrevCell, dh, dc, dgates)
 //   copy_rows<D, S>(ctx, n, C, dst, ldd, dst_idx, src, lds, src_idx)   dst[dst_idx[r]] = src[src_idx[r]]
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "layer_io.h"
+#include "loop_weight.h"
 #include "lstm.h"
 #include "schedule.h"
 #include "schedule_view.h"
@@ -51,6 +55,28 @@ DirectionWeights<T> direction_weights(const LayerDims& d, const std::vector<Tens
   }
   if (d.has_proj) w.w_hr = cptr<T>(weights[k++]);
   return w;
+}
+
+// The weights every step of one direction's time loop multiplies by (Backend::loop_weight):
+// forward, gates += h_prev W_hh^T and, with a projection, out = h W_hr^T; backward,
+// dh_prev = dgates W_hh and dh_raw = dout W_hr. At most B rows a step, in as many steps as
+// the longest sequence has.
+template <typename T>
+struct StepWeights {
+  LoopWeight<T> hh, hr;
+};
+template <typename Backend, typename T>
+StepWeights<T> step_weights(typename Backend::Context& ctx, const LayerDims& d,
+                            const Schedule& s, const DirectionWeights<T>& w, bool backward) {
+  const int64_t G = 4 * d.H, H = d.H, Ho = d.Hout, B = d.B;
+  const int64_t steps = s.length.empty() ? 0 : s.length[0];  // lengths sorted descending
+  StepWeights<T> sw;
+  sw.hh = backward ? Backend::template loop_weight<T>(ctx, false, Ho, G, w.w_hh, Ho, B, steps)
+                   : Backend::template loop_weight<T>(ctx, true, G, Ho, w.w_hh, Ho, B, steps);
+  if (d.has_proj)
+    sw.hr = backward ? Backend::template loop_weight<T>(ctx, false, H, Ho, w.w_hr, H, B, steps)
+                     : Backend::template loop_weight<T>(ctx, true, Ho, H, w.w_hr, H, B, steps);
+  return sw;
 }
 
 // Rows of batch-order src [B, C] (contiguous, type S) in sorted order, as a new [B, C] tensor
@@ -141,22 +167,19 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
     const T* h0d = cptr<T>(h0s[dir]);
     const Acc* c0d = cptr<Acc>(c0s[dir]);
     const Acc* b = cptr<Acc>(bias[dir]);
+    const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, hs, w, false);
     for (int64_t k = 0; k < hs.T; ++k) {
       const auto [bs, off, nc, poff] = hs.step(reverse ? hs.T - 1 - k : k, reverse);
       if (bs == 0) continue;
       Acc* g = r.gates + off * G;
       // gates += h_prev W_hh^T; continuing and starting rows read different places.
-      Backend::template gemm<T, Acc>(ctx, false, true, nc, G, Ho, r.out + poff * Ho, Ho, w.w_hh, Ho,
-                                     1, g, G);
-      Backend::template gemm<T, Acc>(ctx, false, true, bs - nc, G, Ho, h0d + nc * Ho, Ho, w.w_hh,
-                                     Ho, 1, g + nc * G, G);
+      Backend::template gemm<T, Acc>(ctx, nc, r.out + poff * Ho, Ho, sw.hh, 1, g, G);
+      Backend::template gemm<T, Acc>(ctx, bs - nc, h0d + nc * Ho, Ho, sw.hh, 1, g + nc * G, G);
       T* h = d.has_proj ? r.hraw + off * H : r.out + off * Ho;
       Backend::template cell_forward<T, Acc>(ctx, bs, H, g, b,
                                              PrevCell<Acc>{r.cell + poff * H, c0d, nc},
                                              r.cell + off * H, h);
-      if (d.has_proj)
-        Backend::template gemm<T, T>(ctx, false, true, bs, Ho, H, h, H, w.w_hr, H, 0,
-                                     r.out + off * Ho, Ho);
+      if (d.has_proj) Backend::template gemm<T, T>(ctx, bs, h, H, sw.hr, 0, r.out + off * Ho, Ho);
     }
   };
   if (!Backend::template forward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
@@ -250,6 +273,7 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
     T* x = ptr<T>(xbuf);
     Acc* c_steps = ptr<Acc>(cbuf);
     T* h_raw = d.has_proj ? ptr<T>(hraw) : nullptr;
+    const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, s, w, false);
     int64_t lo = 0, hi = 0;  // packed rows [lo, hi) projected into gbuf
     for (int64_t k = 0; k < s.T; ++k) {
       const int64_t t = reverse ? s.T - 1 - k : k;
@@ -272,18 +296,14 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
         Backend::template gemm<T, Acc>(ctx, false, true, n, G, I, x, I, w.w_ih, I, 0, g0, G);
       }
       Acc* g = g0 + (off - lo) * G;
-      Backend::template gemm<T, Acc>(ctx, false, true, nc, G, Ho, out + poff * Ho, Ho, w.w_hh, Ho,
-                                     1, g, G);
-      Backend::template gemm<T, Acc>(ctx, false, true, bs - nc, G, Ho, h0d + nc * Ho, Ho, w.w_hh,
-                                     Ho, 1, g + nc * G, G);
+      Backend::template gemm<T, Acc>(ctx, nc, out + poff * Ho, Ho, sw.hh, 1, g, G);
+      Backend::template gemm<T, Acc>(ctx, bs - nc, h0d + nc * Ho, Ho, sw.hh, 1, g + nc * G, G);
       Acc* c_prev = c_steps + ((k + 1) & 1) * B * H;
       Acc* c_cur = c_steps + (k & 1) * B * H;
       T* h = d.has_proj ? h_raw : out + off * Ho;
       Backend::template cell_forward<T, Acc>(ctx, bs, H, g, b, PrevCell<Acc>{c_prev, c0d, nc},
                                              c_cur, h);
-      if (d.has_proj)
-        Backend::template gemm<T, T>(ctx, false, true, bs, Ho, H, h, H, w.w_hr, H, 0,
-                                     out + off * Ho, Ho);
+      if (d.has_proj) Backend::template gemm<T, T>(ctx, bs, h, H, sw.hr, 0, out + off * Ho, Ho);
       // Rows whose sequence ends at this step keep their cell state.
       const int64_t first_end = reverse ? (t == 0 ? 0 : bs)
                                         : (t + 1 < s.T ? s.batch_sizes[t + 1] : 0);
@@ -379,6 +399,7 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
     Tensor dhraw = d.has_proj ? empty_like_device({B, H}, dtype_of<Acc>(), in.input) : Tensor();
     Acc* dh_raw = d.has_proj ? ptr<Acc>(dhraw) : nullptr;
     T* dout_p = d.has_proj ? ptr<T>(dout[dir]) : nullptr;
+    const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, hs, w, true);
     for (int64_t k = hs.T - 1; k >= 0; --k) {
       const auto [bs, off, nc, poff] = hs.step(reverse ? hs.T - 1 - k : k, reverse);
       if (bs == 0) continue;
@@ -388,16 +409,14 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
       if (d.has_proj) {
         T* dot = dout_p + off * Ho;
         Backend::template copy_rows<T, Acc>(ctx, bs, Ho, dot, Ho, nullptr, dhp, Ho, nullptr);
-        Backend::template gemm<T, Acc>(ctx, false, false, bs, H, Ho, dot, Ho, w.w_hr, H, 0,
-                                       dh_raw, H);
+        Backend::template gemm<T, Acc>(ctx, bs, dot, Ho, sw.hr, 0, dh_raw, H);
         dh_cell = dh_raw;
       }
       Backend::template cell_backward<T, Acc>(ctx, bs, H, r.gates + off * G, r.cell + off * H,
                                               PrevCell<Acc>{r.cell + poff * H, c0d, nc}, dh_cell,
                                               dcp, dg + off * G);
       // Gradient into each active row's previous h.
-      Backend::template gemm<T, Acc>(ctx, false, false, bs, Ho, G, dg + off * G, G, w.w_hh, Ho, 0,
-                                     dhp, Ho);
+      Backend::template gemm<T, Acc>(ctx, bs, dg + off * G, G, sw.hh, 0, dhp, Ho);
     }
   };
   if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data())) {

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../loop_weight.h"
 #include "../lstm.h"
 #include "../schedule.h"
 #include "../torch_api.h"
@@ -47,6 +48,32 @@ struct CpuBackend {
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) Cp[i * ldc + j] = C(acc[i * N + j]);
     }
+  }
+
+  // op(W) for every step of a time loop (GEMMs of at most max_rows rows): float32 W packed
+  // once for MKL, where it has the packed API and the loop is long enough to repay the packing
+  // (measured on a Xeon: 8 steps gain 1.1x, 4 lose up to 1.5x at H = 512).
+  static constexpr int64_t kPackedGemmMinSteps = 8;
+  template <typename T>
+  static LoopWeight<T> loop_weight(Context&, bool trans, int64_t N, int64_t K, const T* w,
+                                   int64_t ld, int64_t max_rows, int64_t steps) {
+    LoopWeight<T> lw{w, trans, N, K, ld, max_rows, nullptr};
+    if constexpr (std::is_same_v<T, float>) {
+      if (steps >= kPackedGemmMinSteps) lw.packed = pack_b_f32(trans, max_rows, N, K, w, ld);
+    }
+    return lw;
+  }
+
+  // C [M, N] = A op(W) + beta C, through W's packed form when it has one.
+  template <typename T, typename C>
+  static void gemm(Context& ctx, int64_t M, const T* A, int64_t lda, const LoopWeight<T>& w,
+                   C beta, C* Cp, int64_t ldc) {
+    if constexpr (std::is_same_v<T, float> && std::is_same_v<C, float>) {
+      if (w.packed && M <= w.max_rows &&
+          gemm_packed_f32(M, w.N, w.K, A, lda, w.packed.get(), beta, Cp, ldc))
+        return;
+    }
+    gemm<T, C>(ctx, false, w.trans, M, w.N, w.K, A, lda, w.w, w.ld, beta, Cp, ldc);
   }
 
   template <typename T, typename Acc>

@@ -1,5 +1,6 @@
 #include "gemm.h"
 
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
@@ -23,6 +24,12 @@ void cblas_gemm_bf16bf16f32(int, int, int, int, int, int, float, const uint16_t*
                             const uint16_t*, int, float, float*, int) __attribute__((weak));
 void cblas_gemm_f16f16f32(int, int, int, int, int, int, float, const uint16_t*, int,
                           const uint16_t*, int, float, float*, int) __attribute__((weak));
+// MKL's packed float GEMM (CBLAS enums as int; the packed matrix as an opaque buffer). Weak.
+size_t cblas_sgemm_pack_get_size(int, int, int, int) __attribute__((weak));
+void cblas_sgemm_pack(int, int, int, int, int, int, float, const float*, int, float*)
+    __attribute__((weak));
+void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const float*, int,
+                         float, float*, int) __attribute__((weak));
 }
 
 namespace fastlstm::cpu {
@@ -136,6 +143,53 @@ void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, co
   }
   gemm_torch<T, float>(trans_a, trans_b, M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
 }
+
+namespace {
+constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112, kCblasPacked = 151,
+              kCblasBMatrix = 162;
+
+std::atomic<int64_t> g_packed_gemms{0};
+
+bool packed_gemm_wanted() {
+  if (cblas_sgemm_pack_get_size == nullptr || cblas_sgemm_pack == nullptr ||
+      cblas_sgemm_compute == nullptr)
+    return false;
+  const char* e = std::getenv("FASTLSTM_CPU_PACKED_GEMM");
+  return e == nullptr || std::strcmp(e, "0") != 0;
+}
+}  // namespace
+
+std::shared_ptr<void> pack_b_f32(bool trans_b, int64_t max_rows, int64_t N, int64_t K,
+                                 const float* B, int64_t ldb) {
+  if (max_rows <= 0 || N <= 0 || K <= 0 || !fits_int(max_rows) || !fits_int(N) ||
+      !fits_int(K) || !fits_int(ldb) || !packed_gemm_wanted())
+    return nullptr;
+  const int m = static_cast<int>(max_rows), n = static_cast<int>(N), k = static_cast<int>(K);
+  const size_t bytes = cblas_sgemm_pack_get_size(kCblasBMatrix, m, n, k);
+  // 64-byte aligned, as MKL's packed kernels prefer.
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (p == nullptr) return nullptr;
+  std::shared_ptr<void> packed(p, std::free);
+  cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, trans_b ? kCblasTrans : kCblasNoTrans, m, n, k,
+                   1.f, B, static_cast<int>(ldb), static_cast<float*>(p));
+  return packed;
+}
+
+bool gemm_packed_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                     const void* packed_b, float beta, float* C, int64_t ldc) {
+  if (!fits_int(M) || !fits_int(lda) || !fits_int(ldc)) return false;
+  if (M == 0) return true;
+  g_packed_gemms.fetch_add(1, std::memory_order_relaxed);
+  with_blas_threads_for(M, N, K, [&] {
+    cblas_sgemm_compute(kCblasRowMajor, kCblasNoTrans, kCblasPacked, static_cast<int>(M),
+                        static_cast<int>(N), static_cast<int>(K), A, static_cast<int>(lda),
+                        static_cast<const float*>(packed_b), static_cast<int>(N), beta, C,
+                        static_cast<int>(ldc));
+  });
+  return true;
+}
+
+int64_t packed_gemm_count() { return g_packed_gemms.load(); }
 
 template void gemm_rm_acc<BFloat16>(bool, bool, int64_t, int64_t, int64_t, const BFloat16*,
                                     int64_t, const BFloat16*, int64_t, float, float*, int64_t);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "../torch_api.h"
 
@@ -23,5 +24,18 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alph
 template <typename T>
 void gemm_rm_acc(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
                  int64_t lda, const T* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// float32 B in MKL's packed layout, for many GEMMs C = A op(B) of at most max_rows rows:
+// op(B) [K, N]. Empty where libtorch_cpu's BLAS has no packed GEMM, or where
+// FASTLSTM_CPU_PACKED_GEMM=0 (read at every call: for A/B timing in one process).
+std::shared_ptr<void> pack_b_f32(bool trans_b, int64_t max_rows, int64_t N, int64_t K,
+                                 const float* B, int64_t ldb);
+// C [M, N] = A [M, K] op(B) + beta C, with B from pack_b_f32 (M <= its max_rows); false (and
+// nothing done) where a dimension exceeds the BLAS's int.
+bool gemm_packed_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                     const void* packed_b, float beta, float* C, int64_t ldc);
+
+// GEMMs run through gemm_packed_f32 so far in this process (for tests).
+int64_t packed_gemm_count();
 
 }  // namespace fastlstm::cpu

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../layer_io.h"
+#include "../loop_weight.h"
 #include "../lstm.h"
 #include "../schedule.h"
 #include "../schedule_view.h"
@@ -53,6 +54,18 @@ struct CudaBackend {
   template <typename T, typename C>
   static void gemm(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
                    int64_t lda, const T* B, int64_t ldb, C beta, C* Cp, int64_t ldc);
+
+  // op(W) for every step of a time loop: cuBLAS takes W as it is.
+  template <typename T>
+  static LoopWeight<T> loop_weight(Context&, bool trans, int64_t N, int64_t K, const T* w,
+                                   int64_t ld, int64_t max_rows, int64_t /*steps*/) {
+    return {w, trans, N, K, ld, max_rows, nullptr};
+  }
+  template <typename T, typename C>
+  static void gemm(Context& ctx, int64_t M, const T* A, int64_t lda, const LoopWeight<T>& w,
+                   C beta, C* Cp, int64_t ldc) {
+    gemm<T, C>(ctx, false, w.trans, M, w.N, w.K, A, lda, w.w, w.ld, beta, Cp, ldc);
+  }
 
   template <typename T, typename Acc>
   static void cell_forward(Context& ctx, int64_t rows, int64_t H, Acc* gates, const Acc* bias,

@@ -151,13 +151,16 @@ constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112, kCbl
 std::atomic<int64_t> g_packed_gemms{0};
 
 bool packed_gemm_wanted() {
-  if (cblas_sgemm_pack_get_size == nullptr || cblas_sgemm_pack == nullptr ||
-      cblas_sgemm_compute == nullptr)
-    return false;
+  if (!packed_gemm_available()) return false;
   const char* e = std::getenv("FASTLSTM_CPU_PACKED_GEMM");
   return e == nullptr || std::strcmp(e, "0") != 0;
 }
 }  // namespace
+
+bool packed_gemm_available() {
+  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+         cblas_sgemm_compute != nullptr;
+}
 
 std::shared_ptr<void> pack_b_f32(bool trans_b, int64_t max_rows, int64_t N, int64_t K,
                                  const float* B, int64_t ldb) {
@@ -170,8 +173,11 @@ std::shared_ptr<void> pack_b_f32(bool trans_b, int64_t max_rows, int64_t N, int6
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (p == nullptr) return nullptr;
   std::shared_ptr<void> packed(p, std::free);
-  cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, trans_b ? kCblasTrans : kCblasNoTrans, m, n, k,
-                   1.f, B, static_cast<int>(ldb), static_cast<float*>(p));
+  // With the thread count the computes will have (MKL's advice for packed GEMMs).
+  with_blas_threads_for(max_rows, N, K, [&] {
+    cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, trans_b ? kCblasTrans : kCblasNoTrans, m, n,
+                     k, 1.f, B, static_cast<int>(ldb), static_cast<float*>(p));
+  });
   return packed;
 }
 

@@ -35,7 +35,9 @@ std::shared_ptr<void> pack_b_f32(bool trans_b, int64_t max_rows, int64_t N, int6
 bool gemm_packed_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                      const void* packed_b, float beta, float* C, int64_t ldc);
 
-// GEMMs run through gemm_packed_f32 so far in this process (for tests).
+// Whether libtorch_cpu's BLAS has the packed float GEMM (MKL's cblas_sgemm_pack/compute), and
+// how many GEMMs ran through gemm_packed_f32 so far in this process (both for tests).
+bool packed_gemm_available();
 int64_t packed_gemm_count();
 
 }  // namespace fastlstm::cpu

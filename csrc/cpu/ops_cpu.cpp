@@ -66,10 +66,15 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cpu(
 }  // namespace
 }  // namespace fastlstm::cpu
 
-// For tests: torch.ops.fastlstm._cpu_packed_gemm_count(), the per-step GEMMs that multiplied
-// by a weight packed once per time loop (cpu::loop_weight) so far in this process.
-STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) { m.def("_cpu_packed_gemm_count() -> int"); }
+// For tests: torch.ops.fastlstm._cpu_packed_gemm_available(), whether torch's BLAS has the packed
+// GEMM that cpu::loop_weight uses, and _cpu_packed_gemm_count(), the per-step GEMMs that
+// multiplied by a weight packed once per time loop so far in this process.
+STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
+  m.def("_cpu_packed_gemm_available() -> bool");
+  m.def("_cpu_packed_gemm_count() -> int");
+}
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
+  m.impl("_cpu_packed_gemm_available", TORCH_BOX(&fastlstm::cpu::packed_gemm_available));
   m.impl("_cpu_packed_gemm_count", TORCH_BOX(&fastlstm::cpu::packed_gemm_count));
 }
 

@@ -68,14 +68,15 @@ struct StepWeights {
 template <typename Backend, typename T>
 StepWeights<T> step_weights(typename Backend::Context& ctx, const LayerDims& d,
                             const Schedule& s, const DirectionWeights<T>& w, bool backward) {
-  const int64_t G = 4 * d.H, H = d.H, Ho = d.Hout, B = d.B;
   const int64_t steps = s.length.empty() ? 0 : s.length[0];  // lengths sorted descending
+  // W [rows, cols] row-major: the forward multiplies by W^T, the backward by W.
+  const auto op = [&](const T* W, int64_t rows, int64_t cols) {
+    return backward ? Backend::template loop_weight<T>(ctx, false, cols, rows, W, cols, d.B, steps)
+                    : Backend::template loop_weight<T>(ctx, true, rows, cols, W, cols, d.B, steps);
+  };
   StepWeights<T> sw;
-  sw.hh = backward ? Backend::template loop_weight<T>(ctx, false, Ho, G, w.w_hh, Ho, B, steps)
-                   : Backend::template loop_weight<T>(ctx, true, G, Ho, w.w_hh, Ho, B, steps);
-  if (d.has_proj)
-    sw.hr = backward ? Backend::template loop_weight<T>(ctx, false, H, Ho, w.w_hr, H, B, steps)
-                     : Backend::template loop_weight<T>(ctx, true, Ho, H, w.w_hr, H, B, steps);
+  sw.hh = op(w.w_hh, 4 * d.H, d.Hout);
+  if (d.has_proj) sw.hr = op(w.w_hr, d.Hout, d.H);
   return sw;
 }
 

@@ -107,14 +107,20 @@ def initial_state(hx: Optional[Tuple[Tensor, Tensor]], layers_x_dirs: int, batch
         raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {got}")
     h0, c0 = hx
     want_dim = 3 if batched else 2
-    for name, t, shape in (("h_0", h0, h_shape), ("c_0", c0, c_shape)):
+    for index, (name, t, shape) in enumerate((("h_0", h0, h_shape), ("c_0", c0, c_shape))):
         if t.dim() != want_dim:
             kind = "batched 3-D" if batched else "unbatched 2-D"
             raise ShapeError(f"hx: for {kind} input, {name} must be {want_dim}-D, got "
                              f"{t.dim()}-D with shape {tuple(t.shape)}")
         expected = shape if batched else (shape[0], shape[2])
         if tuple(t.shape) != expected:
-            raise ShapeError(f"hx: {name} must have shape {expected}, got {tuple(t.shape)}")
+            # nn.LSTM's own words first (code and tests match on them; it states unbatched
+            # shapes with the batch of 1 it inserts), then fastlstm's detail.
+            got_3d = tuple(t.shape) if batched else (t.shape[0], 1, t.shape[1])
+            want_3d = shape if batched else (shape[0], 1, shape[2])
+            raise ShapeError(f"Expected hidden[{index}] size {want_3d}, got {list(got_3d)}; "
+                             f"fastlstm: hx: {name} must have shape {expected}, "
+                             f"got {tuple(t.shape)}")
         if t.dtype != like.dtype:
             raise DTypeError(f"hx: {name} must have the input's dtype {like.dtype}, got {t.dtype}")
         if t.device != like.device:

@@ -753,3 +753,30 @@ def test_raw_backward_bad_args(kw, mutate, check):
     a = bwd_args(**kw)
     mutate(a)
     check(lambda: call_bwd(a))
+
+
+@pytest.mark.parametrize("kw, x_shape, hx_shapes", [
+    pytest.param({}, (T, B, I), ((1, B, H + 1), (1, B, H)), id="h0-batched"),
+    pytest.param({}, (T, B, I), ((1, B, H), (1, B + 1, H)), id="c0-batched"),
+    pytest.param({"num_layers": 2, "bidirectional": True}, (T, B, I),
+                 ((3, B, H), (4, B, H)), id="h0-deep-bi"),
+    pytest.param({}, (T, I), ((1, H + 2), (1, H)), id="h0-unbatched"),
+    pytest.param({}, (T, I), ((1, H), (1, H + 1)), id="c0-unbatched"),
+    pytest.param({"proj_size": 2}, (T, B, I), ((1, B, H), (1, B, H)), id="h0-proj"),
+])
+def test_hx_size_message_starts_with_nn_lstm_words(kw, x_shape, hx_shapes):
+    """A wrong hx size: nn.LSTM's exact message first (PyTorch's own tests match
+    `Expected hidden.*size.*got`), then fastlstm's detail naming h_0 or c_0."""
+    x = torch.randn(x_shape)
+    hx = tuple(torch.zeros(s) for s in hx_shapes)
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H, **kw)
+    with pytest.raises(RuntimeError) as ref_info:
+        ref(x, hx)
+    with pytest.raises(RuntimeError) as info:
+        fastlstm.LSTM(I, H, **kw)(x, hx)
+    msg, ref_msg = str(info.value), str(ref_info.value)
+    assert msg.startswith(ref_msg + ";"), f"{msg!r} does not start with nn.LSTM's {ref_msg!r}"
+    assert re.search(r"Expected hidden.*size.*got", msg)
+    wrong = "h_0" if "hidden[0]" in ref_msg else "c_0"
+    assert re.search(rf"fastlstm: hx: {wrong} must have shape", msg), msg

@@ -129,11 +129,18 @@ const T* cptr(const Tensor& t) {
   return static_cast<const T*>(t.const_data_ptr());
 }
 
+// The CUDA emulation's debug allocator (csrc/debug_alloc.h): fresh buffers filled with 0xFF
+// (NaN) and followed by a checked guard tail.
+bool debug_alloc_enabled();
+Tensor debug_alloc_empty(const Sizes& sizes, ScalarType dtype, const Tensor& like, bool zero);
+
 // New tensors on `like`'s device.
 inline Tensor empty_like_device(const Sizes& sizes, ScalarType dtype, const Tensor& like) {
+  if (debug_alloc_enabled()) return debug_alloc_empty(sizes, dtype, like, /*zero=*/false);
   return torch::stable::new_empty(like, sizes, dtype);
 }
 inline Tensor zeros_like_device(const Sizes& sizes, ScalarType dtype, const Tensor& like) {
+  if (debug_alloc_enabled()) return debug_alloc_empty(sizes, dtype, like, /*zero=*/true);
   return torch::stable::new_zeros(like, sizes, dtype);
 }
 inline Tensor empty_cpu(const Sizes& sizes, ScalarType dtype, bool pinned = false) {

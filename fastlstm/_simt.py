@@ -19,7 +19,8 @@ CLUSTER_BLOCKS = 4             # its largest thread-block cluster, by default
 @contextlib.contextmanager
 def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool = False,
                   sms: int = SMS, shared_bytes: int = SHARED_BYTES,
-                  cluster_blocks: int = CLUSTER_BLOCKS, tf32: bool = False):
+                  cluster_blocks: int = CLUSTER_BLOCKS, tf32: bool = False,
+                  debug_alloc: bool = True):
     """device_lengths: the layer ops treat lengths as GPU-resident and build the schedule on the
     (emulated) device, as they do for CUDA lengths where the persistent kernels take the shape.
     sms, shared_bytes, cluster_blocks: the emulated device's multiprocessors, shared memory per
@@ -27,14 +28,17 @@ def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool =
     persistent kernels' grids or clusters and decide whether their weights are resident.
     tf32: the emulated cuBLAS handle allows TF32, as torch's does when
     torch.backends.cuda.matmul.allow_tf32 is set (float32 GEMMs and the persistent kernels'
-    float32 products then run in TF32)."""
+    float32 products then run in TF32).
+    debug_alloc: every buffer the ops allocate starts as 0xFF bytes (NaN, or -1 in integers)
+    and carries a guard tail, checked after every launch (csrc/debug_alloc.h): reading memory
+    nobody wrote gives NaN every time, and writing past a buffer's end fails with a message."""
     torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths, sms, shared_bytes,
-                                     cluster_blocks, tf32)
+                                     cluster_blocks, tf32, debug_alloc)
     try:
         yield
     finally:
         torch.ops.fastlstm._simt_emulate(False, 0, True, False, SMS, SHARED_BYTES, CLUSTER_BLOCKS,
-                                         False)
+                                         False, False)
 
 
 def launch_count() -> int:

@@ -143,7 +143,10 @@ def _host_schedule(lengths, T):
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("lengths,T", [([3, 0, 7, 3, 1, 7, 2], 7), ([0, 0], 4), ([5], 5),
-                                       ([4, 9, 0, 2, 9, 6, 1, 3, 8], 12), ([], 3), ([2, 2], 0)])
+                                       ([4, 9, 0, 2, 9, 6, 1, 3, 8], 12), ([], 3), ([2, 2], 0),
+                                       # ties beyond 16 (torch's CPU sort keeps up to 16 in
+                                       # order whatever its stable flag says)
+                                       ([5] * 9 + [2] + [5] * 10 + [0] * 3 + [3] * 17, 6)])
 def test_device_schedule_matches_packed_layout(lengths, T, seed):
     """The schedule the CUDA backend builds on the device (no host copy of the lengths), run
     through the emulator, equals the packed layout: what pack_padded_sequence gives."""
@@ -159,6 +162,27 @@ def test_device_schedule_matches_packed_layout(lengths, T, seed):
         packed = nn.utils.rnn.pack_padded_sequence(torch.zeros(T, len(lengths), 1), lengths_t,
                                                    enforce_sorted=False)
         assert active.tolist() == packed.batch_sizes.tolist()
+
+
+@pytest.mark.parametrize("n", [3, 17, 40])
+def test_emulated_unstable_sort_shuffles_ties(n):
+    """simt::sort_descending: stable=True is torch's stable sort; stable=False, as a GPU may,
+    leaves equal keys in an order it does not promise, and the emulator then shuffles them
+    (per seed), so that code relying on tie order fails under emulation, not only on a GPU."""
+    keys = torch.tensor([4] * n + [9, 1] + [4] * 3 + [9] * n, dtype=torch.int64)
+    want_sorted, want_order = torch.sort(keys, stable=True, descending=True)
+    orders = []
+    for seed in SEEDS:
+        with _simt.emulated_cuda(seed=seed):
+            stable_sorted, stable_order = torch.ops.fastlstm._simt_sort_descending(keys, True)
+            sorted_keys, order = torch.ops.fastlstm._simt_sort_descending(keys, False)
+        assert torch.equal(stable_sorted, want_sorted) and torch.equal(stable_order, want_order)
+        assert torch.equal(sorted_keys, want_sorted)
+        assert torch.equal(keys[order], want_sorted)
+        assert sorted(order.tolist()) == list(range(len(keys)))
+        orders.append(order.tolist())
+    assert any(o != want_order.tolist() for o in orders), "ties were never shuffled"
+    assert len({tuple(o) for o in orders}) > 1, "the shuffle does not follow the seed"
 
 
 def test_device_schedule_rejects_bad_arguments():

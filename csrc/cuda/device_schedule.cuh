@@ -47,10 +47,45 @@ __global__ void active_counts_kernel(const int64_t* sorted, int64_t B, int64_t T
   }
 }
 
+#if defined(FASTLSTM_SIMT_EMULATE)
+// Under emulation the schedule's tensors are on the CPU: check what every kernel that indexes
+// with it relies on, so that a wrong count fails here with a message instead of sending a
+// kernel past a buffer's end. lengths [B] (already in [0, T]), sorted/order [B], active [T],
+// offsets [T + 1].
+inline void check_emulated_schedule(const Tensor& lengths, const Tensor& sorted,
+                                    const Tensor& order, const Tensor& active,
+                                    const Tensor& offsets, int64_t T) {
+  const int64_t B = lengths.numel();
+  const int64_t *len = cptr<int64_t>(lengths), *srt = cptr<int64_t>(sorted);
+  const int64_t *ord = cptr<int64_t>(order), *act = cptr<int64_t>(active);
+  const int64_t* off = cptr<int64_t>(offsets);
+  std::vector<char> seen(B, 0);
+  for (int64_t j = 0; j < B; ++j) {
+    FASTLSTM_CHECK(ord[j] >= 0 && ord[j] < B && !seen[ord[j]],
+                   "fastlstm (emulated CUDA): device schedule: order is not a permutation of "
+                   "[0, B=", B, "): order[", j, "] = ", ord[j]);
+    seen[ord[j]] = 1;
+    FASTLSTM_CHECK(srt[j] == len[ord[j]] && (j == 0 || srt[j] <= srt[j - 1]),
+                   "fastlstm (emulated CUDA): device schedule: sorted_lengths[", j, "] = ",
+                   srt[j], " is not lengths[order[", j, "]] = ", len[ord[j]],
+                   " in descending order");
+  }
+  FASTLSTM_CHECK(off[0] == 0, "fastlstm (emulated CUDA): device schedule: offsets[0] = ",
+                 off[0], ", expected 0");
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t expected = 0;
+    while (expected < B && srt[expected] > t) ++expected;
+    FASTLSTM_CHECK(act[t] == expected, "fastlstm (emulated CUDA): device schedule: active[", t,
+                   "] = ", act[t], ", expected ", expected, " (of B=", B, " rows)");
+    FASTLSTM_CHECK(off[t + 1] == off[t] + act[t], "fastlstm (emulated CUDA): device schedule: "
+                   "offsets[", t + 1, "] = ", off[t + 1], ", expected ", off[t] + act[t]);
+  }
+}
+#endif
+
 DeviceSchedule device_schedule(const Tensor& lengths, int64_t T) {
   const Tensor len = to_dtype(lengths, kLong);
-  auto [sorted, order] = call_op<2>("aten::sort", "stable", len, std::optional<bool>(true),
-                                    /*dim=*/int64_t{0}, /*descending=*/true);
+  auto [sorted, order] = simt::sort_descending(len, /*stable=*/true);
   Tensor active = empty_like_device({T}, kLong, len);
   launch_over(T, active_counts_kernel, cptr<int64_t>(sorted), len.size(0), T,
               ptr<int64_t>(active));
@@ -58,6 +93,9 @@ DeviceSchedule device_schedule(const Tensor& lengths, int64_t T) {
   const Tensor offsets = call_op<1>("aten::cat", "",
                                     std::vector<Tensor>{zeros_like_device({1}, kLong, len), steps},
                                     /*dim=*/int64_t{0})[0];
+#if defined(FASTLSTM_SIMT_EMULATE)
+  check_emulated_schedule(len, sorted, order, active, offsets, T);
+#endif
   return {order, sorted, active, offsets};
 }
 

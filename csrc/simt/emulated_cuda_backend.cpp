@@ -14,6 +14,7 @@
 #include <torch/csrc/stable/library.h>
 
 #include "../checks.h"
+#include "../debug_alloc.h"
 #include "../layer_ops.h"
 #include "emulated_ops.h"
 
@@ -22,25 +23,29 @@ namespace fastlstm::simt {
 std::tuple<Tensor, Tensor, Tensor, Tensor> emulated_layer_forward(
     const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
     const Tensor& c0, const std::vector<Tensor>& weights, bool padded_reserve) {
+  debug_alloc::OpScope scope("lstm_layer_forward");
   std::tuple<Tensor, Tensor, Tensor, Tensor> result;
-  if (options().device_lengths &&
-      cuda::device_layer_forward(d, input, lengths, h0, c0, weights, result))
-    return result;
-  return run_layer_forward<cuda::CudaBackend, true>(
-      d, input, lengths, h0, c0, weights, padded_reserve);
+  if (!(options().device_lengths &&
+        cuda::device_layer_forward(d, input, lengths, h0, c0, weights, result)))
+    result = run_layer_forward<cuda::CudaBackend, true>(
+        d, input, lengths, h0, c0, weights, padded_reserve);
+  scope.done();
+  return result;
 }
 
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> emulated_layer_backward(
     const LayerDims& d, const BackwardGrads& g, const Tensor& input,
     const Tensor& lengths, const Tensor& h0, const Tensor& c0,
     const std::vector<Tensor>& weights, const Tensor& reserve, bool input_requires_grad) {
+  debug_alloc::OpScope scope("lstm_layer_backward");
   std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> result;
-  if (options().device_lengths &&
-      cuda::device_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
-                                  input_requires_grad, result))
-    return result;
-  return run_layer_backward<cuda::CudaBackend, true>(
-      d, g, input, lengths, h0, c0, weights, reserve, input_requires_grad);
+  if (!(options().device_lengths &&
+        cuda::device_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
+                                    input_requires_grad, result)))
+    result = run_layer_backward<cuda::CudaBackend, true>(
+        d, g, input, lengths, h0, c0, weights, reserve, input_requires_grad);
+  scope.done();
+  return result;
 }
 
 }  // namespace fastlstm::simt
@@ -52,7 +57,9 @@ namespace {
 std::tuple<Tensor, Tensor, Tensor, Tensor> device_schedule_emulated(const Tensor& lengths,
                                                                      int64_t T) {
   check_device_schedule_args(lengths, T);
+  debug_alloc::OpScope scope("_device_schedule");
   const auto s = cuda::device_schedule(lengths, T);
+  scope.done();
   return {s.order, s.sorted_lengths, s.active, s.offsets};
 }
 

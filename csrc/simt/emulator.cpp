@@ -2,9 +2,11 @@
 // the calling OS thread; the next fiber to run is drawn at random from the runnable ones.
 #include "emulator.h"
 
+#include "../debug_alloc.h"
 #include "../torch_api.h"
 #include <ucontext.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -170,6 +172,24 @@ std::string describe_deadlock(const Launch& L) {
 }  // namespace
 
 Options& options() { return g_options; }
+
+std::pair<Tensor, Tensor> sort_descending(const Tensor& keys, bool stable) {
+  auto [sorted, order] = call_op<2>("aten::sort", "stable", keys, std::optional<bool>(stable),
+                                    /*dim=*/int64_t{0}, /*descending=*/true);
+  if (stable) return {sorted, order};
+  // Shuffle each run of equal keys (the keys stay sorted; their indices move).
+  const int64_t n = sorted.numel();
+  const int64_t* key = static_cast<const int64_t*>(sorted.const_data_ptr());
+  int64_t* index = static_cast<int64_t*>(order.mutable_data_ptr());
+  std::mt19937_64 rng(g_options.seed * 0xD1B54A32D192ED03ull + 1);
+  for (int64_t begin = 0; begin < n;) {
+    int64_t end = begin + 1;
+    while (end < n && key[end] == key[begin]) ++end;
+    std::shuffle(index + begin, index + end, rng);
+    begin = end;
+  }
+  return {sorted, order};
+}
 int64_t launch_count() { return g_launches.load(); }
 int64_t mma_count() { return g_mmas.load(); }
 int64_t cluster_barrier_count() { return g_cluster_barriers.load(); }
@@ -256,6 +276,10 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   g_launch = nullptr;
   FASTLSTM_CHECK(L.error.empty(), L.error);
   FASTLSTM_CHECK(deadlock.empty(), deadlock);
+  if (debug_alloc_enabled())
+    debug_alloc::check_guards(("emulated kernel launch #" + std::to_string(g_launches.load()) +
+                               " (" + std::to_string(n_blocks) + " blocks of " +
+                               std::to_string(per_block) + " threads)").c_str());
 }
 
 const ThreadIndex& current_index() { return launch().fiber().index; }

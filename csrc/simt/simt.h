@@ -316,6 +316,23 @@ __device__ __forceinline__ T atomic_load(const T* p) {
 
 #endif  // FASTLSTM_SIMT_EMULATE
 
+namespace fastlstm::simt {
+// Descending sort of a 1-D int64 tensor on its device: (sorted keys, their indices). With
+// stable = false equal keys may come out in any order, as on a GPU; under emulation they are
+// then shuffled (from the schedule seed), so that the emulator is never kinder than the GPU to
+// code that relies on an order the flag does not promise (torch's CPU sort keeps small inputs'
+// ties in order whatever the flag says).
+#if defined(FASTLSTM_SIMT_EMULATE)
+std::pair<Tensor, Tensor> sort_descending(const Tensor& keys, bool stable);
+#else
+inline std::pair<Tensor, Tensor> sort_descending(const Tensor& keys, bool stable) {
+  auto [sorted, order] = call_op<2>("aten::sort", "stable", keys, std::optional<bool>(stable),
+                                    /*dim=*/int64_t{0}, /*descending=*/true);
+  return {sorted, order};
+}
+#endif
+}  // namespace fastlstm::simt
+
 // Tensor cores, for kernels of Half or BFloat16 (both builds).
 #if defined(FASTLSTM_SIMT_EMULATE) || defined(__CUDACC__)
 #include <type_traits>

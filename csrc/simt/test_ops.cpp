@@ -22,6 +22,7 @@
 #include <string>
 
 #include "../cuda/grid_barrier.cuh"
+#include "../debug_alloc.h"
 #include "emulated_ops.h"
 #include "simt.h"
 
@@ -32,7 +33,7 @@ std::atomic<bool> g_enabled{false};
 
 void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths,
                   int64_t multiprocessors, int64_t shared_bytes_per_block,
-                  int64_t cluster_blocks, bool tf32) {
+                  int64_t cluster_blocks, bool tf32, bool debug_alloc) {
   FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
   FASTLSTM_CHECK_VALUE(multiprocessors >= 1 && multiprocessors <= 1024,
                        "fastlstm: _simt_emulate: multiprocessors must be in [1, 1024], got ",
@@ -50,6 +51,7 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
   options().shared_bytes_per_block = shared_bytes_per_block;
   options().cluster_blocks = static_cast<int>(cluster_blocks);
   options().tf32 = tf32;
+  debug_alloc::set_enabled(enabled && debug_alloc);
   g_enabled = enabled;
 }
 
@@ -213,6 +215,23 @@ __global__ void mma_tf32_tile(const float* x, float* out) {
   for (int i = 0; i < 4; ++i) out[(group + 8 * (i >> 1)) * 8 + 2 * pos + (i & 1)] = d[i];
 }
 
+// out[i] = x[i] for every thread i < n: into a buffer of n - 1 elements, the last store lands
+// just past its end, which the debug allocator's guard must report (write_past_end).
+__global__ void copy_into(const float* x, int64_t n, float* out) {
+  const int64_t i = threadIdx.x;
+  if (i < n) out[i] = x[i];
+}
+
+// The emulated device sort (simt::sort_descending) of int64 keys, with the schedule seed of
+// the last _simt_emulate call: stable=false must shuffle ties.
+std::tuple<Tensor, Tensor> simt_sort_descending(const Tensor& keys, bool stable) {
+  FASTLSTM_CHECK_VALUE(keys.dim() == 1 && keys.scalar_type() == kLong,
+                       "fastlstm: _simt_sort_descending: keys must be a 1-D int64 tensor, got ",
+                       keys.dim(), "-D");
+  auto [sorted, order] = sort_descending(keys, stable);
+  return {sorted, order};
+}
+
 Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   FASTLSTM_CHECK_VALUE(x_in.scalar_type() == kFloat && x_in.dim() == 1 && x_in.is_cpu(),
                        "fastlstm: _simt_selftest: x must be a 1-D float32 CPU tensor, got ",
@@ -272,12 +291,21 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
     launch_clustered(k, dim3(unsigned(n / 16)), dim3(16), 4, 16 * sizeof(float), xp, op);
   } else if (kernel == "divergent_barrier") {
     launch(divergent_barrier, dim3(1), dim3(threads), 0, xp, op);
+  } else if (kernel == "write_within" || kernel == "write_past_end") {
+    // The debug allocator: a copy into a buffer of n (or n - 1) elements.
+    FASTLSTM_CHECK_VALUE(n >= 2 && n <= 1024, "fastlstm: ", kernel, ": x must have 2 to 1024 "
+                         "values, got ", n);
+    Tensor dst = empty_like_device({kernel == "write_within" ? n : n - 1}, kFloat, x);
+    launch(copy_into, dim3(1), dim3(threads), 0, xp, n, ptr<float>(dst));
+    return dst;
+  } else if (kernel == "fresh_buffer") {
+    return empty_like_device({n}, kFloat, x);  // what a kernel reads where nobody wrote
   } else {
     FASTLSTM_CHECK_VALUE(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
                          "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
                          "mma_f16, mma_bf16, mma_tf32, cluster_sum, cluster_barrier_skipped, cluster_ring, "
                          "cluster_ring_unsynced, cluster_store_before_start, cluster_store_after_exit, "
-                         "divergent_barrier; "
+                         "divergent_barrier, write_within, write_past_end, fresh_buffer; "
                          "got '", kernel, "'");
   }
   return out;
@@ -292,10 +320,12 @@ bool emulated_cuda_enabled() { return g_enabled.load(); }
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True, "
         "bool device_lengths=False, int multiprocessors=6, "
-        "int shared_bytes_per_block=232448, int cluster_blocks=4, bool tf32=False) -> ()");
+        "int shared_bytes_per_block=232448, int cluster_blocks=4, bool tf32=False, "
+        "bool debug_alloc=True) -> ()");
   m.def("_simt_launch_count() -> int");
   m.def("_simt_counter(str name) -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");
+  m.def("_simt_sort_descending(Tensor keys, bool stable) -> (Tensor sorted, Tensor order)");
   m.def("_device_schedule(Tensor lengths, int T) -> (Tensor order, Tensor sorted_lengths, "
         "Tensor active, Tensor offsets)");
 }
@@ -309,4 +339,5 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
 
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {
   m.impl("_simt_selftest", TORCH_BOX(&fastlstm::simt::simt_selftest));
+  m.impl("_simt_sort_descending", TORCH_BOX(&fastlstm::simt::simt_sort_descending));
 }

@@ -108,6 +108,39 @@ def test_which_op_runs():
         {"fastlstm::lstm_layer_forward"}
 
 
+@pytest.mark.parametrize("trainable", ["h_0", "c_0", "both"])
+def test_frozen_lstm_with_trainable_initial_state_gets_its_gradients(trainable):
+    """Weights and input frozen, only h_0 and/or c_0 require a gradient (a learned initial
+    state): the training op must run, and the state's gradients are nn.LSTM's, not missing."""
+    ref, fast = make_pair(3, 4, F64, num_layers=2, bidirectional=True, proj_size=2)
+    fast.requires_grad_(False)
+    ref.requires_grad_(False)
+    x = randn(6, 3, 3)
+    lengths = [6, 0, 4]
+    grads = {}
+    for name, model in (("ref", ref), ("fast", fast)):
+        h0, c0 = (t.clone() for t in hx_for(ref, 3, F64))
+        h0.requires_grad_(trainable in ("h_0", "both"))
+        c0.requires_grad_(trainable in ("c_0", "both"))
+        if name == "ref":
+            out, h_n, c_n = reference_forward(model, x, lengths, (h0, c0))
+        else:
+            called = ops_called(lambda: model(x, (h0, c0), lengths=lengths))
+            assert called == {"fastlstm::lstm_layer_forward"}, called
+            out, (h_n, c_n) = model(x, (h0, c0), lengths=lengths)
+        assert out.requires_grad
+        loss = (out * randn(*out.shape, seed=7)).sum() + (h_n * randn(*h_n.shape, seed=8)).sum() \
+            + (c_n * randn(*c_n.shape, seed=9)).sum()
+        loss.backward()
+        grads[name] = {"h_0": h0.grad, "c_0": c0.grad}
+    for state in ("h_0", "c_0"):
+        if trainable in (state, "both"):
+            assert grads["fast"][state] is not None, f"{state} got no gradient"
+            assert_close(f"grad {state}", grads["fast"][state], grads["ref"][state], F64)
+        else:
+            assert grads["fast"][state] is None
+
+
 def test_inference_op_matches_forward_op():
     """The raw ops agree (the training forward is checked against nn.LSTM elsewhere)."""
     from test_ops import layer_args

@@ -156,6 +156,17 @@ def make_extension():
                                extra_link_args=cuda_link_flags, py_limited_api=True)
 
 
+class BuildExtensionSharedTemp(BuildExtension.with_options(use_ninja=True)):
+    """Object files always in build/temp, also for `pip install -e .` (whose own choice is a
+    new temporary folder each time): `make wheel` after `make build` then compiles nothing
+    that has not changed, since ninja rebuilds only objects whose command line or inputs
+    differ (CI builds once where it used to build twice)."""
+
+    def run(self):
+        self.build_temp = os.path.join(HERE, "build", "temp")
+        super().run()
+
+
 os.environ.setdefault("MAX_JOBS", default_max_jobs())
 with_cuda, extension = make_extension()
 
@@ -165,7 +176,7 @@ setup(
     description="A drop-in torch.nn.LSTM with per-sequence lengths on fused CPU and CUDA kernels",
     packages=find_packages(include=["fastlstm", "fastlstm.*"]),
     ext_modules=[extension],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtensionSharedTemp},
     python_requires=">=3.10",
     install_requires=[f"torch>={MIN_TORCH}"],
     options={"bdist_wheel": {"py_limited_api": LIMITED_API_TAG}},

@@ -72,3 +72,30 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     fail_disallowed_skip(outcome.get_result())
+
+
+# --wheel-subset: only the tests of tests/wheel_subset.py (CI's clean wheel venvs).
+def pytest_addoption(parser):
+    parser.addoption("--wheel-subset", action="store_true",
+                     help="run only the parity subset of tests/wheel_subset.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--wheel-subset"):
+        return
+    import re
+    from wheel_subset import WHEEL_SUBSET
+    chosen, used = [], set()
+    for item in items:
+        file = os.path.basename(str(item.fspath))
+        for k, (entry_file, pattern) in enumerate(WHEEL_SUBSET):
+            if file == entry_file and (pattern is None or re.match(pattern, item.name)):
+                chosen.append(item)
+                used.add(k)
+                break
+    unused = [WHEEL_SUBSET[k] for k in range(len(WHEEL_SUBSET)) if k not in used]
+    if unused:
+        raise pytest.UsageError(f"tests/wheel_subset.py: these entries select no test: {unused}")
+    keep = set(chosen)
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = chosen

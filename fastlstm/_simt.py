@@ -20,7 +20,7 @@ CLUSTER_BLOCKS = 4             # its largest thread-block cluster, by default
 def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool = False,
                   sms: int = SMS, shared_bytes: int = SHARED_BYTES,
                   cluster_blocks: int = CLUSTER_BLOCKS, tf32: bool = False,
-                  debug_alloc: bool = True):
+                  debug_alloc: bool = True, static_shared_bytes: int = 0):
     """device_lengths: the layer ops treat lengths as GPU-resident and build the schedule on the
     (emulated) device, as they do for CUDA lengths where the persistent kernels take the shape.
     sms, shared_bytes, cluster_blocks: the emulated device's multiprocessors, shared memory per
@@ -31,14 +31,17 @@ def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool =
     float32 products then run in TF32).
     debug_alloc: every buffer the ops allocate starts as 0xFF bytes (NaN, or -1 in integers)
     and carries a guard tail, checked after every launch (csrc/debug_alloc.h): reading memory
-    nobody wrote gives NaN every time, and writing past a buffer's end fails with a message."""
+    nobody wrote gives NaN every time, and writing past a buffer's end fails with a message.
+    static_shared_bytes: every emulated kernel's static shared memory (a GPU kernel's __shared__
+    arrays), which a launch's dynamic shared memory must leave room for within shared_bytes
+    (the emulator refuses a launch that does not, as the runtime does)."""
     torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths, sms, shared_bytes,
-                                     cluster_blocks, tf32, debug_alloc)
+                                     cluster_blocks, tf32, debug_alloc, static_shared_bytes)
     try:
         yield
     finally:
         torch.ops.fastlstm._simt_emulate(False, 0, True, False, SMS, SHARED_BYTES, CLUSTER_BLOCKS,
-                                         False, False)
+                                         False, False, 0)
 
 
 def launch_count() -> int:
@@ -59,6 +62,16 @@ def cluster_barrier_count() -> int:
 def dsmem_access_count() -> int:
     """Emulated accesses to another block's shared memory (distributed shared memory) so far."""
     return torch.ops.fastlstm._simt_counter("dsmem")
+
+
+PLAN_QUERIES = ("attribute_queries", "attribute_sets", "occupancy_queries", "cluster_queries")
+
+
+def plan_query_counts() -> dict:
+    """The emulated runtime's calls that launch plans make, so far in this process:
+    cudaFuncGetAttributes, cudaFuncSetAttribute, cudaOccupancyMaxActiveBlocksPerMultiprocessor,
+    cudaOccupancyMaxPotentialClusterSize."""
+    return {name: torch.ops.fastlstm._simt_counter(name) for name in PLAN_QUERIES}
 
 
 def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):

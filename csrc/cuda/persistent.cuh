@@ -46,6 +46,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "../simt/simt.h"
 #include "backend.h"
@@ -608,15 +611,17 @@ constexpr int64_t kMaxClusterBlocks = 16;  // Hopper's largest (non-portable) cl
 
 // One cluster of up to 16 blocks per direction (at most H), the weights resident where their
 // slices fit, else read from global memory; or no plan where the device has no clusters.
-template <typename Kernel>
-PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Kernel kernel) {
+template <typename... KernelArgs>
+PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
+                            void (*kernel)(KernelArgs...)) {
   PersistentPlan plan;
   const int64_t per_dir = min64(d.H, min64(kMaxClusterBlocks, simt::max_cluster_blocks(
                                                                   kernel, kPersistentThreads, 0)));
   if (per_dir < 1) return plan;
+  const size_t limit = simt::max_dynamic_shared_bytes(kernel);  // beside its static part
   const size_t shared =
       static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
-  plan.resident = shared <= simt::max_shared_bytes_per_block() &&
+  plan.resident = shared <= limit &&
                   simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
   plan.shared_bytes = plan.resident ? shared : 0;
   // What the blocks exchange every step through distributed shared memory, where it fits
@@ -626,8 +631,7 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
       static_cast<size_t>(
           exchange_layout(pass, d.B, d.H, d.Hout, d.has_proj, elem_bytes).elements) *
       elem_bytes;
-  if (plan.resident && dsmem_exchange_enabled() &&
-      shared + exchange <= simt::max_shared_bytes_per_block() &&
+  if (plan.resident && dsmem_exchange_enabled() && shared + exchange <= limit &&
       simt::max_cluster_blocks(kernel, kPersistentThreads, shared + exchange) >= per_dir) {
     plan.exchange_rows = d.B;
     plan.exchange_origin = static_cast<int64_t>(shared / elem_bytes);
@@ -641,11 +645,10 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, Ke
 
 // One block per SM (at most H per direction), the weights resident in shared memory where the
 // slices fit and the blocks stay co-resident, else read from global memory.
-template <typename Kernel>
-PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes, Kernel kernel) {
+template <typename... KernelArgs>
+PersistentPlan compute_plan(const LayerDims& d, Pass pass, size_t elem_bytes, CudaPath path,
+                            void (*kernel)(KernelArgs...)) {
   PersistentPlan plan;
-  const CudaPath path = requested_cuda_path();
-  if (path == CudaPath::kStep || d.H == 0) return plan;
   if (path == CudaPath::kCluster) {
     plan = plan_cluster(d, pass, elem_bytes, kernel);
     if (plan.blocks_per_dir > 0) return plan;
@@ -657,7 +660,7 @@ PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
   const size_t shared =
       static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
   // A cooperative grid must be resident at once.
-  if (shared <= simt::max_shared_bytes_per_block() &&
+  if (shared <= simt::max_dynamic_shared_bytes(kernel) &&
       simt::resident_blocks_per_sm(kernel, kPersistentThreads, shared) * sms >= blocks) {
     plan.resident = true;
     plan.shared_bytes = shared;
@@ -666,6 +669,46 @@ PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
   }
   plan.blocks_per_dir = static_cast<int>(per_dir);
   plan.threads = kPersistentThreads;
+  return plan;
+}
+
+// Plans computed so far. A plan queries occupancy (and, the first time per kernel and device,
+// sets the kernel's shared-memory limit), and every layer op needs three (persistent_fits, then
+// each pass's launch): each is computed once per (kernel: pass, T, Acc; the dims it reads;
+// FASTLSTM_CUDA_PATH; FASTLSTM_CUDA_DSMEM; the device, or the emulated device's options).
+using PlanKey = std::tuple<const void*, int64_t, int64_t, int64_t, int64_t, bool, int, bool,
+                           simt::DeviceKey>;
+struct PlanCache {
+  std::mutex mutex;
+  std::map<PlanKey, PersistentPlan> plans;
+};
+inline PlanCache& plan_cache() {
+  static PlanCache cache;
+  return cache;
+}
+constexpr size_t kMaxCachedPlans = 4096;  // a bound for a process that sees endless shapes
+
+template <typename... KernelArgs>
+PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
+                               void (*kernel)(KernelArgs...)) {
+  const CudaPath path = requested_cuda_path();
+  if (path == CudaPath::kStep || d.H == 0) return PersistentPlan{};
+  const bool cluster = path == CudaPath::kCluster;
+  // B sizes only the cluster path's exchange buffers; elem_bytes follows from the kernel.
+  const PlanKey key{reinterpret_cast<const void*>(kernel), cluster ? d.B : 0, d.H, d.Hout, d.D,
+                    d.has_proj, static_cast<int>(path), cluster && dsmem_exchange_enabled(),
+                    simt::device_key()};
+  PlanCache& cache = plan_cache();
+  {
+    const std::lock_guard<std::mutex> lock(cache.mutex);
+    const auto it = cache.plans.find(key);
+    if (it != cache.plans.end()) return it->second;
+  }
+  // Computed unlocked (two threads may both compute a new key; both get the same plan).
+  const PersistentPlan plan = compute_plan(d, pass, elem_bytes, path, kernel);
+  const std::lock_guard<std::mutex> lock(cache.mutex);
+  if (cache.plans.size() >= kMaxCachedPlans) cache.plans.clear();
+  cache.plans.emplace(key, plan);
   return plan;
 }
 
@@ -712,6 +755,7 @@ bool run_persistent(void (*kernel)(PersistentArgs<T, Acc>), Pass pass,
   const PersistentPlan plan = plan_persistent(d, pass, sizeof(T), kernel);
   if (plan.blocks_per_dir == 0) return false;
   if (!s.has_tokens()) return true;
+  simt::allow_all_shared_memory(kernel);  // set by the plan on this device (a lookup here)
   // The grid barriers' counters (a cluster's barrier is the hardware's).
   const Tensor barriers = zeros_like_device({plan.cluster ? 0 : d.D}, kInt, ctx.like());
   PersistentArgs<T, Acc> args = persistent_args(ctx, d, s, rec, barriers, plan);

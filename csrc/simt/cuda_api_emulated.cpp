@@ -6,7 +6,9 @@
 #include <torch/headeronly/util/Half.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace fastlstm::simt::cuda_api {
@@ -82,7 +84,57 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, Acc a
     }
 }
 
+std::atomic<int64_t> g_attribute_queries{0}, g_attribute_sets{0}, g_occupancy_queries{0},
+    g_cluster_queries{0};
+
+// A block's dynamic shared memory plus the kernel's static part, against the device's.
+bool shared_fits(size_t dynamic_bytes) {
+  const Options& o = fastlstm::simt::options();
+  return static_cast<int64_t>(dynamic_bytes) + o.static_shared_bytes <= o.shared_bytes_per_block;
+}
+
 }  // namespace
+
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, const void* func) {
+  ++g_attribute_queries;
+  if (attributes == nullptr || func == nullptr) return cudaErrorInvalidValue;
+  *attributes = cudaFuncAttributes{};
+  attributes->sharedSizeBytes = static_cast<size_t>(fastlstm::simt::options().static_shared_bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attribute, int value) {
+  ++g_attribute_sets;
+  if (func == nullptr || value < 0) return cudaErrorInvalidValue;
+  if (attribute == cudaFuncAttributeMaxDynamicSharedMemorySize && !shared_fits(size_t(value)))
+    return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func, int,
+                                                          size_t dynamic_bytes) {
+  ++g_occupancy_queries;
+  if (blocks == nullptr || func == nullptr) return cudaErrorInvalidValue;
+  *blocks = shared_fits(dynamic_bytes) ? 1 : 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaOccupancyMaxPotentialClusterSize(int* blocks, const void* func,
+                                                 const cudaLaunchConfig_t* config) {
+  ++g_cluster_queries;
+  if (blocks == nullptr || func == nullptr || config == nullptr) return cudaErrorInvalidValue;
+  *blocks = shared_fits(config->dynamicSmemBytes) ? fastlstm::simt::options().cluster_blocks : 0;
+  return cudaSuccess;
+}
+
+int64_t runtime_call_count(const char* name) {
+  const std::string n = name;
+  if (n == "attribute_queries") return g_attribute_queries.load();
+  if (n == "attribute_sets") return g_attribute_sets.load();
+  if (n == "occupancy_queries") return g_occupancy_queries.load();
+  if (n == "cluster_queries") return g_cluster_queries.load();
+  return -1;
+}
 
 cudaError_t cudaMemset2DAsync(void* dst, size_t pitch, int value, size_t width, size_t height,
                               cudaStream_t) {

@@ -16,6 +16,36 @@ using cudaStream_t = EmulatedStream;
 
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
 
+// The occupancy and kernel-attribute calls the launch plans make, answered for the emulated
+// device of simt::options(); each is counted, so that tests see how often the host code plans.
+// Every emulated kernel has options().static_shared_bytes of static shared memory (a GPU
+// kernel's __shared__ arrays), which a launch's dynamic shared memory must leave room for.
+enum cudaFuncAttribute {
+  cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+  cudaFuncAttributeNonPortableClusterSizeAllowed = 16,
+};
+struct cudaFuncAttributes {
+  size_t sharedSizeBytes = 0;  // static shared memory per block
+  int ptxVersion = 90;         // every emulated kernel may use clusters
+};
+struct cudaLaunchConfig_t {  // the part a cluster query reads (gridDim, blockDim are macros)
+  size_t dynamicSmemBytes = 0;
+};
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, const void* func);
+// A dynamic shared-memory limit above what the device leaves beside the kernel's static
+// shared memory is refused, as the runtime does.
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attribute, int value);
+// 1 where a block's dynamic + static shared memory fits the device, else 0 (the emulator runs
+// every block at once, so occupancy never limits a grid beyond that).
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func,
+                                                          int threads, size_t dynamic_bytes);
+// options().cluster_blocks where a block's shared memory fits, else 0.
+cudaError_t cudaOccupancyMaxPotentialClusterSize(int* blocks, const void* func,
+                                                 const cudaLaunchConfig_t* config);
+// The calls above so far in this process: "attribute_queries" (cudaFuncGetAttributes),
+// "attribute_sets", "occupancy_queries", "cluster_queries"; -1 for another name.
+int64_t runtime_call_count(const char* name);
+
 // dst rows of `width` bytes, `height` of them, `pitch` bytes apart, set to `value`.
 cudaError_t cudaMemset2DAsync(void* dst, size_t pitch, int value, size_t width, size_t height,
                               cudaStream_t stream);

@@ -208,11 +208,13 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   FASTLSTM_CHECK(cluster_blocks >= 1 && n_blocks % cluster_blocks == 0, "fastlstm: emulated "
                  "launch: the grid's ", n_blocks, " blocks must divide into clusters of ",
                  cluster_blocks);
-  // As a GPU refuses the launch.
-  FASTLSTM_CHECK(static_cast<int64_t>(shared_bytes) <= g_options.shared_bytes_per_block,
+  // As a GPU refuses the launch: dynamic + static shared memory must fit a block's.
+  FASTLSTM_CHECK(static_cast<int64_t>(shared_bytes) + g_options.static_shared_bytes <=
+                     g_options.shared_bytes_per_block,
                  "fastlstm: emulated launch: ", shared_bytes, " bytes of dynamic shared memory "
                  "per block asked for, the emulated device has ",
-                 g_options.shared_bytes_per_block);
+                 g_options.shared_bytes_per_block, ", of which the kernel's static shared "
+                 "memory takes ", g_options.static_shared_bytes);
   ++g_launches;
 
   Launch L;

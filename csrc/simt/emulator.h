@@ -54,6 +54,9 @@ struct Options {
   int64_t shared_bytes_per_block = 227 * 1024;
   int cluster_blocks = 4;  // the largest thread-block cluster; 0: no clusters (before Hopper)
   bool tf32 = false;       // the emulated cuBLAS handle allows TF32 (torch's allow_tf32)
+  // Every kernel's static shared memory (a GPU kernel's __shared__ arrays): a launch's dynamic
+  // shared memory must fit beside it in shared_bytes_per_block.
+  int64_t static_shared_bytes = 0;
 };
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran

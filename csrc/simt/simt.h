@@ -13,8 +13,9 @@
 //   simt::pinned_empty(n)       host int64 staging memory for uploads
 //   FASTLSTM_CUDA_CHECK(call)   a CUDA runtime call that must succeed
 //   simt::concurrently(n, f)    f(0..n-1) as independent work: one stream each on the GPU
-//   simt::multiprocessor_count(), simt::max_shared_bytes_per_block(),
+//   simt::multiprocessor_count(), simt::max_dynamic_shared_bytes(kernel),
 //   simt::resident_blocks_per_sm(kernel, threads, shared_bytes)   to size cooperative grids
+//   simt::device_key()          what launch plans computed for the current device depend on
 //   simt::mma_m16n8k16<T>(d, a, b), simt::pack_pair(lo, hi)   tensor cores (Half, BFloat16)
 //   simt::mma_m16n8k8_tf32(d, a, b), simt::tf32_bits(x)      tensor cores in TF32 (float)
 //   simt::launch_clustered(kernel, grid, block, cluster_blocks, shared_bytes, args...),
@@ -28,10 +29,20 @@
 // link into one library without clashing while call sites keep writing fastlstm::cuda::X.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <utility>
 
 #include "../torch_api.h"
+
+namespace fastlstm::simt {
+// The device (and, under emulation, its emulated options) a kernel attribute or a launch plan
+// was computed for: see device_key().
+using DeviceKey = std::array<int64_t, 5>;
+}  // namespace fastlstm::simt
 
 #if defined(FASTLSTM_SIMT_EMULATE)
 
@@ -53,14 +64,15 @@ inline int multiprocessor_count() { return options().multiprocessors; }
 inline size_t max_shared_bytes_per_block() {
   return static_cast<size_t>(options().shared_bytes_per_block);
 }
-template <typename Kernel>
-int resident_blocks_per_sm(Kernel, int, size_t) {
-  return 1;
+inline namespace emulated {
+// Every option a test may change between calls that a plan depends on: a changed emulated
+// device is another device.
+inline DeviceKey device_key() {
+  const Options& o = options();
+  return {o.multiprocessors, o.shared_bytes_per_block, o.cluster_blocks, o.static_shared_bytes,
+          o.tf32 ? 1 : 0};
 }
-template <typename Kernel>
-int max_cluster_blocks(Kernel, int, size_t shared_bytes) {
-  return shared_bytes <= max_shared_bytes_per_block() ? options().cluster_blocks : 0;
-}
+}  // namespace emulated
 }  // namespace fastlstm::simt
 
 #define FASTLSTM_CUDA_CHECK(expr)                                                       \
@@ -187,6 +199,9 @@ inline size_t max_shared_bytes_per_block() {
       cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
   return static_cast<size_t>(v);
 }
+inline namespace gpu {
+inline DeviceKey device_key() { return {current_device(), 0, 0, 0, 0}; }
+}  // namespace gpu
 
 #if defined(__CUDACC__)
 template <typename... KernelArgs, typename... Args>
@@ -204,26 +219,6 @@ void launch_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
   void* ptrs[] = {const_cast<void*>(static_cast<const void*>(&args))...};
   FASTLSTM_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), grid, block,
                                                   ptrs, shared_bytes, current_stream()));
-}
-
-// Lets `kernel` use the device's whole opt-in dynamic shared memory (past the 48 KiB default).
-// Never lowered, so that no plan undoes what another thread's launch relies on; occupancy
-// queries take their own byte count.
-template <typename... KernelArgs>
-void allow_all_shared_memory(void (*kernel)(KernelArgs...)) {
-  FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(max_shared_bytes_per_block())));
-}
-
-// Blocks of `kernel` that fit on one SM at once with this much dynamic shared memory.
-template <typename... KernelArgs>
-int resident_blocks_per_sm(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
-  allow_all_shared_memory(kernel);
-  int blocks = 0;
-  FASTLSTM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &blocks, reinterpret_cast<const void*>(kernel), threads, shared_bytes));
-  return blocks;
 }
 
 // Thread-block clusters (Hopper on): consecutive groups of cluster_blocks blocks are scheduled
@@ -244,34 +239,6 @@ void launch_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, int 
   config.attrs = attribute;
   config.numAttrs = 1;
   FASTLSTM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
-}
-
-// The largest cluster of `kernel` blocks the device can schedule with this much dynamic shared
-// memory per block (non-portable sizes allowed: 16 on an H100); 0 where there are no clusters:
-// a device before Hopper, a kernel whose code was not compiled for sm_90 or later (its
-// cluster_sync would trap), or a query the device refuses.
-template <typename... KernelArgs>
-int max_cluster_blocks(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
-  int major = 0;
-  FASTLSTM_CUDA_CHECK(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
-  if (major < 9) return 0;
-  const void* f = reinterpret_cast<const void*>(kernel);
-  cudaFuncAttributes attributes = {};
-  FASTLSTM_CUDA_CHECK(cudaFuncGetAttributes(&attributes, f));
-  if (attributes.ptxVersion < 90) return 0;
-  allow_all_shared_memory(kernel);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(32);
-  config.blockDim = dim3(static_cast<unsigned>(threads));
-  config.dynamicSmemBytes = shared_bytes;
-  int blocks = 0;
-  if (cudaFuncSetAttribute(f, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess ||
-      cudaOccupancyMaxPotentialClusterSize(&blocks, f, &config) != cudaSuccess) {
-    (void)cudaGetLastError();  // not sticky: clear it, and take the grid instead
-    return 0;
-  }
-  return blocks;
 }
 
 // Every thread of the calling thread's cluster arrives before any leaves; writes before it
@@ -315,6 +282,110 @@ __device__ __forceinline__ T atomic_load(const T* p) {
 }  // namespace fastlstm::simt
 
 #endif  // FASTLSTM_SIMT_EMULATE
+
+// Kernel attributes and occupancy, for launch plans (both builds: the emulated runtime answers
+// the same calls for its emulated device, and counts them).
+namespace fastlstm::simt {
+inline namespace FASTLSTM_SIMT_TARGET {
+
+// Kernel attributes already set, per (kernel, attribute, device): an attribute stays set for
+// the process, so each is set once, not on every plan.
+struct AttributeRegistry {
+  std::mutex mutex;
+  std::map<std::tuple<const void*, int, DeviceKey>, bool> done;  // set()'s result
+};
+inline AttributeRegistry& attribute_registry() {
+  static AttributeRegistry registry;
+  return registry;
+}
+// set() the first time this (kernel, attribute) comes on the current device, else its result
+// then. A set() that throws is not recorded.
+template <typename Set>
+bool set_once(const void* kernel, int attribute, const Set& set) {
+  AttributeRegistry& r = attribute_registry();
+  const auto key = std::make_tuple(kernel, attribute, device_key());
+  const std::lock_guard<std::mutex> lock(r.mutex);
+  const auto it = r.done.find(key);
+  if (it != r.done.end()) return it->second;
+  const bool ok = set();
+  r.done.emplace(key, ok);
+  return ok;
+}
+
+// The dynamic shared memory a block of `kernel` may ask for: the device's opt-in per block
+// less the kernel's own static shared memory (the runtime refuses dynamic + static beyond
+// the opt-in). Every plan compares against this figure, and allow_all_shared_memory sets it.
+template <typename... KernelArgs>
+size_t max_dynamic_shared_bytes(void (*kernel)(KernelArgs...)) {
+  cudaFuncAttributes attributes = {};
+  FASTLSTM_CUDA_CHECK(cudaFuncGetAttributes(&attributes, reinterpret_cast<const void*>(kernel)));
+  const size_t optin = max_shared_bytes_per_block();
+  return attributes.sharedSizeBytes < optin ? optin - attributes.sharedSizeBytes : 0;
+}
+
+// Lets `kernel` use max_dynamic_shared_bytes (past the 48 KiB default), once per device.
+// Never lowered, so that no plan undoes what another thread's launch relies on; occupancy
+// queries take their own byte count.
+template <typename... KernelArgs>
+void allow_all_shared_memory(void (*kernel)(KernelArgs...)) {
+  const void* f = reinterpret_cast<const void*>(kernel);
+  set_once(f, static_cast<int>(cudaFuncAttributeMaxDynamicSharedMemorySize), [&] {
+    FASTLSTM_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(max_dynamic_shared_bytes(kernel))));
+    return true;
+  });
+}
+
+// Blocks of `kernel` that fit on one SM at once with this much dynamic shared memory.
+template <typename... KernelArgs>
+int resident_blocks_per_sm(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
+  allow_all_shared_memory(kernel);
+  int blocks = 0;
+  FASTLSTM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &blocks, reinterpret_cast<const void*>(kernel), threads, shared_bytes));
+  return blocks;
+}
+
+// The largest cluster of `kernel` blocks the device can schedule with this much dynamic shared
+// memory per block (non-portable sizes allowed: 16 on an H100); 0 where there are no clusters:
+// a device before Hopper, a kernel whose code was not compiled for sm_90 or later (its
+// cluster_sync would trap), or a query the device refuses.
+template <typename... KernelArgs>
+int max_cluster_blocks(void (*kernel)(KernelArgs...), int threads, size_t shared_bytes) {
+  const void* f = reinterpret_cast<const void*>(kernel);
+#if !defined(FASTLSTM_SIMT_EMULATE)
+  int major = 0;
+  FASTLSTM_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
+  if (major < 9) return 0;
+  cudaFuncAttributes attributes = {};
+  FASTLSTM_CUDA_CHECK(cudaFuncGetAttributes(&attributes, f));
+  if (attributes.ptxVersion < 90) return 0;
+#endif
+  allow_all_shared_memory(kernel);
+  const bool non_portable =
+      set_once(f, static_cast<int>(cudaFuncAttributeNonPortableClusterSizeAllowed), [&] {
+        return cudaFuncSetAttribute(f, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+               cudaSuccess;
+      });
+  cudaLaunchConfig_t config = {};
+#if !defined(FASTLSTM_SIMT_EMULATE)  // emulated: blockDim and gridDim are the kernels' macros
+  config.gridDim = dim3(32);
+  config.blockDim = dim3(static_cast<unsigned>(threads));
+#endif
+  config.dynamicSmemBytes = shared_bytes;
+  int blocks = 0;
+  if (!non_portable || cudaOccupancyMaxPotentialClusterSize(&blocks, f, &config) != cudaSuccess) {
+#if !defined(FASTLSTM_SIMT_EMULATE)
+    (void)cudaGetLastError();  // not sticky: clear it, and take the grid instead
+#endif
+    return 0;
+  }
+  return blocks;
+}
+
+}  // namespace FASTLSTM_SIMT_TARGET
+}  // namespace fastlstm::simt
 
 namespace fastlstm::simt {
 // Descending sort of a 1-D int64 tensor on its device: (sorted keys, their indices). With

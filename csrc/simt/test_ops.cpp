@@ -1,14 +1,18 @@
 // The emulator's ops for tests (one translation unit):
 //   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check, device_lengths,
-//       multiprocessors, shared_bytes_per_block, cluster_blocks, tf32)  route the CPU ops through the CUDA backend
+//       multiprocessors, shared_bytes_per_block, cluster_blocks, tf32, debug_alloc,
+//       static_shared_bytes)  route the CPU ops through the CUDA backend
 //       under the emulator, with this schedule seed and race checking; device_lengths: lengths
 //       count as GPU-resident (the no-sync path); the emulated device's SMs, shared memory and
 //       largest thread-block cluster; tf32: its cuBLAS handle allows TF32 (as torch's does with
-//       allow_tf32)
+//       allow_tf32); static_shared_bytes: every emulated kernel's static shared memory
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
 //   torch.ops.fastlstm._simt_counter(name)    "mma": emulated warp-level tensor-core products so
 //       far; "cluster_barriers": completed cluster barriers; "dsmem": accesses to another block's
-//       shared memory (distributed shared memory)
+//       shared memory (distributed shared memory); "attribute_queries", "attribute_sets",
+//       "occupancy_queries", "cluster_queries": the emulated runtime's cudaFuncGetAttributes,
+//       cudaFuncSetAttribute, cudaOccupancyMaxActiveBlocksPerMultiprocessor and
+//       cudaOccupancyMaxPotentialClusterSize calls (launch plans)
 //   torch.ops.fastlstm._simt_selftest(name, x)  small kernels that show the emulator's checks
 //       work, some deliberately broken; tests/test_simt.py expects those to be caught
 // and declares the CUDA backend's device-built schedule as an op of its own, for tests:
@@ -33,7 +37,8 @@ std::atomic<bool> g_enabled{false};
 
 void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths,
                   int64_t multiprocessors, int64_t shared_bytes_per_block,
-                  int64_t cluster_blocks, bool tf32, bool debug_alloc) {
+                  int64_t cluster_blocks, bool tf32, bool debug_alloc,
+                  int64_t static_shared_bytes) {
   FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
   FASTLSTM_CHECK_VALUE(multiprocessors >= 1 && multiprocessors <= 1024,
                        "fastlstm: _simt_emulate: multiprocessors must be in [1, 1024], got ",
@@ -44,6 +49,9 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
   FASTLSTM_CHECK_VALUE(cluster_blocks >= 0 && cluster_blocks <= 16,
                        "fastlstm: _simt_emulate: cluster_blocks must be in [0, 16], got ",
                        cluster_blocks);
+  FASTLSTM_CHECK_VALUE(static_shared_bytes >= 0,
+                       "fastlstm: _simt_emulate: static_shared_bytes must be >= 0, got ",
+                       static_shared_bytes);
   options().seed = static_cast<uint64_t>(seed);
   options().race_check = race_check;
   options().device_lengths = device_lengths;
@@ -51,6 +59,7 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
   options().shared_bytes_per_block = shared_bytes_per_block;
   options().cluster_blocks = static_cast<int>(cluster_blocks);
   options().tf32 = tf32;
+  options().static_shared_bytes = static_shared_bytes;
   debug_alloc::set_enabled(enabled && debug_alloc);
   g_enabled = enabled;
 }
@@ -59,8 +68,11 @@ int64_t simt_launch_count() { return launch_count(); }
 int64_t simt_counter(const std::string& name) {
   if (name == "mma") return mma_count();
   if (name == "dsmem") return dsmem_access_count();
+  const int64_t calls = runtime_call_count(name.c_str());
+  if (calls >= 0) return calls;
   FASTLSTM_CHECK_VALUE(name == "cluster_barriers", "fastlstm: _simt_counter: name must be one "
-                       "of mma, cluster_barriers, dsmem; got '", name, "'");
+                       "of mma, cluster_barriers, dsmem, attribute_queries, attribute_sets, "
+                       "occupancy_queries, cluster_queries; got '", name, "'");
   return cluster_barrier_count();
 }
 
@@ -321,7 +333,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True, "
         "bool device_lengths=False, int multiprocessors=6, "
         "int shared_bytes_per_block=232448, int cluster_blocks=4, bool tf32=False, "
-        "bool debug_alloc=True) -> ()");
+        "bool debug_alloc=True, int static_shared_bytes=0) -> ()");
   m.def("_simt_launch_count() -> int");
   m.def("_simt_counter(str name) -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");

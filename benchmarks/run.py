@@ -7,13 +7,15 @@ when present, else on the CPU.
     python -m benchmarks --config my.json    # a config file (--dump-config prints one)
     python -m benchmarks --update-readme     # also put the tables and plots into README.md
     python -m benchmarks --incremental       # JSON after every job; SIGTERM/SIGINT stop cleanly
+    python -m benchmarks --time-limit 170    # start no job after 170 s; write what was measured
 
 Writes <tag>.json (machine, versions, every repetition, per-step latencies), <tag>.md (tables)
 and <tag>_*.png (plots) to --out, where tag names the device, the config and torch.
 With --incremental (for time-capped runs: `timeout 180 python -m benchmarks --incremental`), the
 JSON is rewritten after every job, so that even a kill leaves the jobs done; SIGTERM or SIGINT
 ends the run after the job in progress and writes every output for the jobs done, marked as a
-partial run.
+partial run. --time-limit SECONDS does the same by itself once SECONDS have passed since the run
+began (checked after every job), so that a capped run stops cleanly before its cap.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 
 import torch
 
@@ -118,12 +121,16 @@ def parse_args(argv):
     p.add_argument("--incremental", action="store_true",
                    help="rewrite the JSON after every job; on SIGTERM/SIGINT stop and write "
                         "the outputs of the jobs done")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="start no job once SECONDS have passed since the run began; the outputs "
+                        "then hold the jobs done, marked as a partial run")
     p.add_argument("--list", action="store_true", help="print the workloads and exit")
     p.add_argument("--dump-config", action="store_true", help="print the config as JSON and exit")
     return p.parse_args(argv)
 
 
 def main(argv=None):
+    started = time.monotonic()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     cfg = config.load("sweep" if args.sweep else args.config)
     for key in ("reps", "warmup", "buckets", "modes"):
@@ -163,6 +170,10 @@ def main(argv=None):
                     payload["per_step"] = report.per_step(results)
                     report.write_json(stem + ".json", payload)
                 if stop:
+                    break
+                if (args.time_limit is not None and len(results) < len(jobs)
+                        and time.monotonic() - started >= args.time_limit):
+                    stop.append(f"its {args.time_limit:g} s time limit")
                     break
     finally:
         for sig, handler in old_handlers.items():

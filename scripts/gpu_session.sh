@@ -4,8 +4,9 @@
 # network), stage by stage in order of value, each under its own time cap (`timeout`). A failing
 # stage is logged and the next one still runs.
 #
-#   bash scripts/gpu_session.sh all OUTDIR        build, test, sanitize, bench, then wheel if time
-#   bash scripts/gpu_session.sh STAGE [OUTDIR]    one stage: build|test|sanitize|bench|wheel
+#   bash scripts/gpu_session.sh all OUTDIR        build, plan, test, sanitize, bench, then wheel
+#   bash scripts/gpu_session.sh STAGE[,STAGE] [OUTDIR]   some stages (and the plan), in that
+#                                                 order: build|test|sanitize|bench|wheel
 #   bash scripts/gpu_session.sh --rehearse all OUTDIR   (or FASTLSTM_GPU_REHEARSAL=1) the same on
 #       a machine without a GPU, GPU-only steps skipped: tests/test_gpu_session_script.py runs it
 #       in CI so that a typo cannot waste a GPU window. It never builds or installs fastlstm: it
@@ -15,21 +16,39 @@
 #              `make gpu-wheel`): pip --no-deps --no-index, its extension also copied into the
 #              checkout's fastlstm/; no compile. Else, or if it fails to load: pip install
 #              --no-build-isolation --no-deps -e . for this GPU's architecture, MAX_JOBS = cores.
-#  2 test      tests/test_cuda.py, every test marked gpu (benchmarks/ too), and the files in
-#              FASTLSTM_GPU_TEST_FILES; no -x; JUnit XML.
-#  3 sanitize  compute-sanitizer memcheck, racecheck, synccheck, initcheck over
-#              scripts/sanitize_shapes.py, PYTORCH_NO_CUDA_MEMORY_CACHING=1; each judged from its
-#              summary line by scripts/sanitizer_verdict.py (a missing line fails).
-#  4 bench     benchmarks/configs/gpu_session.json (~3 minutes), JSON rewritten after every job
-#              so that the cap still leaves the jobs done; per-step latency in the JSON and .md.
-#              The persistent-path grids come first (the cap may cut the tail). Its size: 240 jobs
-#              (workload x mode), each 4 contenders x (1 warm-up + 3 reps + 1
-#              memory probe). A cost model (fastlstm ~7 us per step and direction, or the
-#              recurrent GEMM at ~25 TFLOP/s fp32 / ~100 bf16 when slower; cuDNN >= 5 us a step;
-#              backward = 2x forward; bucketed = 4 sequential calls; ~0.15 s a job for setup,
-#              gc and the JSON) gave ~80 s for the 168 per-step jobs, plus ~15 s of CUDA/cuDNN
-#              start; with the 72 persistent and cluster jobs and twice that for what the model misses,
-#              ~4 minutes: the 200 s cap may cut the last grids (the JSON keeps what ran).
+#  - plan      scripts/time_plan.py (after the build, or first when the build is not run): each
+#              stage's expected GPU time from its counts (tests collected per group, sanitizer
+#              cases, benchmark jobs) times per-item estimates (named constants there); FAIL when
+#              the sum exceeds 540 s (FASTLSTM_TIME_PLAN_LIMIT). It writes the test groups.
+#  2 test      the GPU tests (tests/test_cuda.py, every test marked gpu, benchmarks/ too, the files
+#              in FASTLSTM_GPU_TEST_FILES) in groups, each in its own pytest process under its own
+#              cap, so that a fault or a hang costs only its group: persistent (and cluster), then
+#              device schedule, then test_cuda.py, then the other marked tests
+#              (scripts/gpu_tests_plugin.py --gpu-group). A cap stops pytest with SIGINT
+#              (`timeout -s INT --kill-after=10`): it still writes its JUnit XML and summary. A
+#              per-test guard (the plugin's --gpu-test-cap) turns a hang into a failure naming the
+#              test. pytest -v: every test's id and outcome in the log. The groups' JUnit XML
+#              merged into junit.xml (scripts/junit_groups.py), one <testsuite> a group.
+#  3 sanitize  compute-sanitizer memcheck, racecheck, synccheck, initcheck, each instrumenting only
+#              fastlstm's kernels (--kernel-name kns=fastlstm: kernel_substring; the filter is
+#              first checked to take every kernel of the built extension), over the small cases of
+#              scripts/sanitize_shapes.py (step, persistent, device-schedule, cluster paths), each
+#              case under its own cap, PYTORCH_NO_CUDA_MEMORY_CACHING=1; each tool judged from its
+#              summary line by scripts/sanitizer_verdict.py (a missing line fails, a rejected
+#              option says so); the stage's cap is 120 s.
+#  4 bench     benchmarks/configs/gpu_session.json, --incremental: the JSON rewritten after every
+#              job (a workload in one mode), so that a cut run keeps what it measured. It stops by
+#              itself 25 s before its cap (--time-limit), after the job in progress, with every
+#              output written; the cap's SIGTERM does the same should that fail. Status
+#              (scripts/bench_status.py): "finished", "cut with N of M workloads" (a PASS, also on
+#              the SIGTERM, though timeout then returns 124) or "failed". The persistent-path
+#              grids come first (the cap cuts the tail). Its size: 240 jobs, each 4 contenders x
+#              (1 warm-up + 3 reps + 1 memory probe). A cost model (fastlstm ~7 us per step and
+#              direction, or the recurrent GEMM at ~25 TFLOP/s fp32 / ~100 bf16 when slower; cuDNN
+#              >= 5 us a step; backward = 2x forward; bucketed = 4 sequential calls; ~0.15 s a job
+#              for setup, gc and the JSON) gave ~80 s for the 168 per-step jobs, plus ~15 s of
+#              CUDA/cuDNN start; with the 72 persistent and cluster jobs and twice that for what the
+#              model misses, ~4 minutes: the 200 s cap may cut the last grids.
 #  5 wheel     the prebuilt wheel (else one built for this GPU's architecture) installed alone,
 #              smoke test and GPU tests against it; only when FASTLSTM_WHEEL_STAGE_NEEDS (150)
 #              seconds are left.
@@ -37,6 +56,11 @@
 # OUTDIR gets at most 8 files (the device tool's limit): summary.txt (one line per stage: PASS,
 # FAIL or SKIP, with the reason; rewritten after every stage), session.log (every stage's output,
 # long logs cut in the middle), junit.xml, and the benchmark's <tag>.json, <tag>.md and two PNGs.
+# Knobs (environment): FASTLSTM_TEST_CAP (the test stage, 240 s), FASTLSTM_GPU_TEST_CAP (per
+# test; default from the plan), FASTLSTM_GPU_HANG_GRACE (10 s), FASTLSTM_GPU_TEST_GROUPS (see
+# scripts/gpu_tests_plugin.py), FASTLSTM_SANITIZE_CAP (120 s), FASTLSTM_SANITIZE_CASE_CAP (20 s),
+# FASTLSTM_SANITIZER_KERNELS (fastlstm), FASTLSTM_BENCH_CAP (200 s), FASTLSTM_BENCH_TAIL (25 s),
+# FASTLSTM_BENCH_TIME_LIMIT (cap - tail), FASTLSTM_TIME_PLAN_LIMIT (540 s).
 # FASTLSTM_SESSION_BUDGET (seconds, default 550) bounds the whole run: a stage's cap is its own
 # or what is left of the budget, whichever is less; with the kill grace of `timeout -k` (30 s
 # at most) the run ends by ~580 s, inside the device tool's 600 s per command. Exit status: 1 if
@@ -55,10 +79,17 @@ for a in "$@"; do
 done
 stage="${args[0]:-all}"
 out="${args[1]:-${OUT:-gpu_out}}"
-case "$stage" in
-  all|build|test|sanitize|bench|wheel) ;;
-  *) echo "usage: $0 [--rehearse] all|build|test|sanitize|bench|wheel [OUTDIR]" >&2; exit 2 ;;
-esac
+# STAGE: all, one stage, or a comma-separated list (run in the order given, the plan first, or
+# right after the build).
+IFS=, read -ra stages <<< "$stage"
+[ ${#stages[@]} -gt 0 ] || stages=(none)
+for s in "${stages[@]}"; do
+  case "$s" in
+    build|test|sanitize|bench|wheel) ;;
+    all) [ ${#stages[@]} = 1 ] && continue ;&
+    *) echo "usage: $0 [--rehearse] all|STAGE[,STAGE...] [OUTDIR]; STAGE: build|test|sanitize|bench|wheel" >&2; exit 2 ;;
+  esac
+done
 [ "$rehearse" = 1 ] || rehearse=0
 
 PY="${PYTHON:-python3}"
@@ -235,69 +266,145 @@ run_build() {
   record build PASS $((SECONDS - t0)) "$how"
 }
 
+# ---------------------------------------------------------------- plan
+# The time plan (scripts/time_plan.py) and the test groups it writes for run_test.
+groups_file="$work/groups.tsv"
+run_plan() {
+  local cap rc t0=$SECONDS how=source v
+  cap=$(cap_for "${FASTLSTM_PLAN_CAP:-60}")
+  no_time plan "$cap" && return 1
+  section "plan (cap ${cap}s)"
+  [ -n "$(prebuilt_wheel)" ] && how=wheel
+  rm -f "$groups_file"
+  PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 "$cap" "$PY" \
+    scripts/time_plan.py --groups-out "$groups_file" --build "$how" \
+    --bench-config "${FASTLSTM_BENCH_CONFIG:-benchmarks/configs/gpu_session.json}" \
+    --bench-cap "${FASTLSTM_BENCH_CAP:-200}" --bench-tail "${FASTLSTM_BENCH_TAIL:-25}" \
+    --sanitize-cap "${FASTLSTM_SANITIZE_CAP:-120}" \
+    --limit "${FASTLSTM_TIME_PLAN_LIMIT:-540}" > "$work/plan.log" 2>&1
+  rc=$?
+  # Printed too: the rehearsal's (and CI's) output shows the plan.
+  grep -v '^time plan: ' "$work/plan.log" | tee -a "$log"
+  v=$(grep '^time plan: ' "$work/plan.log" | tail -n 1)
+  v=${v#time plan: }
+  v=${v#PASS: }
+  v=${v#FAIL: }
+  [ -n "$v" ] || v="no plan (rc=$rc$([ $rc = 124 ] && echo ', timeout')): see session.log"
+  if [ $rc -eq 0 ]; then record plan PASS $((SECONDS - t0)) "$v"
+  else record plan FAIL $((SECONDS - t0)) "$v"; return 1; fi
+}
+
 # ---------------------------------------------------------------- 2 test
 run_test() {
-  local cap rc t0=$SECONDS files counts
-  cap=$(cap_for "${FASTLSTM_TEST_CAP:-150}")
-  no_time test "$cap" && return 1
-  section "test (cap ${cap}s)"
-  # test_cuda.py, files named in FASTLSTM_GPU_TEST_FILES, and files with gpu-marked tests (the
-  # benchmark suite's too, run once each: --benchmark-disable); the plugin keeps the GPU tests
-  # of those.
-  files=$( { echo tests/test_cuda.py; for f in ${FASTLSTM_GPU_TEST_FILES:-}; do echo "tests/$f"; done
-             grep -l -E 'mark\.gpu\b' tests/test_*.py benchmarks/test_*.py 2>/dev/null; } | sort -u)
-  local bench_flag=""
-  grep -q '^benchmarks/' <<< "$files" && bench_flag=--benchmark-disable
+  local t0=$SECONDS stage_cap cap rc line name gcap est count tcap files specs=() lines=()
+  local grace="${FASTLSTM_GPU_HANG_GRACE:-10}" bench_flag merged verdict=PASS
+  stage_cap=$(cap_for "${FASTLSTM_TEST_CAP:-240}")
+  no_time test "$stage_cap" && return 1
+  section "test (cap ${stage_cap}s)"
+  if [ -s "$groups_file" ]; then
+    mapfile -t lines < "$groups_file"
+  else
+    # No groups from the plan: one group of every candidate file (the plugin keeps the GPU tests).
+    echo "gpu_session: no test groups from the plan: one group of every GPU test file" | tee -a "$log"
+    lines=("$(printf 'all\t%s\t0\t?\t90\t%s' "$stage_cap" "$( { echo tests/test_cuda.py
+      grep -l -E 'mark\.gpu\b' tests/test_*.py benchmarks/test_*.py 2>/dev/null; } | sort -u | tr '\n' ' ')")")
+  fi
   rm -f "$out/junit.xml"
-  # shellcheck disable=SC2086
-  PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" timeout -k 15 "$cap" \
-    "$PY" -m pytest -p gpu_tests_plugin -p no:cacheprovider -q -rs --continue-on-collection-errors \
-    --junitxml="$out/junit.xml" $bench_flag $files > "$work/test.log" 2>&1
-  rc=$?
-  append_log "$work/test.log"
-  counts=$("$PY" - "$out/junit.xml" <<'EOF' 2>/dev/null || echo "no JUnit XML"
-import sys, xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
-s = root if root.tag == "testsuite" else root.find("testsuite")
-n, f, e, k = (int(s.get(a, 0)) for a in ("tests", "failures", "errors", "skipped"))
-print(f"{n - f - e - k} passed, {f} failed, {e} errors, {k} skipped")
-EOF
-)
-  local verdict=PASS
-  [ $rc -ne 0 ] && verdict=FAIL
-  # On the GPU machine, all skipped means no GPU was seen: not a pass.
-  if [ "$rehearse" = 0 ] && [[ "$counts" == "0 passed"* || "$counts" == "no JUnit"* ]]; then verdict=FAIL; fi
-  record test $verdict $((SECONDS - t0)) "pytest rc=$rc$([ $rc = 124 ] && echo ' (timeout)'): $counts; $(echo $files | wc -w) files"
+  for line in "${lines[@]}"; do
+    IFS=$'\t' read -r name gcap est count tcap files <<< "$line"
+    tcap=${FASTLSTM_GPU_TEST_CAP:-$tcap}
+    # The group's cap, within what is left of the stage's and of the budget.
+    cap=$((stage_cap - (SECONDS - t0)))
+    [ "$(left)" -lt "$cap" ] && cap=$(left)
+    if [ "$cap" -lt 5 ]; then
+      echo "gpu_session: test group $name not run: no time left" | tee -a "$log"
+      specs+=("$name:notrun:0:$work/junit_$name.xml:$work/test_$name.log")
+      continue
+    fi
+    [ "$gcap" -lt "$cap" ] && cap=$gcap
+    bench_flag=""
+    if grep -q 'benchmarks/' <<< "$files" && "$PY" -c 'import pytest_benchmark' 2>/dev/null; then
+      bench_flag=--benchmark-disable
+    fi
+    section "test group $name: $count tests, cap ${cap}s (plan: ${est}s), per-test cap ${tcap}s"
+    # shellcheck disable=SC2086
+    PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" timeout -s INT --kill-after=10 "$cap" \
+      "$PY" -m pytest -p gpu_tests_plugin -p no:cacheprovider -v -rfEs --durations=5 \
+      --continue-on-collection-errors --gpu-group "$name" --gpu-test-cap "$tcap" \
+      --gpu-hang-grace "$grace" --junitxml="$work/junit_$name.xml" $bench_flag $files \
+      < /dev/null > "$work/test_$name.log" 2>&1
+    rc=$?
+    echo "--- test group $name: pytest rc=$rc$([ $rc = 124 ] && echo ' (its cap: SIGINT)')$([ $rc = 137 ] && echo ' (killed)')" >> "$log"
+    append_log "$work/test_$name.log"
+    specs+=("$name:$rc:$cap:$work/junit_$name.xml:$work/test_$name.log")
+  done
+  local req=()
+  # On the GPU machine, nothing passed means no GPU was seen: not a pass.
+  [ "$rehearse" = 0 ] && req=(--require-passed)
+  merged=$("$PY" scripts/junit_groups.py --out "$out/junit.xml" "${req[@]}" "${specs[@]}" 2>&1) || verdict=FAIL
+  echo "$merged" >> "$log"
+  record test $verdict $((SECONDS - t0)) "$merged"
   [ $verdict = PASS ]
 }
 
 # ---------------------------------------------------------------- 3 sanitize
+# Only fastlstm's kernels are instrumented: compute-sanitizer's --kernel-name takes
+# key=value filters, kns (kernel_substring) matching a substring of the kernel's mangled name
+# (fastlstm's kernels live in namespace fastlstm: _ZN8fastlstm4cuda...). Torch's and cuBLAS's
+# kernels still run, unchecked, which keeps each tool's run short. If this syntax were wrong,
+# the tool would refuse its command line and print no summary line: the verdict then says
+# "the sanitizer rejected its command line". FASTLSTM_SANITIZER_KERNELS= (empty) checks every
+# kernel. (initcheck: should it report reads, in fastlstm's kernels, of memory that torch's
+# unchecked kernels wrote, rerun it with the filter off before suspecting fastlstm.)
+sanitizer_kernels="${FASTLSTM_SANITIZER_KERNELS-fastlstm}"
 run_sanitize() {
   local cap t0=$SECONDS tool rc=0 shapes_rc=0 v verdicts="" failed=0 each
-  cap=$(cap_for "${FASTLSTM_SANITIZE_CAP:-200}")
+  local case_cap="${FASTLSTM_SANITIZE_CASE_CAP:-20}" filter=() fc
+  cap=$(cap_for "${FASTLSTM_SANITIZE_CAP:-120}")
   no_time sanitize "$cap" && return 1
   section "sanitize (cap ${cap}s)"
+  [ -n "$sanitizer_kernels" ] && filter=(--kernel-name "kns=$sanitizer_kernels")
+  if [ -n "$sanitizer_kernels" ]; then
+    # The filter must take every kernel of the extension the tools will load (a filter that
+    # matches nothing would check nothing and pass).
+    v=$("$PY" scripts/sanitizer_verdict.py --filter-covers "$sanitizer_kernels" \
+        "$root"/fastlstm/_C*.so 2>&1)
+    fc=$?
+    echo "$v" >> "$log"
+    [ $fc -eq 0 ] && verdicts+="filter kns=$sanitizer_kernels: $(grep -o 'all [0-9]* kernels' <<< "$v"); "
+    if [ $fc -ne 0 ]; then
+      if [ "$rehearse" = 1 ] && [[ "$v" == *"no kernel launch stub"* ]]; then
+        verdicts+="filter not checked here (no CUDA kernels in this build); "
+      else failed=1; verdicts+="${v#kernel filter }; "; fi
+    fi
+  fi
   if [ "$rehearse" = 1 ]; then
-    # The verdict parser on sample logs (pass, fail, missing line, timeout, refused device), and
-    # the shapes script on the CPU, whose output then stands in for each tool's log.
-    "$PY" scripts/sanitizer_verdict.py --self-test >> "$log" 2>&1 || { failed=1; verdicts="parser self-test FAILED; "; }
-    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 "$cap" "$PY" scripts/sanitize_shapes.py --device cpu > "$work/shapes_cpu.log" 2>&1
+    # The verdict parser on sample logs (pass, fail, missing line, timeout, refused device,
+    # rejected option, a case past its cap), and the shapes script on the CPU, whose output then
+    # stands in for each tool's log.
+    "$PY" scripts/sanitizer_verdict.py --self-test >> "$log" 2>&1 || { failed=1; verdicts+="parser self-test FAILED; "; }
+    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 "$cap" "$PY" scripts/sanitize_shapes.py \
+      --device cpu --case-cap "$case_cap" > "$work/shapes_cpu.log" 2>&1
     shapes_rc=$?
   fi
-  local tools=(memcheck racecheck synccheck initcheck) i cmd stand_in refused=""
+  local tools=(memcheck racecheck synccheck initcheck) i cmd gpu_cmd stand_in refused=""
   for i in "${!tools[@]}"; do
     tool=${tools[$i]}
     # What is left of the stage's cap, shared out over the tools still to run.
     each=$(( (cap - (SECONDS - t0)) / (${#tools[@]} - i) ))
     if [ "$each" -lt 10 ]; then verdicts+="$tool: no time left; "; failed=1; continue; fi
     if [ -n "${refused:-}" ]; then verdicts+="$tool: not run ($refused); "; failed=1; continue; fi
+    # PYTHONPATH: the checkout's fastlstm (a script's folder, not the cwd, heads sys.path).
+    gpu_cmd=(env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$sanitizer" --tool "$tool"
+             "${filter[@]}" "$PY" scripts/sanitize_shapes.py --case-cap "$case_cap")
     if [ "$rehearse" = 1 ]; then
+      echo "--- rehearsal: on the GPU machine: ${gpu_cmd[*]}" >> "$log"
       stand_in="========= ERROR SUMMARY: 0 errors [rehearsal stand-in]"
       [ "$tool" = racecheck ] && stand_in="========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings) [rehearsal stand-in]"
       cmd=(bash -c 'cat "$1"; echo "$2"; exit "$3"' _ "$work/shapes_cpu.log" "$stand_in" "$shapes_rc")
     else
-      # PYTHONPATH: the checkout's fastlstm (a script's folder, not the cwd, heads sys.path).
-      cmd=(env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$sanitizer" --tool "$tool" "$PY" scripts/sanitize_shapes.py)
+      echo "--- command: ${gpu_cmd[*]}" >> "$log"
+      cmd=("${gpu_cmd[@]}")
     fi
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout -k 10 "$each" "${cmd[@]}" > "$work/san_$tool.log" 2>&1
     rc=$?
@@ -306,8 +413,9 @@ run_sanitize() {
     v=$("$PY" scripts/sanitizer_verdict.py "$tool" "$work/san_$tool.log" "$rc") || failed=1
     verdicts+="$tool $v; "
     [[ "$v" == PASS* ]] || failed=1
-    # A sanitizer that refuses the device (seen on gVisor machines) refuses every tool: skip them.
-    [[ "$v" == *"could not run"* ]] && refused="the sanitizer could not run, as for $tool"
+    # A sanitizer that refuses the device (seen on gVisor machines) or its command line refuses
+    # every tool: skip them.
+    [[ "$v" == *"could not run"* || "$v" == *"rejected its command line"* ]] && refused="as for $tool"
   done
   if [ $failed = 0 ]; then record sanitize PASS $((SECONDS - t0)) "${verdicts%; }"
   else record sanitize FAIL $((SECONDS - t0)) "${verdicts%; }"; return 1; fi
@@ -321,38 +429,32 @@ run_bench() {
   section "bench (cap ${cap}s, $bench_config)"
   [ "$rehearse" = 1 ] && device=cpu
   rm -f "$out"/*.json "$out"/*.md "$out"/*.png "$out"/*.tmp   # an earlier run's
-  if [ "$rehearse" = 1 ]; then
-    # The GPU config must load and expand (nothing runs); a tiny config runs on the CPU below.
-    local listing
-    listing=$("$PY" -m benchmarks --list --device cuda --config benchmarks/configs/gpu_session.json 2>&1) \
-      || { echo "$listing" >> "$log"; record bench FAIL $((SECONDS - t0)) "gpu_session.json does not load"; return 1; }
-    echo "benchmarks/configs/gpu_session.json on cuda: $(echo "$listing" | wc -l) jobs" >> "$log"
-  fi
+  # (The rehearsal's plan loaded and expanded benchmarks/configs/gpu_session.json for cuda.)
   # SIGTERM at the cap: the suite stops after the job in progress and writes every output for
   # the jobs done (--incremental); the JSON is also rewritten after every job, should it be killed.
   local extra=()
   # The CPU's memory probe is not what the GPU runs (and costs a second a job): off in rehearsal.
   [ "$rehearse" = 1 ] && extra=(--no-memory)
+  # --time-limit: the suite stops by itself, cleanly, once it has run that long, leaving the job
+  # in progress (seconds on the GPU) and the outputs (tables, plots) FASTLSTM_BENCH_TAIL (25) s
+  # before the cap; the cap's SIGTERM and kill remain the backstop.
+  local limit=$((cap - ${FASTLSTM_BENCH_TAIL:-25}))
+  [ "$limit" -lt 1 ] && limit=1
+  limit="${FASTLSTM_BENCH_TIME_LIMIT:-$limit}"   # (0: one job, then stop: the rehearsal's test)
   timeout -k 30 "$cap" "$PY" -m benchmarks --config "$bench_config" --device "$device" \
-    --out "$out" --incremental "${extra[@]}" > "$work/bench.log" 2>&1
+    --out "$out" --incremental --time-limit "$limit" "${extra[@]}" > "$work/bench.log" 2>&1
   rc=$?
   tr '\r' '\n' < "$work/bench.log" | grep -v '^bench .*\[' > "$work/bench_clean.log"
   append_log "$work/bench_clean.log"
   rm -f "$out"/*.tmp
   json=$(ls -t "$out"/*.json 2>/dev/null | head -n 1)
-  state=$("$PY" - "$json" <<'EOF' 2>/dev/null || echo "no JSON"
-import json, sys
-d = json.load(open(sys.argv[1]))
-done, total = len(d["results"]), d["run"].get("jobs", len(d["results"]))
-bad = sum("error" in r for r in d["results"])
-print(f"{done} of {total} jobs, {bad} failed, {len(d.get('per_step', []))} per-step rows"
-      + (f"; {d['run']['stopped']}" if d["run"].get("stopped") else ""))
-EOF
-)
-  if [ $rc -eq 0 ] && [[ "$state" != "no JSON" ]] && [[ "$state" == *" 0 failed"* ]]; then
-    record bench PASS $((SECONDS - t0)) "$state"
+  # finished / cut with N of M workloads / failed (scripts/bench_status.py)
+  state=$("$PY" scripts/bench_status.py "${json:-/nonexistent}" "$rc" 2>&1)
+  echo "--- bench: rc=$rc$([ $rc = 124 ] && echo ' (the cap)'): $state" >> "$log"
+  if [[ "$state" == PASS* ]]; then
+    record bench PASS $((SECONDS - t0)) "${state#PASS }"
   else
-    record bench FAIL $((SECONDS - t0)) "rc=$rc$([ $rc = 124 ] && echo ' (cap reached; partial results kept)'): $state"
+    record bench FAIL $((SECONDS - t0)) "${state#FAIL }"
     return 1
   fi
 }
@@ -412,11 +514,17 @@ status=0
 case "$stage" in
   all)
     run_build || status=1
+    run_plan || status=1
     run_test || status=1
     run_sanitize || status=1
     run_bench || status=1
     run_wheel || status=1 ;;
-  *) "run_$stage" || status=1 ;;
+  *)
+    [[ ",$stage," == *,build,* ]] || { run_plan || status=1; }
+    for s in "${stages[@]}"; do
+      "run_$s" || status=1
+      [ "$s" = build ] && { run_plan || status=1; }
+    done ;;
 esac
 write_summary
 cat "$summary"

@@ -9,6 +9,7 @@ twice nn.LSTM's in that dtype (plus a floor of a quarter ulp at the quantity's s
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -387,27 +388,84 @@ def per_sequence_reference(model, x, lengths, hx, upstream):
     return res
 
 
+# The 100,000-step test's reference: nn.LSTM in float64 on the CPU takes ~40 s for it, too long
+# for the GPU session, so scripts/make_100k_reference.py computes it once, on the CPU, into
+# tests/data/lstm_100k_reference.pt (~100 KB): the final states and every parameter gradient in
+# full, the outputs and the input gradient at the steps of steps_100k() (windows at the start,
+# around 2^15, 2^16 and the short sequence's end, the last steps, and every 211th step), rounded
+# to float32 (2^-24 relative, far inside the tolerances). The inputs and the model are drawn on
+# the CPU from fixed seeds, so every machine draws the same numbers; the file holds their
+# checksums and the test fails, asking for a regeneration, when they differ.
+REFERENCE_100K = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                              "lstm_100k_reference.pt")
+T_100K = 100_000
+LENGTHS_100K = [T_100K, 31_234]
+
+
+def inputs_100k():
+    """The model's float32 state dict (nn.LSTM(3, 8)), x, (h_0, c_0) and the upstream
+    gradients (float64) of the 100k test: CPU tensors from fixed seeds."""
+    torch.manual_seed(0)
+    state = nn.LSTM(3, 8).state_dict()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(T_100K, 2, 3, generator=gen)
+    hx = (torch.randn(1, 2, 8, generator=gen), torch.randn(1, 2, 8, generator=gen))
+    upstream = [torch.randn(s, dtype=F64, generator=gen)
+                for s in ((T_100K, 2, 8), (1, 2, 8), (1, 2, 8))]
+    return state, x, hx, upstream
+
+
+def steps_100k():
+    """The steps at which the stored reference keeps the outputs and the input gradient."""
+    n = LENGTHS_100K[1]
+    keep = set(range(0, T_100K, 211))
+    for a, b in ((0, 128), (n - 64, n + 64), (2**15 - 64, 2**15 + 64), (2**16 - 64, 2**16 + 64),
+                 (T_100K - 128, T_100K)):
+        keep.update(range(a, b))
+    return torch.tensor(sorted(keep))
+
+
+def checksums_100k(state, x, hx, upstream):
+    """Sums of every input (float64): the stored reference is for these inputs only."""
+    parts = [x, *hx, *upstream, *state.values()]
+    return torch.stack([t.double().sum() for t in parts] + [t.double().abs().sum() for t in parts])
+
+
+def reference_100k():
+    """The stored reference (scripts/make_100k_reference.py; ~40 s on 2 CPU cores)."""
+    state, x, hx, upstream = inputs_100k()
+    cpu64 = nn.LSTM(3, 8, dtype=F64)
+    cpu64.load_state_dict({k: v.double() for k, v in state.items()})
+    exact = per_sequence_reference(cpu64, x.double(), LENGTHS_100K,
+                                   tuple(t.double() for t in hx), upstream)
+    steps = steps_100k()
+    values = {k: (v[steps].float() if k in ("output", "grad_input") else v).detach().clone()
+              for k, v in exact.items()}
+    return {"steps": steps, "checksums": checksums_100k(state, x, hx, upstream),
+            "values": values, "made_with": f"torch {torch.__version__}, nn.LSTM float64 on the CPU"}
+
+
 def test_100k_steps_against_cpu_float64():
-    """100,000 steps (beyond cuDNN's 65,535), everything compared with nn.LSTM in float64 on
-    the CPU (cuDNN rejects sequences this long): outputs at every step, states, and the
-    gradients of the input, h_0, c_0 and every parameter."""
-    T = 100_000
-    ref, fast = pair(3, 8, torch.float32)
-    gen = torch.Generator(device=DEV).manual_seed(0)
-    x = torch.randn(T, 2, 3, device=DEV, generator=gen)
-    hx = (torch.randn(1, 2, 8, device=DEV, generator=gen),
-          torch.randn(1, 2, 8, device=DEV, generator=gen))
-    lengths = [T, 31_234]
-    upstream = [torch.randn(s, device=DEV, dtype=F64, generator=gen)
-                for s in ((T, 2, 8), (1, 2, 8), (1, 2, 8))]
-    cpu64 = copy_of(ref, F64, device="cpu")
-    exact = per_sequence_reference(cpu64, x.double().cpu(), lengths,
-                                   tuple(t.double().cpu() for t in hx),
-                                   [u.cpu() for u in upstream])
-    ours, _ = run_model(fast, x, lengths, hx, upstream)
+    """100,000 steps (beyond cuDNN's 65,535), compared with nn.LSTM in float64 on the CPU
+    (cuDNN rejects sequences this long), stored in tests/data/lstm_100k_reference.pt: outputs
+    and input gradients at ~1,100 steps (windows at 2^15, 2^16, the sequence ends, and every
+    211th step), the final states, and the gradients of h_0, c_0 and every parameter."""
+    stored = torch.load(REFERENCE_100K, weights_only=True)
+    state, x, hx, upstream = inputs_100k()
+    torch.testing.assert_close(checksums_100k(state, x, hx, upstream), stored["checksums"],
+                               rtol=1e-12, atol=0, msg=lambda m: (
+                                   "the inputs differ from those of the stored reference: "
+                                   "regenerate it (scripts/make_100k_reference.py)\n" + m))
+    fast = fastlstm.LSTM(3, 8, device=DEV)
+    fast.load_state_dict(state)
+    ours, _ = run_model(fast, x.to(DEV), LENGTHS_100K, tuple(t.to(DEV) for t in hx),
+                        [u.to(DEV) for u in upstream])
+    exact, steps = stored["values"], stored["steps"]
     assert set(ours) == set(exact)
     for name, e in exact.items():
         a = ours[name].double().cpu()
+        if name in ("output", "grad_input"):
+            a, e = a[steps], e.double()
         t = dict(atol=1e-5, rtol=1e-4)
         if name.startswith("grad."):
             # Sums over 131,234 tokens: float32 rounding grows with the sum (helpers.py).

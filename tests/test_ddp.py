@@ -8,17 +8,15 @@ batch, both with fastlstm and with nn.LSTM over packed sequences (the judge).
 """
 
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastlstm
+from distributed_launch import init_gloo, run_workers
 
 WORLD = 2
 STEPS = 3
@@ -96,10 +94,7 @@ def train(model, shard=None, world=1, wrap=lambda m: m):
 
 
 def worker(rank, port, out_dir):
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                                         rank=rank, world_size=WORLD,
-                                         timeout=timedelta(seconds=60))
+    init_gloo(rank, port, WORLD)
     try:
         half = B // WORLD
         shard = slice(rank * half, (rank + 1) * half)
@@ -111,45 +106,11 @@ def worker(rank, port, out_dir):
         torch.distributed.destroy_process_group()
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_workers(out_dir):
-    # The workers import what this process imports (the same fastlstm build).
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    if "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"     # keep gloo on the loopback interface
-    for attempt in range(3):                 # the free port may be taken in between
-        port = free_port()
-        procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), str(rank),
-                                   str(port), out_dir], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-                 for rank in range(WORLD)]
-        logs = []
-        for p in procs:
-            try:
-                logs.append(p.communicate(timeout=150)[0])
-            except subprocess.TimeoutExpired:
-                for q in procs:
-                    q.kill()
-                raise AssertionError("DDP workers timed out after 150 s")
-        if all(p.returncode == 0 for p in procs):
-            return
-        text = "\n".join(f"--- rank {r} (exit {p.returncode}):\n{log}"
-                         for r, (p, log) in enumerate(zip(procs, logs)))
-        if "address already in use" not in text.lower() or attempt == 2:
-            raise AssertionError("DDP workers failed:\n" + text)
-
-
 def test_ddp_matches_single_process_on_concatenated_batch():
     from helpers import assert_close
 
     with tempfile.TemporaryDirectory() as out_dir:
-        run_workers(out_dir)
+        run_workers(__file__, out_dir, WORLD, "DDP")
         ranks = [torch.load(os.path.join(out_dir, f"{r}.pt")) for r in range(WORLD)]
 
     single = train(make_model(fastlstm.LSTM))

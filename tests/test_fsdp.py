@@ -17,17 +17,15 @@ in float64, with tolerances measured on nn.LSTM's own bfloat16 error (see BF16_T
 """
 
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 
 import pytest
 import torch
 from torch import nn
 
 import fastlstm
+from distributed_launch import init_gloo, run_workers
 from helpers import assert_close, reference_forward
 
 WORLD = 2
@@ -131,10 +129,7 @@ def worker(rank, port, out_dir):
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.tensor import DTensor
 
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                                         rank=rank, world_size=WORLD,
-                                         timeout=timedelta(seconds=60))
+    init_gloo(rank, port, WORLD)
     try:
         mesh = init_device_mesh("cpu", (WORLD,))
         half = B // WORLD
@@ -170,41 +165,6 @@ def worker(rank, port, out_dir):
         torch.distributed.destroy_process_group()
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_workers(out_dir):
-    # The workers import what this process imports (the same fastlstm build).
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    if "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"     # keep gloo on the loopback interface
-    for attempt in range(3):                 # the free port may be taken in between
-        port = free_port()
-        procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), str(rank),
-                                   str(port), out_dir], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-                 for rank in range(WORLD)]
-        logs = []
-        for p in procs:
-            try:
-                logs.append(p.communicate(timeout=150)[0])
-            except subprocess.TimeoutExpired:
-                for q in procs:
-                    q.kill()
-                raise AssertionError("FSDP workers timed out after 150 s")
-        if all(p.returncode == 0 for p in procs):
-            return {mode: [torch.load(os.path.join(out_dir, f"{mode}.{r}.pt"))
-                           for r in range(WORLD)] for mode in MODES}
-        text = "\n".join(f"--- rank {r} (exit {p.returncode}):\n{log}"
-                         for r, (p, log) in enumerate(zip(procs, logs)))
-        if "address already in use" not in text.lower() or attempt == 2:
-            raise AssertionError("FSDP workers failed:\n" + text)
-
-
 def check(ranks, judge, tolerance=None):
     """Every rank's full gradients and final parameters against the judge's."""
     names = list(judge[1])
@@ -230,7 +190,9 @@ def check(ranks, judge, tolerance=None):
 def fsdp_runs():
     """{mode: [rank 0's results, rank 1's]}, from one launch of the 2 workers."""
     with tempfile.TemporaryDirectory() as out_dir:
-        return run_workers(out_dir)
+        run_workers(__file__, out_dir, WORLD, "FSDP")
+        return {mode: [torch.load(os.path.join(out_dir, f"{mode}.{r}.pt")) for r in range(WORLD)]
+                for mode in MODES}
 
 
 def test_fsdp_float32(fsdp_runs):

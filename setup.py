@@ -103,11 +103,12 @@ def local_version(with_cuda):
 
 def make_extension():
     rel = lambda paths: sorted(os.path.relpath(p, HERE) for p in paths)  # noqa: E731
-    # csrc/simt/ is the CUDA emulation: csrc/cuda's kernels built for the CPU (always built,
-    # so that every machine runs them in the tests).
+    # csrc/simt/ is the CUDA emulator's runtime and csrc/emulated/ builds csrc/cuda's kernels for
+    # the CPU on it (always built, so that every machine runs them in the tests).
     cpu_sources = rel(glob.glob(os.path.join(HERE, "csrc", "*.cpp")) +
                       glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")) +
-                      glob.glob(os.path.join(HERE, "csrc", "simt", "*.cpp")))
+                      glob.glob(os.path.join(HERE, "csrc", "simt", "*.cpp")) +
+                      glob.glob(os.path.join(HERE, "csrc", "emulated", "*.cpp")))
     cuda_sources = rel(glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")) +
                        glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cpp")))
     # -fno-trapping-math lets GCC if-convert and vectorise the cell math (as torch builds).
@@ -179,5 +180,8 @@ setup(
     cmdclass={"build_ext": BuildExtensionSharedTemp},
     python_requires=">=3.10",
     install_requires=[f"torch>={MIN_TORCH}"],
+    # pip install fastlstm[keras]: fastlstm.keras.LSTM, a keras.layers.LSTM on fastlstm (Keras 3,
+    # torch backend). `import fastlstm` never imports keras.
+    extras_require={"keras": ["keras>=3"]},
     options={"bdist_wheel": {"py_limited_api": LIMITED_API_TAG}},
 )

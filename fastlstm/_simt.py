@@ -75,6 +75,6 @@ def plan_query_counts() -> dict:
 
 
 def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):
-    """Runs one of the emulator's self-test kernels (csrc/simt/test_ops.cpp) over x."""
+    """Runs one of the emulator's self-test kernels (csrc/emulated/test_ops.cpp) over x."""
     with emulated_cuda(seed, race_check):
         return torch.ops.fastlstm._simt_selftest(kernel, x)

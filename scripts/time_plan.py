@@ -41,7 +41,7 @@ SESSION_OVERHEAD_S = 10
 WHEEL_INSTALL_S = 20
 # build without a wheel: editable build for sm_90 only, MAX_JOBS=16. On a 2-core CI machine the
 # whole build takes ~100 s of wall time (~200 core-seconds) and its longest translation unit
-# (csrc/simt/emulated_cuda_backend.cpp) ~25 s; with 16 jobs the longest unit, the link and
+# (csrc/emulated/cuda_backend.cpp) ~25 s; with 16 jobs the longest unit, the link and
 # pip's own work (~10 s) bound it.
 SOURCE_BUILD_S = 45
 # One pytest process: python, torch and fastlstm imports, collection, the CUDA context, cuBLAS

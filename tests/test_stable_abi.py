@@ -65,6 +65,17 @@ def test_sources_include_no_aten_or_c10_headers():
     assert not offenders, "\n".join(offenders)
 
 
+def test_emulator_runtime_includes_nothing_from_the_cuda_sources():
+    """csrc/simt/ is the emulator's runtime alone; what builds csrc/cuda/ for the CPU lives in
+    csrc/emulated/ (so the runtime can be read, tested and changed on its own)."""
+    pattern = re.compile(r'#\s*include\s*"(\.\./cuda/|\.\./emulated/)')
+    offenders = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+                 for path in sorted((ROOT / "csrc" / "simt").iterdir())
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if pattern.search(line)]
+    assert not offenders, "\n".join(offenders)
+
+
 def test_ops_registered_through_the_stable_abi_work():
     # The kernels behind every op of the schema are reachable (a missing registration would
     # only show when the op is called).

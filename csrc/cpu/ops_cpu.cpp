@@ -1,11 +1,11 @@
 // The CPU kernels of the fastlstm ops: checks, then csrc/layer_ops.h on CpuBackend.
 // While the CUDA emulation is switched on (tests), CPU calls run the CUDA backend's kernels on
-// the CPU instead (csrc/simt/emulated_ops.h).
+// the CPU instead (csrc/emulated/emulated_ops.h).
 #include <torch/csrc/stable/library.h>
 
 #include "../checks.h"
 #include "../layer_ops.h"
-#include "../simt/emulated_ops.h"
+#include "../emulated/emulated_ops.h"
 #include "backend.h"
 
 namespace fastlstm::cpu {

@@ -1,7 +1,7 @@
 // CUDA kernels of CudaBackend: the fused LSTM cell (forward, backward) and row copies.
 // One thread per element, 64-bit indexing throughout (B x T x 4H may exceed 2^31).
 // Included only by the per-dtype translation units kernels_<dtype>.cu, which nvcc builds for
-// the GPU and csrc/simt/emulated_cuda_backend.cpp builds for the CPU.
+// the GPU and csrc/emulated/cuda_backend.cpp builds for the CPU.
 #pragma once
 
 #include "../simt/simt.h"

@@ -1,4 +1,4 @@
-// The CUDA backend run on the CPU (csrc/simt/emulated_cuda_backend.cpp): while switched on,
+// The CUDA backend run on the CPU (csrc/emulated/cuda_backend.cpp): while switched on,
 // the CPU entries of the fastlstm ops send CPU tensors through the CUDA kernels, cuBLAS call
 // sites and layer driver, under the emulator. Tests switch it on with
 // torch.ops.fastlstm._simt_emulate (see fastlstm/_simt.py); it is off by default.

@@ -28,7 +28,7 @@
 #include "../cuda/grid_barrier.cuh"
 #include "../debug_alloc.h"
 #include "emulated_ops.h"
-#include "simt.h"
+#include "../simt/simt.h"
 
 namespace fastlstm::simt {
 namespace {

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "../simt/simt.h"
+#include "index_math.cuh"
 
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
@@ -24,21 +25,24 @@ __device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, i
   const int group = lane / 4, pos = lane % 4;
   const int64_t row_tiles = (rows + 15) / 16, col_tiles = (cols + 7) / 8;
   const T zero = T(0.0f);
-  for (int64_t tile = warp; tile < row_tiles * col_tiles; tile += warps) {
-    const int64_t r0 = tile / col_tiles * 16 + group, r1 = r0 + 8;
-    const int64_t c0 = tile % col_tiles * 8;
+  // 32-bit loop counters here and over k: with 64-bit ones nvcc computes the loops' trip counts
+  // through its 64-bit division subroutine (the step, warps, is known only at run time).
+  const int tiles = static_cast<int>(row_tiles * col_tiles), K32 = static_cast<int>(K);
+  for (int tile = warp; tile < tiles; tile += warps) {
+    const int64_t r0 = div32(tile, col_tiles) * 16 + group, r1 = r0 + 8;
+    const int64_t c0 = mod32(tile, col_tiles) * 8;
     const int64_t n = c0 + group;  // this lane's column of B
     const bool has0 = r0 < rows, has1 = r1 < rows;
     const auto a0 = a_row(has0 ? r0 : 0), a1 = a_row(has1 ? r1 : 0);
-    const auto a_at = [&](bool has, const auto& a, int64_t k) {
-      return has && k < K ? static_cast<T>(a[k]) : zero;
+    const auto a_at = [&](bool has, const auto& a, int k) {
+      return has && k < K32 ? static_cast<T>(a[k]) : zero;
     };
-    const auto b_at = [&](int64_t k) { return n < cols && k < K ? static_cast<T>(b(n, k)) : zero; };
+    const auto b_at = [&](int k) { return n < cols && k < K32 ? static_cast<T>(b(n, k)) : zero; };
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if constexpr (std::is_same_v<T, float>) {
       // TF32: K in steps of 8, each operand rounded to TF32.
-      for (int64_t k0 = 0; k0 < K; k0 += 8) {
-        const int64_t k = k0 + pos;
+      for (int k0 = 0; k0 < K32; k0 += 8) {
+        const int k = k0 + pos;
         const uint32_t a[4] = {simt::tf32_bits(a_at(has0, a0, k)),
                                simt::tf32_bits(a_at(has1, a1, k)),
                                simt::tf32_bits(a_at(has0, a0, k + 4)),
@@ -47,8 +51,8 @@ __device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, i
         simt::mma_m16n8k8_tf32(d, a, bf);
       }
     } else {
-      for (int64_t k0 = 0; k0 < K; k0 += 16) {
-        const int64_t k = k0 + 2 * pos;
+      for (int k0 = 0; k0 < K32; k0 += 16) {
+        const int k = k0 + 2 * pos;
         const uint32_t a[4] = {simt::pack_pair(a_at(has0, a0, k), a_at(has0, a0, k + 1)),
                                simt::pack_pair(a_at(has1, a1, k), a_at(has1, a1, k + 1)),
                                simt::pack_pair(a_at(has0, a0, k + 8), a_at(has0, a0, k + 9)),

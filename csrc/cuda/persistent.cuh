@@ -44,6 +44,7 @@
 // batch, read on the device; nothing is computed past a sequence's end.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -53,6 +54,7 @@
 #include "../simt/simt.h"
 #include "backend.h"
 #include "grid_barrier.cuh"
+#include "index_math.cuh"
 #include "kernels.cuh"  // cell_forward_unit, cell_backward_unit, blocks_for
 #include "mma_tiles.cuh"
 
@@ -195,7 +197,7 @@ struct BlockUnits {
 __device__ __forceinline__ BlockUnits block_units(int blocks_per_dir, int64_t H, int64_t P) {
   const int dir = static_cast<int>(blockIdx.x) / blocks_per_dir;
   const int64_t jb = static_cast<int>(blockIdx.x) % blocks_per_dir;
-  const int64_t U = ceil_div(H, blocks_per_dir), V = ceil_div(P, blocks_per_dir);
+  const int64_t U = ceil_div32(H, blocks_per_dir), V = ceil_div32(P, blocks_per_dir);
   const int64_t u0 = min64(H, jb * U), p0 = min64(P, jb * V);
   return {dir, U, u0, min64(H, u0 + U) - u0, V, p0, min64(P, p0 + V) - p0};
 }
@@ -231,15 +233,15 @@ __device__ __forceinline__ Acc warp_dot(const X& x, const Slice<W>& w, int64_t r
 template <typename T, typename W>
 __device__ __forceinline__ void load_rows(W w, int64_t origin, int64_t ldw, const T* src,
                                           int64_t lds, int64_t r0, int64_t n, int64_t C) {
-  for (int64_t e = threadIdx.x; e < n * C; e += blockDim.x)
-    w[origin + e / C * ldw + e % C] = src[(r0 + e / C) * lds + e % C];
+  for (int e = threadIdx.x; e < static_cast<int>(n * C); e += blockDim.x)
+    w[origin + div32(e, C) * ldw + mod32(e, C)] = src[(r0 + div32(e, C)) * lds + mod32(e, C)];
 }
 // Likewise for columns [c0, c0 + n) of src (R rows): w[origin + c * ldw + r] = src[r, c0 + c].
 template <typename T, typename W>
 __device__ __forceinline__ void load_cols(W w, int64_t origin, int64_t ldw, const T* src,
                                           int64_t lds, int64_t c0, int64_t n, int64_t R) {
-  for (int64_t e = threadIdx.x; e < n * R; e += blockDim.x)
-    w[origin + e / R * ldw + e % R] = src[(e % R) * lds + c0 + e / R];
+  for (int e = threadIdx.x; e < static_cast<int>(n * R); e += blockDim.x)
+    w[origin + div32(e, R) * ldw + mod32(e, R)] = src[mod32(e, R) * lds + c0 + div32(e, R)];
 }
 
 // Element `at` of this block's exchange area (PersistentArgs::exchange_rows), as an array.
@@ -293,8 +295,10 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
     if constexpr (kExchange) {
       if (s.n_continuing < s.rows) {  // rows that start at this step: h0 into the buffer
         auto buf = own_exchange(a, cur);
-        for (int64_t e = s.n_continuing * P + threadIdx.x; e < s.rows * P; e += blockDim.x)
-          buf[e / P * x.ld_h + e % P] = p.h0[e];
+        const int end = static_cast<int>(s.rows * P);
+        for (int e = static_cast<int>(s.n_continuing * P + threadIdx.x); e < end;
+             e += blockDim.x)
+          buf[div32(e, P) * x.ld_h + mod32(e, P)] = p.h0[e];
         __syncthreads();
       }
     }
@@ -327,20 +331,23 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
         // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
         block_mma_products<T>(
             s.rows, 4 * nu, P, h_prev,
-            [&](int64_t n, int64_t k) { return gates_w(n / nu * gate_rows + n % nu, k); },
+            [&](int64_t n, int64_t k) {
+              return gates_w(div32(n, nu) * gate_rows + mod32(n, nu), k);
+            },
             [&](int64_t j, int64_t n, float v) {
-              p.gates[(s.offset + j) * G + n / nu * H + u0 + n % nu] += v;
+              p.gates[(s.offset + j) * G + div32(n, nu) * H + u0 + mod32(n, nu)] += v;
             });
         __syncthreads();
-        for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
-          const int64_t j = item / nu, u = u0 + item % nu;
+        for (int item = threadIdx.x; item < static_cast<int>(s.rows * nu); item += blockDim.x) {
+          const int64_t j = div32(item, nu), u = u0 + mod32(item, nu);
           const T h = cell(j, u);
           if (!proj) publish(j, u, h);
         }
       }
     } else {
-      for (int64_t item = warp; item < s.rows * nu; item += warps) {
-        const int64_t j = item / nu, ul = item % nu, u = u0 + ul;
+      for (int item = warp; item < static_cast<int>(s.rows * nu); item += warps) {
+        const int64_t j = div32(item, nu), ul = mod32(item, nu);
+        const int64_t u = u0 + ul;
         const auto hp = h_prev(j);
         Acc acc[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
         for (int64_t k = lane; k < P; k += 32) {
@@ -375,8 +382,8 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
           });
         }
       } else {
-        for (int64_t item = warp; item < s.rows * b.np; item += warps) {
-          const int64_t j = item / b.np, pl = item % b.np;
+        for (int item = warp; item < static_cast<int>(s.rows * b.np); item += warps) {
+          const int64_t j = div32(item, b.np), pl = mod32(item, b.np);
           const Acc acc = warp_dot<Acc, T>(hraw(j), proj_w, pl, H);  // in every lane
           if (lane == 0) store(j, pl, acc);
           publish_spread(j, b.p0 + pl, static_cast<T>(acc));
@@ -459,8 +466,8 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     };
     if (!proj) {
       // Phase A: gate gradients of this block's units, one thread per row and unit.
-      for (int64_t item = threadIdx.x; item < s.rows * nu; item += blockDim.x) {
-        const int64_t j = item / nu, u = u0 + item % nu;
+      for (int item = threadIdx.x; item < static_cast<int>(s.rows * nu); item += blockDim.x) {
+        const int64_t j = div32(item, nu), u = u0 + mod32(item, nu);
         Acc dh = p.dh[j * H + u];
         if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[(s.offset + j) * H + u]);
         const Gates4<T> d = cell(j, u, dh);
@@ -469,8 +476,8 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
       }
     } else {
       // Phase A, projection: the step's total output gradient of the block's output units...
-      for (int64_t item = threadIdx.x; item < s.rows * np; item += blockDim.x) {
-        const int64_t j = item / np, q = p0 + item % np, row = s.offset + j;
+      for (int item = threadIdx.x; item < static_cast<int>(s.rows * np); item += blockDim.x) {
+        const int64_t j = div32(item, np), q = p0 + mod32(item, np), row = s.offset + j;
         Acc dh = p.dh[j * P + q];
         if (p.dy != nullptr) dh += static_cast<Acc>(p.dy[row * P + q]);
         p.dout[row * P + q] = static_cast<T>(dh);
@@ -479,8 +486,8 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
       }
       step_barrier(a, p.barrier, generation);
       // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
-      for (int64_t item = warp; item < s.rows * nu; item += warps) {
-        const int64_t j = item / nu, u = u0 + item % nu;
+      for (int item = warp; item < static_cast<int>(s.rows * nu); item += warps) {
+        const int64_t j = div32(item, nu), u = u0 + mod32(item, nu);
         Acc dh;
         if constexpr (kExchange) {
           dh = warp_dot<Acc, T>(own_exchange(a, dout_at + j * x.ld_h), hr_cols, u - u0, P);
@@ -510,8 +517,8 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
                               [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
       }
     } else {
-      for (int64_t item = warp; item < s.rows * np; item += warps) {
-        const int64_t j = item / np, pl = item % np;
+      for (int item = warp; item < static_cast<int>(s.rows * np); item += warps) {
+        const int64_t j = div32(item, np), pl = mod32(item, np);
         const Acc acc = warp_dot<Acc, T>(dgates(j), hh_cols, pl, G);
         if (lane == 0) p.dh[j * P + p0 + pl] = acc;
       }
@@ -688,11 +695,20 @@ inline PlanCache& plan_cache() {
 }
 constexpr size_t kMaxCachedPlans = 4096;  // a bound for a process that sees endless shapes
 
+// The kernels take quotients of index values in 32 bits (index_math.cuh): a step's rows times
+// the widest row (4H gates, or P outputs) and a weight matrix (4H x max(H, P)) stay below
+// 2^31, or the shape keeps the per-step path.
+constexpr int64_t kMaxIndex = (int64_t{1} << 31) - 1;
+inline bool indices_fit_32_bits(const LayerDims& d) {
+  const int64_t widest = std::max<int64_t>(4 * d.H, d.Hout);
+  return d.B <= kMaxIndex / widest && std::max<int64_t>(d.H, d.Hout) <= kMaxIndex / (4 * d.H);
+}
+
 template <typename... KernelArgs>
 PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
                                void (*kernel)(KernelArgs...)) {
   const CudaPath path = requested_cuda_path();
-  if (path == CudaPath::kStep || d.H == 0) return PersistentPlan{};
+  if (path == CudaPath::kStep || d.H == 0 || !indices_fit_32_bits(d)) return PersistentPlan{};
   const bool cluster = path == CudaPath::kCluster;
   // B sizes only the cluster path's exchange buffers; elem_bytes follows from the kernel.
   const PlanKey key{reinterpret_cast<const void*>(kernel), cluster ? d.B : 0, d.H, d.Hout, d.D,

@@ -1,0 +1,85 @@
+"""The persistent kernels' machine code, checked without a GPU (scripts/sass_check.py): no local
+memory or spills, no 64-bit integer division, tensor cores in the 16-bit kernels, registers
+within the plans' occupancy. Runs on the sm_90 code of the built library (CI compiles it), and
+shows that the check bites on a small kernel built with 64-bit index arithmetic.
+"""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("sass_check",
+                                              os.path.join(ROOT, "scripts", "sass_check.py"))
+sass_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sass_check)
+
+CUOBJDUMP = sass_check.find_cuobjdump()
+
+
+def _nvcc():
+    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    path = os.path.join(home, "bin", "nvcc")
+    return path if os.path.exists(path) else shutil.which("nvcc")
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    if CUOBJDUMP is None:
+        pytest.skip("needs a CUDA build of fastlstm: no cuobjdump (torch's triton ships one)")
+    found = sass_check.read_kernels(sass_check.default_binary(), CUOBJDUMP)
+    if not found:
+        pytest.skip("needs a CUDA build of fastlstm: the library has no persistent kernels")
+    return found
+
+
+def test_every_persistent_kernel_is_there(kernels):
+    """Forward and backward, in float, double, Half and BFloat16."""
+    for direction in ("forward", "backward"):
+        for dtype in ("ff", "dd", "N3c104HalfEf", "N3c108BFloat16Ef"):
+            assert any(f"persistent_{direction}_kernelI{dtype}" in name for name in kernels), \
+                (direction, dtype, sorted(kernels))
+
+
+@pytest.mark.parametrize("problem", ["local memory or spills", "64-bit integer division",
+                                     "no tensor-core products",
+                                     "registers beyond one block per SM"])
+def test_no_persistent_kernel_has(kernels, problem):
+    found = {name: sass_check.check(k).get(problem) for name, k in kernels.items()}
+    offenders = {name: what for name, what in found.items() if what}
+    assert not offenders, f"{problem}: {offenders}"
+
+
+def test_the_check_bites_on_64_bit_index_division(tmp_path):
+    """A kernel that divides 64-bit indices by a run-time value, as the persistent kernels did,
+    is flagged; the same kernel dividing in 32 bits (index_math.cuh's way) is not."""
+    nvcc = _nvcc()
+    if CUOBJDUMP is None or nvcc is None:
+        pytest.skip("needs a CUDA build of fastlstm: no nvcc or cuobjdump")
+    source = tmp_path / "probe.cu"
+    source.write_text(r'''
+template <typename I>
+__global__ void persistent_forward_kernel(const float* x, float* y, long n, long width) {
+  for (I e = threadIdx.x; e < static_cast<I>(n); e += blockDim.x)
+    y[e] = x[e / static_cast<I>(width)] + x[e % static_cast<I>(width)];
+}
+template __global__ void persistent_forward_kernel<long>(const float*, float*, long, long);
+template __global__ void persistent_forward_kernel<int>(const float*, float*, long, long);
+''')
+    cubin = tmp_path / "probe.cubin"
+    subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-O3", "-o", str(cubin), str(source)],
+                   check=True)
+    found = sass_check.read_kernels(str(cubin), CUOBJDUMP)
+    verdicts = {("64" if "Il" in name else "32"): sass_check.check(k)
+                for name, k in found.items()}
+    assert "64-bit integer division" in verdicts["64"], verdicts
+    assert "64-bit integer division" not in verdicts["32"], verdicts
+    # the script's verdict, as CI and the GPU session read it
+    script = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sass_check.py"),
+                             str(cubin)], capture_output=True, text=True)
+    assert script.returncode == 1 and "FAIL" in script.stdout and "ok " in script.stdout, \
+        script.stdout + script.stderr

@@ -24,7 +24,8 @@ Per-test guard (--gpu-test-cap SECONDS, 0: off): a hang becomes a failure naming
      (the tests done, and this one as a failure) to --junitxml's path, then ends the process
      (exit status 1).
   3. When even that thread cannot run (the stuck call holds the GIL), faulthandler dumps the
-     tracebacks and ends the process another grace period later; the log then names the test
+     tracebacks and ends the process another grace period (at least 5 s) later; the log then
+     names the test
      (pytest -v prints its id before it runs).
 The group's cap (`timeout -s INT`) interrupts pytest, which still writes its JUnit XML and
 summary; the plugin then prints "gpu_tests_plugin: INTERRUPTED <nodeid>", the test in progress,
@@ -156,8 +157,10 @@ class _Guard:
         self.current = (item.nodeid, time.monotonic())
         old = signal.signal(signal.SIGALRM, self._alarm)
         signal.setitimer(signal.ITIMER_REAL, self.cap)
-        # Last resort (3.): needs no GIL.
-        faulthandler.dump_traceback_later(self.cap + 2 * self.grace, exit=True, file=_TERMINAL)
+        # Last resort (3.): needs no GIL. At least 5 s after the watchdog's turn, so that a
+        # busy machine delaying the watchdog thread by a second does not hand the hang to it.
+        faulthandler.dump_traceback_later(self.cap + self.grace + max(self.grace, 5.0),
+                                          exit=True, file=_TERMINAL)
         try:
             outcome = yield
             if outcome.excinfo and issubclass(outcome.excinfo[0], KeyboardInterrupt):

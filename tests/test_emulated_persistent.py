@@ -99,9 +99,10 @@ def test_cluster_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, see
                                      cuda_path):
     """FASTLSTM_CUDA_PATH=cluster: each direction one thread-block cluster (the emulated
     device's largest holds 4 blocks, so blocks own up to 10 units), meeting at the cluster
-    barrier instead of the grid barrier. With the weights resident, the forward's h_{t-1}
-    travels through distributed shared memory (each block stores its units of h_t into every
-    block of the cluster); from global memory otherwise."""
+    barrier instead of the grid barrier, the forward's h_{t-1} travelling through distributed
+    shared memory (each block stores its units of h_t into every block of the cluster). Where
+    the weights do not fit the cluster's shared memory ("global"), the grid path runs instead:
+    no cluster barrier, no distributed shared memory."""
     ref, fast = make_pair(I, H, torch.float64, seed=seed, num_layers=layers, bidirectional=bi,
                           proj_size=proj, bias=bias, batch_first=bf)
     x, hx = _data(layers, bi, H, lengths, torch.float64, seed, bf, proj)
@@ -109,9 +110,9 @@ def test_cluster_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, see
     before = _simt.cluster_barrier_count(), _simt.dsmem_access_count()
     with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement]):
         check_parity(ref, fast, x, lengths, hx=hx)
-    ran = max(lengths) > 0
-    assert (_simt.cluster_barrier_count() > before[0]) == ran
-    assert (_simt.dsmem_access_count() > before[1]) == (ran and placement == "resident")
+    on_clusters = max(lengths) > 0 and placement == "resident"
+    assert (_simt.cluster_barrier_count() > before[0]) == on_clusters
+    assert (_simt.dsmem_access_count() > before[1]) == on_clusters
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

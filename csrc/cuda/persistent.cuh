@@ -616,8 +616,11 @@ constexpr int kPersistentThreads = 256;
 #endif
 constexpr int64_t kMaxClusterBlocks = 16;  // Hopper's largest (non-portable) cluster
 
-// One cluster of up to 16 blocks per direction (at most H), the weights resident where their
-// slices fit, else read from global memory; or no plan where the device has no clusters.
+// One cluster of up to 16 blocks per direction (at most H), the weights resident in their
+// shared memory; or no plan where the device has no clusters or the slices do not fit there.
+// Then compute_plan takes the grid path, whose blocks (one per SM, not 16 a direction) hold
+// smaller slices: streaming the weights from L2 into 16 SMs every step would be slower than
+// keeping them resident over the whole grid (by construction, until a GPU measures both).
 template <typename... KernelArgs>
 PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
                             void (*kernel)(KernelArgs...)) {
@@ -630,7 +633,8 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
       static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
   plan.resident = shared <= limit &&
                   simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
-  plan.shared_bytes = plan.resident ? shared : 0;
+  if (!plan.resident) return PersistentPlan{};
+  plan.shared_bytes = shared;
   // What the blocks exchange every step through distributed shared memory, where it fits
   // beside the resident weights: the forward's h_{t-1}, the backward's gate gradients and,
   // with a projection, dout (exchange_layout).

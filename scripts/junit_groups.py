@@ -97,6 +97,14 @@ def merge(groups, out, require_passed=False):
             _case(suite, f"gpu_session.{name}", "(group)", "error",
                   f"group {name}: no JUnit XML (pytest exit status {rc}"
                   + (", killed after its cap's SIGINT" if rc == 137 else "") + ")")
+        if not hung:
+            # The watchdog's own JUnit entry names the hung test too (its log line is the
+            # first thing it writes, but the JUnit XML is what the session keeps).
+            for case in suite.iter("testcase"):
+                failure = case.find("failure")
+                if failure is not None and ": hung: " in (failure.get("message") or ""):
+                    hung = re.match(r"(\S+): hung: ", failure.get("message"))
+                    break
         counts = outcomes(suite)
         for k in totals:
             totals[k] += counts[k]

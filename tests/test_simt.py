@@ -188,3 +188,13 @@ def test_debug_allocator_fills_fresh_buffers_with_nan():
     with _simt.emulated_cuda(debug_alloc=False):
         plain = torch.ops.fastlstm._simt_selftest("fresh_buffer", x)
     assert plain.shape == (300,)  # whatever the allocator held: nothing is promised
+
+
+def test_paired_16_bit_loads_must_be_aligned():
+    """simt::load_pair (two 16-bit mma operands in one 32-bit load): at an even element it
+    returns both; at an odd one the emulator refuses it, as a GPU faults on a misaligned
+    shared-memory access."""
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert _simt.selftest("shared_pair", x).item() == 1.0 + 1000.0 * 2.0
+    with pytest.raises(RuntimeError, match=r"misaligned 4-byte shared-memory access at byte 2"):
+        _simt.selftest("shared_pair_misaligned", x)

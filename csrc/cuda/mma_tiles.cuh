@@ -5,7 +5,9 @@
 // with simt::mma_m16n8k8_tf32 for float). Edges (rows, cols or K not multiples of the tile) are
 // padded with zeros in the fragments, never read from memory.
 //   a_row(j):   row j of A (K contiguous values of T): a pointer, or shared memory's accessor
-//   b(n, k):    element (n, k) of B, any accessor (shared or global memory)
+//   b_row(n):   row n of B (K contiguous values of T), likewise
+// 16-bit operands are loaded in pairs (simt::load_pair): one 32-bit load per mma register where
+// the pair is aligned and inside K.
 //   store(j, n, v): receives each finished output once
 #pragma once
 
@@ -17,9 +19,9 @@
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
 
-template <typename T, typename ARow, typename BAt, typename Store>
+template <typename T, typename ARow, typename BRow, typename Store>
 __device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, int64_t K,
-                                                   const ARow& a_row, const BAt& b,
+                                                   const ARow& a_row, const BRow& b_row,
                                                    const Store& store) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const int group = lane / 4, pos = lane % 4;
@@ -37,7 +39,8 @@ __device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, i
     const auto a_at = [&](bool has, const auto& a, int k) {
       return has && k < K32 ? static_cast<T>(a[k]) : zero;
     };
-    const auto b_at = [&](int k) { return n < cols && k < K32 ? static_cast<T>(b(n, k)) : zero; };
+    const auto bn = b_row(n < cols ? n : 0);
+    const auto b_at = [&](int k) { return n < cols && k < K32 ? static_cast<T>(bn[k]) : zero; };
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if constexpr (std::is_same_v<T, float>) {
       // TF32: K in steps of 8, each operand rounded to TF32.
@@ -51,14 +54,20 @@ __device__ __forceinline__ void block_mma_products(int64_t rows, int64_t cols, i
         simt::mma_m16n8k8_tf32(d, a, bf);
       }
     } else {
+      // k is even: a pair inside K is one load, edges are padded with zeros element by element.
+      const auto a_pair = [&](bool has, const auto& a, int k) -> uint32_t {
+        if (has && k + 1 < K32) return simt::load_pair(a, k);
+        return simt::pack_pair(a_at(has, a, k), a_at(has, a, k + 1));
+      };
+      const auto b_pair = [&](int k) -> uint32_t {
+        if (n < cols && k + 1 < K32) return simt::load_pair(bn, k);
+        return simt::pack_pair(b_at(k), b_at(k + 1));
+      };
       for (int k0 = 0; k0 < K32; k0 += 16) {
         const int k = k0 + 2 * pos;
-        const uint32_t a[4] = {simt::pack_pair(a_at(has0, a0, k), a_at(has0, a0, k + 1)),
-                               simt::pack_pair(a_at(has1, a1, k), a_at(has1, a1, k + 1)),
-                               simt::pack_pair(a_at(has0, a0, k + 8), a_at(has0, a0, k + 9)),
-                               simt::pack_pair(a_at(has1, a1, k + 8), a_at(has1, a1, k + 9))};
-        const uint32_t bf[2] = {simt::pack_pair(b_at(k), b_at(k + 1)),
-                                simt::pack_pair(b_at(k + 8), b_at(k + 9))};
+        const uint32_t a[4] = {a_pair(has0, a0, k), a_pair(has1, a1, k), a_pair(has0, a0, k + 8),
+                               a_pair(has1, a1, k + 8)};
+        const uint32_t bf[2] = {b_pair(k), b_pair(k + 8)};
         simt::mma_m16n8k16<T>(d, a, bf);
       }
     }

@@ -211,6 +211,8 @@ struct Slice {
   __device__ __forceinline__ auto operator()(int64_t r, int64_t k) const {
     return w[origin + r * ld + k];
   }
+  // Row r as an array (a pointer, or shared memory's checked array under emulation).
+  __device__ __forceinline__ auto row(int64_t r) const { return w + (origin + r * ld); }
 };
 template <typename W>
 __device__ __forceinline__ Slice<W> slice(W w, int64_t origin, int64_t ld) {
@@ -331,9 +333,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
         // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
         block_mma_products<T>(
             s.rows, 4 * nu, P, h_prev,
-            [&](int64_t n, int64_t k) {
-              return gates_w(div32(n, nu) * gate_rows + mod32(n, nu), k);
-            },
+            [&](int64_t n) { return gates_w.row(div32(n, nu) * gate_rows + mod32(n, nu)); },
             [&](int64_t j, int64_t n, float v) {
               p.gates[(s.offset + j) * G + div32(n, nu) * H + u0 + mod32(n, nu)] += v;
             });
@@ -376,7 +376,8 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       };
       if (on_tensor_cores(a)) {
         if constexpr (kAnyTensorCores<T>) {
-          block_mma_products<T>(s.rows, b.np, H, hraw, proj_w, [&](int64_t j, int64_t pl, Acc v) {
+          const auto proj_row = [&](int64_t pl) { return proj_w.row(pl); };
+          block_mma_products<T>(s.rows, b.np, H, hraw, proj_row, [&](int64_t j, int64_t pl, Acc v) {
             store(j, pl, v);
             publish(j, b.p0 + pl, static_cast<T>(v));
           });
@@ -513,7 +514,8 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     };
     if (on_tensor_cores(a)) {
       if constexpr (kAnyTensorCores<T>) {
-        block_mma_products<T>(s.rows, np, G, dgates, hh_cols,
+        const auto hh_row = [&](int64_t pl) { return hh_cols.row(pl); };
+        block_mma_products<T>(s.rows, np, G, dgates, hh_row,
                               [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
       }
     } else {

@@ -23,6 +23,7 @@
 #include <torch/csrc/stable/library.h>
 
 #include <atomic>
+#include <cstring>
 #include <string>
 
 #include "../cuda/grid_barrier.cuh"
@@ -227,6 +228,21 @@ __global__ void mma_tf32_tile(const float* x, float* out) {
   for (int i = 0; i < 4; ++i) out[(group + 8 * (i >> 1)) * 8 + 2 * pos + (i & 1)] = d[i];
 }
 
+// x[0..4) into shared memory as Half, then out[0] = the 32-bit pair of elements `at` and
+// at + 1 (simt::load_pair): at = 0 is aligned, at = 1 is not, and must fail as on a GPU.
+__global__ void shared_pair(const float* x, int64_t at, float* out) {
+  auto s = dynamic_shared<Half>();
+  if (threadIdx.x < 4) s[threadIdx.x] = Half(x[threadIdx.x]);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const uint32_t v = load_pair(s, at);
+    Half lo, hi;
+    std::memcpy(&lo, &v, 2);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + 2, 2);
+    out[0] = static_cast<float>(lo) + 1000.0f * static_cast<float>(hi);
+  }
+}
+
 // out[i] = x[i] for every thread i < n: into a buffer of n - 1 elements, the last store lands
 // just past its end, which the debug allocator's guard must report (write_past_end).
 __global__ void copy_into(const float* x, int64_t n, float* out) {
@@ -310,6 +326,10 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
     Tensor dst = empty_like_device({kernel == "write_within" ? n : n - 1}, kFloat, x);
     launch(copy_into, dim3(1), dim3(threads), 0, xp, n, ptr<float>(dst));
     return dst;
+  } else if (kernel == "shared_pair" || kernel == "shared_pair_misaligned") {
+    FASTLSTM_CHECK_VALUE(n == 4, "fastlstm: ", kernel, ": x must have 4 values, got ", n);
+    launch(shared_pair, dim3(1), dim3(32), 4 * sizeof(Half), xp,
+           int64_t{kernel == "shared_pair" ? 0 : 1}, op);
   } else if (kernel == "fresh_buffer") {
     return empty_like_device({n}, kFloat, x);  // what a kernel reads where nobody wrote
   } else {
@@ -317,7 +337,8 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
                          "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
                          "mma_f16, mma_bf16, mma_tf32, cluster_sum, cluster_barrier_skipped, cluster_ring, "
                          "cluster_ring_unsynced, cluster_store_before_start, cluster_store_after_exit, "
-                         "divergent_barrier, write_within, write_past_end, fresh_buffer; "
+                         "divergent_barrier, write_within, write_past_end, fresh_buffer, "
+                         "shared_pair, shared_pair_misaligned; "
                          "got '", kernel, "'");
   }
   return out;

@@ -479,6 +479,13 @@ void record_shared_access(int target, const void* p, size_t bytes, bool write) {
                 std::to_string(c - base) + " of block " + std::to_string(target) + "'s " +
                 std::to_string(b.shared.size()) + "-byte buffer");
   }
+  // As a GPU, which faults on a misaligned shared-memory access (a 4-byte load of two 16-bit
+  // values at an odd element, say).
+  if ((c - base) % bytes != 0) {
+    abort_fiber("fastlstm: emulated kernel: misaligned " + std::to_string(bytes) + "-byte "
+                "shared-memory access at byte " + std::to_string(c - base) + " of block " +
+                std::to_string(target));
+  }
   Cluster& cluster = L.clusters[target / L.cluster_blocks];
   const bool remote = target != L.fiber().block;
   if (remote) {

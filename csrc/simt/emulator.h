@@ -131,6 +131,14 @@ class SharedArray {
   SharedArray(T* base, int block) : base_(base), block_(block) {}
   SharedRef<T> operator[](int64_t i) const { return SharedRef<T>(base_ + i, block_); }
   SharedArray operator+(int64_t i) const { return SharedArray(base_ + i, block_); }
+  // Elements i and i + 1 as one 4-byte access (simt::load_pair), checked as such.
+  uint32_t pair(int64_t i) const {
+    static_assert(sizeof(T) == 2, "pairs of 16-bit elements only");
+    record_shared_access(block_, base_ + i, 4, false);
+    uint32_t v;
+    std::memcpy(&v, base_ + i, 4);
+    return v;
+  }
 
  private:
   T* base_;

@@ -424,6 +424,27 @@ __device__ __forceinline__ uint32_t pack_pair(T lo, T hi) {
   return static_cast<uint32_t>(lo.x) | (static_cast<uint32_t>(hi.x) << 16);
 }
 
+// Elements i and i + 1 of a row of 16-bit values as one mma operand register, lo = element i:
+// one 32-bit load where the pair is 4-byte aligned (rows padded to even lengths in shared
+// memory always are), two 16-bit loads otherwise.
+template <typename T>
+__device__ __forceinline__ uint32_t load_pair(const T* row, int64_t i) {
+  static_assert(sizeof(T) == 2, "pairs of 16-bit elements only");
+  if ((reinterpret_cast<uintptr_t>(row + i) & 3u) == 0)
+    return *reinterpret_cast<const uint32_t*>(row + i);
+  return pack_pair(row[i], row[i + 1]);
+}
+template <typename T>
+__device__ __forceinline__ uint32_t load_pair(T* row, int64_t i) {
+  return load_pair(static_cast<const T*>(row), i);
+}
+#if defined(FASTLSTM_SIMT_EMULATE)
+template <typename T>
+uint32_t load_pair(const SharedArray<T>& row, int64_t i) {
+  return row.pair(i);
+}
+#endif
+
 // d += A B for one warp: PTX mma.sync.aligned.m16n8k16.row.col.f32 with T inputs (every lane
 // of the warp calls it). Fragments, with group = lane / 4 and pos = lane % 4:
 //   a[r] holds A (16 x 16) row group + 8 * (r & 1), columns 2 * pos + 8 * (r >> 1) and the next;

@@ -8,6 +8,7 @@ when present, else on the CPU.
     python -m benchmarks --update-readme     # also put the tables and plots into README.md
     python -m benchmarks --incremental       # JSON after every job; SIGTERM/SIGINT stop cleanly
     python -m benchmarks --time-limit 170    # start no job after 170 s; write what was measured
+    python -m benchmarks --keras             # a Keras tagger: fastlstm.keras vs keras.layers.LSTM
 
 Writes <tag>.json (machine, versions, every repetition, per-step latencies), <tag>.md (tables)
 and <tag>_*.png (plots) to --out, where tag names the device, the config and torch.
@@ -124,6 +125,11 @@ def parse_args(argv):
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="start no job once SECONDS have passed since the run began; the outputs "
                         "then hold the jobs done, marked as a partial run")
+    p.add_argument("--keras", action="store_true",
+                   help="instead of the suite, the Keras row: a Keras 3 tagger's train step and "
+                        "inference with fastlstm.keras.LSTM against keras.layers.LSTM, with and "
+                        "without a mask, in its own table (benchmarks/keras_tagger.py; needs "
+                        "keras); --reps, --warmup, --out, --json, --markdown apply")
     p.add_argument("--list", action="store_true", help="print the workloads and exit")
     p.add_argument("--dump-config", action="store_true", help="print the config as JSON and exit")
     return p.parse_args(argv)
@@ -136,6 +142,9 @@ def main(argv=None):
     for key in ("reps", "warmup", "buckets", "modes"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    if args.keras:
+        from . import keras_tagger
+        return keras_tagger.main(args, _command(argv))
     if args.dump_config:
         print(json.dumps(cfg, indent=2))
         return None

@@ -240,3 +240,31 @@ def test_oversubscribed_script_runs_and_times_every_contender(mode, capsys):
     assert set(idle) == set(busy) == {"fastlstm", "nn.LSTM padded", "nn.LSTM packed"}
     assert all(t > 0 for t in list(idle.values()) + list(busy.values()))
     assert "fastlstm vs nn.LSTM packed" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's own
+def test_keras_row_runs_and_writes_its_own_table(tmp_path, monkeypatch, capsys):
+    """`python -m benchmarks --keras` (shrunk): both contenders timed in each of the 4 jobs, the
+    two models agreeing before timing, and its own JSON and table written."""
+    from benchmarks import keras_tagger
+
+    missing = keras_tagger.keras_missing()      # (sets KERAS_BACKEND=torch unless set)
+    if missing:
+        pytest.skip(f"needs keras on the torch backend: {missing}")
+    monkeypatch.setattr(keras_tagger, "SHAPE", {"batch": 4, "steps": 40, "units": 5, "embed": 6,
+                                                "vocab": 30, "tags": 3})
+    payload = run.main(["--keras", "--reps", "2", "--warmup", "0", "--out", str(tmp_path)])
+    rows = payload["results"]
+    assert [(r["mode"], r["masked"]) for r in rows] == keras_tagger.JOBS
+    for r in rows:
+        assert set(r["median_ms"]) == set(keras_tagger.CONTENDERS)
+        assert all(len(s) == 2 and min(s) > 0 for s in r["samples_ms"].values())
+        assert r["max_prediction_diff"] < 1e-5
+        assert (r["valid_tokens"] < r["padded_tokens"]) == r["masked"]
+    written = sorted(os.listdir(tmp_path))
+    stem = next(f for f in written if f.endswith(".json"))[:-len(".json")]
+    assert "_keras_torch" in stem and stem + ".md" in written
+    table = (tmp_path / (stem + ".md")).read_text()
+    assert "| train | yes |" in table and "| inference | no |" in table
+    assert json.loads((tmp_path / (stem + ".json")).read_text())["machine"]["keras"]
+    assert "fastlstm.keras" in capsys.readouterr().out

@@ -17,6 +17,10 @@ import functools
 import importlib.util
 import os
 
+# Keras 3 reads its backend once, at import: fastlstm.keras needs torch's (tests/test_keras.py,
+# and the docs' check that fastlstm.keras.LSTM exists).
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
 import pytest
 
 STRICT = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")

@@ -6,9 +6,9 @@
 #   make wheel   the wheel in dist/: cp310-abi3 (PyTorch's stable ABI), for every torch >= 2.10 and
 #                Python >= 3.10; CUDA (+cu13) for FASTLSTM_CUDA_ARCHS (default: setup.py's
 #                DEFAULT_ARCHS, sm_80 to sm_100 + PTX) when nvcc is present, else CPU only (+cpu)
-#   make ci-wheel               that wheel, no rebuild, in clean venvs with torch 2.14.1 (Python
-#                3.11) and torch 2.11.0 (Python 3.12): smoke test and the parity subset
-#                (tests/wheel_subset.py) in each
+#   make ci-wheel               that wheel, no rebuild, in a clean venv with torch 2.11.0 (Python
+#                3.12; CI_WHEEL_ENVS for others): smoke test and the parity subset
+#                (tests/wheel_subset.py)
 #   make gpu-wheel              an sm_90 wheel in .whl/, which the GPU session installs instead of
 #                compiling (carry .whl to the GPU machine)
 #   make gpu-session OUT=dir    on the borrowed GPU machine: scripts/gpu_session.sh all (build,

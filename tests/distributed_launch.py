@@ -1,6 +1,7 @@
 """Launches the worker processes of the distributed tests (test_ddp.py, test_fsdp.py): each
 test file doubles as its worker script, run as `python FILE RANK PORT OUT_DIR` per rank, with
-gloo on the loopback interface. The workers write their results under OUT_DIR."""
+gloo on the loopback interface. The workers write their results under OUT_DIR. Also the
+global batch both tests train on (step_batch)."""
 
 import os
 import socket
@@ -42,6 +43,19 @@ def run_workers(script: str, out_dir: str, world: int, label: str, timeout: floa
                          for r, (p, log) in enumerate(zip(procs, logs)))
         if "address already in use" not in text.lower() or attempt == 2:
             raise AssertionError(f"{label} workers failed:\n" + text)
+
+
+def step_batch(step: int, B: int, T: int, I: int):
+    """The global batch of one step, float64: inputs [B, T, I], lengths [B] (a 0 and a full
+    one among them), targets [B, T]."""
+    import torch
+    gen = torch.Generator().manual_seed(100 + step)
+    x = torch.randn(B, T, I, generator=gen, dtype=torch.float64)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    lengths[step % B] = 0
+    lengths[(step + 3) % B] = T
+    target = torch.randn(B, T, generator=gen, dtype=torch.float64)
+    return x, lengths, target
 
 
 def init_gloo(rank: int, port: int, world: int) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastlstm
-from distributed_launch import init_gloo, run_workers
+from distributed_launch import init_gloo, run_workers, step_batch
 
 WORLD = 2
 STEPS = 3
@@ -48,14 +48,7 @@ class Net(nn.Module):
 
 
 def batch(step):
-    """The global batch of one step: inputs, lengths (a 0 and a full one), targets."""
-    gen = torch.Generator().manual_seed(100 + step)
-    x = torch.randn(B, T, I, generator=gen, dtype=torch.float64)
-    lengths = torch.randint(1, T + 1, (B,), generator=gen)
-    lengths[step % B] = 0
-    lengths[(step + 3) % B] = T
-    target = torch.randn(B, T, generator=gen, dtype=torch.float64)
-    return x, lengths, target
+    return step_batch(step, B, T, I)
 
 
 def local_loss(model, x, lengths, target, scale):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import fastlstm
-from distributed_launch import init_gloo, run_workers
+from distributed_launch import init_gloo, run_workers, step_batch
 from helpers import assert_close, reference_forward
 
 WORLD = 2
@@ -73,13 +73,7 @@ def make_model(rnn_type, dtype=torch.float32):
 
 
 def batch(step, dtype=torch.float32):
-    """The global batch of one step: inputs, lengths (a 0 and a full one), targets."""
-    gen = torch.Generator().manual_seed(100 + step)
-    x = torch.randn(B, T, I, generator=gen, dtype=torch.float64)
-    lengths = torch.randint(1, T + 1, (B,), generator=gen)
-    lengths[step % B] = 0
-    lengths[(step + 3) % B] = T
-    target = torch.randn(B, T, generator=gen, dtype=torch.float64)
+    x, lengths, target = step_batch(step, B, T, I)
     return x.to(dtype), lengths, target.to(dtype)
 
 

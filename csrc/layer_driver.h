@@ -23,7 +23,9 @@
 //   zero_rows<T>(ctx, n, C, dst, ldd, idx)
 //   add<Acc, T>(ctx, n, dst, src)                                          dst += src
 //   combine_bias<T, Acc>(ctx, G, out, b_ih, b_hh)                          out = b_ih + b_hh (or 0)
-//   for_each_direction(D, f)
+//   for_each_row_group(d, schedule, f)   f(dir, r0, r1) for every group of sorted rows whose
+//                                        time loop runs on its own (csrc/cpu/partition.h);
+//                                        a GPU runs one group per direction, [0, B)
 //   forward_recurrence<T, Acc>(ctx, d, view, rec)    the whole forward time loop of every
 //   backward_recurrence<T, Acc>(ctx, d, view, rec)   direction, or false to have the driver run
 //                                                    its per-step loop (the default; only for
@@ -160,17 +162,18 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
                 nullptr, nullptr, nullptr};
   }
   // The time loop, step by step: the default, unless the backend runs it whole.
-  const auto per_step = [&](int64_t dir) {
+  // One group of sorted rows [r0, r1) of one direction; per-row buffers (h0, c0) start at r0.
+  const auto per_step = [&](int64_t dir, int64_t r0, int64_t r1) {
     const Schedule& hs = *s.host();
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
-    const T* h0d = cptr<T>(h0s[dir]);
-    const Acc* c0d = cptr<Acc>(c0s[dir]);
+    const T* h0d = cptr<T>(h0s[dir]) + r0 * Ho;
+    const Acc* c0d = cptr<Acc>(c0s[dir]) + r0 * H;
     const Acc* b = cptr<Acc>(bias[dir]);
     const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, hs, w, false);
     for (int64_t k = 0; k < hs.T; ++k) {
-      const auto [bs, off, nc, poff] = hs.step(reverse ? hs.T - 1 - k : k, reverse);
+      const auto [bs, off, nc, poff] = hs.group_step(reverse ? hs.T - 1 - k : k, reverse, r0, r1);
       if (bs == 0) continue;
       Acc* g = r.gates + off * G;
       // gates += h_prev W_hh^T; continuing and starting rows read different places.
@@ -186,7 +189,7 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
   if (!Backend::template forward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
     FASTLSTM_CHECK(s.host() != nullptr, "fastlstm: internal error: no time loop for a "
                    "schedule built on the device");
-    Backend::for_each_direction(d.D, per_step);
+    Backend::for_each_row_group(d, *s.host(), per_step);
   }
 
   s.zero_padding(ctx, ptr<T>(output), d.D * Ho, d.D * Ho);
@@ -257,57 +260,78 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
     outs[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
   }
 
-  Backend::for_each_direction(d.D, [&](int64_t dir) {
+  // One group of sorted rows [r0, r1) of one direction (the whole batch on a GPU). Its
+  // per-row buffers (two steps of cell state, the raw h of a projection) hold its rows only.
+  Backend::for_each_row_group(d, s, [&](int64_t dir, int64_t r0, int64_t r1) {
     const bool reverse = dir == 1;
+    const int64_t gB = r1 - r0;
+    // Whole: the group's rows of consecutive steps are consecutive packed rows.
+    const bool whole = r0 == 0 && (s.T == 0 || r1 >= s.batch_sizes[0]);
+    const auto group_rows = [&](int64_t t) {
+      return std::clamp<int64_t>(std::min(r1, s.batch_sizes[t]) - r0, 0, gB);
+    };
     const auto w = direction_weights<T>(d, in.weights, dir);
-    const T* h0d = cptr<T>(h0s[dir]);
-    const Acc* c0d = cptr<Acc>(c0s[dir]);
+    const T* h0d = cptr<T>(h0s[dir]) + r0 * Ho;
+    const Acc* c0d = cptr<Acc>(c0s[dir]) + r0 * H;
     const Acc* b = cptr<Acc>(bias[dir]);
     T* out = ptr<T>(outs[dir]);
-    Acc* cf = ptr<Acc>(cfin[dir]);
+    Acc* cf = ptr<Acc>(cfin[dir]) + r0 * H;
     const int64_t rows = std::min(chunk, std::max<int64_t>(N, 1));
     Tensor gbuf = empty_like_device({rows, G}, dtype_of<Acc>(), in.input);
     Tensor xbuf = empty_like_device({rows, I}, dtype_of<T>(), in.input);
-    Tensor cbuf = empty_like_device({2, B, H}, dtype_of<Acc>(), in.input);
-    Tensor hraw = d.has_proj ? empty_like_device({B, H}, dtype_of<T>(), in.input) : Tensor();
+    Tensor cbuf = empty_like_device({2, gB, H}, dtype_of<Acc>(), in.input);
+    Tensor hraw = d.has_proj ? empty_like_device({gB, H}, dtype_of<T>(), in.input) : Tensor();
     Acc* g0 = ptr<Acc>(gbuf);
     T* x = ptr<T>(xbuf);
     Acc* c_steps = ptr<Acc>(cbuf);
     T* h_raw = d.has_proj ? ptr<T>(hraw) : nullptr;
     const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, s, w, false);
-    int64_t lo = 0, hi = 0;  // packed rows [lo, hi) projected into gbuf
+    int64_t tlo = 1, thi = 0;                  // steps [tlo, thi] projected into gbuf
+    std::vector<int64_t> at(s.T, 0);           // gbuf row of step t's first row there
+    IndexList gather;                          // element offsets of a group's chunk rows
     for (int64_t k = 0; k < s.T; ++k) {
       const int64_t t = reverse ? s.T - 1 - k : k;
-      const auto [bs, off, nc, poff] = s.step(t, reverse);
+      const auto [bs, off, nc, poff] = s.group_step(t, reverse, r0, r1);
       if (bs == 0) continue;
-      if (off < lo || off + bs > hi) {
+      if (t < tlo || t > thi) {
         // Project the next steps in this direction's order, as many as fit in the chunk.
-        int64_t first = t, last = t, n = bs;
+        int64_t last = t, n = bs;
         for (;;) {
           const int64_t nt = reverse ? last - 1 : last + 1;
-          if (nt < 0 || nt >= s.T || n + s.batch_sizes[nt] > rows) break;
-          n += s.batch_sizes[nt];
+          if (nt < 0 || nt >= s.T || n + group_rows(nt) > rows) break;
+          n += group_rows(nt);
           last = nt;
         }
-        lo = s.offsets[std::min(first, last)];
-        hi = lo + n;
-        Backend::template copy_rows<T, T>(ctx, n, I, x, I, nullptr,
-                                          cptr<T>(in.input), 1,
-                                          token_in + lo);
+        tlo = std::min(t, last);
+        thi = std::max(t, last);
+        const int64_t* src = token_in + s.offsets[tlo];
+        if (whole) {
+          for (int64_t u = tlo; u <= thi; ++u) at[u] = s.offsets[u] - s.offsets[tlo];
+        } else {
+          gather.clear();
+          for (int64_t u = tlo; u <= thi; ++u) {
+            at[u] = static_cast<int64_t>(gather.size());
+            for (int64_t j = 0; j < group_rows(u); ++j)
+              gather.push_back(token_offsets[s.offsets[u] + r0 + j]);
+          }
+          src = ctx.indices(gather);
+        }
+        Backend::template copy_rows<T, T>(ctx, n, I, x, I, nullptr, cptr<T>(in.input), 1, src);
         Backend::template gemm<T, Acc>(ctx, false, true, n, G, I, x, I, w.w_ih, I, 0, g0, G);
       }
-      Acc* g = g0 + (off - lo) * G;
+      Acc* g = g0 + at[t] * G;
       Backend::template gemm<T, Acc>(ctx, nc, out + poff * Ho, Ho, sw.hh, 1, g, G);
       Backend::template gemm<T, Acc>(ctx, bs - nc, h0d + nc * Ho, Ho, sw.hh, 1, g + nc * G, G);
-      Acc* c_prev = c_steps + ((k + 1) & 1) * B * H;
-      Acc* c_cur = c_steps + (k & 1) * B * H;
+      Acc* c_prev = c_steps + ((k + 1) & 1) * gB * H;
+      Acc* c_cur = c_steps + (k & 1) * gB * H;
       T* h = d.has_proj ? h_raw : out + off * Ho;
       Backend::template cell_forward<T, Acc>(ctx, bs, H, g, b, PrevCell<Acc>{c_prev, c0d, nc},
                                              c_cur, h);
       if (d.has_proj) Backend::template gemm<T, T>(ctx, bs, h, H, sw.hr, 0, out + off * Ho, Ho);
       // Rows whose sequence ends at this step keep their cell state.
-      const int64_t first_end = reverse ? (t == 0 ? 0 : bs)
+      const int64_t ends_from = reverse ? (t == 0 ? 0 : s.batch_sizes[t])
                                         : (t + 1 < s.T ? s.batch_sizes[t + 1] : 0);
+      const int64_t first_end = std::clamp<int64_t>(ends_from - r0, 0, bs);
       if (first_end < bs)
         Backend::template copy_rows<Acc, Acc>(ctx, bs - first_end, H, cf + first_end * H, H,
                                               nullptr, c_cur + first_end * H, H, nullptr);
@@ -387,22 +411,25 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                 d.has_proj ? ptr<T>(dout[dir]) : nullptr};
   }
   // The time loop, step by step: the default, unless the backend runs it whole.
-  const auto per_step = [&](int64_t dir) {
+  // One group of sorted rows [r0, r1) of one direction; per-row buffers (dh, dc, c0) start at
+  // r0.
+  const auto per_step = [&](int64_t dir, int64_t r0, int64_t r1) {
     const Schedule& hs = *s.host();
     const bool reverse = dir == 1;
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
-    Acc* dhp = ptr<Acc>(dh[dir]);
-    Acc* dcp = ptr<Acc>(dc[dir]);
+    Acc* dhp = ptr<Acc>(dh[dir]) + r0 * Ho;
+    Acc* dcp = ptr<Acc>(dc[dir]) + r0 * H;
     T* dg = ptr<T>(dgates[dir]);
     const T* dyp = dy[dir].defined() ? cptr<T>(dy[dir]) : nullptr;
-    const Acc* c0d = cptr<Acc>(c0s[dir]);
-    Tensor dhraw = d.has_proj ? empty_like_device({B, H}, dtype_of<Acc>(), in.input) : Tensor();
+    const Acc* c0d = cptr<Acc>(c0s[dir]) + r0 * H;
+    Tensor dhraw =
+        d.has_proj ? empty_like_device({r1 - r0, H}, dtype_of<Acc>(), in.input) : Tensor();
     Acc* dh_raw = d.has_proj ? ptr<Acc>(dhraw) : nullptr;
     T* dout_p = d.has_proj ? ptr<T>(dout[dir]) : nullptr;
     const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, hs, w, true);
     for (int64_t k = hs.T - 1; k >= 0; --k) {
-      const auto [bs, off, nc, poff] = hs.step(reverse ? hs.T - 1 - k : k, reverse);
+      const auto [bs, off, nc, poff] = hs.group_step(reverse ? hs.T - 1 - k : k, reverse, r0, r1);
       if (bs == 0) continue;
       // Total gradient of this step's output: from the layer output and from step t+1.
       if (dyp != nullptr) Backend::template add<Acc, T>(ctx, bs * Ho, dhp, dyp + off * Ho);
@@ -423,7 +450,7 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
   if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
     FASTLSTM_CHECK(s.host() != nullptr, "fastlstm: internal error: no time loop for a "
                    "schedule built on the device");
-    Backend::for_each_direction(d.D, per_step);
+    Backend::for_each_row_group(d, *s.host(), per_step);
   }
 
   const Tensor x = packed_input<Backend, T>(ctx, s, in.input);

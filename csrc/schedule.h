@@ -54,6 +54,14 @@ struct Schedule {
     const int64_t p = prev_step(t, reverse);
     return {batch_sizes[t], offsets[t], n_continuing(t, reverse), p < 0 ? 0 : offsets[p]};
   }
+  // The part of step t that sorted rows [r0, r1) run (one thread's group of rows): the same
+  // fields, with its row j at sorted row r0 + j. rows is 0 where none of them is active.
+  Step group_step(int64_t t, bool reverse, int64_t r0, int64_t r1) const {
+    const Step s = step(t, reverse);
+    const int64_t rows = std::clamp<int64_t>(std::min(r1, s.rows) - r0, 0, r1 - r0);
+    const int64_t nc = std::clamp<int64_t>(s.n_continuing - r0, 0, rows);
+    return {rows, s.offset + r0, nc, s.prev_offset + r0};
+  }
 
   // Element offsets of every valid token's row in a [T, B, *] tensor with these strides.
   IndexList token_offsets(int64_t stride_t, int64_t stride_b) const;

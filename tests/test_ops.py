@@ -217,16 +217,28 @@ def test_opcheck_inference_non_contiguous_input():
     _opcheck(INF, (x_nc, *rest))
 
 
+@pytest.mark.parametrize("partition", ["rows", "steps"])
 @pytest.mark.parametrize("name", list(OPCHECK_CASES))
-def test_inference_is_deterministic(name):
-    """As test_forward_is_deterministic, for lstm_layer_inference: the padding is written."""
+def test_inference_is_deterministic(name, partition, monkeypatch):
+    """As test_forward_is_deterministic, for lstm_layer_inference: the padding is written.
+
+    Against the training forward: bit for bit where each direction runs as one group of rows
+    ("steps"). Split into groups ("rows", csrc/cpu/partition.h), the inference projects each
+    group's inputs in GEMMs of fewer rows than the forward's one GEMM over all tokens, and
+    MKL's results depend on a GEMM's row count when it is small: equal within rounding there.
+    """
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", partition)
     case = dict(OPCHECK_CASES[name])
     T, B, I, H = (case.pop(k) for k in ("T", "B", "I", "H"))
     args = layer_args(T, B, I, H, requires_grad=False, **case)
     first = [t.clone() for t in INF(*args)]
     expected = FWD(*args)[:3]
     for what, a, e in zip(("output", "h_n", "c_n"), first, expected):
-        assert torch.equal(a, e), f"{what}: inference differs from the forward"
+        if partition == "steps":
+            assert torch.equal(a, e), f"{what}: inference differs from the forward"
+        else:
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12 if a.dtype == torch.float64
+                                       else 1e-6, msg=f"{what}: inference differs")
     for _ in range(3):
         out = INF(*args)
         for t in out:

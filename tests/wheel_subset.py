@@ -18,6 +18,10 @@ WHEEL_SUBSET = [
     ("test_half_cpu.py", None),
     ("test_half_cell_state.py", None),
     ("test_cpu_packed_gemm.py", None),
+    # each layer's rows split across threads, or one group per direction
+    ("test_cpu_partition.py", r"test_training_parity_per_partition\[1-True-3-random-3-rows"
+                              r"|test_inference_parity_per_partition\[True-0-rows-3"
+                              r"|test_default_is_rows"),
     ("test_cell_math.py", r"test_cell_sweep_float64_against_nn_lstm|test_float32_scaled"),
     ("test_training_memory.py", None),
     ("test_reference.py", None),

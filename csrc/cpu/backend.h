@@ -14,6 +14,7 @@
 #include "../torch_api.h"
 #include "cell.h"
 #include "gemm.h"
+#include "partition.h"
 
 namespace fastlstm::cpu {
 
@@ -158,10 +159,14 @@ struct CpuBackend {
     return false;
   }
 
+  // The layer's groups of rows (partition.h), one per thread; within a group every nested
+  // parallel loop and BLAS call runs on that group's thread.
   template <typename F>
-  static void for_each_direction(int64_t D, const F& f) {
-    torch::stable::parallel_for(0, D, 1, [&](int64_t d0, int64_t d1) {
-      for (int64_t dir = d0; dir < d1; ++dir) f(dir);
+  static void for_each_row_group(const LayerDims& d, const Schedule& s, const F& f) {
+    const std::vector<RowGroup> groups = layer_row_groups(d, s);
+    const int64_t n = static_cast<int64_t>(groups.size());
+    torch::stable::parallel_for(0, n, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t k = g0; k < g1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
     });
   }
 };

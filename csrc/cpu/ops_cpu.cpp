@@ -3,6 +3,8 @@
 // the CPU instead (csrc/emulated/emulated_ops.h).
 #include <torch/csrc/stable/library.h>
 
+#include <string>
+
 #include "../checks.h"
 #include "../layer_ops.h"
 #include "../emulated/emulated_ops.h"
@@ -63,19 +65,60 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cpu(
                                                input_requires_grad);
 }
 
+// Test op: the row groups (partition.h) for sorted lengths [B] (int64, descending) -> [G, 3]
+// int64 rows (direction, first row, end row).
+Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int64_t threads,
+                           std::string partition) {
+  FASTLSTM_CHECK_VALUE(sorted_lengths.dim() == 1 && sorted_lengths.scalar_type() == kLong &&
+                           sorted_lengths.device().type() == torch::stable::DeviceType::CPU,
+                       "fastlstm: sorted_lengths must be a 1-D int64 CPU tensor");
+  FASTLSTM_CHECK_VALUE(directions == 1 || directions == 2,
+                       "fastlstm: directions must be 1 or 2, got ", directions);
+  FASTLSTM_CHECK_VALUE(threads >= 1, "fastlstm: threads must be >= 1, got ", threads);
+  FASTLSTM_CHECK_VALUE(partition == "rows" || partition == "steps",
+                       "fastlstm: partition must be 'rows' or 'steps', got '", partition, "'");
+  const Tensor l = as_contiguous(sorted_lengths);
+  const int64_t B = l.numel();
+  IndexList length(cptr<int64_t>(l), cptr<int64_t>(l) + B);
+  for (int64_t j = 0; j < B; ++j)
+    FASTLSTM_CHECK_VALUE(length[j] >= 0 && (j == 0 || length[j] <= length[j - 1]),
+                         "fastlstm: sorted_lengths must be >= 0 and descending");
+  const auto groups = plan_row_groups(length, directions, threads,
+                                      partition == "rows" ? Partition::rows : Partition::steps,
+                                      kStepRows);
+  Tensor out = empty_cpu({static_cast<int64_t>(groups.size()), 3}, kLong);
+  int64_t* o = ptr<int64_t>(out);
+  for (const RowGroup& g : groups) {
+    *o++ = g.dir;
+    *o++ = g.r0;
+    *o++ = g.r1;
+  }
+  return out;
+}
+
+int64_t last_row_groups() { return last_row_group_count().load(); }
+
 }  // namespace
 }  // namespace fastlstm::cpu
 
 // For tests: torch.ops.fastlstm._cpu_packed_gemm_available(), whether torch's BLAS has the packed
 // GEMM that cpu::loop_weight uses, and _cpu_packed_gemm_count(), the per-step GEMMs that
-// multiplied by a weight packed once per time loop so far in this process.
+// multiplied by a weight packed once per time loop so far in this process;
+// _cpu_row_groups(sorted_lengths, directions, threads, partition), the groups of rows a layer
+// runs on its own threads (csrc/cpu/partition.h), and _cpu_last_row_groups(), how many the last
+// CPU layer call ran.
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_packed_gemm_available() -> bool");
   m.def("_cpu_packed_gemm_count() -> int");
+  m.def("_cpu_row_groups(Tensor sorted_lengths, int directions, int threads, str partition) "
+        "-> Tensor");
+  m.def("_cpu_last_row_groups() -> int");
 }
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_packed_gemm_available", TORCH_BOX(&fastlstm::cpu::packed_gemm_available));
   m.impl("_cpu_packed_gemm_count", TORCH_BOX(&fastlstm::cpu::packed_gemm_count));
+  m.impl("_cpu_row_groups", TORCH_BOX(&fastlstm::cpu::row_groups_for_test));
+  m.impl("_cpu_last_row_groups", TORCH_BOX(&fastlstm::cpu::last_row_groups));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {

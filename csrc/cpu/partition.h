@@ -1,0 +1,129 @@
+// How one layer's time loops are spread over torch's intra-op threads on the CPU.
+//
+// Two ways, chosen once per layer call:
+//   rows   the layer's sorted rows are cut into contiguous groups, one per thread (directions
+//          first, then groups within a direction). Each thread runs its group through every
+//          step alone: no synchronisation with the other threads until the layer ends, so a
+//          thread that the OS deschedules delays only its own rows.
+//   steps  one group per direction (the whole batch); each step's GEMMs and cell are split
+//          across the threads left over, with a fork and join per step. It reads each weight
+//          once per step per machine instead of once per thread, which pays where one group
+//          would be a single row and the weights are large.
+// Groups are balanced by their cost: a group of rows [a, b) (lengths sorted descending) is
+// active for length[a] steps and runs sum(length[a..b)) row-steps, and each step costs
+// kStepRows rows' worth beside its rows (the GEMM call and the weights' pass).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "../lstm.h"
+#include "../schedule.h"
+#include "../torch_api.h"
+
+namespace fastlstm::cpu {
+
+struct RowGroup {
+  int64_t dir;     // direction: 0 forward, 1 reverse
+  int64_t r0, r1;  // sorted rows [r0, r1)
+};
+
+enum class Partition { rows, steps };
+
+// FASTLSTM_CPU_PARTITION=rows|steps forces one way (tests run both); read at every call.
+inline const char* forced_partition() {
+  const char* v = std::getenv("FASTLSTM_CPU_PARTITION");
+  return v != nullptr && (std::strcmp(v, "rows") == 0 || std::strcmp(v, "steps") == 0) ? v
+                                                                                        : nullptr;
+}
+
+// Cost of sorted rows [a, b) in row-steps (see the header comment); prefix[j] = sum of
+// length[0..j).
+inline int64_t group_cost(const IndexList& length, const IndexList& prefix, int64_t a, int64_t b,
+                          int64_t step_rows) {
+  return a >= b ? 0 : step_rows * length[a] + prefix[b] - prefix[a];
+}
+
+// Cuts rows [0, B) into at most `groups` contiguous groups whose largest cost is as small as
+// possible (binary search on that cost; greedy cuts are optimal for contiguous groups since a
+// group's cost grows with b and shrinks with a). Returns the cut points [0, ..., B].
+inline std::vector<int64_t> balanced_cuts(const IndexList& length, int64_t groups,
+                                          int64_t step_rows) {
+  const int64_t B = static_cast<int64_t>(length.size());
+  IndexList prefix(B + 1, 0);
+  for (int64_t j = 0; j < B; ++j) prefix[j + 1] = prefix[j] + length[j];
+  const auto cuts_for = [&](int64_t limit) {
+    std::vector<int64_t> cuts{0};
+    int64_t a = 0;
+    while (a < B) {
+      int64_t b = a + 1;  // a group holds at least one row
+      while (b < B && group_cost(length, prefix, a, b + 1, step_rows) <= limit) ++b;
+      cuts.push_back(b);
+      a = b;
+    }
+    return cuts;
+  };
+  int64_t lo = 0, hi = group_cost(length, prefix, 0, B, step_rows);
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (static_cast<int64_t>(cuts_for(mid).size()) - 1 <= groups)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return cuts_for(hi);
+}
+
+// The groups of a layer with D directions over the sorted lengths (descending), for `threads`
+// threads. Rows of length 0 join no group (they run no step).
+inline std::vector<RowGroup> plan_row_groups(const IndexList& length, int64_t D, int64_t threads,
+                                             Partition how, int64_t step_rows) {
+  int64_t active = 0;
+  while (active < static_cast<int64_t>(length.size()) && length[active] > 0) ++active;
+  const int64_t per_dir =
+      how == Partition::rows ? std::clamp<int64_t>(threads / D, 1, std::max<int64_t>(active, 1))
+                             : 1;
+  std::vector<RowGroup> groups;
+  if (per_dir == 1) {
+    for (int64_t dir = 0; dir < D; ++dir) groups.push_back({dir, 0, active});
+    return groups;
+  }
+  const IndexList lens(length.begin(), length.begin() + active);
+  const std::vector<int64_t> cuts = balanced_cuts(lens, per_dir, step_rows);
+  for (int64_t dir = 0; dir < D; ++dir)
+    for (size_t k = 0; k + 1 < cuts.size(); ++k) groups.push_back({dir, cuts[k], cuts[k + 1]});
+  return groups;
+}
+
+// A step's cost beside its rows, in rows (see the header comment). Measured on the 2-core
+// Xeon, one thread, inference, T = 200, all rows full length: a step of 1 row costs as much as
+// about 3 rows at H = 64 and 4 rows at H = 512 (every step reads the whole W_hh once).
+constexpr int64_t kStepRows = 4;
+
+inline Partition choose_partition(const LayerDims&, const Schedule&, int64_t) {
+  if (const char* forced = forced_partition()) {
+    return std::strcmp(forced, "rows") == 0 ? Partition::rows : Partition::steps;
+  }
+  return Partition::rows;
+}
+
+// How many groups the last CPU layer call ran (for tests: _cpu_last_row_groups).
+inline std::atomic<int64_t>& last_row_group_count() {
+  static std::atomic<int64_t> count{0};
+  return count;
+}
+
+// The groups this layer call runs, for torch's current intra-op thread count.
+inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule& s) {
+  const int64_t threads = std::max<int64_t>(1, torch::stable::get_num_threads());
+  std::vector<RowGroup> groups =
+      plan_row_groups(s.length, d.D, threads, choose_partition(d, s, threads), kStepRows);
+  last_row_group_count() = static_cast<int64_t>(groups.size());
+  return groups;
+}
+
+}  // namespace fastlstm::cpu

@@ -1,0 +1,210 @@
+"""The CPU spreads each layer over torch's threads once per call (csrc/cpu/partition.h).
+
+"rows" (the default): the layer's sorted rows are cut into groups, directions first, one group
+per thread, each run through every step with no synchronisation with the others. "steps": one
+group per direction, each step split across the threads left over (fork and join per step).
+FASTLSTM_CPU_PARTITION forces either (read at every call).
+
+nn.LSTM over packed input is the judge, for each partition, thread count (one thread, more
+threads than sequences), direction count, projection, and lengths with zeros and uneven
+groups; the training forward and backward, and the inference forward, whose input projection
+runs per group in chunks. torch.ops.fastlstm._cpu_last_row_groups() shows how many groups the
+last layer call ran, so a partition that silently fell back to one group fails here.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import fastlstm
+from helpers import assert_close, check_parity, make_pair, random_lengths, reference_forward
+
+STEP_ROWS = 4  # kStepRows in csrc/cpu/partition.h: a step's cost beside its rows, in rows
+
+
+def planned(lengths, directions, threads, partition):
+    """The groups for sorted lengths: [(dir, r0, r1), ...]."""
+    t = torch.ops.fastlstm._cpu_row_groups(torch.tensor(lengths, dtype=torch.long), directions,
+                                           threads, partition)
+    return [tuple(row) for row in t.tolist()]
+
+
+def cost(lengths, a, b):
+    return STEP_ROWS * lengths[a] + sum(lengths[a:b]) if a < b else 0
+
+
+def best_max_cost(lengths, groups):
+    """The smallest largest-group cost over every cut of lengths into <= groups contiguous
+    groups of at least one row (brute force)."""
+    B = len(lengths)
+    best = None
+    for k in range(1, min(groups, B) + 1):
+        for cuts in itertools.combinations(range(1, B), k - 1):
+            bounds = (0,) + cuts + (B,)
+            worst = max(cost(lengths, a, b) for a, b in zip(bounds, bounds[1:]))
+            best = worst if best is None else min(best, worst)
+    return best
+
+
+@pytest.fixture
+def threads():
+    """threads(n): torch.set_num_threads(n) for the test, restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("directions", [1, 2])
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 4, 7])
+def test_rows_groups_cover_every_active_row_once_and_balance(n_threads, directions, seed):
+    gen = torch.Generator().manual_seed(seed)
+    B = int(torch.randint(1, 9, (1,), generator=gen))
+    lengths = sorted(torch.randint(0, 30, (B,), generator=gen).tolist(), reverse=True)
+    lengths[0] = max(lengths[0], 1)
+    active = sum(1 for n in lengths if n > 0)
+    groups = planned(lengths, directions, n_threads, "rows")
+    per_dir = min(max(n_threads // directions, 1), active)
+    assert len(groups) == directions * per_dir
+    for d in range(directions):
+        mine = [(a, b) for dd, a, b in groups if dd == d]
+        assert mine[0][0] == 0 and mine[-1][1] == active
+        assert all(a < b for a, b in mine)  # every group has a row
+        assert all(b == a2 for (_, b), (a2, _) in zip(mine, mine[1:]))  # contiguous
+        worst = max(cost(lengths, a, b) for a, b in mine)
+        assert worst == best_max_cost(lengths[:active], per_dir), (lengths, mine)
+
+
+@pytest.mark.parametrize("directions", [1, 2])
+def test_steps_is_one_group_per_direction(directions):
+    lengths = [9, 7, 7, 3, 0]
+    assert planned(lengths, directions, 4, "steps") == [(d, 0, 4) for d in range(directions)]
+
+
+def test_row_groups_checks_its_arguments():
+    lengths = torch.tensor([3, 2], dtype=torch.long)
+    with pytest.raises(ValueError, match="partition must be 'rows' or 'steps', got 'cols'"):
+        torch.ops.fastlstm._cpu_row_groups(lengths, 1, 2, "cols")
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        torch.ops.fastlstm._cpu_row_groups(lengths, 1, 0, "rows")
+    with pytest.raises(ValueError, match="descending"):
+        torch.ops.fastlstm._cpu_row_groups(torch.tensor([2, 3]), 1, 2, "rows")
+
+
+def expected_group_count(lengths, directions, n_threads, partition):
+    active = sum(1 for n in lengths if n > 0)
+    per_dir = min(max(n_threads // directions, 1), max(active, 1))
+    return directions * (per_dir if partition == "rows" else 1)
+
+
+CASES = [
+    # (num_layers, bidirectional, proj_size, kind, B)
+    (1, False, 0, "random", 7),
+    (1, False, 0, "has_zero", 6),
+    (2, False, 0, "has_one", 5),
+    (1, True, 0, "random", 7),
+    (1, False, 3, "has_zero", 7),
+    (1, True, 3, "random", 3),
+    (1, False, 0, "all_zero", 4),
+    (1, False, 0, "full", 2),
+]
+
+
+@pytest.mark.parametrize("n_threads", [1, 3, 5])
+@pytest.mark.parametrize("partition", ["rows", "steps"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_training_parity_per_partition(case, partition, n_threads, threads, monkeypatch):
+    num_layers, bidirectional, proj_size, kind, B = case
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", partition)
+    threads(n_threads)
+    ref, fast = make_pair(4, 6, num_layers=num_layers, bidirectional=bidirectional,
+                          proj_size=proj_size, seed=B)
+    gen = torch.Generator().manual_seed(B + n_threads)
+    lengths = random_lengths(kind, B, 11, gen)
+    x = torch.randn(11, B, 4, dtype=torch.float64, generator=gen)
+    D = 2 if bidirectional else 1
+    hx = (torch.randn(num_layers * D, B, proj_size or 6, dtype=torch.float64, generator=gen),
+          torch.randn(num_layers * D, B, 6, dtype=torch.float64, generator=gen))
+    check_parity(ref, fast, x, lengths, hx=hx)
+    # The last layer call was the first layer's backward, on the same lengths.
+    assert torch.ops.fastlstm._cpu_last_row_groups() == expected_group_count(
+        lengths, D, n_threads, partition)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("partition", ["rows", "steps"])
+@pytest.mark.parametrize("bidirectional,proj_size", [(False, 0), (True, 0), (False, 5)])
+def test_inference_parity_per_partition(bidirectional, proj_size, partition, n_threads,
+                                        threads, monkeypatch):
+    # H = 64 in float64: a chunk of the inference's input projection holds 128 rows, so each
+    # group of this batch (about 500 tokens) projects its rows in several chunks.
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", partition)
+    threads(n_threads)
+    T, B = 90, 9
+    ref, fast = make_pair(8, 64, bidirectional=bidirectional, proj_size=proj_size, seed=1)
+    gen = torch.Generator().manual_seed(n_threads)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
+    lengths[2], lengths[5], lengths[7] = T, 0, 1
+    x = torch.randn(T, B, 8, dtype=torch.float64, generator=gen)
+    D = 2 if bidirectional else 1
+    hout = proj_size or 64
+    h0 = torch.randn(D, B, hout, dtype=torch.float64, generator=gen)
+    c0 = torch.randn(D, B, 64, dtype=torch.float64, generator=gen)
+    with torch.inference_mode():
+        out, (h_n, c_n) = fast(x, (h0, c0), lengths=torch.tensor(lengths))
+        groups = torch.ops.fastlstm._cpu_last_row_groups()
+        exp_out, exp_h, exp_c = reference_forward(ref, x, lengths, (h0, c0))
+    assert_close("output", out, exp_out)
+    assert_close("h_n", h_n, exp_h)
+    assert_close("c_n", c_n, exp_c)
+    assert groups == expected_group_count(lengths, D, n_threads, partition)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_types_per_group_within_twice_nn_lstm(dtype, grad, threads, monkeypatch):
+    # The half types' per-step buffers (float cell state, rounded h) are per group as well:
+    # fastlstm's error against float64 stays within twice nn.LSTM's own in that dtype.
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", "rows")
+    threads(3)
+    T, B, I, H = 30, 10, 16, 32
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
+    lengths[0], lengths[4] = T, 0
+    ref64, _ = make_pair(I, H, torch.float64)
+    ref, fast = make_pair(I, H, dtype)
+    ref.load_state_dict(ref64.state_dict())
+    fast.load_state_dict(ref64.state_dict())
+    x64 = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
+
+    def run(model, x, is_fast):
+        x = x.detach().clone().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            if is_fast:
+                out = model(x, lengths=torch.tensor(lengths))[0]
+            else:
+                out = reference_forward(model, x, lengths)[0]
+        res = [out]
+        if grad:
+            out.backward(torch.ones_like(out))
+            res.append(x.grad)
+        return res
+
+    exact = run(ref64, x64, False)
+    theirs = run(ref, x64.to(dtype), False)
+    ours = run(fast, x64.to(dtype), True)
+    assert torch.ops.fastlstm._cpu_last_row_groups() == 3
+    for e, t, o in zip(exact, theirs, ours):
+        err_t = (t.double() - e).abs().max().item()
+        err_o = (o.double() - e).abs().max().item()
+        assert err_o <= 2 * err_t + 1e-6, (err_o, err_t)
+
+
+def test_default_is_rows(threads, monkeypatch):
+    monkeypatch.delenv("FASTLSTM_CPU_PARTITION", raising=False)
+    threads(2)
+    fast = fastlstm.LSTM(4, 8)
+    with torch.inference_mode():
+        fast(torch.randn(5, 6, 4), lengths=torch.tensor([5, 4, 3, 3, 2, 1]))
+    assert torch.ops.fastlstm._cpu_last_row_groups() == 2

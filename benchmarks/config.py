@@ -40,8 +40,8 @@ CUDA_PATHS = ("auto", "step", "persistent", "cluster", "cluster-global")
 RUN_KEYS = {"name", "reps", "warmup", "buckets", "modes", "grids", "tf32"}
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
-# About 80 s on 2 idle CPU cores (more when they are shared). Every grid runs in both modes,
-# win or lose.
+# The CPU's 21 workloads, both modes: about 5 minutes on 2 idle CPU cores (more when they
+# are shared). Every grid runs in both modes, win or lose.
 DEFAULT = {
     "name": "default",
     "reps": 7,
@@ -65,6 +65,11 @@ DEFAULT = {
         # Other dtypes: float64 everywhere, half precision where fastlstm has it (CUDA).
         {"dtype": ["float64"]},
         {"dtype": ["float16", "bfloat16"], "devices": ["cuda"]},
+        # Unidirectional rows where nn.LSTM's own kernels are strongest: small batches, and
+        # larger ones with nearly full lengths (little padding for it to waste).
+        {"bidirectional": [False], "batch": [8, 16], "max_len": [100, 500]},
+        {"bidirectional": [False], "hidden_size": [256, 512], "input_size": [256],
+         "max_len": [100], "lengths": ["nearfull"]},
     ],
 }
 

@@ -6,6 +6,8 @@ function does. Distributions:
 
   equal      every sequence is max_len long: no padding at all, the best case for nn.LSTM.
   uniform    uniform on max_len/10..max_len (the issues' "uniform in [T/10, T]").
+  nearfull   uniform on 4 max_len/5..max_len: nearly full batches (mean fill about 0.9), where
+             padding costs nn.LSTM little.
   lognormal  long-tailed: log-normal with median max_len / 8 and sigma 1.0, so most sequences
              are short and a few reach max_len (coefficient of variation ~1.3 before the cap).
   sentence   English sentence lengths in tokens: log-normal with mean 22.1 tokens and sigma 0.5.
@@ -26,7 +28,7 @@ SENTENCE_SIGMA = 0.5
 LOGNORMAL_SIGMA = 1.0
 LOGNORMAL_MEDIAN_FRACTION = 1 / 8
 
-DISTRIBUTIONS = ("equal", "uniform", "lognormal", "sentence", "skewed")
+DISTRIBUTIONS = ("equal", "uniform", "nearfull", "lognormal", "sentence", "skewed")
 
 
 def _lognormal(g, n, median, sigma):
@@ -40,6 +42,8 @@ def draw(kind: str, batch: int, max_len: int, seed: int = 0) -> torch.Tensor:
         raw = torch.full((batch,), float(max_len), dtype=torch.float64)
     elif kind == "uniform":
         raw = torch.randint(max(1, max_len // 10), max_len + 1, (batch,), generator=g).double()
+    elif kind == "nearfull":
+        raw = torch.randint(max(1, 4 * max_len // 5), max_len + 1, (batch,), generator=g).double()
     elif kind == "lognormal":
         raw = _lognormal(g, batch, max_len * LOGNORMAL_MEDIAN_FRACTION, LOGNORMAL_SIGMA)
     elif kind == "sentence":

@@ -16,7 +16,8 @@ def block(payload, table, files, readme_dir):
     intro = (
         f"Written by `{run['command']}` (config `{run['config']}`, which "
         f"`make bench` runs) from its output files: `{rel(files['json'])}` (machine, versions, "
-        f"every repetition) and `{rel(files['markdown'])}`. A workload name reads: bi or uni "
+        f"every repetition) and `{rel(files['markdown'])}` (also peak memory and per-step "
+        "latency). A workload name reads: bi or uni "
         "and the layer count, H hidden size, I input size (when not H), B batch, T cap on the "
         "lengths (each batch is padded to its longest sequence), the length distribution "
         "(`benchmarks/lengths.py`), dtype. The contenders are described in "

@@ -141,7 +141,9 @@ def _per_step_lines(rows):
     return lines
 
 
-def markdown(payload):
+def markdown(payload, speed_only=False):
+    """The run's tables; speed_only: the speed table and its notes, without the memory and
+    per-step tables (the README's block)."""
     info, run = payload["machine"], payload["run"]
     results = [r for r in payload["results"] if "error" not in r]
     failed = [r for r in payload["results"] if "error" in r]
@@ -158,11 +160,23 @@ def markdown(payload):
     ]
     if run.get("stopped"):
         lines += [_prose(f"**Partial run**: {run['stopped']}."), ""]
+    peak = info.get("fma_peak")
+    if peak:
+        lines += [_prose(
+            f"Roofline: this CPU's float32 FMA peak, measured ({peak['isa']}, "
+            "benchmarks/roofline.py), is "
+            f"{peak['peak_gflops_1thread']:.0f} GFLOP/s on one thread and "
+            f"{peak['peak_gflops']:.0f} on {peak['threads']}. Column \"loops % peak\": the "
+            "share of that peak that fastlstm's time loops reach (their GFLOP/s, timed inside "
+            "the op, over the multi-thread peak; float32 rows)."), ""]
+    roof = lambda r: (f" | {100 * r['loop_roofline']['fraction']:.0f}%"  # noqa: E731
+                      if r.get("loop_roofline") else " | n/a") if peak else ""
     lines += [
         "| workload | mode | tokens (padding) | fastlstm ms | "
         + " | ".join(f"{short[b]} ms" for b in BASELINES)
-        + " | fastlstm tokens/s | " + " | ".join(f"vs {short[b]}" for b in BASELINES) + " |",
-        "|---|---|---:|" + "---:|" * (2 * len(BASELINES) + 2),
+        + " | fastlstm tokens/s | " + " | ".join(f"vs {short[b]}" for b in BASELINES)
+        + (" | loops % peak" if peak else "") + " |",
+        "|---|---|---:|" + "---:|" * (2 * len(BASELINES) + 2 + bool(peak)),
     ]
     for r in results:
         ms = r["median_ms"]
@@ -171,7 +185,7 @@ def markdown(payload):
             f"({100 * r['padding_fraction']:.0f}%) | {ms['fastlstm']:.2f} | "
             + " | ".join(f"{ms[b]:.2f}" for b in BASELINES)
             + f" | {_tokens_per_s(r['tokens_per_s']['fastlstm'])} | "
-            + " | ".join(f"{r['speedup'][b]:.2f}x" for b in BASELINES) + " |")
+            + " | ".join(f"{r['speedup'][b]:.2f}x" for b in BASELINES) + roof(r) + " |")
     slower = {b: sum(r["speedup"][b] < 1 for r in results) for b in BASELINES}
     lines += [
         "",
@@ -181,6 +195,10 @@ def markdown(payload):
                            for b in BASELINES)
                + ". \"padded\" ignores the lengths: it computes the padding and its h_n is wrong; "
                "\"packed\" and \"bucketed\" are correct (see benchmarks/contenders.py)."),
+    ]
+    if speed_only:
+        return "\n".join(lines)
+    lines += [
         "",
         _prose(f"Peak memory of one step, MiB above the weights and input "
                f"({run['memory_method']}):"),

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from . import config, lengths, memory, plots, readme, report
+from . import config, lengths, memory, plots, readme, report, roofline
 from .contenders import BASELINES, build
 from .progress import Progress
 from .timing import median, time_interleaved
@@ -63,9 +63,11 @@ def _set_env(key, value):
         os.environ[key] = value
 
 
-def measure(w, device, mode, cfg, measure_memory=True, seed=0):
-    """One (workload, mode): timings, then peak memory. Errors are recorded, not raised, so
-    that a failing contender shows up in the report instead of ending the run."""
+def measure(w, device, mode, cfg, measure_memory=True, seed=0, peak=None):
+    """One (workload, mode): timings, then peak memory, then (CPU, given the machine's
+    measured FMA peak) the fraction of it that fastlstm's time loops reach. Errors are
+    recorded, not raised, so that a failing contender shows up in the report instead of
+    ending the run."""
     backward = mode == "forward+backward"
     lens = w.draw_lengths(seed)
     valid, padded = int(lens.sum()), int(lens.max()) * w.batch
@@ -79,6 +81,9 @@ def measure(w, device, mode, cfg, measure_memory=True, seed=0):
             samples = time_interleaved(fns, device, cfg["warmup"], cfg["reps"])
             if measure_memory:
                 row["peak_mib"], row["memory_note"] = memory.peaks(fns, device)
+            if peak is not None and w.dtype == "float32":
+                row["loop_roofline"] = roofline.loop_fraction(fns["fastlstm"], w, lens,
+                                                              backward, peak)
     except (RuntimeError, ValueError, TypeError) as e:
         row["error"] = f"{type(e).__name__}: {e}"
         if device.type == "cuda":
@@ -158,6 +163,8 @@ def main(argv=None):
 
     set_tf32(cfg.get("tf32"))
     info = report.machine(device)
+    if device.type == "cpu":
+        info["fma_peak"] = roofline.calibrate()
     results = []
     run = {k: cfg[k] for k in ("reps", "warmup", "buckets", "modes")}
     run.update(config=cfg["name"], grids=cfg["grids"], command=_command(argv),
@@ -171,7 +178,8 @@ def main(argv=None):
     try:
         with Progress(len(jobs), desc=f"bench {cfg['name']} on {device.type}") as bar:
             for w, mode in jobs:
-                results.append(measure(w, device, mode, cfg, not args.no_memory))
+                results.append(measure(w, device, mode, cfg, not args.no_memory,
+                                       peak=info.get("fma_peak")))
                 bar.write(_summary(results[-1]))
                 bar.update()
                 if args.incremental:
@@ -241,6 +249,6 @@ def write_outputs(payload, args):
           file=sys.stderr)
     if args.update_readme:
         readme_path = os.path.join(os.path.dirname(HERE), "README.md")
-        readme.update(readme_path, readme.block(payload, table, files,
+        readme.update(readme_path, readme.block(payload, report.markdown(payload, True), files,
                                                 os.path.dirname(readme_path)))
         print(f"updated {readme_path}", file=sys.stderr)

@@ -82,6 +82,16 @@ def test_default_config_covers_every_axis():
     assert {w.lengths for w in ws} == set(lengths.DISTRIBUTIONS)
     for axis in ("batch", "hidden_size", "num_layers", "bidirectional", "dtype"):
         assert len({getattr(w, axis) for w in ws}) > 1, axis
+    # The rows where nn.LSTM's own kernels are strongest (unidirectional, small batches or
+    # nearly full lengths) are in the suite.
+    names = {w.name for w in ws}
+    for B in (8, 16):
+        for T in (100, 500):
+            assert f"uni1-H128-B{B}-T{T}-uniform-f32" in names
+    assert {"uni1-H256-B32-T100-nearfull-f32", "uni1-H512-I256-B32-T100-nearfull-f32"} <= names
+    near = lengths.draw("nearfull", 1000, 100, seed=1)
+    assert int(near.min()) >= 80 and int(near.max()) == 100
+    assert 0.88 < float(near.double().mean()) / 100 < 0.92
     cuda = config.workloads(cfg, "cuda")
     assert {"float16", "bfloat16"} <= {w.dtype for w in cuda}
     assert not {"float16", "bfloat16"} & {w.dtype for w in ws}
@@ -143,6 +153,59 @@ def test_end_to_end_tiny_run(tmp_path):
         assert len(pngs) == 2
     saved = json.loads((tmp_path / md.replace(".md", ".json")).read_text())
     assert saved["machine"]["torch"] == torch.__version__ and saved["run"]["config"] == "tiny"
+    # The roofline: a measured peak, and every float32 row's time loops timed inside the op
+    # (within the op's own time) and set against it.
+    peak = payload["machine"]["fma_peak"]
+    assert peak["peak_gflops_1thread"] > 0.5 and peak["peak_gflops"] > 0.5
+    assert peak["isa"] in ("avx512", "avx2", "baseline")
+    for r in payload["results"]:
+        roof = r["loop_roofline"]
+        assert roof["loop_ms"] > 0 and 0 < roof["fraction"] < 2
+    assert "loops % peak" in table and "FMA peak, measured" in table
+
+
+def test_loop_flops_count_each_loop():
+    """Forward loop: 8 H^2 per token per direction (h W_hh^T), the backward's the same
+    again; the inference's loop also projects the inputs (8 H I, then 8 H D H above layer 0)."""
+    from benchmarks import roofline
+
+    w = Workload(input_size=3, hidden_size=5, num_layers=2, bidirectional=True, batch=2,
+                 max_len=4, lengths="equal")
+    lens = torch.tensor([4, 2])
+    train = 2 * (2 * 6 * 2 * 8 * 25)  # layers x directions x tokens x 8 H^2, both loops
+    assert roofline.loop_flops(w, lens, backward=True) == train
+    infer = 2 * 6 * (8 * 25 + 8 * 5 * 3) + 2 * 6 * (8 * 25 + 8 * 5 * 10)
+    assert roofline.loop_flops(w, lens, backward=False) == infer
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_loop_seconds_time_the_loops_inside_each_call(grad):
+    import time
+
+    import fastlstm
+
+    model = fastlstm.LSTM(16, 32, bidirectional=True)
+    x = torch.randn(50, 4, 16, requires_grad=grad)
+    lengths = torch.tensor([50, 40, 10, 3])
+    for _ in range(3):
+        before, t0 = torch.ops.fastlstm._cpu_loop_seconds(), time.perf_counter()
+        with torch.set_grad_enabled(grad):
+            out = model(x, lengths=lengths)[0]
+            if grad:
+                out.sum().backward()
+        wall = time.perf_counter() - t0
+        loops = torch.ops.fastlstm._cpu_loop_seconds() - before
+        assert 0 < loops <= wall
+
+
+def test_fma_peak_calibration_measures_and_checks_its_arguments():
+    peak = torch.ops.fastlstm._cpu_fma_peak_gflops
+    one = max(peak(1, 0.05) for _ in range(2))
+    assert one > 0.5  # any x86-64 core does more than 0.5 GFLOP/s in float32
+    with pytest.raises(ValueError, match="seconds must be in \\(0, 10\\], got 0"):
+        peak(1, 0.0)
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        peak(0, 0.1)
 
 
 def test_readme_block_is_replaced_and_nothing_else(tmp_path):
@@ -231,15 +294,29 @@ def test_incremental_run_stops_on_sigterm_and_keeps_the_jobs_done(tmp_path, monk
     assert "Partial run" in md and not any(f.endswith(".tmp") for f in written)
 
 
-@pytest.mark.parametrize("mode", ["forward", "train"])
-def test_oversubscribed_script_runs_and_times_every_contender(mode, capsys):
+def test_oversubscribed_times_every_contender_under_each_load(tmp_path, capsys):
+    """`python -m benchmarks.oversubscribed` (one shrunk row): every contender timed idle and
+    beside one busy process, in both modes, its JSON and table written, the README block
+    generated from them."""
     from benchmarks import oversubscribed
 
-    idle, busy = oversubscribed.main(["--mode", mode, "--busy", "1", "--reps", "1",
-                                      "--shape", "4", "3", "2", "5"])
-    assert set(idle) == set(busy) == {"fastlstm", "nn.LSTM padded", "nn.LSTM packed"}
-    assert all(t > 0 for t in list(idle.values()) + list(busy.values()))
-    assert "fastlstm vs nn.LSTM packed" in capsys.readouterr().out
+    payload = oversubscribed.main(["--busy", "1", "--reps", "2", "--shape", "4", "3", "2", "5",
+                                   "--out", str(tmp_path)])
+    assert payload["run"]["loads"] == [0, 1]
+    assert [(r["row"], r["mode"]) for r in payload["results"]] == [
+        ("uni B=3 H=5", "inference"), ("uni B=3 H=5", "train")]
+    for r in payload["results"]:
+        for load in ("0", "1"):
+            assert set(r["samples_ms"][load]) == set(oversubscribed.CONTENDERS)
+            assert all(len(v) == 2 and min(v) > 0 for v in r["samples_ms"][load].values())
+    written = sorted(os.listdir(tmp_path))
+    version = torch.__version__.split("+")[0]
+    assert any(f.endswith(f"_oversubscribed_torch{version}.json") for f in written)
+    table = (tmp_path / written[-1]).read_text()
+    assert "| uni B=3 H=5 | train |" in table and "1 busy: fastlstm ms" in table
+    block = oversubscribed.readme_block(payload, str(tmp_path / written[-1]), str(tmp_path))
+    assert block.count("\n| uni B=3 H=5 |") == 2 and "beside 1 busy" in block
+    assert len(oversubscribed.grid()) == 8  # uni/bi x B 8, 32 x H 128, 256
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's own

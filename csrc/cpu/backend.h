@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -165,9 +166,13 @@ struct CpuBackend {
   static void for_each_row_group(const LayerDims& d, const Schedule& s, const F& f) {
     const std::vector<RowGroup> groups = layer_row_groups(d, s);
     const int64_t n = static_cast<int64_t>(groups.size());
+    const auto start = std::chrono::steady_clock::now();
     torch::stable::parallel_for(0, n, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t k = g0; k < g1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
     });
+    loop_nanoseconds() += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
   }
 };
 

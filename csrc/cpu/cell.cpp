@@ -6,11 +6,10 @@
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "fast_math.h"
+#include "isa.h"
 
 namespace fastlstm::cpu {
 namespace {
@@ -112,27 +111,6 @@ struct CellKernels {
   void (*forward)(int64_t, int64_t, int64_t, T*, const T*, PrevCell<T>, T*, T*);
   void (*backward)(int64_t, int64_t, int64_t, const T*, const T*, PrevCell<T>, const T*, T*, T*);
 };
-
-enum class Isa { baseline, avx2, avx512 };
-
-// FASTLSTM_CPU_ISA=baseline|avx2|avx512 caps the choice (tests run every variant).
-Isa pick_isa() {
-  const char* cap = std::getenv("FASTLSTM_CPU_ISA");
-  auto allowed = [&](const char* isa) { return cap == nullptr || std::strcmp(cap, isa) == 0; };
-#if defined(__x86_64__)
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx512 && allowed("avx512")) return Isa::avx512;
-  if (avx2 && (allowed("avx2") || (cap && std::strcmp(cap, "avx512") == 0))) return Isa::avx2;
-#endif
-  return Isa::baseline;
-}
-
-Isa isa() {
-  static const Isa chosen = pick_isa();
-  return chosen;
-}
 
 template <typename T>
 CellKernels<T> cell_kernels() {

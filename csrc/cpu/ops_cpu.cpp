@@ -9,6 +9,8 @@
 #include "../layer_ops.h"
 #include "../emulated/emulated_ops.h"
 #include "backend.h"
+#include "fma_peak.h"
+#include "isa.h"
 
 namespace fastlstm::cpu {
 namespace {
@@ -98,6 +100,17 @@ Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int
 
 int64_t last_row_groups() { return last_row_group_count().load(); }
 
+double loop_seconds() { return static_cast<double>(loop_nanoseconds().load()) * 1e-9; }
+
+double fma_peak(int64_t threads, double seconds) {
+  FASTLSTM_CHECK_VALUE(threads >= 1, "fastlstm: threads must be >= 1, got ", threads);
+  FASTLSTM_CHECK_VALUE(seconds > 0 && seconds <= 10,
+                       "fastlstm: seconds must be in (0, 10], got ", seconds);
+  return fma_peak_gflops(threads, seconds);
+}
+
+std::string cpu_isa() { return isa_name(isa()); }
+
 }  // namespace
 }  // namespace fastlstm::cpu
 
@@ -106,19 +119,27 @@ int64_t last_row_groups() { return last_row_group_count().load(); }
 // multiplied by a weight packed once per time loop so far in this process;
 // _cpu_row_groups(sorted_lengths, directions, threads, partition), the groups of rows a layer
 // runs on its own threads (csrc/cpu/partition.h), and _cpu_last_row_groups(), how many the last
-// CPU layer call ran.
+// CPU layer call ran. For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
+// CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
+// peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use.
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_packed_gemm_available() -> bool");
   m.def("_cpu_packed_gemm_count() -> int");
   m.def("_cpu_row_groups(Tensor sorted_lengths, int directions, int threads, str partition) "
         "-> Tensor");
   m.def("_cpu_last_row_groups() -> int");
+  m.def("_cpu_loop_seconds() -> float");
+  m.def("_cpu_fma_peak_gflops(int threads, float seconds) -> float");
+  m.def("_cpu_isa() -> str");
 }
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_packed_gemm_available", TORCH_BOX(&fastlstm::cpu::packed_gemm_available));
   m.impl("_cpu_packed_gemm_count", TORCH_BOX(&fastlstm::cpu::packed_gemm_count));
   m.impl("_cpu_row_groups", TORCH_BOX(&fastlstm::cpu::row_groups_for_test));
   m.impl("_cpu_last_row_groups", TORCH_BOX(&fastlstm::cpu::last_row_groups));
+  m.impl("_cpu_loop_seconds", TORCH_BOX(&fastlstm::cpu::loop_seconds));
+  m.impl("_cpu_fma_peak_gflops", TORCH_BOX(&fastlstm::cpu::fma_peak));
+  m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {

@@ -116,6 +116,12 @@ inline std::atomic<int64_t>& last_row_group_count() {
   static std::atomic<int64_t> count{0};
   return count;
 }
+// Wall time of every CPU layer call's time loops so far in this process, in nanoseconds (for
+// the benchmark's roofline: _cpu_loop_seconds).
+inline std::atomic<int64_t>& loop_nanoseconds() {
+  static std::atomic<int64_t> ns{0};
+  return ns;
+}
 
 // The groups this layer call runs, for torch's current intra-op thread count.
 inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule& s) {

@@ -1,0 +1,124 @@
+#include "fma_peak.h"
+
+#include <torch/csrc/stable/ops.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "isa.h"
+
+namespace fastlstm::cpu {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Independent accumulators: enough to cover the FMA latency (4-5 cycles) on two FMA ports.
+constexpr int kChains = 12;
+constexpr int64_t kItersPerCheck = 1 << 16;
+
+// Runs the loop until `seconds` pass; returns flops per second. Each variant: kChains
+// accumulators of its vector width, each updated acc = acc * m + a every iteration.
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) double run_avx512(double seconds) {
+  __m512 acc[kChains];
+  for (int k = 0; k < kChains; ++k) acc[k] = _mm512_set1_ps(0.001f * k);
+  const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
+  int64_t iters = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    for (int64_t i = 0; i < kItersPerCheck; ++i)
+      for (int k = 0; k < kChains; ++k) acc[k] = _mm512_fmadd_ps(acc[k], m, a);
+    iters += kItersPerCheck;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  __m512 sum = acc[0];
+  for (int k = 1; k < kChains; ++k) sum = _mm512_add_ps(sum, acc[k]);
+  volatile float sink = _mm512_reduce_add_ps(sum);
+  (void)sink;
+  return 2.0 * 16 * kChains * double(iters) / elapsed;
+}
+
+__attribute__((target("avx2,fma"))) double run_avx2(double seconds) {
+  __m256 acc[kChains];
+  for (int k = 0; k < kChains; ++k) acc[k] = _mm256_set1_ps(0.001f * k);
+  const __m256 m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
+  int64_t iters = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    for (int64_t i = 0; i < kItersPerCheck; ++i)
+      for (int k = 0; k < kChains; ++k) acc[k] = _mm256_fmadd_ps(acc[k], m, a);
+    iters += kItersPerCheck;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  __m256 sum = acc[0];
+  for (int k = 1; k < kChains; ++k) sum = _mm256_add_ps(sum, acc[k]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum);
+  volatile float sink = lanes[0];
+  (void)sink;
+  return 2.0 * 8 * kChains * double(iters) / elapsed;
+}
+#endif
+
+// Baseline: a multiply and an add per element (no FMA in x86-64's baseline), 4 lanes.
+double run_baseline(double seconds) {
+  float acc[kChains][4];
+  for (int k = 0; k < kChains; ++k)
+    for (int l = 0; l < 4; ++l) acc[k][l] = 0.001f * k;
+  const float m = 0.999999f, a = 1e-7f;
+  int64_t iters = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    for (int64_t i = 0; i < kItersPerCheck; ++i)
+      for (int k = 0; k < kChains; ++k)
+        for (int l = 0; l < 4; ++l) acc[k][l] = acc[k][l] * m + a;
+    iters += kItersPerCheck;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  float sum = 0;
+  for (int k = 0; k < kChains; ++k)
+    for (int l = 0; l < 4; ++l) sum += acc[k][l];
+  volatile float sink = sum;
+  (void)sink;
+  return 2.0 * 4 * kChains * double(iters) / elapsed;
+}
+
+double run_one(double seconds) {
+#if defined(__x86_64__)
+  switch (isa()) {
+    case Isa::avx512: return run_avx512(seconds);
+    case Isa::avx2: return run_avx2(seconds);
+    default: break;
+  }
+#endif
+  return run_baseline(seconds);
+}
+
+}  // namespace
+
+double fma_peak_gflops(int64_t threads, double seconds) {
+  // At most one calibration loop per pool thread: more would share threads and count twice.
+  threads = std::clamp<int64_t>(threads, 1, std::max<int64_t>(1, torch::stable::get_num_threads()));
+  std::vector<double> rates(threads, 0.0);
+  if (threads == 1) {
+    rates[0] = run_one(seconds);
+  } else {
+    torch::stable::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) rates[t] = run_one(seconds);
+    });
+  }
+  double total = 0;
+  for (double r : rates) total += r;
+  return total / 1e9;
+}
+
+}  // namespace fastlstm::cpu

@@ -315,7 +315,7 @@ def test_oversubscribed_times_every_contender_under_each_load(tmp_path, capsys):
     table = (tmp_path / written[-1]).read_text()
     assert "| uni B=3 H=5 | train |" in table and "1 busy: fastlstm ms" in table
     block = oversubscribed.readme_block(payload, str(tmp_path / written[-1]), str(tmp_path))
-    assert block.count("\n| uni B=3 H=5 |") == 2 and "beside 1 busy" in block
+    assert block.count("\n| uni B=3 H=5 |") == 1 and "| training (idle, 1 busy) |" in block
     assert len(oversubscribed.grid()) == 8  # uni/bi x B 8, 32 x H 128, 256
 
 

@@ -62,9 +62,13 @@ def default_binary() -> str:
 
 
 def read_kernels(binary: str, cuobjdump: str) -> Dict[str, Kernel]:
-    """The persistent kernels of binary's sm_90 code (or its only architecture), by name."""
-    usage = subprocess.run([cuobjdump, "-res-usage", binary], capture_output=True, text=True,
-                           check=True).stdout
+    """The persistent kernels of binary's sm_90 code (or its only architecture), by name; none
+    for a CPU-only build (cuobjdump: "does not contain device code")."""
+    run = subprocess.run([cuobjdump, "-res-usage", binary], capture_output=True, text=True)
+    if run.returncode != 0 and "does not contain device code" in run.stdout + run.stderr:
+        return {}
+    run.check_returncode()
+    usage = run.stdout
     sass = subprocess.run([cuobjdump, "-sass", binary], capture_output=True, text=True,
                           check=True).stdout
     kernels: Dict[str, Kernel] = {}

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastlstm
 
-from . import report
+from . import readme, report
 from .timing import median, time_interleaved
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -149,16 +149,6 @@ def readme_block(payload, md_path, readme_dir):
     return "\n".join(lines)
 
 
-def update_readme(readme_path, text):
-    with open(readme_path) as f:
-        content = f.read()
-    start, end = content.find(START), content.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme_path}: no {START} ... {END} block to replace")
-    with open(readme_path, "w") as f:
-        f.write(content[:start + len(START)] + "\n" + text + "\n" + content[end:])
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--busy", type=int, nargs="+", default=[1, 2],
@@ -204,8 +194,8 @@ def main(argv=None):
     print(f"\nwrote {stem}.json, {stem}.md", file=sys.stderr)
     if args.update_readme:
         readme_path = os.path.join(os.path.dirname(HERE), "README.md")
-        update_readme(readme_path, readme_block(payload, stem + ".md",
-                                                os.path.dirname(readme_path)))
+        readme.update(readme_path, readme_block(payload, stem + ".md",
+                                                os.path.dirname(readme_path)), (START, END))
         print(f"updated {readme_path}", file=sys.stderr)
     return payload
 

@@ -30,12 +30,14 @@ def block(payload, table, files, readme_dir):
     return "\n".join(lines)
 
 
-def update(readme_path, text):
+def update(readme_path, text, markers=(START, END)):
+    """Replaces what lies between the two marker lines (the bench table's by default)."""
+    start_marker, end_marker = markers
     with open(readme_path) as f:
         content = f.read()
-    start, end = content.find(START), content.find(END)
+    start, end = content.find(start_marker), content.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"{readme_path}: no {START} ... {END} block to replace")
-    content = content[:start + len(START)] + "\n" + text + "\n" + content[end:]
+        raise ValueError(f"{readme_path}: no {start_marker} ... {end_marker} block to replace")
+    content = content[:start + len(start_marker)] + "\n" + text + "\n" + content[end:]
     with open(readme_path, "w") as f:
         f.write(content)

@@ -24,49 +24,38 @@ constexpr int64_t kItersPerCheck = 1 << 16;
 
 // Runs the loop until `seconds` pass; returns flops per second. Each variant: kChains
 // accumulators of its vector width, each updated acc = acc * m + a every iteration.
-#if defined(__x86_64__)
-__attribute__((target("avx512f"))) double run_avx512(double seconds) {
-  __m512 acc[kChains];
-  for (int k = 0; k < kChains; ++k) acc[k] = _mm512_set1_ps(0.001f * k);
-  const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
-  int64_t iters = 0;
-  const auto start = Clock::now();
-  double elapsed = 0;
-  do {
-    for (int64_t i = 0; i < kItersPerCheck; ++i)
-      for (int k = 0; k < kChains; ++k) acc[k] = _mm512_fmadd_ps(acc[k], m, a);
-    iters += kItersPerCheck;
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  } while (elapsed < seconds);
-  __m512 sum = acc[0];
-  for (int k = 1; k < kChains; ++k) sum = _mm512_add_ps(sum, acc[k]);
-  volatile float sink = _mm512_reduce_add_ps(sum);
-  (void)sink;
-  return 2.0 * 16 * kChains * double(iters) / elapsed;
-}
+#define FASTLSTM_FMA_LOOP(NAME, TARGET, VEC, LANES, SET1, FMADD, STORE)                      \
+  TARGET double NAME(double seconds) {                                                      \
+    VEC acc[kChains];                                                                       \
+    for (int k = 0; k < kChains; ++k) acc[k] = SET1(0.001f * k);                            \
+    const VEC m = SET1(0.999999f), a = SET1(1e-7f);                                         \
+    int64_t iters = 0;                                                                      \
+    const auto start = Clock::now();                                                        \
+    double elapsed = 0;                                                                     \
+    do {                                                                                    \
+      for (int64_t i = 0; i < kItersPerCheck; ++i)                                          \
+        for (int k = 0; k < kChains; ++k) acc[k] = FMADD(acc[k], m, a);                     \
+      iters += kItersPerCheck;                                                              \
+      elapsed = std::chrono::duration<double>(Clock::now() - start).count();                \
+    } while (elapsed < seconds);                                                            \
+    alignas(64) float lanes[LANES];                                                         \
+    float sum = 0;                                                                          \
+    for (int k = 0; k < kChains; ++k) {                                                     \
+      STORE(lanes, acc[k]);                                                                 \
+      for (int l = 0; l < (LANES); ++l) sum += lanes[l];                                    \
+    }                                                                                       \
+    volatile float sink = sum; /* keeps the loop */                                         \
+    (void)sink;                                                                             \
+    return 2.0 * (LANES) * kChains * double(iters) / elapsed;                               \
+  }
 
-__attribute__((target("avx2,fma"))) double run_avx2(double seconds) {
-  __m256 acc[kChains];
-  for (int k = 0; k < kChains; ++k) acc[k] = _mm256_set1_ps(0.001f * k);
-  const __m256 m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
-  int64_t iters = 0;
-  const auto start = Clock::now();
-  double elapsed = 0;
-  do {
-    for (int64_t i = 0; i < kItersPerCheck; ++i)
-      for (int k = 0; k < kChains; ++k) acc[k] = _mm256_fmadd_ps(acc[k], m, a);
-    iters += kItersPerCheck;
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  } while (elapsed < seconds);
-  __m256 sum = acc[0];
-  for (int k = 1; k < kChains; ++k) sum = _mm256_add_ps(sum, acc[k]);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, sum);
-  volatile float sink = lanes[0];
-  (void)sink;
-  return 2.0 * 8 * kChains * double(iters) / elapsed;
-}
+#if defined(__x86_64__)
+FASTLSTM_FMA_LOOP(run_avx512, __attribute__((target("avx512f"))), __m512, 16, _mm512_set1_ps,
+                  _mm512_fmadd_ps, _mm512_store_ps)
+FASTLSTM_FMA_LOOP(run_avx2, __attribute__((target("avx2,fma"))), __m256, 8, _mm256_set1_ps,
+                  _mm256_fmadd_ps, _mm256_store_ps)
 #endif
+#undef FASTLSTM_FMA_LOOP
 
 // Baseline: a multiply and an add per element (no FMA in x86-64's baseline), 4 lanes.
 double run_baseline(double seconds) {

@@ -160,6 +160,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(input, lengths, h0, c0, reserve, *weights)
     ctx.flags = (has_biases, has_projections, bidirectional)
     ctx.mark_non_differentiable(reserve)
+    ctx.set_materialize_grads(False)
 
 
 def reference_pullback(primals, lengths, flags, cotangents, direction=None):

@@ -7,9 +7,11 @@ smaller than the token after it (outside the sentence counts as 0): each label n
 the right context, and the last token's right context is the sentence's own end.
 
 The model is plain Keras; only the LSTM class changes (`keras.layers.LSTM` ->
-`fastlstm.keras.LSTM`). The mask from the embedding gives fastlstm each sentence's length, so
-the LSTM spends no compute on the padding, and the backward direction starts at each sentence's
-end. The loss ignores the padding through the same mask.
+`fastlstm.keras.LSTM`), and the wrapper (`keras.layers.Bidirectional` ->
+`fastlstm.keras.Bidirectional`, which runs both directions in one fastlstm op;
+`keras.layers.Bidirectional` works too, one op per direction). The mask from the embedding gives
+fastlstm each sentence's length, so the LSTM spends no compute on the padding, and the backward
+direction starts at each sentence's end. The loss ignores the padding through the same mask.
 
     python examples/keras_tagger.py      # trains in well under a minute on a CPU (needs keras)
 """
@@ -45,7 +47,7 @@ def build_model(max_len, embed=16, hidden=32, tags=2):
     return keras.Sequential([
         keras.Input((max_len,), dtype="int32"),
         keras.layers.Embedding(VOCAB, embed, mask_zero=True),
-        keras.layers.Bidirectional(fastlstm.keras.LSTM(hidden, return_sequences=True)),
+        fastlstm.keras.Bidirectional(fastlstm.keras.LSTM(hidden, return_sequences=True)),
         keras.layers.Dense(tags),
     ])
 

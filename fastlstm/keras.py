@@ -28,6 +28,19 @@ dropout (``implementation=1``), a backend other than torch. Input Keras would re
 feature size or state shape, zero steps, a mask with ``use_cudnn=True``) goes to Keras's own
 path silently, so that Keras raises its own error.
 
+``fastlstm.keras.Bidirectional`` is ``keras.layers.Bidirectional`` (same arguments, config and
+outputs; registered as ``fastlstm>Bidirectional``) that runs both directions in one
+bidirectional fastlstm op, when its two layers are fastlstm.keras.LSTM a single op can run:
+fastlstm's reverse direction starts at each sequence's own end, which is the backward layer's
+result once Bidirectional flips it back (its outputs at the padding are 0, as Keras's). Anything
+else goes to ``keras.layers.Bidirectional.call``, which runs each layer as it runs alone (one
+fastlstm op per direction, or Keras's loop with the layer's warning): other layer classes,
+layers of different sizes, ``stateful``, an ``activity_regularizer`` on a layer, layers with
+another dtype policy than the wrapper's, and dropout in training (each direction has its own
+input mask; in inference each cell still draws its mask, as Keras's layer does, so that later
+draws stay Keras's). ``keras.layers.Bidirectional(fastlstm.keras.LSTM(...))`` works too, with one
+op per direction.
+
 Importing this module imports Keras (``import fastlstm`` does not) and sets nothing global: the
 backend is whatever ``KERAS_BACKEND`` says before Keras is imported.
 """
@@ -53,7 +66,7 @@ import torch
 
 from .functional import lstm as _fastlstm
 
-__all__ = ["LSTM", "FallbackWarning", "require_torch_backend"]
+__all__ = ["LSTM", "Bidirectional", "FallbackWarning", "require_torch_backend"]
 
 
 class FallbackWarning(UserWarning):
@@ -156,6 +169,30 @@ class LSTM(keras.layers.LSTM):
                           "padding or holes")
         return lengths, None
 
+    def _op_weights(self, kernel=None, recurrent=None):
+        """The cell's weights as fastlstm takes them (nn.LSTM's order for one direction):
+        weight_ih = kernel.T, weight_hh = recurrent_kernel.T, bias_ih = bias, bias_hh = 0; read
+        from the variables under the current autocast scope (the compute dtype)."""
+        cell = self.cell
+        if kernel is None:
+            kernel = keras.ops.convert_to_tensor(cell.kernel)
+            recurrent = keras.ops.convert_to_tensor(cell.recurrent_kernel)
+        weights = [kernel.t().contiguous(), recurrent.t().contiguous()]  # copied once, not twice
+        if cell.use_bias:
+            bias = keras.ops.convert_to_tensor(cell.bias)
+            weights += [bias, torch.zeros_like(bias)]
+        return weights
+
+    def _last_output(self, h_n, lengths, T):
+        """Keras's last output [B, H] under a mask: its output at step T-1, which at a masked
+        step carries the last valid output (zeros before any), or is zero with
+        zero_output_for_mask (forward only: going backwards the valid steps come last). h_n of
+        a length-0 sequence is h_0, not an output."""
+        ran = (lengths > 0).unsqueeze(1)
+        if self.zero_output_for_mask and not self.go_backwards:
+            ran = (lengths == T).unsqueeze(1)
+        return torch.where(ran, h_n, torch.zeros_like(h_n))
+
     def _fastlstm_loop(self, x, initial_state, lengths, masked, training):
         cell = self.cell
         B, T, _ = x.shape
@@ -169,10 +206,7 @@ class LSTM(keras.layers.LSTM):
         # (Keras applies it before its fused LSTM, or in each step of its masked loop).
         if training and (0.0 < cell.dropout < 1.0 if masked else cell.dropout):
             x = x * cell.get_dropout_mask(x[:, 0, :]).unsqueeze(1)
-        weights = [kernel.t().contiguous(), recurrent.t().contiguous()]  # copied once, not twice
-        if cell.use_bias:
-            bias = keras.ops.convert_to_tensor(cell.bias)
-            weights += [bias, torch.zeros_like(bias)]
+        weights = self._op_weights(kernel, recurrent)
         steps = torch.arange(T, device=x.device)
         rows = torch.arange(B, device=x.device).unsqueeze(1)
         if self.go_backwards:
@@ -190,14 +224,7 @@ class LSTM(keras.layers.LSTM):
             if not self.return_sequences:
                 return h_n, h_n.unsqueeze(1), [h_n, c_n]
             return h_n, out.transpose(0, 1), [h_n, c_n]
-        # Masked: Keras's last output is its output at step T-1, which at a masked step carries
-        # the last valid output (zeros before any), or is zero with zero_output_for_mask
-        # (forward only: going backwards the valid steps come last). h_n of a length-0 sequence
-        # is h_0.
-        ran = (lengths > 0).unsqueeze(1)
-        if self.zero_output_for_mask and not self.go_backwards:
-            ran = (lengths == T).unsqueeze(1)
-        last = torch.where(ran, h_n, torch.zeros_like(h_n))
+        last = self._last_output(h_n, lengths, T)
         if not self.return_sequences:
             return last, last.unsqueeze(1), [h_n, c_n]
         if self.go_backwards:
@@ -212,6 +239,115 @@ class LSTM(keras.layers.LSTM):
             out = torch.where(valid, out, last.unsqueeze(1))
         return last, out, [h_n, c_n]
 
+
+
+@keras.saving.register_keras_serializable(package="fastlstm")
+class Bidirectional(keras.layers.Bidirectional):
+    """keras.layers.Bidirectional (same arguments, config and outputs) that runs both directions
+    in one bidirectional fastlstm op when both of its layers are fastlstm.keras.LSTM; see the
+    module's documentation. ``keras.layers.Bidirectional(fastlstm.keras.LSTM(...))`` works
+    too, with one fastlstm op per direction."""
+
+    def call(self, sequences, initial_state=None, mask=None, training=None):
+        fused = self._fused_inputs(sequences, initial_state, mask, training)
+        if fused is None:
+            return super().call(sequences, initial_state=initial_state, mask=mask,
+                                training=training)
+        return self._call_fused(sequences, *fused)
+
+    def _fused_inputs(self, x, initial_state, mask, training):
+        """(h0 [2, B, H], c0, lengths, masked) when one fastlstm op gives both layers' exact
+        results, else None: Keras's Bidirectional.call then runs each layer (fastlstm's
+        LSTM runs fastlstm per direction, or Keras's loop with its warning)."""
+        fwd, bwd = self.forward_layer, self.backward_layer
+        if type(fwd) is not LSTM or type(bwd) is not LSTM or self.stateful:
+            return None
+        if fwd.go_backwards or not bwd.go_backwards:
+            return None
+        if fwd._config_reason() is not None or bwd._config_reason() is not None:
+            return None
+        cf, cb = fwd.cell, bwd.cell
+        if cf.units != cb.units or cf.use_bias != cb.use_bias:
+            return None                          # one op: both directions shaped alike
+        if training and (cf.dropout or cb.dropout):
+            return None                          # one op: one input, not one per direction
+        if fwd.activity_regularizer is not None or bwd.activity_regularizer is not None:
+            return None                          # (applied by each layer's __call__)
+        if not fwd.dtype_policy.name == bwd.dtype_policy.name == self.dtype_policy.name:
+            return None                          # (each layer's __call__ would autocast)
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            return None
+        B, H = x.shape[0], cf.units
+        if initial_state is None:                # (zeros: cast to the kernel's dtype later)
+            zeros = torch.zeros(2, B, H, dtype=x.dtype, device=x.device)
+            h0 = c0 = zeros
+            states = [[zeros[0], zeros[0]], [zeros[1], zeros[1]]]
+        elif len(initial_state) == 4:
+            states = [list(initial_state[:2]), list(initial_state[2:])]
+            if bwd._lengths(x, states[1], None)[0] is None:
+                return None                      # (Keras's errors, from Keras's own path)
+            h0 = torch.stack([states[0][0], states[1][0]])
+            c0 = torch.stack([states[0][1], states[1][1]])
+        else:
+            return None
+        if keras.tree.is_nested(mask):
+            mask = mask[0]
+        lengths, reason = fwd._lengths(x, states[0], mask)          # Keras's errors, warnings
+        if lengths is None or reason is not None:
+            return None
+        # Each layer's call draws its dropout mask (inference: unused) from its cell's seed
+        # generator: drawn here too, so that later draws stay Keras's.
+        for layer, state in zip((fwd, bwd), states):
+            if layer.cell.dropout:
+                layer._maybe_config_dropout_masks(layer.cell, x[:, 0, :], state)
+                layer._maybe_reset_dropout_masks(layer.cell)
+        return h0, c0, lengths, mask is not None
+
+    def _call_fused(self, x, h0, c0, lengths, masked):
+        fwd, bwd = self.forward_layer, self.backward_layer
+        weights = fwd._op_weights() + bwd._op_weights()
+        dtype = weights[0].dtype                 # the kernel's: autocast's compute dtype
+        B, T, _ = x.shape
+        H = fwd.cell.units
+        # fastlstm's reverse direction runs each sequence from its own end, outputs in input
+        # order, 0 past each length: the backward layer's outputs (go_backwards: padding first,
+        # output 0) as Bidirectional flips them back. (lengths on the CPU: see LSTM.)
+        out, h_n, c_n = _fastlstm(x.to(dtype).transpose(0, 1), lengths.cpu(), h0.to(dtype),
+                                  c0.to(dtype), weights, 1, fwd.cell.use_bias, True, False)
+        out = out.transpose(0, 1)                                   # [B, T, 2H]
+        both = None                                                 # concat of the two
+        if self.return_sequences:
+            y, y_rev = out[..., :H], out[..., H:]
+            if masked and not fwd.zero_output_for_mask:             # carried past the length
+                valid = (torch.arange(T, device=x.device) < lengths.unsqueeze(1)).unsqueeze(2)
+                y = torch.where(valid, y, fwd._last_output(h_n[0], lengths, T).unsqueeze(1))
+            else:
+                both = out
+        elif masked:
+            y, y_rev = fwd._last_output(h_n[0], lengths, T), bwd._last_output(h_n[1], lengths, T)
+        else:
+            y, y_rev = h_n[0], h_n[1]
+        if self.merge_mode == "concat" and both is not None:
+            output = keras.ops.cast(both, self.compute_dtype)
+        else:
+            y = keras.ops.cast(y, self.compute_dtype)
+            y_rev = keras.ops.cast(y_rev, self.compute_dtype)
+        if self.merge_mode == "concat":
+            if both is None:
+                output = keras.ops.concatenate([y, y_rev], axis=-1)
+        elif self.merge_mode == "sum":
+            output = y + y_rev
+        elif self.merge_mode == "ave":
+            output = (y + y_rev) / 2
+        elif self.merge_mode == "mul":
+            output = y * y_rev
+        else:
+            output = (y, y_rev)
+        if not self.return_state:
+            return output
+        states = tuple(keras.ops.cast(s, self.compute_dtype)
+                       for s in (h_n[0], c_n[0], h_n[1], c_n[1]))
+        return output + states if self.merge_mode is None else (output,) + states
 
 def _name(fn):
     return getattr(fn, "__name__", type(fn).__name__)

@@ -507,3 +507,252 @@ def test_cuda_runs_fastlstm_cuda_path_with_keras_results(spy, monkeypatch):
         for m in (mask, None):
             assert_same(fast(x, mask=m), ref(x, mask=m), atol=2e-5, rtol=1e-4)
     assert [c[0] for c in spy] == ["cuda"] * 4
+
+
+# -- fastlstm.keras.Bidirectional: both directions in one fastlstm op ---------------------------
+
+@pytest.fixture
+def ops(monkeypatch):
+    """Records every fastlstm call of fastlstm.keras: (bidirectional, lengths)."""
+    calls = []
+    real = fk._fastlstm
+
+    def record(x, lengths, h0, c0, weights, num_layers, has_biases, bidirectional, *args):
+        calls.append((bidirectional, lengths.tolist()))
+        return real(x, lengths, h0, c0, weights, num_layers, has_biases, bidirectional, *args)
+    monkeypatch.setattr(fk, "_fastlstm", record)
+    return calls
+
+
+def bi_pair(merge_mode="concat", weights_seed=1, backward=None, **kw):
+    """(keras.layers.Bidirectional(keras.layers.LSTM), fastlstm.keras.Bidirectional(
+    fastlstm.keras.LSTM)) with the same arguments and weights, built. backward: kwargs of a
+    backward_layer given explicitly (go_backwards=True added)."""
+    def make(wrapper, cls):
+        back = None if backward is None else cls(
+            **dict({"units": H, "go_backwards": True}, **kw, **backward))
+        return wrapper(cls(H, **kw), merge_mode=merge_mode, backward_layer=back, name="bi")
+    return pair_of(make(keras.layers.Bidirectional, keras.layers.LSTM),
+                   make(fk.Bidirectional, fk.LSTM), weights_seed)
+
+
+def pair_of(ref, fast, weights_seed=1):
+    ref.build((B, T, I))
+    fast.build((B, T, I))
+    randomize(ref, weights_seed)
+    fast.set_weights(ref.get_weights())
+    return ref, fast
+
+
+def test_bidirectional_class_config_and_registration():
+    layer = fk.Bidirectional(fk.LSTM(H, return_sequences=True, name="x"), merge_mode="sum",
+                             name="bi")
+    assert isinstance(layer, keras.layers.Bidirectional)
+    assert keras.saving.get_registered_name(fk.Bidirectional) == "fastlstm>Bidirectional"
+    ref = keras.layers.Bidirectional(fk.LSTM(H, return_sequences=True, name="x"),
+                                     merge_mode="sum", name="bi")
+    assert layer.get_config() == ref.get_config()
+    again = fk.Bidirectional.from_config(layer.get_config())
+    assert type(again.forward_layer) is fk.LSTM and type(again.backward_layer) is fk.LSTM
+    assert again.backward_layer.go_backwards and again.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None],
+                         ids=["concat", "sum", "mul", "ave", "none"])
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["seq", "last"])
+@pytest.mark.parametrize("return_state", [False, True], ids=["", "state"])
+def test_fused_bidirectional_parity(merge_mode, return_sequences, return_state, ops):
+    """One bidirectional fastlstm op per call, and Keras's outputs at every position (masked
+    ones included) and states, with a mask and without one."""
+    x, mask = data(18)
+    ref, fast = bi_pair(merge_mode, return_sequences=return_sequences,
+                        return_state=return_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fk.FallbackWarning)
+        for m in (mask, None):
+            assert_same(fast(x, mask=m), ref(x, mask=m))
+    assert ops == [(True, LENGTHS), (True, [T] * B)]
+
+
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["seq", "last"])
+def test_fused_bidirectional_initial_state_and_carried_outputs(return_sequences, ops):
+    """A given initial state (4 tensors: forward h, c, backward h, c), and forward outputs past
+    each length that carry the last valid output (zero_output_for_mask turned off after
+    Bidirectional set it)."""
+    x, mask = data(19)
+    gen = torch.Generator().manual_seed(20)
+    state = [torch.randn(B, H, generator=gen) for _ in range(4)]
+    ref, fast = bi_pair(return_sequences=return_sequences, return_state=True)
+    for m in (mask, None):
+        assert_same(fast(x, mask=m, initial_state=state), ref(x, mask=m, initial_state=state))
+    for layer in (ref, fast):
+        layer.forward_layer.zero_output_for_mask = False
+    assert_same(fast(x, mask=mask), ref(x, mask=mask))
+    assert ops == [(True, LENGTHS), (True, [T] * B), (True, LENGTHS)]
+
+
+def test_fused_bidirectional_in_a_stacked_model(ops):
+    """Embedding(mask_zero=True) -> Bidirectional(return_sequences) -> Bidirectional, sum: the
+    mask flows through both."""
+    ids = torch.randint(1, 9, (B, T), generator=torch.Generator().manual_seed(21))
+    ids[torch.arange(T) >= torch.tensor(LENGTHS).unsqueeze(1)] = 0
+
+    def model(wrapper, cls):
+        return keras.Sequential([keras.Input((T,), dtype="int32"),
+                                 keras.layers.Embedding(9, I, mask_zero=True),
+                                 wrapper(cls(H, return_sequences=True)),
+                                 wrapper(cls(H), merge_mode="sum")])
+    ref, fast = model(keras.layers.Bidirectional, keras.layers.LSTM), \
+        model(fk.Bidirectional, fk.LSTM)
+    randomize(ref)
+    fast.set_weights(ref.get_weights())
+    assert_same(fast(ids), ref(ids))
+    assert ops == [(True, LENGTHS), (True, LENGTHS)]
+
+
+def test_fused_bidirectional_dropout_draws_stay_keras(ops):
+    """Dropout: in training each direction has its own input mask, so each runs its own op;
+    in inference one op, while each cell still draws (and drops) the mask Keras's layer draws,
+    so that the next training call's masks are Keras's."""
+    x, mask = data(22)
+    ref, fast = bi_pair(return_sequences=True, dropout=0.4, seed=23)
+    for training in (True, False, True):
+        assert_same(fast(x, mask=mask, training=training), ref(x, mask=mask, training=training))
+    assert ops == [(False, LENGTHS)] * 2 + [(True, LENGTHS)] + [(False, LENGTHS)] * 2
+
+
+@pytest.mark.parametrize("case", ["keras_lstm", "keras_backward_layer", "units", "stateful",
+                                  "activity_regularizer"])
+def test_bidirectional_runs_keras_bidirectional_when_one_op_cannot(case, ops):
+    """Layers one op cannot run as one: Keras's Bidirectional.call, each layer as it runs
+    alone (fastlstm per direction, or Keras's own LSTM), with Keras's results."""
+    x, mask = data(24)
+    kw = {"return_sequences": True, "return_state": True}
+    if case == "keras_lstm":
+        ref, fast = pair_of(keras.layers.Bidirectional(keras.layers.LSTM(H, **kw)),
+                            fk.Bidirectional(keras.layers.LSTM(H, **kw)))
+        want = []
+    elif case == "keras_backward_layer":
+        ref, fast = pair_of(
+            keras.layers.Bidirectional(keras.layers.LSTM(H, **kw), backward_layer=keras.layers.LSTM(
+                H, go_backwards=True, **kw)),
+            fk.Bidirectional(fk.LSTM(H, **kw), backward_layer=keras.layers.LSTM(
+                H, go_backwards=True, **kw)))
+        want = [(False, LENGTHS)]
+    elif case == "units":
+        ref, fast = bi_pair(backward={"units": H + 1}, **kw)
+        want = [(False, LENGTHS)] * 2
+    elif case == "stateful":     # (without return_state: Keras 3.15's compute_mask fails there)
+        ref, fast = bi_pair(stateful=True, return_sequences=True)
+        want = [(False, LENGTHS)] * 2
+    else:
+        ref, fast = bi_pair(activity_regularizer="l2", **kw)
+        want = [(False, LENGTHS)] * 2
+    assert_same(fast(x, mask=mask), ref(x, mask=mask))
+    assert np.allclose([float(v.detach()) for v in fast.losses],
+                       [float(v.detach()) for v in ref.losses])
+    assert (case == "activity_regularizer") == bool(ref.losses)
+    assert ops == want
+
+
+def test_bidirectional_mask_that_is_not_right_padding_warns_and_is_exact(ops):
+    x, mask = data(25)
+    mask = mask.flip(1)                                         # left padding
+    ref, fast = bi_pair(return_sequences=True)
+    with pytest.warns(fk.FallbackWarning, match="not right padding"):
+        got = fast(x, mask=mask)
+    assert_same(got, ref(x, mask=mask))
+    assert ops == []
+
+
+@pytest.mark.parametrize("case", ["features", "rank", "state_count", "state_shape"])
+def test_bidirectional_bad_input_gives_keras_own_errors(case, ops):
+    x, _ = data()
+    ref, fast = bi_pair(return_sequences=True)
+    calls = {
+        "features": lambda layer: layer(torch.randn(B, T, I + 1)),
+        "rank": lambda layer: layer(torch.randn(B, I)),
+        "state_count": lambda layer: layer(x, initial_state=[torch.zeros(B, H)] * 3),
+        "state_shape": lambda layer: layer(x, initial_state=[torch.zeros(B, H + 1)] * 4),
+    }[case]
+    want = _outcome(lambda: calls(ref))[1]
+    assert want is not None
+    assert _outcome(lambda: calls(fast))[1] == want
+    assert ops == []
+
+
+def bi_tagger(wrapper, cls):
+    return keras.Sequential([keras.Input((T,), dtype="int32"),
+                             keras.layers.Embedding(9, I, mask_zero=True),
+                             wrapper(cls(H, return_sequences=True)),
+                             keras.layers.Dense(3)])
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+def test_fused_bidirectional_train_on_batch_gives_keras_weights(optimizer, ops):
+    ids, tags = tagging_data()
+    models = [bi_tagger(keras.layers.Bidirectional, keras.layers.LSTM),
+              bi_tagger(fk.Bidirectional, fk.LSTM)]
+    randomize(models[0])
+    models[1].set_weights(models[0].get_weights())
+    start = [w.copy() for w in models[0].get_weights()]
+    for model in models:
+        model.compile(optimizer=getattr(keras.optimizers, optimizer)(learning_rate=0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    losses = [[float(m.train_on_batch(ids, tags)) for _ in range(3)] for m in models]
+    np.testing.assert_allclose(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+    moved = False
+    for got, want, first in zip(models[1].get_weights(), models[0].get_weights(), start):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+        moved |= np.abs(want - first).max() > 1e-2
+    assert moved
+    assert ops == [(True, LENGTHS)] * 3
+
+
+def test_fused_bidirectional_keras_file_saves_and_loads_in_a_fresh_process(tmp_path, ops):
+    ids, _ = tagging_data(26)
+    model = bi_tagger(fk.Bidirectional, fk.LSTM)
+    want = keras.ops.convert_to_numpy(model(ids))
+    path = tmp_path / "tagger.keras"
+    model.save(path)
+    np.save(tmp_path / "ids.npy", ids)
+    code = (
+        "import os, sys, json\n"
+        "os.environ['KERAS_BACKEND'] = 'torch'\n"
+        "import numpy as np, keras\n"
+        "import fastlstm.keras\n"
+        f"model = keras.saving.load_model({str(path)!r})\n"
+        f"ids = np.load({str(tmp_path / 'ids.npy')!r})\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, keras.ops.convert_to_numpy(model(ids)))\n"
+        "bi = model.layers[1]\n"
+        "print(json.dumps([type(l).__module__ + '.' + type(l).__name__\n"
+        "                  for l in (bi, bi.forward_layer, bi.backward_layer)]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ,
+                                                PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == \
+        ["fastlstm.keras.Bidirectional"] + ["fastlstm.keras.LSTM"] * 2
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-6, rtol=0)
+
+
+def test_fused_bidirectional_mixed_bfloat16(ops):
+    """Under mixed_bfloat16 the one op runs in bfloat16, within bf16 tolerance of Keras in
+    float32 and no further from it than Keras's own layers under the policy."""
+    x, mask = data(27)
+    ref, _ = bi_pair(return_sequences=True, return_state=True)
+    layers = [wrapper(cls(H, return_sequences=True, return_state=True, dtype="mixed_bfloat16"),
+                      dtype="mixed_bfloat16")
+              for wrapper, cls in ((fk.Bidirectional, fk.LSTM),
+                                   (keras.layers.Bidirectional, keras.layers.LSTM))]
+    for layer in layers:
+        layer.build((B, T, I))
+        layer.set_weights(ref.get_weights())
+    with torch.no_grad():
+        want = ref(x, mask=mask)
+        got, keras_half = (layer(x, mask=mask) for layer in layers)
+    assert [t.dtype for t in got] == [torch.bfloat16] * 5 == [t.dtype for t in keras_half]
+    err = max(float((g.float() - w).abs().max()) for g, w in zip(got, want))
+    keras_err = max(float((g.float() - w).abs().max()) for g, w in zip(keras_half, want))
+    assert err <= 2e-2 and err <= 1.5 * keras_err + 2e-3, (err, keras_err)
+    assert ops == [(True, LENGTHS)]

@@ -1,12 +1,16 @@
 """The Keras row (`python -m benchmarks --keras`): a Keras 3 tagger on the torch backend,
-Embedding(mask_zero=True) -> Bidirectional(LSTM(128, return_sequences=True)) -> Dense, with
-fastlstm.keras.LSTM and with keras.layers.LSTM (the same weights), batch 32 padded to 64 steps.
+Embedding(mask_zero=True) -> Bidirectional(LSTM(128, return_sequences=True)) -> Dense, batch 32
+padded to 64 steps, three ways with the same weights: fastlstm.keras.Bidirectional(
+fastlstm.keras.LSTM) (both directions in one fastlstm op), keras.layers.Bidirectional(
+fastlstm.keras.LSTM) (one fastlstm op per direction) and keras.layers.Bidirectional(
+keras.layers.LSTM).
 
 Jobs: its train step (model.train_on_batch, SGD) and its inference (model.predict_on_batch),
 each with a mask (Embedding(mask_zero=True), lengths from the "sentence" distribution of
 benchmarks/lengths.py, padding id 0) and without one (mask_zero=False, every sequence 64
-tokens). The two contenders of a job run interleaved (benchmarks/timing.py); medians are
-compared. Before timing, both models' predictions are compared (max |diff| in the table).
+tokens). The contenders of a job run interleaved (benchmarks/timing.py); medians are compared.
+Before timing, the fastlstm models' predictions are compared with Keras's (max |diff| in the
+table).
 
 It is its own table, not a row of the default suite: the suite's table (README's bench-table
 block) has nn.LSTM's contenders as columns, which Keras does not fit. Keras runs on the torch
@@ -14,6 +18,8 @@ backend (KERAS_BACKEND=torch is set here unless already set, before keras is imp
 """
 
 import os
+import re
+import textwrap
 import time
 
 import numpy as np
@@ -24,7 +30,14 @@ from . import report
 from .timing import median, time_interleaved
 
 SHAPE = {"batch": 32, "steps": 64, "units": 128, "embed": 128, "vocab": 1000, "tags": 10}
-CONTENDERS = ("fastlstm.keras.LSTM", "keras.layers.LSTM")
+# name: (Bidirectional wrapper, LSTM class), both from fastlstm.keras or keras.layers
+CONTENDERS = {"fastlstm.keras": ("fastlstm", "fastlstm"),
+              "fastlstm.keras.LSTM": ("keras", "fastlstm"),
+              "keras.layers.LSTM": ("keras", "keras")}
+FASTEST, KERAS = "fastlstm.keras", "keras.layers.LSTM"
+LABELS = {"fastlstm.keras": "fastlstm.keras.Bidirectional(fastlstm.keras.LSTM)",
+          "fastlstm.keras.LSTM": "keras.layers.Bidirectional(fastlstm.keras.LSTM)",
+          "keras.layers.LSTM": "keras.layers.Bidirectional(keras.layers.LSTM)"}
 JOBS = [(mode, masked) for masked in (True, False) for mode in ("train", "inference")]
 
 
@@ -42,13 +55,14 @@ def keras_missing():
     return None
 
 
-def build_model(layer_class, masked, shape, seed):
+def build_model(layer_class, masked, shape, seed, wrapper=None):
     import keras
     keras.utils.set_random_seed(seed)
+    wrapper = wrapper or keras.layers.Bidirectional
     return keras.Sequential([
         keras.Input((shape["steps"],), dtype="int32"),
         keras.layers.Embedding(shape["vocab"], shape["embed"], mask_zero=masked),
-        keras.layers.Bidirectional(layer_class(shape["units"], return_sequences=True)),
+        wrapper(layer_class(shape["units"], return_sequences=True)),
         keras.layers.Dense(shape["tags"]),
     ])
 
@@ -65,18 +79,23 @@ def batch(masked, shape, seed):
 
 
 def contenders(mode, masked, shape, seed=0):
-    """({name: step}, max |prediction diff| between the two models before any step)."""
+    """({name: step}, max |prediction diff| between a fastlstm model and Keras's before any
+    step)."""
     import keras
 
     import fastlstm.keras
-    classes = {"fastlstm.keras.LSTM": fastlstm.keras.LSTM,
-               "keras.layers.LSTM": keras.layers.LSTM}
-    models = {name: build_model(cls, masked, shape, seed) for name, cls in classes.items()}
-    ref = models["keras.layers.LSTM"]
-    models["fastlstm.keras.LSTM"].set_weights(ref.get_weights())
+    module = {"fastlstm": fastlstm.keras, "keras": keras.layers}
+    models = {name: build_model(module[lstm].LSTM, masked, shape, seed,
+                                module[wrapper].Bidirectional)
+              for name, (wrapper, lstm) in CONTENDERS.items()}
+    ref = models[KERAS]
+    for name, model in models.items():
+        if model is not ref:
+            model.set_weights(ref.get_weights())
     ids, tags, _ = batch(masked, shape, seed)
-    preds = [m.predict_on_batch(ids) for m in models.values()]
-    diff = float(np.abs(preds[0] - preds[1]).max())
+    want = ref.predict_on_batch(ids)
+    diff = max(float(np.abs(m.predict_on_batch(ids) - want).max())
+               for m in models.values() if m is not ref)
     fns = {}
     for name, model in models.items():
         if mode == "train":
@@ -104,7 +123,8 @@ def run(reps=7, warmup=1, shape=None, seed=0, progress=None):
         results.append({"mode": mode, "masked": masked, "valid_tokens": int(lengths.sum()),
                         "padded_tokens": int(shape["batch"] * shape["steps"]),
                         "max_prediction_diff": diff, "samples_ms": samples, "median_ms": med,
-                        "speedup": med["keras.layers.LSTM"] / med["fastlstm.keras.LSTM"]})
+                        "speedup": med[KERAS] / med[FASTEST],
+                        "speedup_per_direction": med[KERAS] / med["fastlstm.keras.LSTM"]})
         if progress:
             progress(results[-1])
     run_info = {"config": "keras", "reps": reps, "warmup": warmup, "shape": shape,
@@ -116,8 +136,9 @@ def run(reps=7, warmup=1, shape=None, seed=0, progress=None):
 def summary(r):
     ms = r["median_ms"]
     return (f"keras tagger {r['mode']:9s} {'mask' if r['masked'] else 'no mask':7s} "
-            f"fastlstm.keras {ms['fastlstm.keras.LSTM']:8.2f} ms  keras "
-            f"{ms['keras.layers.LSTM']:8.2f} ms  {r['speedup']:.1f}x")
+            f"fastlstm.keras {ms[FASTEST]:8.2f} ms  (per direction "
+            f"{ms['fastlstm.keras.LSTM']:8.2f} ms)  keras {ms[KERAS]:8.2f} ms  "
+            f"{r['speedup']:.1f}x")
 
 
 def markdown(payload):
@@ -132,24 +153,70 @@ def markdown(payload):
             f"backend torch; git {info['git']}. Median of {run['reps']} interleaved "
             f"repetitions after {run['warmup']} warm-up. train = model.train_on_batch (SGD), "
             f"inference = model.predict_on_batch; masked: lengths from the sentence "
-            f"distribution, padding id 0; no mask: every sequence {s['steps']} tokens."),
+            f"distribution, padding id 0; no mask: every sequence {s['steps']} tokens."
+            + (f" 1-minute load average at the end of the run: {info['load_average']:.2f}."
+               if info.get("load_average") is not None else "")),
         "",
-        "| step | mask | tokens (padding) | fastlstm.keras.LSTM ms | keras.layers.LSTM ms | "
-        "speedup | max pred. diff |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| step | mask | tokens (padding) | fastlstm.keras ms | fastlstm.keras.LSTM ms | "
+        "keras.layers.LSTM ms | speedup | max pred. diff |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in payload["results"]:
         ms = r["median_ms"]
         pad = 1 - r["valid_tokens"] / r["padded_tokens"]
         lines.append(f"| {r['mode']} | {'yes' if r['masked'] else 'no'} | {r['valid_tokens']} "
-                     f"({100 * pad:.0f}%) | {ms['fastlstm.keras.LSTM']:.2f} | "
-                     f"{ms['keras.layers.LSTM']:.2f} | {r['speedup']:.1f}x | "
-                     f"{r['max_prediction_diff']:.1e} |")
+                     f"({100 * pad:.0f}%) | {ms[FASTEST]:.2f} | "
+                     f"{ms['fastlstm.keras.LSTM']:.2f} | {ms[KERAS]:.2f} | "
+                     f"{r['speedup']:.1f}x | {r['max_prediction_diff']:.1e} |")
     lines += ["", report._prose(
-        "Speedup = keras.layers.LSTM's median time / fastlstm.keras.LSTM's. With a mask, Keras "
+        "Columns: " + "; ".join(f"{name} = {label}" for name, label in LABELS.items()) + ". "
+        "Speedup = keras.layers.LSTM's median time / fastlstm.keras's. With a mask, Keras "
         "runs its per-step loop (every step, padding included, masked in Python); without one, "
         "its fused loop (one input projection, then a recurrent matmul per step).")]
     return "\n".join(lines)
+
+
+README_START, README_END = "<!-- keras-figure -->", "<!-- /keras-figure -->"
+
+
+def readme_figure(payload, md_path, readme_dir):
+    """The README's Keras figure, one unwrapped paragraph: the masked train step and inference
+    from this run (main writes it into the keras-figure block with --update-readme)."""
+    info = payload["machine"]
+    rows = {(r["mode"], r["masked"]): r for r in payload["results"]}
+    train, infer = rows.get(("train", True)), rows.get(("inference", True))
+    if train is None or infer is None:
+        raise ValueError("the README's Keras figure needs the masked train and inference jobs")
+    s, ms = payload["run"]["shape"], train["median_ms"]
+    load = f", load {info['load_average']:.1f}" if info.get("load_average") is not None else ""
+    return (f"Masked tagger (B={s['batch']}, T={s['steps']}, H={s['units']}; "
+            f"{_short_device(info)}{load}): train step {ms[FASTEST]:.1f} ms "
+            f"({ms['fastlstm.keras.LSTM']:.1f} ms one op per direction) against Keras's "
+            f"{ms[KERAS]:.0f} ms ({train['speedup']:.1f}x), inference {infer['speedup']:.1f}x "
+            f"(`{os.path.relpath(md_path, readme_dir).replace(os.sep, '/')}`).")
+
+
+def _short_device(info):
+    """report.device_label without trademark signs and generic words (the README line is
+    short): "Intel(R) Xeon(R) Processor, 2 threads" -> "Intel Xeon, 2 threads"."""
+    label = report.device_label(info)
+    return " ".join(re.sub(r"\((R|TM)\)|\b(Processor|CPU)\b", "", label).split()).replace(
+        " ,", ",")
+
+
+def write_readme_figure(readme_path, figure, width=100):
+    """Writes figure into README's keras-figure block: inline comments in a paragraph, the
+    start one ending a line, so that the figure continues that line and wraps after it."""
+    from . import readme
+    with open(readme_path) as f:
+        content = f.read()
+    at = content.find(README_START)
+    if at < 0:
+        raise ValueError(f"{readme_path}: no {README_START} ... {README_END} block to replace")
+    offset = at + len(README_START) - (content.rfind("\n", 0, at) + 1)
+    text = textwrap.fill(figure, width, initial_indent="x" * offset, break_long_words=False,
+                         break_on_hyphens=False)[offset:]
+    readme.update(readme_path, text, (README_START, README_END), own_lines=False)
 
 
 def main(args, command):
@@ -163,6 +230,7 @@ def main(args, command):
                   progress=lambda r: print(summary(r), flush=True))
     payload["run"]["command"] = command
     payload["run"]["seconds"] = round(time.monotonic() - started, 1)
+    payload["machine"]["load_average"] = round(os.getloadavg()[0], 2)  # (machines are shared)
     stem = os.path.join(args.out, report.tag(payload["machine"], "keras"))
     table = markdown(payload)
     report.write_json(stem + ".json", payload)
@@ -173,4 +241,10 @@ def main(args, command):
         report.write(args.markdown, table + "\n")
     print(table)
     print(f"\nwrote {stem}.json, {stem}.md")
+    if args.update_readme:
+        readme_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+            __file__))), "README.md")
+        write_readme_figure(readme_path, readme_figure(payload, stem + ".md",
+                                                       os.path.dirname(readme_path)))
+        print(f"updated {readme_path}")
     return payload

@@ -30,14 +30,18 @@ def block(payload, table, files, readme_dir):
     return "\n".join(lines)
 
 
-def update(readme_path, text, markers=(START, END)):
-    """Replaces what lies between the two marker lines (the bench table's by default)."""
+def update(readme_path, text, markers=(START, END), own_lines=True):
+    """Replaces what lies between the two markers (the bench table's by default): with text on
+    lines of its own, or (own_lines=False) with text as it is, e.g. in a paragraph whose
+    markers are inline comments."""
     start_marker, end_marker = markers
     with open(readme_path) as f:
         content = f.read()
     start, end = content.find(start_marker), content.find(end_marker)
     if start < 0 or end < start:
         raise ValueError(f"{readme_path}: no {start_marker} ... {end_marker} block to replace")
-    content = content[:start + len(start_marker)] + "\n" + text + "\n" + content[end:]
+    if own_lines:
+        text = "\n" + text + "\n"
+    content = content[:start + len(start_marker)] + text + content[end:]
     with open(readme_path, "w") as f:
         f.write(content)

@@ -9,6 +9,7 @@ when present, else on the CPU.
     python -m benchmarks --incremental       # JSON after every job; SIGTERM/SIGINT stop cleanly
     python -m benchmarks --time-limit 170    # start no job after 170 s; write what was measured
     python -m benchmarks --keras             # a Keras tagger: fastlstm.keras vs keras.layers.LSTM
+    python -m benchmarks --keras --update-readme   # also its figure into README.md
 
 Writes <tag>.json (machine, versions, every repetition, per-step latencies), <tag>.md (tables)
 and <tag>_*.png (plots) to --out, where tag names the device, the config and torch.
@@ -123,7 +124,8 @@ def parse_args(argv):
     p.add_argument("--markdown", help="also write the tables here")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--update-readme", action="store_true",
-                   help="replace the bench-table block of README.md with this run's output")
+                   help="replace the bench-table block of README.md with this run's output "
+                        "(with --keras: the keras-figure block)")
     p.add_argument("--incremental", action="store_true",
                    help="rewrite the JSON after every job; on SIGTERM/SIGINT stop and write "
                         "the outputs of the jobs done")
@@ -132,9 +134,10 @@ def parse_args(argv):
                         "then hold the jobs done, marked as a partial run")
     p.add_argument("--keras", action="store_true",
                    help="instead of the suite, the Keras row: a Keras 3 tagger's train step and "
-                        "inference with fastlstm.keras.LSTM against keras.layers.LSTM, with and "
-                        "without a mask, in its own table (benchmarks/keras_tagger.py; needs "
-                        "keras); --reps, --warmup, --out, --json, --markdown apply")
+                        "inference with fastlstm.keras (Bidirectional and LSTM) against "
+                        "keras.layers.LSTM, with and without a mask, in its own table "
+                        "(benchmarks/keras_tagger.py; needs keras); --reps, --warmup, --out, "
+                        "--json, --markdown, --update-readme apply")
     p.add_argument("--list", action="store_true", help="print the workloads and exit")
     p.add_argument("--dump-config", action="store_true", help="print the config as JSON and exit")
     return p.parse_args(argv)

@@ -345,3 +345,34 @@ def test_keras_row_runs_and_writes_its_own_table(tmp_path, monkeypatch, capsys):
     assert "| train | yes |" in table and "| inference | no |" in table
     assert json.loads((tmp_path / (stem + ".json")).read_text())["machine"]["keras"]
     assert "fastlstm.keras" in capsys.readouterr().out
+
+
+def test_keras_readme_figure_continues_its_paragraph_and_nothing_else_changes(tmp_path):
+    """`--keras --update-readme`: the figure goes between the inline keras-figure comments,
+    continuing the line of the start comment, wrapped at 100 columns; twice gives the same."""
+    from benchmarks import keras_tagger
+    results = [{"mode": mode, "masked": masked, "speedup": 10.0 + k,
+                "median_ms": {"fastlstm.keras": 20.0, "fastlstm.keras.LSTM": 25.0,
+                              "keras.layers.LSTM": 250.0}}
+               for k, (mode, masked) in enumerate(keras_tagger.JOBS)]
+    payload = {"machine": {"device": "cpu", "cpu": "Intel(R) Xeon(R) Processor", "cpu_threads": 2,
+                           "keras": "3.15.1", "load_average": 1.25},
+               "run": {"shape": keras_tagger.SHAPE}, "results": results}
+    figure = keras_tagger.readme_figure(payload, str(tmp_path / "results" / "x_keras.md"),
+                                        str(tmp_path))
+    assert figure.startswith("Masked tagger (B=32, T=64, H=128; Intel Xeon, 2 threads, load 1.2)")
+    assert "train step 20.0 ms (25.0 ms one op per direction) against Keras's 250 ms (10.0x), " \
+        "inference 11.0x (`results/x_keras.md`)." in figure
+    path = tmp_path / "README.md"
+    before = ("# title\n\nA paragraph that ends with the figure. "
+              f"{keras_tagger.README_START}old\nfigure{keras_tagger.README_END}\n\nafter\n")
+    path.write_text(before)
+    for _ in range(2):
+        keras_tagger.write_readme_figure(str(path), figure)
+        text = path.read_text()
+        head, rest = text.split(keras_tagger.README_START)
+        inside, tail = rest.split(keras_tagger.README_END)
+        assert head == "# title\n\nA paragraph that ends with the figure. " and \
+            tail == "\n\nafter\n"
+        assert " ".join(inside.split()) == figure
+        assert all(len(line) <= 100 for line in text.splitlines()[:-3])

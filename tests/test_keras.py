@@ -756,3 +756,16 @@ def test_fused_bidirectional_mixed_bfloat16(ops):
     keras_err = max(float((g.float() - w).abs().max()) for g, w in zip(keras_half, want))
     assert err <= 2e-2 and err <= 1.5 * keras_err + 2e-3, (err, keras_err)
     assert ops == [(True, LENGTHS)]
+
+
+@pytest.mark.gpu
+def test_cuda_fused_bidirectional_runs_one_cuda_op_with_keras_results(ops, monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # Keras's cuDNN in float32
+    x, mask = data(28, device="cuda")
+    ref, fast = bi_pair(return_sequences=True, return_state=True)
+    assert fast.forward_layer.cell.kernel.value.device.type == "cuda"
+    for m in (mask, None):
+        assert_same(fast(x, mask=m), ref(x, mask=m), atol=2e-5, rtol=1e-4)
+    assert ops == [(True, LENGTHS), (True, [T] * B)]

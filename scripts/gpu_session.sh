@@ -12,8 +12,9 @@
 #       in CI so that a typo cannot waste a GPU window. It never builds or installs fastlstm: it
 #       needs the extension already built (make test does that).
 #
-#  1 build     the prebuilt abi3 wheel when there is one (FASTLSTM_WHEEL, else .whl/ from
-#              `make gpu-wheel`): pip --no-deps --no-index, its extension also copied into the
+#  1 build     the prebuilt abi3 wheel when there is one (FASTLSTM_WHEEL, else the one in .whl/
+#              (FASTLSTM_WHEEL_DIR) from `make gpu-wheel` whose CUDA major version is torch's:
+#              +cu13 for torch 2.11.0+cu130): pip --no-deps --no-index, its extension also copied into the
 #              checkout's fastlstm/; no compile. Else, or if it fails to load: pip install
 #              --no-build-isolation --no-deps -e . for this GPU's architecture, MAX_JOBS = cores.
 #  - plan      scripts/time_plan.py (after the build, or first when the build is not run): each
@@ -146,7 +147,7 @@ record() {
 # ---------------------------------------------------------------- the machine
 # One python start (torch's import costs seconds): the device line, the GPU's architecture
 # (9.0 where there is none: the GPU machine's), whether torch sees a GPU.
-machine=$("$PY" - 2>/dev/null <<'EOF' || printf 'python/torch not importable\n9.0\n0\n'
+machine=$("$PY" - 2>/dev/null <<'EOF' || printf 'python/torch not importable\n9.0\n0\n\n'
 import subprocess, torch
 gpu = torch.cuda.is_available()
 try:
@@ -160,11 +161,14 @@ print(f"{torch.cuda.get_device_name() if gpu else 'no CUDA device'}; torch {torc
       f"git {rev}")
 print("%d.%d" % torch.cuda.get_device_capability() if gpu else "9.0")
 print(int(gpu))
+print((torch.version.cuda or "").split(".")[0])
 EOF
 )
 device_line=$(sed -n 1p <<< "$machine")
 arch=$(sed -n 2p <<< "$machine")
 has_gpu=$(sed -n 3p <<< "$machine")
+# The CUDA major version torch is built for (13 for torch 2.11.0+cu130): the wheel to install.
+torch_cuda=$(sed -n 4p <<< "$machine")
 section "machine"
 { echo "$device_line"
   echo "rehearsal=$rehearse budget=${budget}s cores=$(nproc) arch=$arch python=$("$PY" -V 2>&1)"
@@ -178,11 +182,15 @@ fi
 sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 
 # ---------------------------------------------------------------- 1 build
-# The prebuilt wheel: FASTLSTM_WHEEL, else the CUDA 13 abi3 wheel in .whl/ (make gpu-wheel puts
-# CI's recipe's wheel there; the device tool carries it with `carry: [".whl"]`).
+# The prebuilt wheel: FASTLSTM_WHEEL, else the abi3 wheel in .whl/ whose CUDA major version is
+# torch's (+cu13 for torch 2.11.0+cu130, +cu12 for a +cu12x torch; make gpu-wheel puts CI's
+# recipe's wheels there; the device tool carries them with `carry: [".whl"]`). None fits a
+# torch without CUDA: the build stage then compiles.
 prebuilt_wheel() {
   [ -n "${FASTLSTM_WHEEL:-}" ] && { echo "$FASTLSTM_WHEEL"; return; }
-  ls "$root"/.whl/fastlstm-*+cu13-cp310-abi3-*.whl 2>/dev/null | head -n 1
+  [ -n "$torch_cuda" ] || return 0
+  ls "${FASTLSTM_WHEEL_DIR:-$root/.whl}"/fastlstm-*+cu"$torch_cuda"-cp310-abi3-*.whl 2>/dev/null |
+    head -n 1
 }
 
 # The extension imports with its kernels for KEY (CUDA there, CPU in a rehearsal).
@@ -197,7 +205,9 @@ extract_extension() {
   "$PY" - "$1" "$2" <<'EOF'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
-    names = [n for n in z.namelist() if n.startswith("fastlstm/_C") and n.endswith(".so")]
+    # the library, and the record of what it needs (fastlstm/_cuda_check.py reads it)
+    names = [n for n in z.namelist() if n.startswith("fastlstm/_C") and n.endswith(".so")
+             or n == "fastlstm/_build_info.py"]
     for name in names:
         z.extract(name, sys.argv[2])
         print("extracted", name)

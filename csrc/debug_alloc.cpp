@@ -98,6 +98,12 @@ void end_op(const char* op) {
   forget_all();
 }
 
+void for_each_buffer(void (*f)(void* data, size_t bytes, void* context), void* context) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (Buffer& b : g_buffers)
+    if (b.data_bytes > 0) f(b.base.mutable_data_ptr(), b.data_bytes, context);
+}
+
 void forget_all() {
   std::lock_guard<std::mutex> lock(g_mutex);
   g_buffers.clear();

@@ -24,6 +24,9 @@ void check_guards(const char* after);
 void end_op(const char* op);
 // Forgets the op's buffers without checking (the op is failing anyway).
 void forget_all();
+// f(data, bytes) for every live buffer (its data, not its guard tail): the emulator's weak-memory
+// mode (csrc/simt/emulator.cpp) models these buffers as the launch's global memory.
+void for_each_buffer(void (*f)(void* data, size_t bytes, void* context), void* context);
 
 // end_op on success, forget_all on an exception: `OpScope scope("op"); ...; scope.done();`
 class OpScope {

@@ -20,7 +20,8 @@ CLUSTER_BLOCKS = 4             # its largest thread-block cluster, by default
 def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool = False,
                   sms: int = SMS, shared_bytes: int = SHARED_BYTES,
                   cluster_blocks: int = CLUSTER_BLOCKS, tf32: bool = False,
-                  debug_alloc: bool = True, static_shared_bytes: int = 0):
+                  debug_alloc: bool = True, static_shared_bytes: int = 0,
+                  weak_memory: bool = False):
     """device_lengths: the layer ops treat lengths as GPU-resident and build the schedule on the
     (emulated) device, as they do for CUDA lengths where the persistent kernels take the shape.
     sms, shared_bytes, cluster_blocks: the emulated device's multiprocessors, shared memory per
@@ -34,14 +35,22 @@ def emulated_cuda(seed: int = 0, race_check: bool = True, device_lengths: bool =
     nobody wrote gives NaN every time, and writing past a buffer's end fails with a message.
     static_shared_bytes: every emulated kernel's static shared memory (a GPU kernel's __shared__
     arrays), which a launch's dynamic shared memory must leave room for within shared_bytes
-    (the emulator refuses a launch that does not, as the runtime does)."""
+    (the emulator refuses a launch that does not, as the runtime does).
+    weak_memory: global memory is weak (docs/EMULATOR.md, "Weak memory"): each block's stores
+    to the ops' buffers wait in a per-block store buffer until a release (__threadfence, the
+    cluster barrier, or a random flush), and a block's loads may see stale values until it
+    acquires. Needs debug_alloc (its buffers are the modelled memory)."""
+    if weak_memory and not debug_alloc:
+        raise ValueError("emulated_cuda: weak_memory models the debug allocator's buffers; "
+                         "it needs debug_alloc=True")
     torch.ops.fastlstm._simt_emulate(True, seed, race_check, device_lengths, sms, shared_bytes,
-                                     cluster_blocks, tf32, debug_alloc, static_shared_bytes)
+                                     cluster_blocks, tf32, debug_alloc, static_shared_bytes,
+                                     weak_memory)
     try:
         yield
     finally:
         torch.ops.fastlstm._simt_emulate(False, 0, True, False, SMS, SHARED_BYTES, CLUSTER_BLOCKS,
-                                         False, False, 0)
+                                         False, False, 0, False)
 
 
 def launch_count() -> int:
@@ -74,7 +83,8 @@ def plan_query_counts() -> dict:
     return {name: torch.ops.fastlstm._simt_counter(name) for name in PLAN_QUERIES}
 
 
-def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True):
+def selftest(kernel: str, x: torch.Tensor, seed: int = 0, race_check: bool = True,
+             weak_memory: bool = False):
     """Runs one of the emulator's self-test kernels (csrc/emulated/test_ops.cpp) over x."""
-    with emulated_cuda(seed, race_check):
+    with emulated_cuda(seed, race_check, weak_memory=weak_memory):
         return torch.ops.fastlstm._simt_selftest(kernel, x)

@@ -113,7 +113,8 @@ def test_half_precision_error_within_twice_nn_lstm(layers, bi, proj, dtype, seed
     """fp16/bf16 (fp32 accumulation, fp32 cell) on both CUDA paths (the persistent one on
     tensor cores)."""
     monkeypatch.setenv("FASTLSTM_CUDA_PATH", path)
-    check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, seed, [7, 0, 3, 7, 1, 5])
+    check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, seed, [7, 0, 3, 7, 1, 5],
+                                    weak_memory=path == "persistent" and seed == SEEDS[-1])
 
 
 @pytest.mark.parametrize("seed", SEEDS)

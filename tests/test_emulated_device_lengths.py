@@ -10,7 +10,7 @@ import torch
 
 from fastlstm import _simt
 from helpers import check_parity, make_pair
-from test_emulated_persistent import I, _data
+from test_emulated_persistent import I, _data, weak
 
 pytestmark = pytest.mark.cuda_emulated
 
@@ -40,7 +40,7 @@ def test_device_schedule_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, leng
     ref, fast = make_pair(I, H, dtype, seed=seed, num_layers=layers, bidirectional=bi,
                           proj_size=proj, bias=bias, batch_first=bf)
     x, hx = _data(layers, bi, H, lengths, dtype, seed, bf, proj)
-    with _simt.emulated_cuda(seed=seed, device_lengths=True):
+    with _simt.emulated_cuda(seed=seed, device_lengths=True, weak_memory=weak(seed)):
         check_parity(ref, fast, x, lengths, hx=hx)
 
 
@@ -52,7 +52,7 @@ def test_device_schedule_on_thread_block_clusters(proj, monkeypatch):
     ref, fast = make_pair(I, 8, torch.float64, bidirectional=True, proj_size=proj)
     x, hx = _data(1, True, 8, lengths, torch.float64, 1, proj=proj)
     before = _simt.cluster_barrier_count()
-    with _simt.emulated_cuda(seed=1, device_lengths=True):
+    with _simt.emulated_cuda(seed=1, device_lengths=True, weak_memory=True):
         check_parity(ref, fast, x, lengths, hx=hx)
     assert _simt.cluster_barrier_count() > before
 
@@ -84,7 +84,7 @@ def test_device_schedule_matches_the_host_schedule_bit_for_bit(P, lengths):
     proj = P > 0
     results = {}
     for device_lengths in (False, True):
-        with _simt.emulated_cuda(seed=1, device_lengths=device_lengths):
+        with _simt.emulated_cuda(seed=1, device_lengths=device_lengths, weak_memory=True):
             out, h_n, c_n, reserve = FWD(x, lens, h0, c0, weights, True, proj, True, True)
             g = torch.Generator().manual_seed(4)
             grads = [torch.randn(t.shape, generator=g, dtype=torch.float64)

@@ -3,7 +3,9 @@ the recurrent weights resident in shared memory or read from global memory, one 
 step, two with proj_size; a cooperative grid with FASTLSTM_CUDA_PATH=persistent, a thread-block
 cluster per direction with FASTLSTM_CUDA_PATH=cluster), run on the CPU through the emulator,
 judged against nn.LSTM over packed input, under several schedule seeds with the shared-memory
-race check on."""
+race check on, the last seed of each test (or its one run) with weak global memory
+(emulated_cuda(weak_memory=True), docs/EMULATOR.md "Weak memory"): per-block store buffers
+and stale views, so that a missing fence in a barrier fails."""
 
 import pytest
 import torch
@@ -18,6 +20,11 @@ pytestmark = pytest.mark.cuda_emulated
 
 SEEDS = (0, 1, 2)
 I = 3
+
+
+def weak(seed, seeds=SEEDS):
+    """Whether this schedule seed runs with weak global memory: the last of the test's seeds."""
+    return seed == seeds[-1]
 
 
 @pytest.fixture
@@ -65,7 +72,8 @@ def test_persistent_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, 
                           proj_size=proj, bias=bias, batch_first=bf)
     x, hx = _data(layers, bi, H, lengths, dtype, seed, bf, proj)
     cuda_path("persistent")
-    with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement]):
+    with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement],
+                             weak_memory=weak(seed)):
         check_parity(ref, fast, x, lengths, hx=hx)
 
 
@@ -88,7 +96,8 @@ def test_half_precision_on_tensor_cores(layers, bi, H, proj, lengths, dtype, see
     cuda_path("persistent")
     before = _simt.mma_count()
     check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, seed, lengths,
-                                    shared_bytes=PLACEMENT[placement])
+                                    shared_bytes=PLACEMENT[placement],
+                                    weak_memory=weak(seed, (0, 1)))
     assert _simt.mma_count() > before, "the tensor-core path did not run"
 
 
@@ -108,7 +117,8 @@ def test_cluster_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, see
     x, hx = _data(layers, bi, H, lengths, torch.float64, seed, bf, proj)
     cuda_path("cluster")
     before = _simt.cluster_barrier_count(), _simt.dsmem_access_count()
-    with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement]):
+    with _simt.emulated_cuda(seed=seed, shared_bytes=PLACEMENT[placement],
+                             weak_memory=weak(seed)):
         check_parity(ref, fast, x, lengths, hx=hx)
     on_clusters = max(lengths) > 0 and placement == "resident"
     assert (_simt.cluster_barrier_count() > before[0]) == on_clusters
@@ -120,13 +130,13 @@ def test_cluster_parity_with_nn_lstm(layers, bi, H, proj, bias, bf, lengths, see
 def test_cluster_half_precision_on_tensor_cores(layers, bi, H, proj, lengths, dtype, cuda_path):
     cuda_path("cluster")
     before = _simt.mma_count(), _simt.cluster_barrier_count()
-    check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, 0, lengths)
+    check_half_within_twice_nn_lstm(H, layers, bi, proj, dtype, 0, lengths, weak_memory=True)
     assert _simt.mma_count() > before[0] and _simt.cluster_barrier_count() > before[1]
 
 
 def _outputs_and_grads(fast, x, hx, lengths, **emulation):
     fast.zero_grad()
-    with _simt.emulated_cuda(seed=1, **emulation):
+    with _simt.emulated_cuda(seed=1, weak_memory=True, **emulation):
         out, (h, c) = fast(x, hx, lengths=lengths)
         (out.sum() + h.sum() + c.sum()).backward()
     return [out, h, c] + [p.grad.clone() for p in fast.parameters()]
@@ -175,7 +185,7 @@ def test_cluster_of_16_blocks_some_owning_no_units(proj, cuda_path):
     lengths = [7, 0, 4, 7, 2]
     x, hx = _data(1, True, H, lengths, torch.float64, 3, proj=proj)
     cuda_path("cluster")
-    with _simt.emulated_cuda(seed=3, cluster_blocks=blocks):
+    with _simt.emulated_cuda(seed=3, cluster_blocks=blocks, weak_memory=True):
         check_parity(ref, fast, x, lengths, hx=hx)
         before = _simt.dsmem_access_count()
         out, (h, c) = fast(x, hx, lengths=lengths)
@@ -208,7 +218,7 @@ def test_float32_on_tf32_tensor_cores_where_tf32_is_allowed(path, proj, cuda_pat
     errors = {}
     for tf32 in (False, True):
         before = _simt.mma_count()
-        with _simt.emulated_cuda(seed=4, tf32=tf32):
+        with _simt.emulated_cuda(seed=4, tf32=tf32, weak_memory=True):
             got = outputs_and_grads(fast, x.float(), lengths, tuple(t.float() for t in hx),
                                     grads, fast=True)
         assert (_simt.mma_count() > before) == tf32
@@ -228,7 +238,7 @@ def test_cluster_path_without_clusters_takes_the_grid(cuda_path):
     x, hx = _data(1, True, 8, lengths, torch.float64, 0)
     cuda_path("cluster")
     before = _simt.cluster_barrier_count()
-    with _simt.emulated_cuda(seed=2, cluster_blocks=0):
+    with _simt.emulated_cuda(seed=2, cluster_blocks=0, weak_memory=True):
         check_parity(ref, fast, x, lengths, hx=hx)
     assert _simt.cluster_barrier_count() == before
     launches = {}
@@ -247,13 +257,13 @@ def test_few_multiprocessors(sms, proj, cuda_path):
     lengths = [5, 0, 3, 5, 1]
     x, hx = _data(1, True, 9, lengths, torch.float64, sms, proj=proj)
     cuda_path("persistent")
-    with _simt.emulated_cuda(seed=sms, sms=sms):
+    with _simt.emulated_cuda(seed=sms, sms=sms, weak_memory=True):
         check_parity(ref, fast, x, lengths, hx=hx)
 
 
 def _launches(fn, **emulation):
     before = _simt.launch_count()
-    with _simt.emulated_cuda(seed=0, **emulation):
+    with _simt.emulated_cuda(seed=0, weak_memory=True, **emulation):
         fn()
     return _simt.launch_count() - before
 
@@ -297,7 +307,7 @@ def test_weights_from_global_memory_when_shared_memory_is_short(proj, cuda_path)
     counts, results = {}, {}
     for name, shared in PLACEMENT.items():
         fast.zero_grad()
-        with _simt.emulated_cuda(seed=0, shared_bytes=shared):
+        with _simt.emulated_cuda(seed=0, shared_bytes=shared, weak_memory=True):
             before = _simt.launch_count()
             out, (h, c) = fast(x, hx, lengths=lengths)
             (out.sum() + h.sum() + c.sum()).backward()
@@ -338,7 +348,7 @@ def test_forward_and_backward_place_their_weights_independently(sms, H, proj, cu
     lengths = [5, 0, 3, 5]
     x, hx = _data(1, False, H, lengths, torch.float64, 0, proj=proj)
     cuda_path("persistent")
-    with _simt.emulated_cuda(seed=1, sms=sms, shared_bytes=limit):
+    with _simt.emulated_cuda(seed=1, sms=sms, shared_bytes=limit, weak_memory=True):
         check_parity(ref, fast, x, lengths, hx=hx)
     full = _launches(_train_step(fast, x, hx, lengths), sms=sms)
     short = _launches(_train_step(fast, x, hx, lengths), sms=sms, shared_bytes=limit)

@@ -55,7 +55,8 @@ def test_second_identical_call_plans_nothing(path, device_lengths, shared, cuda_
     query, forward or backward."""
     fast, x, hx = _layer(8)
     cuda_path(path)
-    with _simt.emulated_cuda(seed=0, shared_bytes=shared, device_lengths=device_lengths):
+    with _simt.emulated_cuda(seed=0, shared_bytes=shared, device_lengths=device_lengths,
+                             weak_memory=True):
         before = _simt.plan_query_counts()
         _forward(fast, x, hx).backward()
         first = _planned(before)
@@ -77,7 +78,7 @@ def test_other_dims_or_another_device_plan_again(cuda_path):
     """Another shape on the same device plans again but sets no kernel attribute (set once per
     kernel and device); the same shape on a changed emulated device plans and sets again."""
     cuda_path("persistent")
-    device = {"seed": 0, "sms": 5, "shared_bytes": _simt.SHARED_BYTES - 24}
+    device = {"seed": 0, "sms": 5, "shared_bytes": _simt.SHARED_BYTES - 24, "weak_memory": True}
     planned = {}
     for name, H, emulation in [("first", 8, device), ("again", 8, device),
                                ("other dims", 9, device),
@@ -106,7 +107,8 @@ def test_cluster_plan_follows_the_largest_cluster(blocks, cuda_path, monkeypatch
     key: changing either plans again."""
     fast, x, hx = _layer(8)
     cuda_path("cluster")
-    device = {"seed": 0, "cluster_blocks": blocks, "shared_bytes": _simt.SHARED_BYTES - 32}
+    device = {"seed": 0, "cluster_blocks": blocks, "shared_bytes": _simt.SHARED_BYTES - 32,
+              "weak_memory": True}
     planned = {}
     for name, dsmem in [("first", "1"), ("again", "1"), ("no dsmem", "0")]:
         monkeypatch.setenv("FASTLSTM_CUDA_DSMEM", dsmem)
@@ -151,7 +153,8 @@ def test_plan_leaves_room_for_static_shared_memory(path, per_dir, proj, cuda_pat
     cuda_path(path)
     launches = {}
     for static in (0, 8):
-        device = {"seed": 1, "shared_bytes": shared, "static_shared_bytes": static}
+        device = {"seed": 1, "shared_bytes": shared, "static_shared_bytes": static,
+                  "weak_memory": True}
         with _simt.emulated_cuda(**device):
             check_parity(ref, fast, x, LENGTHS, hx=hx)
             before = _simt.launch_count()

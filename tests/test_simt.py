@@ -33,11 +33,53 @@ def test_warp_shuffle_and_ballot(seed):
     assert _simt.selftest("ballot_count", x, seed=seed).item() == (x > 0).sum().item()
 
 
+@pytest.mark.parametrize("weak_memory", [False, True])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_cooperative_launch_with_grid_barrier(seed):
+def test_cooperative_launch_with_grid_barrier(seed, weak_memory):
     x = _x(16 * 12, seed)  # 12 blocks of 16 threads, all resident, meeting at a grid barrier
-    torch.testing.assert_close(_simt.selftest("grid_sum", x, seed=seed)[0], x.sum(),
-                               atol=1e-4, rtol=1e-5)
+    got = _simt.selftest("grid_sum", x, seed=seed, weak_memory=weak_memory)
+    torch.testing.assert_close(got[0], x.sum(), atol=1e-4, rtol=1e-5)
+
+
+def _exchanged(x, rounds=8):
+    """What grid_exchange's blocks add up, in its order and float32 rounding: every block reads
+    every block's value, scaled by 1..rounds (csrc/emulated/test_ops.cpp)."""
+    acc = torch.zeros_like(x)
+    for r in range(rounds):
+        acc = acc + x * float(r + 1)
+    return acc.repeat(x.numel())
+
+
+@pytest.mark.parametrize("weak_memory", [False, True])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_blocks_exchange_values_through_global_memory_at_grid_barriers(seed, weak_memory):
+    """Six blocks exchange values through global memory over eight grid barriers (as the
+    persistent kernels exchange h between steps): right with and without weak memory, since
+    the barrier's fences release each block's stores and acquire the others'."""
+    x = _x(6, seed)
+    got = _simt.selftest("grid_exchange", x, seed=seed, weak_memory=weak_memory)
+    torch.testing.assert_close(got, _exchanged(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kernel", ["grid_exchange_no_release", "grid_exchange_no_acquire"])
+def test_grid_barrier_without_its_fence_is_caught_under_weak_memory(kernel, seed):
+    """The same exchange, the grid barrier missing its release fence (before the arrival) or
+    its acquire fence (after the wait), broken on purpose: it passes when every store is seen
+    at once (the default emulation, where fibers share one memory), and gives stale values
+    under weak memory (per-block store buffers and stale views, docs/EMULATOR.md), on every
+    seed."""
+    x = _x(6, seed)
+    got = _simt.selftest(kernel, x, seed=seed)
+    torch.testing.assert_close(got, _exchanged(x), rtol=0, atol=0)
+    got = _simt.selftest(kernel, x, seed=seed, weak_memory=True)
+    assert not torch.equal(got, _exchanged(x)), "a grid barrier without its fence passed"
+
+
+def test_weak_memory_needs_the_debug_allocator():
+    with pytest.raises(ValueError, match="debug_alloc"):
+        with _simt.emulated_cuda(weak_memory=True, debug_alloc=False):
+            pass
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -74,12 +116,14 @@ def test_tf32_tensor_core_tile_is_a_matrix_product(seed):
     assert not torch.allclose(got.view(16, 8), got.view(16, 8).flip(0))
 
 
+@pytest.mark.parametrize("weak_memory", [False, True])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_thread_block_clusters_meet_at_their_barrier(seed):
+def test_thread_block_clusters_meet_at_their_barrier(seed, weak_memory):
+    """Under weak memory too: the cluster barrier releases and acquires global memory."""
     x = _x(16 * 16, seed)  # 16 blocks of 16 threads in clusters of 4
     before = _simt.cluster_barrier_count()
-    torch.testing.assert_close(_simt.selftest("cluster_sum", x, seed=seed)[0], x.sum(),
-                               atol=1e-4, rtol=1e-5)
+    got = _simt.selftest("cluster_sum", x, seed=seed, weak_memory=weak_memory)
+    torch.testing.assert_close(got[0], x.sum(), atol=1e-4, rtol=1e-5)
     assert _simt.cluster_barrier_count() - before == 4
 
 

@@ -1,11 +1,12 @@
 // The emulator's ops for tests (one translation unit):
 //   torch.ops.fastlstm._simt_emulate(enabled, seed, race_check, device_lengths,
 //       multiprocessors, shared_bytes_per_block, cluster_blocks, tf32, debug_alloc,
-//       static_shared_bytes)  route the CPU ops through the CUDA backend
+//       static_shared_bytes, weak_memory)  route the CPU ops through the CUDA backend
 //       under the emulator, with this schedule seed and race checking; device_lengths: lengths
 //       count as GPU-resident (the no-sync path); the emulated device's SMs, shared memory and
 //       largest thread-block cluster; tf32: its cuBLAS handle allows TF32 (as torch's does with
-//       allow_tf32); static_shared_bytes: every emulated kernel's static shared memory
+//       allow_tf32); static_shared_bytes: every emulated kernel's static shared memory;
+//       weak_memory: per-block store buffers and stale views of global memory (emulator.cpp)
 //   torch.ops.fastlstm._simt_launch_count()   emulated kernel launches so far
 //   torch.ops.fastlstm._simt_counter(name)    "mma": emulated warp-level tensor-core products so
 //       far; "cluster_barriers": completed cluster barriers; "dsmem": accesses to another block's
@@ -39,7 +40,7 @@ std::atomic<bool> g_enabled{false};
 void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengths,
                   int64_t multiprocessors, int64_t shared_bytes_per_block,
                   int64_t cluster_blocks, bool tf32, bool debug_alloc,
-                  int64_t static_shared_bytes) {
+                  int64_t static_shared_bytes, bool weak_memory) {
   FASTLSTM_CHECK_VALUE(seed >= 0, "fastlstm: _simt_emulate: seed must be >= 0, got ", seed);
   FASTLSTM_CHECK_VALUE(multiprocessors >= 1 && multiprocessors <= 1024,
                        "fastlstm: _simt_emulate: multiprocessors must be in [1, 1024], got ",
@@ -61,6 +62,7 @@ void simt_emulate(bool enabled, int64_t seed, bool race_check, bool device_lengt
   options().cluster_blocks = static_cast<int>(cluster_blocks);
   options().tf32 = tf32;
   options().static_shared_bytes = static_shared_bytes;
+  options().weak_memory = enabled && weak_memory;
   debug_alloc::set_enabled(enabled && debug_alloc);
   g_enabled = enabled;
 }
@@ -132,6 +134,43 @@ __global__ void grid_sum(const float* x, float* out, unsigned* counter, float* p
     for (unsigned b = 0; b < gridDim.x; ++b) acc += partial[b];
     out[0] = acc;
   }
+}
+
+// cuda::grid_barrier (csrc/cuda/grid_barrier.cuh) with its release or its acquire fence
+// removed when kRelease or kAcquire is false: broken on purpose, for the weak-memory mode.
+template <bool kRelease, bool kAcquire>
+__device__ void grid_barrier_variant(unsigned* counter, unsigned blocks, unsigned& generation) {
+  if (kRelease && kAcquire) return cuda::grid_barrier(counter, blocks, generation);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned target = (generation + 1) * blocks;
+    if (kRelease) __threadfence();
+    atomicAdd(counter, 1u);
+    while (simt::atomic_load(counter) < target) simt::spin_pause();
+    if (kAcquire) __threadfence();
+  }
+  ++generation;
+  __syncthreads();
+}
+
+// Blocks exchange values through global memory, round after round, as the persistent kernels
+// exchange h between steps: in round r block b's thread 0 writes slot[r % 2][b] = x[b] * (r + 1);
+// a grid barrier; then thread t < gridDim.x of every block adds slot[r % 2][t] to its sum.
+// out[b * gridDim.x + t] = x[t] * rounds * (rounds + 1) / 2 when every read saw that round's
+// value. Two slot sets: round r + 2 overwrites a set only after round r + 1's barrier.
+template <bool kRelease, bool kAcquire>
+__global__ void grid_exchange(const float* x, float* out, unsigned* counter, float* slots,
+                              int rounds) {
+  unsigned generation = 0;
+  const unsigned blocks = gridDim.x, t = threadIdx.x;
+  float acc = 0;
+  for (int r = 0; r < rounds; ++r) {
+    float* slot = slots + (r % 2) * blocks;
+    if (t == 0) slot[blockIdx.x] = x[blockIdx.x] * static_cast<float>(r + 1);
+    grid_barrier_variant<kRelease, kAcquire>(counter, blocks, generation);
+    if (t < blocks) acc += slot[t];
+  }
+  if (t < blocks) out[blockIdx.x * blocks + t] = acc;
 }
 
 // Thread-block clusters of 4 blocks: every block writes its partial sum, the cluster barrier,
@@ -271,7 +310,9 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   const bool ring = kernel == "cluster_ring" || kernel == "cluster_ring_unsynced" ||
                     kernel == "cluster_store_before_start" ||
                     kernel == "cluster_store_after_exit";
-  Tensor out = zeros_like_device({mma ? 16 * 8 : ring ? n : 1}, kFloat, x);
+  const bool exchange = kernel == "grid_exchange" || kernel == "grid_exchange_no_release" ||
+                        kernel == "grid_exchange_no_acquire";
+  Tensor out = zeros_like_device({mma ? 16 * 8 : ring ? n : exchange ? n * n : 1}, kFloat, x);
   const float* xp = cptr<float>(x);
   float* op = ptr<float>(out);
   const unsigned threads = static_cast<unsigned>(n);
@@ -293,6 +334,17 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
     Tensor partial = zeros_like_device({blocks}, kFloat, x);
     launch_cooperative(grid_sum, dim3(blocks), dim3(16), 0, xp, op, ptr<unsigned>(counter),
                        ptr<float>(partial));
+  } else if (exchange) {
+    // n blocks of 32 threads, 8 rounds.
+    FASTLSTM_CHECK_VALUE(n >= 2 && n <= 32, "fastlstm: ", kernel, ": x must have 2 to 32 "
+                         "values (one per block), got ", n);
+    const auto k = kernel == "grid_exchange"            ? grid_exchange<true, true>
+                   : kernel == "grid_exchange_no_release" ? grid_exchange<false, true>
+                                                          : grid_exchange<true, false>;
+    Tensor counter = zeros_like_device({1}, kInt, x);
+    Tensor slots = zeros_like_device({2 * n}, kFloat, x);
+    launch_cooperative(k, dim3(unsigned(n)), dim3(32), 0, xp, op, ptr<unsigned>(counter),
+                       ptr<float>(slots), 8);
   } else if (kernel == "mma_tf32") {
     FASTLSTM_CHECK_VALUE(n == 16 * 8 + 8 * 8, "fastlstm: ", kernel, ": x must hold A [16, 8] "
                          "and B [8, 8], 192 values, got ", n);
@@ -335,6 +387,7 @@ Tensor simt_selftest(const std::string& kernel, const Tensor& x_in) {
   } else {
     FASTLSTM_CHECK_VALUE(false, "fastlstm: _simt_selftest: kernel must be one of block_sum, "
                          "block_sum_missing_barrier, warp_sum, ballot_count, grid_sum, "
+                         "grid_exchange, grid_exchange_no_release, grid_exchange_no_acquire, "
                          "mma_f16, mma_bf16, mma_tf32, cluster_sum, cluster_barrier_skipped, cluster_ring, "
                          "cluster_ring_unsynced, cluster_store_before_start, cluster_store_after_exit, "
                          "divergent_barrier, write_within, write_past_end, fresh_buffer, "
@@ -354,7 +407,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_simt_emulate(bool enabled, int seed=0, bool race_check=True, "
         "bool device_lengths=False, int multiprocessors=6, "
         "int shared_bytes_per_block=232448, int cluster_blocks=4, bool tf32=False, "
-        "bool debug_alloc=True, int static_shared_bytes=0) -> ()");
+        "bool debug_alloc=True, int static_shared_bytes=0, bool weak_memory=False) -> ()");
   m.def("_simt_launch_count() -> int");
   m.def("_simt_counter(str name) -> int");
   m.def("_simt_selftest(str kernel, Tensor x) -> Tensor");

@@ -31,6 +31,7 @@ struct Fiber {
   int block = 0;  // linear block index
   int tid = 0;    // linear thread index within the block
   bool done = false;
+  bool spinning = false;  // yielded in a spin-wait, not yet resumed
 };
 
 struct Warp {
@@ -76,7 +77,32 @@ struct Cluster {
   std::vector<int> waiting;
 };
 
+// Weak global memory (Options::weak_memory). The modelled memory is the debug allocator's
+// buffers at launch (csrc/debug_alloc.h), laid end to end in one index space. `coherent` is the
+// GPU's coherent memory (L2); each block has a `view` of it (what its loads see: its L1 and its
+// own store buffer) and a `dirty` mark per byte it stored and has not yet released. Only the
+// block whose fiber runs has its view in the buffers' real memory (`loaded`): when another
+// block's fiber is scheduled, the bytes that differ from the loaded block's view are its new
+// stores (captured into its view, marked dirty), and the other block's view is copied in.
+// A release (flush) copies a block's dirty bytes to `coherent`; an acquire (refresh) copies
+// `coherent` into its view where it has no pending store of its own.
+struct WeakRegion {
+  unsigned char* memory = nullptr;
+  size_t bytes = 0;
+  size_t offset = 0;  // in the index space, 8-byte aligned as the memory is
+};
+struct WeakMemory {
+  bool on = false;
+  std::vector<WeakRegion> regions;
+  size_t total = 0;
+  std::vector<unsigned char> coherent;
+  std::vector<std::vector<unsigned char>> view;  // per block; empty until it first runs
+  std::vector<std::vector<unsigned char>> dirty;
+  int loaded = -1;  // whose view is in the real memory
+};
+
 struct Launch {
+  WeakMemory weak;
   std::vector<Fiber> fibers;
   std::vector<Block> blocks;
   std::vector<Cluster> clusters;
@@ -87,6 +113,7 @@ struct Launch {
   std::mt19937_64 rng;
   int current = -1;
   int64_t spins = 0;
+  bool spun = false;  // the last fiber yielded in a spin-wait (weak memory: draw any block next)
   std::string error;  // first race or misuse found; the launch fails with it
 
   Fiber& fiber() { return fibers[current]; }
@@ -169,9 +196,190 @@ std::string describe_deadlock(const Launch& L) {
   return os.str();
 }
 
+// --- weak memory -------------------------------------------------------------------------
+
+void weak_collect(void* data, size_t bytes, void* context) {
+  auto& regions = *static_cast<std::vector<WeakRegion>*>(context);
+  regions.push_back({static_cast<unsigned char*>(data), bytes, 0});
+}
+
+void weak_begin(Launch& L, size_t n_blocks) {
+  WeakMemory& W = L.weak;
+  if (!g_options.weak_memory || !debug_alloc_enabled()) return;
+  debug_alloc::for_each_buffer(weak_collect, &W.regions);
+  if (W.regions.empty()) return;
+  std::sort(W.regions.begin(), W.regions.end(),
+            [](const WeakRegion& a, const WeakRegion& b) { return a.memory < b.memory; });
+  for (WeakRegion& r : W.regions) {
+    const size_t align = reinterpret_cast<uintptr_t>(r.memory) % 8;
+    W.total = (W.total + 7) / 8 * 8 + align;
+    r.offset = W.total;
+    W.total += r.bytes;
+  }
+  W.total = (W.total + 7) / 8 * 8;
+  W.coherent.assign(W.total, 0);
+  for (const WeakRegion& r : W.regions)
+    std::memcpy(W.coherent.data() + r.offset, r.memory, r.bytes);
+  W.view.resize(n_blocks);
+  W.dirty.resize(n_blocks);
+  W.on = true;
+}
+
+// The running block's stores since its view was loaded: into its view, marked pending.
+void weak_capture(WeakMemory& W, int b) {
+  unsigned char* view = W.view[b].data();
+  unsigned char* dirty = W.dirty[b].data();
+  constexpr size_t kChunk = 64;
+  for (const WeakRegion& r : W.regions) {
+    unsigned char* v = view + r.offset;
+    for (size_t at = 0; at < r.bytes; at += kChunk) {
+      const size_t n = std::min(kChunk, r.bytes - at);
+      if (std::memcmp(r.memory + at, v + at, n) == 0) continue;
+      for (size_t i = at; i < at + n; ++i) {
+        if (r.memory[i] != v[i]) {
+          v[i] = r.memory[i];
+          dirty[r.offset + i] = 1;
+        }
+      }
+    }
+  }
+}
+
+void weak_store_view(WeakMemory& W, int b) {
+  for (const WeakRegion& r : W.regions)
+    std::memcpy(r.memory, W.view[b].data() + r.offset, r.bytes);
+}
+
+// Release: block b's pending stores reach the coherent memory, all of them, or (at a random
+// flush point) each aligned 8-byte word of them with probability 1/2, so that other blocks
+// may see them in any order.
+void weak_flush(Launch& L, int b, bool all) {
+  WeakMemory& W = L.weak;
+  if (W.view[b].empty()) return;
+  unsigned char* view = W.view[b].data();
+  unsigned char* dirty = W.dirty[b].data();
+  for (size_t w = 0; w < W.total; w += 8) {
+    uint64_t any;
+    std::memcpy(&any, dirty + w, 8);
+    if (any == 0 || (!all && (L.rng() & 1))) continue;
+    for (size_t i = w; i < w + 8; ++i) {
+      if (dirty[i]) {
+        W.coherent[i] = view[i];
+        dirty[i] = 0;
+      }
+    }
+  }
+}
+
+// Acquire: block b's view becomes the coherent memory, except where b has pending stores.
+void weak_refresh(WeakMemory& W, int b) {
+  if (W.view[b].empty()) return;
+  unsigned char* view = W.view[b].data();
+  const unsigned char* dirty = W.dirty[b].data();
+  const unsigned char* coherent = W.coherent.data();
+  // Runs of 8-byte words without a pending byte are copied whole.
+  size_t run = 0;  // start of the current run of clean words
+  for (size_t w = 0; w < W.total; w += 8) {
+    uint64_t any;
+    std::memcpy(&any, dirty + w, 8);
+    if (any == 0) continue;
+    std::memcpy(view + run, coherent + run, w - run);
+    for (size_t i = w; i < w + 8; ++i)
+      if (!dirty[i]) view[i] = coherent[i];
+    run = w + 8;
+  }
+  std::memcpy(view + run, coherent + run, W.total - run);
+  if (W.loaded == b) weak_store_view(W, b);
+}
+
+// Before a fiber of `block` runs: the loaded block's stores are captured (and, at random,
+// partly released), and `block`'s view (at random refreshed first) goes into the memory.
+void weak_switch_to(Launch& L, int block) {
+  WeakMemory& W = L.weak;
+  if (W.loaded == block) return;
+  if (W.loaded >= 0) {
+    weak_capture(W, W.loaded);
+    if (L.rng() % 16 == 0) weak_flush(L, W.loaded, /*all=*/false);
+  }
+  if (W.view[block].empty()) {
+    W.view[block] = W.coherent;
+    W.dirty[block].assign(W.total, 0);
+  } else if (L.rng() % 8 == 0) {
+    weak_refresh(W, block);
+  }
+  W.loaded = block;
+  weak_store_view(W, block);
+}
+
+// The launch's end: every store is released, and the memory holds the coherent values.
+void weak_end(Launch& L) {
+  WeakMemory& W = L.weak;
+  if (!W.on) return;
+  if (W.loaded >= 0) weak_capture(W, W.loaded);
+  for (size_t b = 0; b < W.view.size(); ++b) weak_flush(L, static_cast<int>(b), /*all=*/true);
+  for (const WeakRegion& r : W.regions)
+    std::memcpy(r.memory, W.coherent.data() + r.offset, r.bytes);
+  W.on = false;
+}
+
+// The index of [p, p + bytes) in the modelled memory, or -1.
+int64_t weak_locate(const WeakMemory& W, const void* p, size_t bytes) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  for (const WeakRegion& r : W.regions)
+    if (c >= r.memory && c + bytes <= r.memory + r.bytes)
+      return static_cast<int64_t>(r.offset + (c - r.memory));
+  return -1;
+}
+
 }  // namespace
 
 Options& options() { return g_options; }
+
+void fence() {
+  if (g_launch == nullptr || !g_launch->weak.on) return;
+  Launch& L = *g_launch;
+  const int b = L.fiber().block;
+  weak_capture(L.weak, b);
+  weak_flush(L, b, /*all=*/true);
+  weak_refresh(L.weak, b);
+}
+
+bool weak_atomic_read(const void* p, size_t bytes, void* out) {
+  if (g_launch == nullptr || !g_launch->weak.on) return false;
+  Launch& L = *g_launch;
+  WeakMemory& W = L.weak;
+  const int64_t at = weak_locate(W, p, bytes);
+  if (at < 0) return false;
+  const int b = L.fiber().block;
+  // The block's own plain stores to these bytes come first (same-address order), and are
+  // published with the atomic.
+  const auto* memory = static_cast<const unsigned char*>(p);
+  unsigned char* view = W.view[b].data() + at;
+  unsigned char* dirty = W.dirty[b].data() + at;
+  for (size_t i = 0; i < bytes; ++i) {
+    if (memory[i] != view[i] || dirty[i]) {
+      view[i] = memory[i];
+      W.coherent[at + i] = memory[i];
+      dirty[i] = 0;
+    }
+  }
+  std::memcpy(out, W.coherent.data() + at, bytes);
+  return true;
+}
+
+bool weak_atomic_write(void* p, size_t bytes, const void* value) {
+  if (g_launch == nullptr || !g_launch->weak.on) return false;
+  Launch& L = *g_launch;
+  WeakMemory& W = L.weak;
+  const int64_t at = weak_locate(W, p, bytes);
+  if (at < 0) return false;
+  const int b = L.fiber().block;
+  std::memcpy(W.coherent.data() + at, value, bytes);
+  std::memcpy(W.view[b].data() + at, value, bytes);
+  std::memset(W.dirty[b].data() + at, 0, bytes);
+  std::memcpy(p, value, bytes);
+  return true;
+}
 
 std::pair<Tensor, Tensor> sort_descending(const Tensor& keys, bool stable) {
   auto [sorted, order] = call_op<2>("aten::sort", "stable", keys, std::optional<bool>(stable),
@@ -196,7 +404,7 @@ int64_t cluster_barrier_count() { return g_cluster_barriers.load(); }
 int64_t dsmem_access_count() { return g_dsmem.load(); }
 
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body,
-              int cluster_blocks) {
+              int cluster_blocks, bool co_resident) {
   FASTLSTM_CHECK(g_launch == nullptr, "fastlstm: emulated kernels cannot launch kernels");
   const int64_t n_blocks = int64_t(grid.x) * grid.y * grid.z;
   const int64_t per_block = int64_t(block.x) * block.y * block.z;
@@ -255,6 +463,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
     L.runnable.push_back(static_cast<int>(i));
   }
 
+  if (co_resident) weak_begin(L, static_cast<size_t>(n_blocks));
   g_launch = &L;
   size_t finished = 0;
   std::string deadlock;
@@ -263,10 +472,26 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
       deadlock = describe_deadlock(L);
       break;
     }
-    const size_t k = L.rng() % L.runnable.size();
+    size_t k = L.rng() % L.runnable.size();
+    // Weak memory: each switch between blocks copies views, so a block runs on while it has a
+    // runnable thread, except at 1 draw in 16; a spin-wait hands over to a thread of any block
+    // that is not spinning itself, where there is one (spinners wait for those).
+    if (L.weak.on && L.weak.loaded >= 0) {
+      const bool any_block = L.spun || L.rng() % 16 == 0;
+      for (size_t i = 0; i < L.runnable.size(); ++i) {
+        const size_t j = (k + i) % L.runnable.size();
+        const Fiber& f = L.fibers[L.runnable[j]];
+        if (L.spun ? !f.spinning : (!any_block && f.block == L.weak.loaded)) {
+          k = j;
+          break;
+        }
+      }
+    }
+    L.spun = false;
     L.current = L.runnable[k];
     L.runnable[k] = L.runnable.back();
     L.runnable.pop_back();
+    if (L.weak.on) weak_switch_to(L, L.fiber().block);
     swapcontext(&L.scheduler, &L.fiber().context);
     if (L.fiber().done) ++finished;
     if (L.spins > kMaxSpins) {
@@ -276,6 +501,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
     }
   }
   g_launch = nullptr;
+  weak_end(L);
   FASTLSTM_CHECK(L.error.empty(), L.error);
   FASTLSTM_CHECK(deadlock.empty(), deadlock);
   if (debug_alloc_enabled())
@@ -311,6 +537,11 @@ void cluster_sync() {
     ++g_cluster_barriers;
     ++c.epoch;
     for (int b = first; b < first + L.cluster_blocks; ++b) ++L.blocks[b].epoch;
+    if (L.weak.on) {  // barrier.cluster.arrive.release / wait.acquire: every block's stores
+      weak_capture(L.weak, L.weak.loaded);
+      for (int b = first; b < first + L.cluster_blocks; ++b) weak_flush(L, b, /*all=*/true);
+      for (int b = first; b < first + L.cluster_blocks; ++b) weak_refresh(L.weak, b);
+    }
     release(c.waiting, L.runnable);
     yield(true);
   } else {
@@ -438,8 +669,13 @@ void warp_mma_m16n8k8_tf32(const uint32_t a[4], const uint32_t b[2], float d[4])
 }
 
 void spin_pause() {
-  ++launch().spins;
+  Launch& L = launch();
+  ++L.spins;
+  L.spun = true;
+  Fiber& me = L.fiber();
+  me.spinning = true;
   yield(true);
+  me.spinning = false;
 }
 
 int current_block() { return launch().fiber().block; }

@@ -13,7 +13,13 @@
 //     barrier has shown that every block of the cluster started, nor after that block exited.
 //   - Barrier misuse: a __syncthreads or warp exchange that not every thread reaches fails the
 //     launch instead of hanging; so does a spin-wait that never ends.
-// What it cannot show: speed, occupancy, and the memory model (fibers share one OS thread).
+//   - Weak global memory (Options::weak_memory, off by default; cooperative and clustered
+//     launches): each block's stores to global memory sit in a per-block store buffer, seen
+//     by other blocks only after a release (__threadfence, the cluster barrier, or at random
+//     points), and a block's plain loads may see stale values until it acquires
+//     (__threadfence, the cluster barrier, random points).
+//     See "Weak memory" in docs/EMULATOR.md for what is modelled and what is not.
+// What it cannot show: speed, occupancy, and the memory model beyond that mode.
 #pragma once
 
 #include <cmath>
@@ -57,6 +63,9 @@ struct Options {
   // Every kernel's static shared memory (a GPU kernel's __shared__ arrays): a launch's dynamic
   // shared memory must fit beside it in shared_bytes_per_block.
   int64_t static_shared_bytes = 0;
+  // Weak global memory: the debug allocator's buffers (csrc/debug_alloc.h, the ops' outputs
+  // and workspaces) get per-block store buffers and per-block stale views (emulator.cpp).
+  bool weak_memory = false;
 };
 Options& options();
 int64_t launch_count();   // launches run so far, for tests to see that emulated code ran
@@ -67,8 +76,10 @@ int64_t dsmem_access_count();     // accesses to another block's shared memory s
 // Runs body() as every thread of a grid; throws std::runtime_error on a race, a deadlock or a
 // barrier that not every thread reached. shared_bytes of dynamic shared memory per block.
 // cluster_blocks: consecutive blocks form thread-block clusters of this size (cluster_sync).
+// co_resident: the blocks may wait for each other (a cooperative or clustered launch); only
+// such launches get weak memory (Options::weak_memory).
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body,
-              int cluster_blocks = 1);
+              int cluster_blocks = 1, bool co_resident = false);
 
 // --- what kernels call (through the CUDA spellings below) --------------------------------
 const ThreadIndex& current_index();
@@ -160,9 +171,35 @@ SharedArray<T> cluster_dynamic_shared(int rank) {
   return SharedArray<T>(static_cast<T*>(shared_base(block)), block);
 }
 
+// Weak memory (Options::weak_memory), see emulator.cpp. fence(): __threadfence, a release and
+// an acquire of the calling block. Atomics act on the coherent memory (the GPU's L2):
+// weak_atomic_read gives the coherent value of [p, p + bytes) (after publishing the calling
+// block's own pending stores to those bytes), weak_atomic_write stores one there; both return
+// false where p is not modelled memory (then the access is a plain one).
+void fence();
+bool weak_atomic_read(const void* p, size_t bytes, void* out);
+bool weak_atomic_write(void* p, size_t bytes, const void* value);
+
+// A relaxed atomic load (as the GPU build's volatile load): the coherent value, no acquire.
 template <typename T>
 T atomic_load(const T* p) {
+  T v;
+  if (weak_atomic_read(p, sizeof(T), &v)) return v;
   return *p;
+}
+
+// A relaxed atomic read-modify-write: *p = f(old), returns old.
+template <typename T, typename F>
+T atomic_rmw(T* p, F f) {
+  T old;
+  if (weak_atomic_read(p, sizeof(T), &old)) {
+    const T v = f(old);
+    weak_atomic_write(p, sizeof(T), &v);
+    return old;
+  }
+  old = *p;
+  *p = f(old);
+  return old;
 }
 
 // The launch wrappers of csrc/simt/simt.h: every thread of the grid runs kernel(args...).
@@ -175,12 +212,13 @@ void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_
 template <typename... KernelArgs, typename... Args>
 void launch_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
                         size_t shared_bytes, Args&&... args) {
-  run_grid(grid, block, shared_bytes, [&] { kernel(args...); });
+  run_grid(grid, block, shared_bytes, [&] { kernel(args...); }, 1, /*co_resident=*/true);
 }
 template <typename... KernelArgs, typename... Args>
 void launch_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, int cluster_blocks,
                       size_t shared_bytes, Args&&... args) {
-  run_grid(grid, block, shared_bytes, [&] { kernel(args...); }, cluster_blocks);
+  run_grid(grid, block, shared_bytes, [&] { kernel(args...); }, cluster_blocks,
+           /*co_resident=*/true);
 }
 
 }  // namespace fastlstm::simt
@@ -201,7 +239,8 @@ using fastlstm::simt::dim3;
 
 inline void __syncthreads() { fastlstm::simt::syncthreads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { fastlstm::simt::syncwarp(); }
-inline void __threadfence() {}  // one OS thread: every write is already visible
+// A release and an acquire at GPU scope; does something only under weak_memory.
+inline void __threadfence() { fastlstm::simt::fence(); }
 
 inline int fastlstm_lane() {
   const auto& i = fastlstm::simt::current_index();
@@ -234,22 +273,17 @@ inline unsigned __ballot_sync(unsigned, int predicate) {
 }
 
 // One OS thread runs every fiber and fibers switch only at the calls above, so a plain
-// read-modify-write is atomic here.
+// read-modify-write is atomic here. Relaxed, as in CUDA (no fence); under weak_memory they act
+// on the coherent memory.
 template <typename T>
 T atomicAdd(T* p, T v) {
-  const T old = *p;
-  *p = old + v;
-  return old;
+  return fastlstm::simt::atomic_rmw(p, [v](T old) { return old + v; });
 }
 template <typename T>
 T atomicMax(T* p, T v) {
-  const T old = *p;
-  if (v > old) *p = v;
-  return old;
+  return fastlstm::simt::atomic_rmw(p, [v](T old) { return v > old ? v : old; });
 }
 template <typename T>
 T atomicExch(T* p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
+  return fastlstm::simt::atomic_rmw(p, [v](T) { return v; });
 }

@@ -9,7 +9,8 @@
 //   simt::current_stream(), simt::blas_handle()                           torch's stream, cuBLAS
 //   simt::dynamic_shared<T>()   the block's dynamic shared memory (race-checked when emulated)
 //   simt::spin_pause()          inside spin-waits (a fiber must yield on the CPU)
-//   simt::atomic_load(p)        an acquire load of a flag or counter another block writes
+//   simt::atomic_load(p)        a load of a flag or counter another block writes (relaxed: a
+//                               volatile load; __threadfence after it for acquire)
 //   simt::pinned_empty(n)       host int64 staging memory for uploads
 //   FASTLSTM_CUDA_CHECK(call)   a CUDA runtime call that must succeed
 //   simt::concurrently(n, f)    f(0..n-1) as independent work: one stream each on the GPU

@@ -80,17 +80,23 @@ def pytest_make_collect_report(collector):
     fail_disallowed_skip(outcome.get_result())
 
 
-# --wheel-subset: only the tests of tests/wheel_subset.py (CI's clean wheel venvs).
+# --wheel-subset: only the tests of tests/wheel_subset.py (CI's clean wheel venvs);
+# --wheel-subset-core: the same without the emulated CUDA kernels' entries (EMULATOR_FILES).
 def pytest_addoption(parser):
     parser.addoption("--wheel-subset", action="store_true",
                      help="run only the parity subset of tests/wheel_subset.py")
+    parser.addoption("--wheel-subset-core", action="store_true",
+                     help="the parity subset without the emulated CUDA kernels' tests")
 
 
 def pytest_collection_modifyitems(config, items):
-    if not config.getoption("--wheel-subset"):
+    core = config.getoption("--wheel-subset-core")
+    if not (config.getoption("--wheel-subset") or core):
         return
     import re
-    from wheel_subset import WHEEL_SUBSET
+    from wheel_subset import EMULATOR_FILES, WHEEL_SUBSET
+    if core:
+        WHEEL_SUBSET = [e for e in WHEEL_SUBSET if e[0] not in EMULATOR_FILES]
     chosen, used = [], set()
     for item in items:
         file = os.path.basename(str(item.fspath))

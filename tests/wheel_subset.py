@@ -10,6 +10,12 @@ start; None for every test of the file). An entry that selects nothing fails the
 (tests/conftest.py), so the subset cannot silently shrink when a test is renamed.
 """
 
+# The emulated CUDA kernels' entries, which --wheel-subset-core leaves out: the +cu12 wheel's
+# venv, whose CPU and emulator objects are the +cu13 wheel's own (setup.py shares them), runs
+# them in the torch 2.11 venv already.
+EMULATOR_FILES = ("test_simt.py", "test_emulated_cuda.py", "test_emulated_device_lengths.py",
+                  "test_emulated_persistent.py")
+
 WHEEL_SUBSET = [
     # CPU parity over the core grid, flags, float32, odd sizes, non-contiguous input (not the
     # 70,000-step and thread-splitting sizes, which cost most of the file's time)

@@ -397,10 +397,10 @@ def test_fit_learns_and_gradients_reach_every_variable(spy):
 
 # -- saving ------------------------------------------------------------------------------------
 
-def test_keras_file_saves_and_loads_in_a_fresh_process(tmp_path, spy):
-    ids, _ = tagging_data(14)
-    model = tagger(fk.LSTM)
-    want = keras.ops.convert_to_numpy(model(ids))
+def reload_in_fresh_process(model, ids, tmp_path, layers):
+    """Saves model as .keras, loads it in a fresh interpreter and runs it on ids there. Returns
+    (its output, the class names of the `layers` expression, evaluated there with bi the
+    model's second layer)."""
     path = tmp_path / "tagger.keras"
     model.save(path)
     np.save(tmp_path / "ids.npy", ids)
@@ -414,13 +414,22 @@ def test_keras_file_saves_and_loads_in_a_fresh_process(tmp_path, spy):
         f"np.save({str(tmp_path / 'out.npy')!r}, keras.ops.convert_to_numpy(model(ids)))\n"
         "bi = model.layers[1]\n"
         "print(json.dumps([type(l).__module__ + '.' + type(l).__name__\n"
-        "                  for l in (bi.forward_layer, bi.backward_layer)]))\n")
+        f"                  for l in {layers}]))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=dict(os.environ,
                                                 PYTHONPATH=os.pathsep.join(sys.path)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["fastlstm.keras.LSTM"] * 2
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-6, rtol=0)
+    return np.load(tmp_path / "out.npy"), json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_keras_file_saves_and_loads_in_a_fresh_process(tmp_path, spy):
+    ids, _ = tagging_data(14)
+    model = tagger(fk.LSTM)
+    want = keras.ops.convert_to_numpy(model(ids))
+    out, names = reload_in_fresh_process(model, ids, tmp_path,
+                                         "(bi.forward_layer, bi.backward_layer)")
+    assert names == ["fastlstm.keras.LSTM"] * 2
+    np.testing.assert_allclose(out, want, atol=1e-6, rtol=0)
 
 
 # -- dtype policies ----------------------------------------------------------------------------
@@ -713,27 +722,10 @@ def test_fused_bidirectional_keras_file_saves_and_loads_in_a_fresh_process(tmp_p
     ids, _ = tagging_data(26)
     model = bi_tagger(fk.Bidirectional, fk.LSTM)
     want = keras.ops.convert_to_numpy(model(ids))
-    path = tmp_path / "tagger.keras"
-    model.save(path)
-    np.save(tmp_path / "ids.npy", ids)
-    code = (
-        "import os, sys, json\n"
-        "os.environ['KERAS_BACKEND'] = 'torch'\n"
-        "import numpy as np, keras\n"
-        "import fastlstm.keras\n"
-        f"model = keras.saving.load_model({str(path)!r})\n"
-        f"ids = np.load({str(tmp_path / 'ids.npy')!r})\n"
-        f"np.save({str(tmp_path / 'out.npy')!r}, keras.ops.convert_to_numpy(model(ids)))\n"
-        "bi = model.layers[1]\n"
-        "print(json.dumps([type(l).__module__ + '.' + type(l).__name__\n"
-        "                  for l in (bi, bi.forward_layer, bi.backward_layer)]))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ,
-                                                PYTHONPATH=os.pathsep.join(sys.path)))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == \
-        ["fastlstm.keras.Bidirectional"] + ["fastlstm.keras.LSTM"] * 2
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-6, rtol=0)
+    out, names = reload_in_fresh_process(model, ids, tmp_path,
+                                         "(bi, bi.forward_layer, bi.backward_layer)")
+    assert names == ["fastlstm.keras.Bidirectional"] + ["fastlstm.keras.LSTM"] * 2
+    np.testing.assert_allclose(out, want, atol=1e-6, rtol=0)
 
 
 def test_fused_bidirectional_mixed_bfloat16(ops):

@@ -2,7 +2,8 @@
 # fastlstm (CPU always; CUDA too when nvcc and a CUDA build of torch are present), then runs.
 #   make bench   the main job: the benchmark suite, fastlstm vs nn.LSTM (padded, packed and
 #                length-bucketed) on this machine's device; results in benchmarks/results/
-#   make test    the test suite (GPU tests skip, with the reason, when there is no GPU)
+#   make test    the test suite (GPU tests skip, with the reason, when there is no GPU), one
+#                pytest-xdist worker per core; TEST_WORKERS=0 runs it in one process
 #   make wheel   the wheel in dist/: cp310-abi3 (PyTorch's stable ABI), for every torch >= 2.10 and
 #                Python >= 3.10, manylinux_2_28; CUDA (+cu13) for FASTLSTM_CUDA_ARCHS (default:
 #                setup.py's DEFAULT_ARCHS, sm_80 to sm_100 + PTX) when nvcc is present, else CPU
@@ -26,6 +27,8 @@ PY := $(VENV)/bin/python
 
 .PHONY: test bench build wheel ci-wheel gpu-wheel audit-wheels clean gpu-session gpu-rehearsal
 OUT ?= gpu_out
+# make test's pytest-xdist workers: auto (one per core) or a number; 0 runs the suite in-process.
+TEST_WORKERS ?= auto
 # CUDA=12: the +cu12 wheel (a CUDA 12 toolkit of its own); empty: torch's CUDA major (+cu13 with
 # requirements-dev.txt's torch), or +cpu without nvcc.
 CUDA ?=
@@ -40,17 +43,19 @@ else
 $(error CUDA=$(CUDA): only CUDA=12, or none (torch's CUDA major version))
 endif
 
+# --no-compile: Python compiles each module as it is first imported; compiling all of torch's
+# at install time cost about 40 s of every fresh venv on the 2-core CI machine.
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	scripts/pip_retry.sh $(PY) --upgrade pip
-	scripts/pip_retry.sh $(PY) -r requirements-dev.txt
+	scripts/pip_retry.sh $(PY) --no-compile -r requirements-dev.txt
 	touch $@
 
 build: $(VENV)/.deps
 	$(PY) -m pip install --no-build-isolation --no-deps -e .
 
 test: build
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) tests
 
 bench: build
 	$(PY) -m benchmarks

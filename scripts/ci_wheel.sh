@@ -118,7 +118,9 @@ for spec in "${envs[@]}"; do
   py="$venv/bin/python"
   "$root/scripts/pip_retry.sh" "$py" --quiet --upgrade pip
   t1=$SECONDS
-  "$root/scripts/pip_retry.sh" "$py" --quiet "${find_links[@]}" "$torch_spec" -r "$tmp/test-deps.txt"
+  # --no-compile: modules are compiled as they are imported (all of torch's: about 40 s).
+  "$root/scripts/pip_retry.sh" "$py" --quiet --no-compile "${find_links[@]}" "$torch_spec" \
+    -r "$tmp/test-deps.txt"
   echo "ci-wheel: $name: $torch_spec and the test dependencies installed in $((SECONDS - t1))s" \
        "(venv $(du -sh "$venv" | cut -f1)${find_links:+; downloaded before, into ${find_links[1]}})"
   "$py" -m pip install --quiet --no-deps "$wheel"
@@ -132,7 +134,8 @@ EOF
      "$py" -I wheel_smoke.py "$wheel" --source "$root/fastlstm" "${expect_cuda[@]}")
   t_smoke=$((SECONDS - t0 - t_setup))
   # CI=true: a skip fails unless the machine lacks the hardware (tests/conftest.py).
-  (cd "$tree" && CI=true "$py" -m pytest -q -rs -p no:cacheprovider tests --wheel-subset \
+  # -n auto: one pytest-xdist worker per core, as make test.
+  (cd "$tree" && CI=true "$py" -m pytest -q -rs -p no:cacheprovider -n auto tests --wheel-subset \
      ${CI_WHEEL_PYTEST_ARGS:-}) ||
     { echo "ci-wheel: the parity subset failed with $name" >&2; exit 1; }
   for other in "${smoke_also[@]}"; do

@@ -80,6 +80,17 @@ def pytest_make_collect_report(collector):
     fail_disallowed_skip(outcome.get_result())
 
 
+def pytest_configure(config):
+    # make test runs one pytest-xdist worker per core. torch would give each worker a thread per
+    # core too, and the CPU backend's threads wait for each other at every layer's end, so each
+    # worker gets its share of the cores: at least 2, so that the default tests still split a
+    # layer's rows across threads (tests/test_cpu_partition.py sets its own counts).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+        torch.set_num_threads(max(2, len(os.sched_getaffinity(0)) // workers))
+
+
 # --wheel-subset: only the tests of tests/wheel_subset.py (CI's clean wheel venvs);
 # --wheel-subset-core: the same without the emulated CUDA kernels' entries (EMULATOR_FILES).
 def pytest_addoption(parser):

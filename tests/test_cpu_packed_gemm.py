@@ -1,5 +1,5 @@
-"""The CPU's float32 time loops multiply by W_hh (and W_hr) packed once per loop in MKL's own
-layout (cblas_sgemm_pack / cblas_sgemm_compute) instead of repacking them in every per-step
+"""With FASTLSTM_CPU_STEP_GEMM=blas, the CPU's float32 time loops multiply by W_hh (and W_hr)
+packed once per loop in MKL's own layout (cblas_sgemm_pack / cblas_sgemm_compute) instead of repacking them in every per-step
 GEMM. Loops under 8 steps and weights under 4H x H at H = 64 elements keep plain GEMMs.
 nn.LSTM over packed input is the judge, with the packing on and off
 (FASTLSTM_CPU_PACKED_GEMM=0, read at every call); torch.ops.fastlstm._cpu_packed_gemm_count()
@@ -23,6 +23,13 @@ AVAILABLE = torch.ops.fastlstm._cpu_packed_gemm_available()
 
 def packed_gemms() -> int:
     return torch.ops.fastlstm._cpu_packed_gemm_count()
+
+
+@pytest.fixture(autouse=True)
+def blas_step_gemm(monkeypatch):
+    """These tests are about MKL's packed path: the per-step GEMMs through the BLAS, not
+    fastlstm's own (tests/test_cpu_step_gemm.py)."""
+    monkeypatch.setenv("FASTLSTM_CPU_STEP_GEMM", "blas")
 
 
 @pytest.fixture

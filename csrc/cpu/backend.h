@@ -16,6 +16,7 @@
 #include "cell.h"
 #include "gemm.h"
 #include "partition.h"
+#include "step_gemm.h"
 
 namespace fastlstm::cpu {
 
@@ -52,22 +53,35 @@ struct CpuBackend {
     }
   }
 
-  // op(W) for every step of a time loop (GEMMs of at most max_rows rows): float32 W packed
-  // once for MKL, where it has the packed API and the loop repays the packing. Measured on a
-  // Xeon: 8 steps gain 1.1x, 4 lose up to 1.5x at H = 512; weights under 4H x H at H = 64 gain
-  // nothing measurable (within +-10% at H = 16 and 32), and MKL's packed buffer takes ~8 MB of
-  // address space whatever the size.
+  // op(W) for every step of a time loop (GEMMs of at most max_rows rows). float32 W is packed
+  // once per call: into fastlstm's own panels (step_gemm.h, any CPU) or for MKL's packed GEMM,
+  // where torch's BLAS has it and the loop repays the packing. Measured on a Xeon for MKL: 8
+  // steps gain 1.1x, 4 lose up to 1.5x at H = 512; weights under 4H x H at H = 64 gain nothing
+  // measurable (within +-10% at H = 16 and 32), and MKL's packed buffer takes ~8 MB of address
+  // space whatever the size.
   static constexpr int64_t kPackedGemmMinSteps = 8;
   static constexpr int64_t kPackedGemmMinElements = 4 * 64 * 64;
+  static constexpr int64_t kOwnGemmMinSteps = 2;
   template <typename T>
   static LoopWeight<T> loop_weight(Context&, bool trans, int64_t N, int64_t K, const T* w,
                                    int64_t ld, int64_t max_rows, int64_t steps) {
     LoopWeight<T> lw{w, trans, N, K, ld, max_rows, nullptr};
     if constexpr (std::is_same_v<T, float>) {
-      if (steps >= kPackedGemmMinSteps && N * K >= kPackedGemmMinElements)
+      if (use_own_step_gemm(N, K, steps)) {
+        lw.packed = std::make_shared<StepPanels>(pack_step_weight(trans, N, K, w, ld));
+        lw.packed_own = true;
+      } else if (steps >= kPackedGemmMinSteps && N * K >= kPackedGemmMinElements) {
         lw.packed = pack_b_f32(trans, max_rows, N, K, w, ld);
+      }
     }
     return lw;
+  }
+
+  // Whether a float32 time loop's weight goes through step_gemm (FASTLSTM_CPU_STEP_GEMM; auto:
+  // always, see step_gemm.h). A one-step loop keeps the plain GEMM: nothing repays the packing.
+  static bool use_own_step_gemm(int64_t N, int64_t K, int64_t steps) {
+    return steps >= kOwnGemmMinSteps && N > 0 && K > 0 &&
+           step_gemm_choice() != StepGemm::blas;
   }
 
   // C [M, N] = A op(W) + beta C, through W's packed form when it has one.
@@ -75,6 +89,10 @@ struct CpuBackend {
   static void gemm(Context& ctx, int64_t M, const T* A, int64_t lda, const LoopWeight<T>& w,
                    C beta, C* Cp, int64_t ldc) {
     if constexpr (std::is_same_v<T, float> && std::is_same_v<C, float>) {
+      if (w.packed && w.packed_own) {
+        step_gemm(M, A, lda, *static_cast<const StepPanels*>(w.packed.get()), beta, Cp, ldc);
+        return;
+      }
       if (w.packed && M <= w.max_rows &&
           gemm_packed_f32(M, w.N, w.K, A, lda, w.packed.get(), beta, Cp, ldc))
         return;

@@ -1,5 +1,5 @@
-// The x86 instruction set the CPU kernels use (cell.cpp, fma_peak.cpp): the best of AVX-512,
-// AVX2 + FMA and baseline x86-64 that this CPU has, chosen once per process.
+// The x86 instruction set the CPU kernels use (cell.cpp, step_gemm.cpp, fma_peak.cpp): the best
+// of AVX-512, AVX2 + FMA and baseline x86-64 that this CPU has, chosen once per process.
 // FASTLSTM_CPU_ISA=baseline|avx2|avx512 caps the choice (tests run every variant).
 #pragma once
 

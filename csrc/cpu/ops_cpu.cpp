@@ -3,6 +3,7 @@
 // the CPU instead (csrc/emulated/emulated_ops.h).
 #include <torch/csrc/stable/library.h>
 
+#include <cstring>
 #include <string>
 
 #include "../checks.h"
@@ -11,6 +12,8 @@
 #include "backend.h"
 #include "fma_peak.h"
 #include "isa.h"
+#include "step_gemm.h"
+#include "step_gemm_timing.h"
 
 namespace fastlstm::cpu {
 namespace {
@@ -111,6 +114,32 @@ double fma_peak(int64_t threads, double seconds) {
 
 std::string cpu_isa() { return isa_name(isa()); }
 
+// Test op: a [M, K] op(w) + beta c through step_gemm, w packed by pack_step_weight (op(w) = w^T
+// [K, N] when trans, w [N, K]; else w [K, N]). Float32 CPU matrices whose rows are contiguous
+// (any row stride); c [M, N] is copied, not written.
+Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double beta,
+                          const Tensor& c) {
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"a", &a}, {"w", &w},
+                                {"c", &c}})
+    FASTLSTM_CHECK_VALUE(t->dim() == 2 && t->scalar_type() == kFloat &&
+                             t->device().type() == torch::stable::DeviceType::CPU &&
+                             (t->size(1) <= 1 || t->stride(1) == 1),
+                         "fastlstm: ", name, " must be a 2-D float32 CPU matrix with contiguous "
+                         "rows, got ", t->dim(), "-D ", text(t->scalar_type()));
+  const int64_t M = a.size(0), K = a.size(1), N = trans ? w.size(0) : w.size(1);
+  FASTLSTM_CHECK_VALUE((trans ? w.size(1) : w.size(0)) == K, "fastlstm: op(w) must have ", K,
+                       " rows (a's columns), got ", trans ? w.size(1) : w.size(0));
+  FASTLSTM_CHECK_VALUE(c.size(0) == M && c.size(1) == N, "fastlstm: c must be [", M, ", ", N,
+                       "], got [", c.size(0), ", ", c.size(1), "]");
+  const StepPanels panels = pack_step_weight(trans, N, K, cptr<float>(w), w.stride(0));
+  Tensor out = empty_cpu({M, N}, kFloat);
+  for (int64_t i = 0; i < M; ++i)
+    std::memcpy(ptr<float>(out) + i * N, cptr<float>(c) + i * c.stride(0), N * sizeof(float));
+  step_gemm(M, cptr<float>(a), a.stride(0), panels, static_cast<float>(beta), ptr<float>(out),
+            N);
+  return out;
+}
+
 }  // namespace
 }  // namespace fastlstm::cpu
 
@@ -121,7 +150,11 @@ std::string cpu_isa() { return isa_name(isa()); }
 // runs on its own threads (csrc/cpu/partition.h), and _cpu_last_row_groups(), how many the last
 // CPU layer call ran. For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
 // CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
-// peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use.
+// peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
+// _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
+// (step_gemm.h), _cpu_step_gemm_count(), how many of those ran so far in this process, and
+// _cpu_step_gemm_gflops(M, N, K, trans, how, seconds), one per-step product's speed with W
+// packed once, own or MKL's (step_gemm_timing.h).
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_packed_gemm_available() -> bool");
   m.def("_cpu_packed_gemm_count() -> int");
@@ -131,6 +164,10 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_loop_seconds() -> float");
   m.def("_cpu_fma_peak_gflops(int threads, float seconds) -> float");
   m.def("_cpu_isa() -> str");
+  m.def("_cpu_step_gemm(Tensor a, Tensor w, bool trans, float beta, Tensor c) -> Tensor");
+  m.def("_cpu_step_gemm_count() -> int");
+  m.def("_cpu_step_gemm_gflops(int M, int N, int K, bool trans, str how, float seconds) "
+        "-> float");
 }
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_packed_gemm_available", TORCH_BOX(&fastlstm::cpu::packed_gemm_available));
@@ -140,6 +177,9 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_loop_seconds", TORCH_BOX(&fastlstm::cpu::loop_seconds));
   m.impl("_cpu_fma_peak_gflops", TORCH_BOX(&fastlstm::cpu::fma_peak));
   m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));
+  m.impl("_cpu_step_gemm", TORCH_BOX(&fastlstm::cpu::step_gemm_for_test));
+  m.impl("_cpu_step_gemm_count", TORCH_BOX(&fastlstm::cpu::step_gemm_count));
+  m.impl("_cpu_step_gemm_gflops", TORCH_BOX(&fastlstm::cpu::step_gemm_gflops));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CPU, m) {

@@ -1,0 +1,294 @@
+#include "step_gemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "../torch_api.h"
+
+namespace fastlstm::cpu {
+namespace {
+
+std::atomic<int64_t> g_step_gemms{0};
+
+// One tile: C [MR, cols] = A [MR, kc] panels [kc, P NR] + beta C, over P consecutive panels
+// (panel_stride floats apart), cols <= P NR; A's rows lda floats apart.
+using TileFn = void (*)(int64_t kc, const float* A, int64_t lda, const float* panel,
+                        int64_t panel_stride, float beta, float* C, int64_t ldc, int64_t cols);
+
+// A variant: tile[MR][j] runs MR rows (1 <= MR <= mr) over kPanels[j] panels; panels_for[MR]
+// is how many panels a tile of MR rows takes at once. Few rows take several panels, so that
+// enough independent accumulators cover the FMA latency (at least 8 on the x86 variants).
+constexpr int kPanels[3] = {1, 2, 4};
+struct Variant {
+  int64_t mr, nr;
+  int64_t panels_for[9];
+  TileFn tile[9][3];
+};
+
+// Portable (any CPU; GCC vectorises the j loops with the baseline's SSE2): 4 rows x 16 columns.
+template <int MR, int P>
+void tile_portable(int64_t kc, const float* A, int64_t lda, const float* panel,
+                   int64_t panel_stride, float beta, float* C, int64_t ldc, int64_t cols) {
+  constexpr int NR = 16;
+  float acc[MR][P * NR] = {};
+  for (int64_t k = 0; k < kc; ++k)
+    for (int p = 0; p < P; ++p) {
+      const float* b = panel + p * panel_stride + k * NR;
+      for (int i = 0; i < MR; ++i) {
+        const float a = A[i * lda + k];
+        for (int j = 0; j < NR; ++j) acc[i][p * NR + j] += a * b[j];
+      }
+    }
+  for (int i = 0; i < MR; ++i)
+    for (int64_t j = 0; j < cols; ++j)
+      C[i * ldc + j] = beta == 0.f ? acc[i][j] : acc[i][j] + beta * C[i * ldc + j];
+}
+
+#if defined(__x86_64__)
+// AVX2 + FMA: panels of 16 columns (two 8-wide vectors); 6 rows x 1 panel = 12 accumulators,
+// with the 2 panel vectors and a broadcast in 15 of the 16 registers.
+__attribute__((target("avx2,fma"))) inline __m256i lanes_below_avx2(int64_t n) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
+                            lane);
+}
+
+template <int MR, int P>
+__attribute__((target("avx2,fma"))) void tile_avx2(int64_t kc, const float* A, int64_t lda,
+                                                   const float* panel, int64_t panel_stride,
+                                                   float beta, float* C, int64_t ldc,
+                                                   int64_t cols) {
+  constexpr int V = 2 * P;  // vectors a row
+  __m256 acc[MR][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    // The panels' rows 8 steps ahead, towards L1 (as the AVX-512 tile).
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p)
+      _mm_prefetch(reinterpret_cast<const char*>(panel + p * panel_stride + (k + 8) * 16),
+                   _MM_HINT_T0);
+    __m256 b[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      b[v] = _mm256_load_ps(panel + (v / 2) * panel_stride + k * 16 + (v % 2) * 8);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
+    }
+  }
+  const __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      float* c = C + i * ldc + v * 8;
+      if (cols >= V * 8) {
+        if (beta != 0.f) acc[i][v] = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), acc[i][v]);
+        _mm256_storeu_ps(c, acc[i][v]);
+      } else if (cols > v * 8) {
+        const __m256i m = lanes_below_avx2(cols - v * 8);
+        if (beta != 0.f) acc[i][v] = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), acc[i][v]);
+        _mm256_maskstore_ps(c, m, acc[i][v]);
+      }
+    }
+}
+
+// AVX-512: panels of 32 columns (two 16-wide vectors); 8 rows x 1 panel = 16 accumulators.
+// Each FMA takes its A value as an embedded broadcast: a step of k is 2 P loads and 2 P MR FMAs.
+__attribute__((target("avx512f"))) inline __mmask16 lanes_below_avx512(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+template <int MR, int P>
+__attribute__((target("avx512f"))) void tile_avx512(int64_t kc, const float* A, int64_t lda,
+                                                    const float* panel, int64_t panel_stride,
+                                                    float beta, float* C, int64_t ldc,
+                                                    int64_t cols) {
+  constexpr int V = 2 * P;  // vectors a row
+  __m512 acc[MR][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    // The panels' rows 8 steps ahead, towards L1: a weight larger than L2 streams from L3.
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(panel + (v / 2) * panel_stride + (k + 8) * 32 +
+                                                 (v % 2) * 16),
+                   _MM_HINT_T0);
+    __m512 b[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      b[v] = _mm512_load_ps(panel + (v / 2) * panel_stride + k * 32 + (v % 2) * 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(A[i * lda + k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+  }
+  const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      float* c = C + i * ldc + v * 16;
+      const __mmask16 m = lanes_below_avx512(cols - v * 16);
+      if (beta != 0.f) acc[i][v] = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), acc[i][v]);
+      _mm512_mask_storeu_ps(c, m, acc[i][v]);
+    }
+}
+#endif
+
+#define FASTLSTM_TILE_ROW(F, MR) {F<MR, 1>, F<MR, 2>, F<MR, 4>}
+#define FASTLSTM_NO_TILES {nullptr, nullptr, nullptr}
+
+const Variant& variant(Isa isa) {
+  static const Variant portable{
+      4, 16, {0, 2, 1, 1, 1, 0, 0, 0, 0},
+      {FASTLSTM_NO_TILES, FASTLSTM_TILE_ROW(tile_portable, 1), FASTLSTM_TILE_ROW(tile_portable, 2),
+       FASTLSTM_TILE_ROW(tile_portable, 3), FASTLSTM_TILE_ROW(tile_portable, 4), FASTLSTM_NO_TILES,
+       FASTLSTM_NO_TILES, FASTLSTM_NO_TILES, FASTLSTM_NO_TILES}};
+#if defined(__x86_64__)
+  static const Variant avx2{
+      6, 16, {0, 2, 2, 1, 1, 1, 1, 0, 0},
+      {FASTLSTM_NO_TILES, FASTLSTM_TILE_ROW(tile_avx2, 1), FASTLSTM_TILE_ROW(tile_avx2, 2),
+       FASTLSTM_TILE_ROW(tile_avx2, 3), FASTLSTM_TILE_ROW(tile_avx2, 4),
+       FASTLSTM_TILE_ROW(tile_avx2, 5), FASTLSTM_TILE_ROW(tile_avx2, 6), FASTLSTM_NO_TILES,
+       FASTLSTM_NO_TILES}};
+  static const Variant avx512{
+      8, 32, {0, 4, 4, 2, 2, 1, 1, 1, 1},
+      {FASTLSTM_NO_TILES, FASTLSTM_TILE_ROW(tile_avx512, 1), FASTLSTM_TILE_ROW(tile_avx512, 2),
+       FASTLSTM_TILE_ROW(tile_avx512, 3), FASTLSTM_TILE_ROW(tile_avx512, 4),
+       FASTLSTM_TILE_ROW(tile_avx512, 5), FASTLSTM_TILE_ROW(tile_avx512, 6),
+       FASTLSTM_TILE_ROW(tile_avx512, 7), FASTLSTM_TILE_ROW(tile_avx512, 8)}};
+  if (isa == Isa::avx512) return avx512;
+  if (isa == Isa::avx2) return avx2;
+#endif
+  return portable;
+}
+
+#undef FASTLSTM_TILE_ROW
+#undef FASTLSTM_NO_TILES
+
+// K is taken in blocks, so that a panel's block (kc x NR floats: half of L1) and the rows of
+// A stay in L1 while every row block of C passes over them: kc = 192 on AVX-512 with a 48 KB
+// L1 (measured on the Xeon: 128 to 256 within noise), 128 with AMD Zen 4's 32 KB.
+// FASTLSTM_CPU_STEP_GEMM_KC overrides it (read once).
+int64_t k_block(int64_t nr) {
+  static const int64_t l1 = [] {
+    const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    return v > 0 ? int64_t(v) : int64_t(32 * 1024);
+  }();
+  static const char* forced = std::getenv("FASTLSTM_CPU_STEP_GEMM_KC");
+  if (forced != nullptr) return std::max<int64_t>(1, std::atoll(forced));
+  return std::clamp<int64_t>(l1 / 2 / (nr * int64_t(sizeof(float))), 64, 512);
+}
+// Panels a chunk of C's columns holds: the chunk's rows all run before the next chunk's, so
+// each panel is read from memory once per K block however many rows there are.
+constexpr int64_t kChunkPanels = 4;
+
+}  // namespace
+
+StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, int64_t ld) {
+  StepPanels s;
+  s.isa = isa();
+  s.N = N;
+  s.K = K;
+  s.nr = variant(s.isa).nr;
+  const int64_t nr = s.nr, panels = (N + nr - 1) / nr;
+  const size_t bytes = std::max<size_t>(64, (panels * K * nr * sizeof(float) + 63) / 64 * 64);
+  s.data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)), std::free);
+  FASTLSTM_CHECK(s.data != nullptr, "fastlstm: could not allocate ", bytes,
+              " bytes for a packed weight");
+  for (int64_t p = 0; p < panels; ++p) {
+    float* dst = s.data.get() + p * K * nr;
+    const int64_t n0 = p * nr, cols = std::min(nr, N - n0);
+    if (trans) {
+      // op(W)[k][n] = w[n ld + k]: blocks of 64 k, so the panel's block stays in L1 while
+      // the panel's rows of W are read along k.
+      for (int64_t k0 = 0; k0 < K; k0 += 64) {
+        const int64_t k1 = std::min(K, k0 + 64);
+        for (int64_t j = 0; j < nr; ++j) {
+          if (j >= cols) {
+            for (int64_t k = k0; k < k1; ++k) dst[k * nr + j] = 0.f;
+            continue;
+          }
+          const float* src = w + (n0 + j) * ld;
+          for (int64_t k = k0; k < k1; ++k) dst[k * nr + j] = src[k];
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k) {
+        std::memcpy(dst + k * nr, w + k * ld + n0, cols * sizeof(float));
+        std::fill(dst + k * nr + cols, dst + (k + 1) * nr, 0.f);
+      }
+    }
+  }
+  return s;
+}
+
+void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, float beta, float* C,
+               int64_t ldc) {
+  if (M <= 0 || w.N <= 0) return;
+  g_step_gemms.fetch_add(1, std::memory_order_relaxed);
+  const Variant& v = variant(w.isa);
+  const int64_t nr = w.nr, K = w.K, N = w.N, panels = (N + nr - 1) / nr, stride = K * nr;
+  const int64_t kc = k_block(nr);
+  // Rows a multiple of 4 KB apart (the backward's dgates at H = 256: 4H floats) all fall in
+  // one set of L1, and a tile's 8 rows evict each other: such an A is copied with its rows
+  // 64 bytes further apart (a copy of M K floats, against M N K multiply-adds).
+  thread_local std::vector<float> a_copy;
+  if (lda % 1024 == 0 && M > 1) {
+    const int64_t ld = K + 16;
+    a_copy.resize(static_cast<size_t>(M * ld));
+    for (int64_t i = 0; i < M; ++i)
+      std::memcpy(a_copy.data() + i * ld, A + i * lda, K * sizeof(float));
+    A = a_copy.data();
+    lda = ld;
+  }
+  // K = 0 still runs one pass: C = beta C.
+  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kc) {
+    const int64_t kn = std::min(kc, K - k0);
+    const float b = k0 == 0 ? beta : 1.f;  // later K blocks add to the first's sums
+    for (int64_t q0 = 0; q0 < panels; q0 += kChunkPanels) {
+      const int64_t q1 = std::min(panels, q0 + kChunkPanels);
+      for (int64_t r0 = 0; r0 < M; r0 += v.mr) {
+        const int64_t rows = std::min(v.mr, M - r0);
+        for (int64_t q = q0; q < q1;) {
+          int j = 2;  // the widest tile that fits the rows' choice and the panels left
+          while (kPanels[j] > std::min(v.panels_for[rows], q1 - q)) --j;
+          v.tile[rows][j](kn, A + r0 * lda + k0, lda, w.data.get() + q * stride + k0 * nr,
+                          stride, b, C + r0 * ldc + q * nr, ldc,
+                          std::min(kPanels[j] * nr, N - q * nr));
+          q += kPanels[j];
+        }
+      }
+    }
+  }
+}
+
+StepGemm step_gemm_choice() {
+  const char* e = std::getenv("FASTLSTM_CPU_STEP_GEMM");
+  if (e != nullptr && std::strcmp(e, "own") == 0) return StepGemm::own;
+  if (e != nullptr && std::strcmp(e, "blas") == 0) return StepGemm::blas;
+  return StepGemm::automatic;
+}
+
+int64_t step_gemm_count() { return g_step_gemms.load(); }
+
+}  // namespace fastlstm::cpu

@@ -1,0 +1,47 @@
+// fastlstm's own float32 GEMM for a time loop's per-step product, C [M, N] = A [M, K] op(W)
+// [K, N] + beta C, with op(W) packed once per layer call into column panels that every step
+// then streams through. It does not depend on the BLAS vendor: AVX-512, AVX2 + FMA and portable
+// variants (isa.h; FASTLSTM_CPU_ISA caps the choice), the same code on Intel and AMD, where MKL
+// picks slower code paths for a CPU that is not Intel's.
+//
+// Layout: panel p holds columns [p NR, p NR + NR) of op(W), row k of the panel (NR floats,
+// 64-byte aligned) at panel + k NR; the last panel is zero-padded. NR is the variant's panel
+// width (32 on AVX-512, 16 otherwise). Each tile of MR rows x NR columns accumulates in
+// registers over all of K, so C is written once and A is read once per panel.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "isa.h"
+
+namespace fastlstm::cpu {
+
+struct StepPanels {
+  Isa isa;            // the variant the panels were packed for (their width)
+  int64_t N = 0, K = 0, nr = 0;
+  std::shared_ptr<float> data;  // ceil(N / nr) panels of K x nr floats
+};
+
+// op(W) [K, N] packed for step_gemm: op(W) = W^T when trans (W stored [N, K]), else W ([K, N]);
+// ld: elements between W's rows as stored.
+StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, int64_t ld);
+
+// C [M, N] = A [M, K] op(W) + beta C (beta == 0: C's contents are ignored). Runs on the
+// calling thread: the layer's threads each run their own rows (partition.h).
+void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, float beta, float* C,
+               int64_t ldc);
+
+// Which per-step GEMM the float32 time loops use (FASTLSTM_CPU_STEP_GEMM, read at every layer
+// call so that one process can A/B them): own (step_gemm), blas (MKL's packed GEMM where torch's
+// BLAS has it, else the plain GEMM) or auto, the default: own on every CPU. Measured on the
+// Xeon (python -m benchmarks.step_gemm, one thread): own 85-100% of the FMA peak at H 64-256
+// and 8-32 rows, level with MKL's packed GEMM (0.9-1.2x); at H = 512, where W (4 MB) streams
+// from L3, 0.94-1.07x. Whole layers, own against blas: 0.94-1.07x.
+enum class StepGemm { own, blas, automatic };
+StepGemm step_gemm_choice();
+
+// How many step_gemm calls ran so far in this process (tests).
+int64_t step_gemm_count();
+
+}  // namespace fastlstm::cpu

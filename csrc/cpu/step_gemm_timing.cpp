@@ -1,0 +1,52 @@
+#include "step_gemm_timing.h"
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "../torch_api.h"
+#include "gemm.h"
+#include "step_gemm.h"
+
+namespace fastlstm::cpu {
+
+double step_gemm_gflops(int64_t M, int64_t N, int64_t K, bool trans, const std::string& how,
+                        double seconds) {
+  FASTLSTM_CHECK_VALUE(M >= 1 && N >= 1 && K >= 1, "fastlstm: M, N and K must be >= 1, got ",
+                       M, ", ", N, ", ", K);
+  FASTLSTM_CHECK_VALUE(how == "own" || how == "blas",
+                       "fastlstm: how must be 'own' or 'blas', got '", how, "'");
+  FASTLSTM_CHECK_VALUE(seconds > 0 && seconds <= 10,
+                       "fastlstm: seconds must be in (0, 10], got ", seconds);
+  // Values of either sign near 1/sqrt(K), so that the sums stay finite however long it runs.
+  std::vector<float> a(M * K), w(N * K), c(M * N, 0.f);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = float(int(i * 7919 % 17) - 8) / 64.f;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 104729 % 19) - 9) / 64.f;
+  const int64_t ld = trans ? K : N;
+  StepPanels own;
+  std::shared_ptr<void> mkl;
+  if (how == "own")
+    own = pack_step_weight(trans, N, K, w.data(), ld);
+  else
+    mkl = pack_b_f32(trans, M, N, K, w.data(), ld);
+  const auto product = [&] {
+    if (how == "own")
+      step_gemm(M, a.data(), K, own, 0.5f, c.data(), N);
+    else if (!(mkl && gemm_packed_f32(M, N, K, a.data(), K, mkl.get(), 0.5f, c.data(), N)))
+      gemm_rm<float>(false, trans, M, N, K, 1.f, a.data(), K, w.data(), ld, 0.5f, c.data(), N);
+  };
+  using Clock = std::chrono::steady_clock;
+  product();  // warm the caches
+  int64_t reps = 0, batch = 1;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    for (int64_t r = 0; r < batch; ++r) product();
+    reps += batch;
+    batch = std::min<int64_t>(batch * 2, 1024);
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  return 2.0 * double(M) * N * K * double(reps) / elapsed / 1e9;
+}
+
+}  // namespace fastlstm::cpu

@@ -1,0 +1,17 @@
+// How fast one per-step float32 product runs on this machine, for the benchmark that picks
+// between fastlstm's own step GEMM and MKL's packed one (python -m benchmarks.step_gemm): the
+// product C [M, N] = A [M, K] op(W) + C of a time loop, W packed once, on the calling thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace fastlstm::cpu {
+
+// GFLOP/s (2 M N K per product) of products repeated for about `seconds`; how: "own"
+// (step_gemm.h) or "blas" (MKL's packed GEMM, or the plain one where torch's BLAS lacks it).
+// trans: the forward's op(W) = W^T (W stored [N, K]); else the backward's W ([K, N]).
+double step_gemm_gflops(int64_t M, int64_t N, int64_t K, bool trans, const std::string& how,
+                        double seconds);
+
+}  // namespace fastlstm::cpu

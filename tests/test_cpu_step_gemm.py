@@ -1,0 +1,147 @@
+"""fastlstm's own per-step float32 GEMM (csrc/cpu/step_gemm.cpp): op(W) packed once per layer
+call into column panels, then tiles of rows x panel width accumulated in registers. It has
+AVX-512 (8 x 32 tiles), AVX2 (6 x 16) and portable (4 x 16) variants; tests/test_cpu_isa.py runs
+this file under each.
+
+The product itself is checked against float64 matmul on shapes that leave every remainder: rows
+not a multiple of the tile's, columns not a multiple of the panel's, K of 1, row strides wider
+than K, beta 0 (C's NaNs ignored), 1 and 0.5. Then whole layers against nn.LSTM with the step
+GEMM forced each way (FASTLSTM_CPU_STEP_GEMM=own|blas, read at every call), and
+_cpu_step_gemm_count() shows which ran.
+"""
+
+import pytest
+import torch
+
+import fastlstm
+from helpers import assert_close, check_parity, make_pair, random_lengths, reference_forward
+
+F32 = torch.float32
+MIN_STEPS = 2  # CpuBackend::kOwnGemmMinSteps
+
+
+def step_gemms() -> int:
+    return torch.ops.fastlstm._cpu_step_gemm_count()
+
+
+def product(M, N, K, trans, beta, row_stride, seed):
+    gen = torch.Generator().manual_seed(seed)
+    a_store = torch.randn(M, row_stride, generator=gen)
+    a = a_store[:, :K]  # rows row_stride apart
+    w = torch.randn((N, K) if trans else (K, N), generator=gen)
+    c = torch.randn(M, N, generator=gen)
+    if beta == 0:
+        c.fill_(float("nan"))  # beta 0 must not read C
+    got = torch.ops.fastlstm._cpu_step_gemm(a, w, trans, beta, c)
+    w64 = w.double().t() if trans else w.double()
+    expected = a.double() @ w64
+    if beta != 0:
+        expected = expected + beta * c.double()
+    return got, expected, K
+
+
+@pytest.mark.parametrize("M", [1, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 33])
+@pytest.mark.parametrize("N,K", [(1, 1), (15, 7), (16, 16), (17, 64), (32, 33), (33, 100),
+                                 (100, 64), (256, 65)])
+@pytest.mark.parametrize("trans", [True, False], ids=["wT", "w"])
+def test_product_matches_float64(M, N, K, trans):
+    # a row stride of 1024 floats takes the path that copies A (4 KB-aliased rows)
+    for beta, row_stride in ((0.0, K), (1.0, K + 5), (0.5, K), (1.0, 1024)):
+        got, expected, _ = product(M, N, K, trans, beta, row_stride, seed=M * 1000 + N + K)
+        assert got.shape == (M, N)
+        assert torch.isfinite(got).all(), f"beta={beta}: NaN in the result"
+        # float32 products of K terms of |a w| ~ 1: error ~ sqrt(K) ulps of the sum's size.
+        err = (got.double() - expected).abs().max().item()
+        assert err <= 2e-6 * (K ** 0.5) * (1 + expected.abs().max().item()), (beta, err)
+
+
+def test_product_of_empty_shapes():
+    a = torch.randn(0, 8)
+    out = torch.ops.fastlstm._cpu_step_gemm(a, torch.randn(8, 5), False, 0.0, torch.empty(0, 5))
+    assert out.shape == (0, 5)
+    # K = 0: C = beta C
+    c = torch.randn(3, 4)
+    out = torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 0), torch.randn(0, 4), False, 0.5, c)
+    torch.testing.assert_close(out, 0.5 * c)
+
+
+def test_bad_arguments_say_what_was_expected():
+    with pytest.raises(ValueError, match="a must be a 2-D float32"):
+        torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4).double(), torch.randn(4, 5), False,
+                                          0.0, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="op\\(w\\) must have 4 rows"):
+        torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4), torch.randn(5, 5), False, 0.0,
+                                          torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="c must be \\[3, 5\\]"):
+        torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4), torch.randn(4, 5), False, 0.0,
+                                          torch.zeros(3, 4))
+
+
+@pytest.fixture
+def step_gemm(monkeypatch):
+    """step_gemm("own") or step_gemm("blas"): FASTLSTM_CPU_STEP_GEMM for the test."""
+    return lambda how: monkeypatch.setenv("FASTLSTM_CPU_STEP_GEMM", how)
+
+
+def case(num_layers, bidirectional, proj_size, H, kind, B=7, T=11, seed=0):
+    ref, fast = make_pair(5, H, dtype=F32, num_layers=num_layers, bidirectional=bidirectional,
+                          proj_size=proj_size, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(kind, B, T, gen)
+    x = torch.randn(T, B, 5, generator=gen)
+    D = 2 if bidirectional else 1
+    hx = (torch.randn(num_layers * D, B, proj_size or H, generator=gen) * 0.5,
+          torch.randn(num_layers * D, B, H, generator=gen) * 0.5)
+    return ref, fast, x, lengths, hx
+
+
+# (layers, bidirectional, proj_size, H): H = 20 leaves a part-filled last panel (4H = 80), the
+# projection (proj 8 of H 40) multiplies by both W_hh and W_hr.
+SHAPES = [(1, False, 0, 20), (2, True, 0, 33), (1, True, 8, 40), (2, False, 16, 64)]
+
+
+@pytest.mark.parametrize("how", ["own", "blas"])
+@pytest.mark.parametrize("num_layers,bidirectional,proj_size,H", SHAPES)
+@pytest.mark.parametrize("kind", ["random", "has_zero"])
+def test_training_matches_nn_lstm(step_gemm, how, num_layers, bidirectional, proj_size, H, kind):
+    step_gemm(how)
+    ref, fast, x, lengths, hx = case(num_layers, bidirectional, proj_size, H, kind)
+    lengths[0] = max(lengths[0], MIN_STEPS)
+    before = step_gemms()
+    check_parity(ref, fast, x, lengths, hx=hx)
+    used = step_gemms() - before
+    assert (used > 0) == (how == "own"), f"{used} own step GEMMs with FASTLSTM_CPU_STEP_GEMM={how}"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_inference_matches_nn_lstm_on_any_thread_count(step_gemm, threads):
+    step_gemm("own")
+    ref, fast, x, lengths, hx = case(2, True, 0, 48, "has_zero", B=9, T=13)
+    with torch.no_grad():
+        expected = reference_forward(ref, x, lengths, hx)
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        before = step_gemms()
+        with torch.no_grad():
+            out, (h, c) = fast(x, hx, lengths=torch.tensor(lengths))
+    finally:
+        torch.set_num_threads(before_threads)
+    assert step_gemms() > before
+    for name, a, e in zip(("output", "h_n", "c_n"), (out, h, c), expected):
+        assert_close(name, a, e, F32)
+
+
+def test_default_uses_the_own_step_gemm_for_float32_loops_only(monkeypatch):
+    monkeypatch.delenv("FASTLSTM_CPU_STEP_GEMM", raising=False)
+    for dtype, want in ((F32, True), (torch.float64, False), (torch.bfloat16, False)):
+        torch.manual_seed(0)
+        m = fastlstm.LSTM(5, 16, dtype=dtype)
+        before = step_gemms()
+        m(torch.randn(6, 3, 5, dtype=dtype), lengths=torch.tensor([6, 4, 1]))[0].sum().backward()
+        assert (step_gemms() > before) == want, dtype
+    # A one-step loop keeps the plain GEMM (nothing to repay the packing).
+    m = fastlstm.LSTM(5, 16)
+    before = step_gemms()
+    m(torch.randn(1, 3, 5), lengths=torch.tensor([1, 1, 1]))
+    assert step_gemms() == before

@@ -101,6 +101,20 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    select_wheel_subset(config, items)
+    slow_modules_first(items)
+
+
+def slow_modules_first(items):
+    """The modules that hold a test marked slow run first, each module's tests in their order
+    (module-scoped fixtures are set up once): pytest-xdist hands the workers tests in this
+    order, so the long ones start early instead of leaving one worker busy at the end."""
+    slow = {item.module.__name__ for item in items
+            if item.get_closest_marker("slow") is not None and hasattr(item, "module")}
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") not in slow)
+
+
+def select_wheel_subset(config, items):
     core = config.getoption("--wheel-subset-core")
     if not (config.getoption("--wheel-subset") or core):
         return

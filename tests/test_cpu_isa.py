@@ -71,6 +71,7 @@ def missing_reason(isa):
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isa", list(NEEDS))
 def test_parity_subset_under_each_isa(isa, tmp_path):
     reason = missing_reason(isa)

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -99,6 +100,7 @@ def worker(rank, port, out_dir):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_matches_single_process_on_concatenated_batch():
     from helpers import assert_close
 

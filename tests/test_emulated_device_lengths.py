@@ -74,6 +74,7 @@ def _layer_args(T, lengths, H=6, D=2, P=0):
 TIES = [8] * 9 + [3] + [8] * 9 + [0, 0] + [5] * 17
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("P,lengths", [(0, [8, 0, 3, 8, 1]), (4, [8, 0, 3, 8, 1]), (0, TIES)])
 def test_device_schedule_matches_the_host_schedule_bit_for_bit(P, lengths):
     """The same persistent kernels on the two schedules: the host's (N packed rows) and the

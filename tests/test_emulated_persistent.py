@@ -200,6 +200,7 @@ def test_cluster_of_16_blocks_some_owning_no_units(proj, cuda_path):
     assert backward == tokens * (4 * H + (P if proj else 0)) * (blocks - 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["persistent", "cluster"])
 @pytest.mark.parametrize("proj", [0, 5])
 def test_float32_on_tf32_tensor_cores_where_tf32_is_allowed(path, proj, cuda_path):

@@ -189,6 +189,7 @@ def fsdp_runs():
                 for mode in MODES}
 
 
+@pytest.mark.slow
 def test_fsdp_float32(fsdp_runs):
     check(fsdp_runs["float32"], train(make_model(nn.LSTM)))
 

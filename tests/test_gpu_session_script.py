@@ -155,6 +155,7 @@ def suites(path):
     return {s.get("name"): s for s in root.findall("testsuite")}, [s.get("name") for s in root]
 
 
+@pytest.mark.slow
 def test_rehearsal_runs_every_stage_and_fits_the_device_tool(sessions):
     out, rc, stdout = sessions("full")
     assert rc == 0, stdout[-4000:]

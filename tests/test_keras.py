@@ -422,6 +422,7 @@ def reload_in_fresh_process(model, ids, tmp_path, layers):
     return np.load(tmp_path / "out.npy"), json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_keras_file_saves_and_loads_in_a_fresh_process(tmp_path, spy):
     ids, _ = tagging_data(14)
     model = tagger(fk.LSTM)
@@ -718,6 +719,7 @@ def test_fused_bidirectional_train_on_batch_gives_keras_weights(optimizer, ops):
     assert ops == [(True, LENGTHS)] * 3
 
 
+@pytest.mark.slow
 def test_fused_bidirectional_keras_file_saves_and_loads_in_a_fresh_process(tmp_path, ops):
     ids, _ = tagging_data(26)
     model = bi_tagger(fk.Bidirectional, fk.LSTM)

@@ -127,6 +127,7 @@ def test_float32(cfg, kind):
     check_parity(ref, fast, x, lengths, make_hx(ref, B, F32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [F64, F32])
 def test_sizes_that_split_across_threads(dtype):
     """Large enough that the CPU kernels' parallel_for splits rows and tokens across threads
@@ -462,6 +463,7 @@ def test_state_dict_round_trip(cfg):
 # A very long sequence.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_long_sequence(bidirectional):
     """T = 70000 with tiny sizes, lengths [70000, 12345]. nn.LSTM's packed CPU path takes ~7

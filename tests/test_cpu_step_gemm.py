@@ -145,3 +145,33 @@ def test_default_uses_the_own_step_gemm_for_float32_loops_only(monkeypatch):
     before = step_gemms()
     m(torch.randn(1, 3, 5), lengths=torch.tensor([1, 1, 1]))
     assert step_gemms() == before
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_steps_partition_splits_large_weights_over_threads(step_gemm, monkeypatch, threads, mode):
+    # FASTLSTM_CPU_PARTITION=steps: one group per direction, and a W_hh of 1 MB (H = 256) is
+    # split by columns over the threads at every step (StepGemmSplit); rows keeps it whole.
+    step_gemm("own")
+    ref, fast = make_pair(7, 256, dtype=F32, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    lengths = [6, 5, 2, 0]
+    x = torch.randn(6, 4, 7, generator=gen)
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for partition, splits in (("steps", True), ("rows", False)):
+            monkeypatch.setenv("FASTLSTM_CPU_PARTITION", partition)
+            before = torch.ops.fastlstm._cpu_split_step_gemm_count()
+            if mode == "training":
+                check_parity(ref, fast, x, lengths)
+            else:
+                with torch.no_grad():
+                    expected = reference_forward(ref, x, lengths, None)
+                    out, (h, c) = fast(x, lengths=torch.tensor(lengths))
+                for name, a, e in zip(("output", "h_n", "c_n"), (out, h, c), expected):
+                    assert_close(name, a, e, F32)
+            split = torch.ops.fastlstm._cpu_split_step_gemm_count() - before
+            assert (split > 0) == splits, (partition, split)
+    finally:
+        torch.set_num_threads(before_threads)

@@ -182,10 +182,13 @@ struct CpuBackend {
   // parallel loop and BLAS call runs on that group's thread.
   template <typename F>
   static void for_each_row_group(const LayerDims& d, const Schedule& s, const F& f) {
-    const std::vector<RowGroup> groups = layer_row_groups(d, s);
+    Partition how = Partition::rows;
+    const std::vector<RowGroup> groups = layer_row_groups(d, s, &how);
     const int64_t n = static_cast<int64_t>(groups.size());
     const auto start = std::chrono::steady_clock::now();
     torch::stable::parallel_for(0, n, 1, [&](int64_t g0, int64_t g1) {
+      // Under the steps partition, the float32 step GEMM splits W over the threads left over.
+      const StepGemmSplit split(how == Partition::steps);
       for (int64_t k = g0; k < g1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
     });
     loop_nanoseconds() += std::chrono::duration_cast<std::chrono::nanoseconds>(

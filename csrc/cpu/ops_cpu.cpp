@@ -152,7 +152,8 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
-// (step_gemm.h), _cpu_step_gemm_count(), how many of those ran so far in this process, and
+// (step_gemm.h), _cpu_step_gemm_count() and _cpu_split_step_gemm_count(), how many of those
+// ran so far in this process and how many split W over threads (steps partition), and
 // _cpu_step_gemm_gflops(M, N, K, trans, how, seconds), one per-step product's speed with W
 // packed once, own or MKL's (step_gemm_timing.h).
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
@@ -166,6 +167,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_isa() -> str");
   m.def("_cpu_step_gemm(Tensor a, Tensor w, bool trans, float beta, Tensor c) -> Tensor");
   m.def("_cpu_step_gemm_count() -> int");
+  m.def("_cpu_split_step_gemm_count() -> int");
   m.def("_cpu_step_gemm_gflops(int M, int N, int K, bool trans, str how, float seconds) "
         "-> float");
 }
@@ -179,6 +181,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));
   m.impl("_cpu_step_gemm", TORCH_BOX(&fastlstm::cpu::step_gemm_for_test));
   m.impl("_cpu_step_gemm_count", TORCH_BOX(&fastlstm::cpu::step_gemm_count));
+  m.impl("_cpu_split_step_gemm_count", TORCH_BOX(&fastlstm::cpu::split_step_gemm_count));
   m.impl("_cpu_step_gemm_gflops", TORCH_BOX(&fastlstm::cpu::step_gemm_gflops));
 }
 

@@ -8,7 +8,10 @@
 //   steps  one group per direction (the whole batch); each step's GEMMs and cell are split
 //          across the threads left over, with a fork and join per step. It reads each weight
 //          once per step per machine instead of once per thread, which pays where one group
-//          would be a single row and the weights are large.
+//          would be a single row and the weights are large (float32's step GEMM splits W's
+//          columns, step_gemm.h), but every step then meets the other threads: beside a busy
+//          process it can collapse (docs/PERFORMANCE.md). So only FASTLSTM_CPU_PARTITION=steps
+//          chooses it.
 // Groups are balanced by their cost: a group of rows [a, b) (lengths sorted descending) is
 // active for length[a] steps and runs sum(length[a..b)) row-steps, and each step costs
 // kStepRows rows' worth beside its rows (the GEMM call and the weights' pass).
@@ -123,11 +126,14 @@ inline std::atomic<int64_t>& loop_nanoseconds() {
   return ns;
 }
 
-// The groups this layer call runs, for torch's current intra-op thread count.
-inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule& s) {
+// The groups this layer call runs, for torch's current intra-op thread count, and how they
+// were cut.
+inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule& s,
+                                              Partition* how = nullptr) {
   const int64_t threads = std::max<int64_t>(1, torch::stable::get_num_threads());
-  std::vector<RowGroup> groups =
-      plan_row_groups(s.length, d.D, threads, choose_partition(d, s, threads), kStepRows);
+  const Partition chosen = choose_partition(d, s, threads);
+  if (how != nullptr) *how = chosen;
+  std::vector<RowGroup> groups = plan_row_groups(s.length, d.D, threads, chosen, kStepRows);
   last_row_group_count() = static_cast<int64_t>(groups.size());
   return groups;
 }

@@ -11,12 +11,15 @@
 #include <immintrin.h>
 #endif
 
+#include <torch/csrc/stable/ops.h>
+
 #include "../torch_api.h"
 
 namespace fastlstm::cpu {
 namespace {
 
-std::atomic<int64_t> g_step_gemms{0};
+std::atomic<int64_t> g_step_gemms{0}, g_split_step_gemms{0};
+thread_local bool t_split = false;  // StepGemmSplit
 
 // One tile: C [MR, cols] = A [MR, kc] panels [kc, P NR] + beta C, over P consecutive panels
 // (panel_stride floats apart), cols <= P NR; A's rows lda floats apart.
@@ -201,6 +204,7 @@ int64_t k_block(int64_t nr) {
 // Panels a chunk of C's columns holds: the chunk's rows all run before the next chunk's, so
 // each panel is read from memory once per K block however many rows there are.
 constexpr int64_t kChunkPanels = 4;
+constexpr int64_t kSplitWeightBytes = int64_t(1) << 20;
 
 }  // namespace
 
@@ -261,24 +265,37 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
     A = a_copy.data();
     lda = ld;
   }
-  // K = 0 still runs one pass: C = beta C.
-  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kc) {
-    const int64_t kn = std::min(kc, K - k0);
-    const float b = k0 == 0 ? beta : 1.f;  // later K blocks add to the first's sums
-    for (int64_t q0 = 0; q0 < panels; q0 += kChunkPanels) {
-      const int64_t q1 = std::min(panels, q0 + kChunkPanels);
-      for (int64_t r0 = 0; r0 < M; r0 += v.mr) {
-        const int64_t rows = std::min(v.mr, M - r0);
-        for (int64_t q = q0; q < q1;) {
-          int j = 2;  // the widest tile that fits the rows' choice and the panels left
-          while (kPanels[j] > std::min(v.panels_for[rows], q1 - q)) --j;
-          v.tile[rows][j](kn, A + r0 * lda + k0, lda, w.data.get() + q * stride + k0 * nr,
-                          stride, b, C + r0 * ldc + q * nr, ldc,
-                          std::min(kPanels[j] * nr, N - q * nr));
-          q += kPanels[j];
+  // Chunks [c0, c1) of kChunkPanels panels each: every K block, every row block.
+  const int64_t chunks = (panels + kChunkPanels - 1) / kChunkPanels;
+  const auto run_chunks = [&](int64_t c0, int64_t c1) {
+    // K = 0 still runs one pass: C = beta C.
+    for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kc) {
+      const int64_t kn = std::min(kc, K - k0);
+      const float b = k0 == 0 ? beta : 1.f;  // later K blocks add to the first's sums
+      for (int64_t q0 = c0 * kChunkPanels; q0 < std::min(panels, c1 * kChunkPanels);
+           q0 += kChunkPanels) {
+        const int64_t q1 = std::min(panels, q0 + kChunkPanels);
+        for (int64_t r0 = 0; r0 < M; r0 += v.mr) {
+          const int64_t rows = std::min(v.mr, M - r0);
+          for (int64_t q = q0; q < q1;) {
+            int j = 2;  // the widest tile that fits the rows' choice and the panels left
+            while (kPanels[j] > std::min(v.panels_for[rows], q1 - q)) --j;
+            v.tile[rows][j](kn, A + r0 * lda + k0, lda, w.data.get() + q * stride + k0 * nr,
+                            stride, b, C + r0 * ldc + q * nr, ldc,
+                            std::min(kPanels[j] * nr, N - q * nr));
+            q += kPanels[j];
+          }
         }
       }
     }
+  };
+  // Under a StepGemmSplit, a weight of at least kSplitWeightBytes is split by columns over
+  // torch's threads, each streaming its own share of W (half of a 4 MB W_hh fits one L2).
+  if (t_split && N * K * int64_t(sizeof(float)) >= kSplitWeightBytes && chunks > 1) {
+    g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
+    torch::stable::parallel_for(0, chunks, 1, run_chunks);
+  } else {
+    run_chunks(0, chunks);
   }
 }
 
@@ -290,5 +307,9 @@ StepGemm step_gemm_choice() {
 }
 
 int64_t step_gemm_count() { return g_step_gemms.load(); }
+int64_t split_step_gemm_count() { return g_split_step_gemms.load(); }
+
+StepGemmSplit::StepGemmSplit(bool on) : before_(t_split) { t_split = on; }
+StepGemmSplit::~StepGemmSplit() { t_split = before_; }
 
 }  // namespace fastlstm::cpu

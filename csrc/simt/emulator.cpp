@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -344,39 +345,50 @@ void fence() {
   weak_refresh(L.weak, b);
 }
 
+namespace {
+// An atomic access to [p, p + bytes) under weak memory: where those bytes lie in the modelled
+// memory (at) and whose block accesses them; none outside weak memory, where the caller
+// accesses p itself.
+struct WeakAccess {
+  WeakMemory* W;
+  int64_t at;
+  int block;
+};
+std::optional<WeakAccess> weak_access(const void* p, size_t bytes) {
+  if (g_launch == nullptr || !g_launch->weak.on) return std::nullopt;
+  const int64_t at = weak_locate(g_launch->weak, p, bytes);
+  if (at < 0) return std::nullopt;
+  return WeakAccess{&g_launch->weak, at, g_launch->fiber().block};
+}
+}  // namespace
+
 bool weak_atomic_read(const void* p, size_t bytes, void* out) {
-  if (g_launch == nullptr || !g_launch->weak.on) return false;
-  Launch& L = *g_launch;
-  WeakMemory& W = L.weak;
-  const int64_t at = weak_locate(W, p, bytes);
-  if (at < 0) return false;
-  const int b = L.fiber().block;
+  const std::optional<WeakAccess> a = weak_access(p, bytes);
+  if (!a) return false;
+  WeakMemory& W = *a->W;
   // The block's own plain stores to these bytes come first (same-address order), and are
   // published with the atomic.
   const auto* memory = static_cast<const unsigned char*>(p);
-  unsigned char* view = W.view[b].data() + at;
-  unsigned char* dirty = W.dirty[b].data() + at;
+  unsigned char* view = W.view[a->block].data() + a->at;
+  unsigned char* dirty = W.dirty[a->block].data() + a->at;
   for (size_t i = 0; i < bytes; ++i) {
     if (memory[i] != view[i] || dirty[i]) {
       view[i] = memory[i];
-      W.coherent[at + i] = memory[i];
+      W.coherent[a->at + i] = memory[i];
       dirty[i] = 0;
     }
   }
-  std::memcpy(out, W.coherent.data() + at, bytes);
+  std::memcpy(out, W.coherent.data() + a->at, bytes);
   return true;
 }
 
 bool weak_atomic_write(void* p, size_t bytes, const void* value) {
-  if (g_launch == nullptr || !g_launch->weak.on) return false;
-  Launch& L = *g_launch;
-  WeakMemory& W = L.weak;
-  const int64_t at = weak_locate(W, p, bytes);
-  if (at < 0) return false;
-  const int b = L.fiber().block;
-  std::memcpy(W.coherent.data() + at, value, bytes);
-  std::memcpy(W.view[b].data() + at, value, bytes);
-  std::memset(W.dirty[b].data() + at, 0, bytes);
+  const std::optional<WeakAccess> a = weak_access(p, bytes);
+  if (!a) return false;
+  WeakMemory& W = *a->W;
+  std::memcpy(W.coherent.data() + a->at, value, bytes);
+  std::memcpy(W.view[a->block].data() + a->at, value, bytes);
+  std::memset(W.dirty[a->block].data() + a->at, 0, bytes);
   std::memcpy(p, value, bytes);
   return true;
 }

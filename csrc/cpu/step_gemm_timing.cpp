@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../torch_api.h"
+#include "backend.h"
 #include "gemm.h"
 #include "step_gemm.h"
 
@@ -22,18 +23,19 @@ double step_gemm_gflops(int64_t M, int64_t N, int64_t K, bool trans, const std::
   std::vector<float> a(M * K), w(N * K), c(M * N, 0.f);
   for (size_t i = 0; i < a.size(); ++i) a[i] = float(int(i * 7919 % 17) - 8) / 64.f;
   for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 104729 % 19) - 9) / 64.f;
+  // The weight packed as a time loop packs it, own or MKL's (where torch's BLAS has no packed
+  // GEMM, none: the plain one), and each product through the loops' own dispatch.
   const int64_t ld = trans ? K : N;
-  StepPanels own;
-  std::shared_ptr<void> mkl;
-  if (how == "own")
-    own = pack_step_weight(trans, N, K, w.data(), ld);
-  else
-    mkl = pack_b_f32(trans, M, N, K, w.data(), ld);
+  LoopWeight<float> lw{w.data(), trans, N, K, ld, M, nullptr};
+  if (how == "own") {
+    lw.packed = std::make_shared<StepPanels>(pack_step_weight(trans, N, K, w.data(), ld));
+    lw.packed_own = true;
+  } else {
+    lw.packed = pack_b_f32(trans, M, N, K, w.data(), ld);
+  }
+  CpuBackend::Context ctx{Tensor()};
   const auto product = [&] {
-    if (how == "own")
-      step_gemm(M, a.data(), K, own, 0.5f, c.data(), N);
-    else if (!(mkl && gemm_packed_f32(M, N, K, a.data(), K, mkl.get(), 0.5f, c.data(), N)))
-      gemm_rm<float>(false, trans, M, N, K, 1.f, a.data(), K, w.data(), ld, 0.5f, c.data(), N);
+    CpuBackend::gemm<float, float>(ctx, M, a.data(), K, lw, 0.5f, c.data(), N);
   };
   using Clock = std::chrono::steady_clock;
   product();  // warm the caches

@@ -14,6 +14,9 @@ from . import _ops  # noqa: F401  (loads the library and its ops)
 SMS = 6                       # the emulated device's multiprocessors, by default
 SHARED_BYTES = 227 * 1024      # its shared memory per block (a Hopper SM's), by default
 CLUSTER_BLOCKS = 4             # its largest thread-block cluster, by default
+# What each persistent block keeps in shared memory beside its weights: 4 floats per thread of
+# its 64 (under emulation) for the tensor-core products' K split (csrc/cuda/mma_tiles.cuh).
+MMA_SCRATCH_BYTES = 64 * 4 * 4
 
 
 @contextlib.contextmanager
@@ -71,6 +74,18 @@ def cluster_barrier_count() -> int:
 def dsmem_access_count() -> int:
     """Emulated accesses to another block's shared memory (distributed shared memory) so far."""
     return torch.ops.fastlstm._simt_counter("dsmem")
+
+
+WORK_COUNTERS = ("shared_read_bytes", "shared_write_bytes", "shuffles", "mma", "dsmem",
+                 "cluster_barriers")
+
+
+def work_counts() -> dict:
+    """What emulated kernels have done so far in this process: bytes read from and written to
+    shared memory (every block's), warp-level shuffles, warp-level tensor-core products,
+    accesses to another block's shared memory, completed cluster barriers. Take the difference
+    of two calls around the work to count."""
+    return {name: torch.ops.fastlstm._simt_counter(name) for name in WORK_COUNTERS}
 
 
 PLAN_QUERIES = ("attribute_queries", "attribute_sets", "occupancy_queries", "cluster_queries")

@@ -59,8 +59,9 @@ GRID = [
     (1, True, 37, 33, False, False, [3, 8, 0]),
 ]
 # Where the weights live: shared memory (the emulated device has a Hopper SM's 227 KiB), or
-# global memory (a device with no shared memory to spare: "H above the resident limit").
-PLACEMENT = {"resident": _simt.SHARED_BYTES, "global": 0}
+# global memory (a device with no shared memory to spare beyond the blocks' scratch for the
+# tensor-core products: "H above the resident limit").
+PLACEMENT = {"resident": _simt.SHARED_BYTES, "global": _simt.MMA_SCRATCH_BYTES}
 
 
 @pytest.mark.parametrize("placement", PLACEMENT)
@@ -149,8 +150,8 @@ def _outputs_and_grads(fast, x, hx, lengths, **emulation):
 def test_cluster_exchange_through_global_memory_gives_the_same_bits(proj, cuda_path,
                                                                     monkeypatch):
     """FASTLSTM_CUDA_DSMEM=0 (h_{t-1} from global memory, to measure what DSMEM brings), and a
-    shared memory that holds the forward's weight slices but not the two [B, Hout] exchange
-    buffers: the same
+    shared memory that holds the forward's weight slices and scratch but not the two [B, Hout]
+    exchange buffers: the same
     products in the same order, so the same bits as through distributed shared memory."""
     lengths = [6, 0, 4, 6, 2]
     _, fast = make_pair(I, 8, torch.float64, bidirectional=True, proj_size=proj)
@@ -160,7 +161,7 @@ def test_cluster_exchange_through_global_memory_gives_the_same_bits(proj, cuda_p
     want = _outputs_and_grads(fast, x, hx, lengths)
     assert _simt.dsmem_access_count() > before
     P = proj or 8
-    weights_bytes = _slice_elements(8, P, proj, _simt.CLUSTER_BLOCKS, backward=False) * 8
+    weights_bytes = _block_shared_bytes(8, P, proj, _simt.CLUSTER_BLOCKS, backward=False)
     # h_{t-1} as padded rows, two buffers without a projection
     exchange_bytes = (1 if proj else 2) * len(lengths) * _padded(P) * 8
     monkeypatch.setenv("FASTLSTM_CUDA_DSMEM", "0")
@@ -265,6 +266,26 @@ def test_few_multiprocessors(sms, proj, cuda_path):
         check_parity(ref, fast, x, lengths, hx=hx)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("proj", [0, 5])
+def test_one_unit_per_block_splits_k_between_the_warps(dtype, proj, cuda_path):
+    """H = 66 on 66 multiprocessors: every block owns one unit, so a step of one row is one item
+    (or one tensor-core tile) for the block's two warps, which split its K (66, or 264 in the
+    backward) and add up through shared memory (warp_dot.cuh, mma_tiles.cuh). Against nn.LSTM,
+    within twice its own error in bf16."""
+    H, lengths = 66, [4, 1, 2]  # 3 rows, 2, then 1 (the split)
+    cuda_path("persistent")
+    if dtype == torch.bfloat16:
+        before = _simt.mma_count()
+        check_half_within_twice_nn_lstm(H, 1, False, proj, dtype, 0, lengths, sms=H)
+        assert _simt.mma_count() > before, "the tensor-core path did not run"
+        return
+    ref, fast = make_pair(I, H, dtype, proj_size=proj)
+    x, hx = _data(1, False, H, lengths, dtype, 0, proj=proj)
+    with _simt.emulated_cuda(seed=3, sms=H, weak_memory=True):
+        check_parity(ref, fast, x, lengths, hx=hx)
+
+
 def _launches(fn, **emulation):
     before = _simt.launch_count()
     with _simt.emulated_cuda(seed=0, weak_memory=True, **emulation):
@@ -337,6 +358,12 @@ def _slice_elements(H, P, proj, blocks, backward):
     return 4 * U * _padded(P) + (V * _padded(H) if proj else 0)
 
 
+def _block_shared_bytes(H, P, proj, blocks, backward):
+    """Shared memory of one block of a float64 layer with its weights resident: the slices,
+    then the scratch (its start 16-byte aligned; the slices' rows are multiples of 16 bytes)."""
+    return 8 * _slice_elements(H, P, proj, blocks, backward) + _simt.MMA_SCRATCH_BYTES
+
+
 @pytest.mark.parametrize("sms,H,proj", [(6, 8, 3), (6, 7, 6), (16, 16, 2)])
 def test_forward_and_backward_place_their_weights_independently(sms, H, proj, cuda_path):
     """A shared-memory size between the forward's and the backward's needs: one pass resident,
@@ -344,8 +371,8 @@ def test_forward_and_backward_place_their_weights_independently(sms, H, proj, cu
     than the device has; a backward from global memory makes two transposed copies), both
     correct."""
     blocks = sms  # unidirectional, H >= SMs: one block per SM
-    fwd = _slice_elements(H, proj, proj, blocks, backward=False) * 8
-    bwd = _slice_elements(H, proj, proj, blocks, backward=True) * 8
+    fwd = _block_shared_bytes(H, proj, proj, blocks, backward=False)
+    bwd = _block_shared_bytes(H, proj, proj, blocks, backward=True)
     assert fwd != bwd
     limit = (fwd + bwd) // 2
     ref, fast = make_pair(I, H, torch.float64, proj_size=proj)

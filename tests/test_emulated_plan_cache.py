@@ -9,7 +9,7 @@ import torch
 
 from fastlstm import _simt
 from helpers import check_parity, make_pair
-from test_emulated_persistent import _data, _slice_elements
+from test_emulated_persistent import _block_shared_bytes, _data
 
 pytestmark = pytest.mark.cuda_emulated
 
@@ -138,13 +138,13 @@ def test_launch_without_room_for_static_shared_memory_is_refused():
                                           ("cluster", _simt.CLUSTER_BLOCKS)])
 @pytest.mark.parametrize("proj", [0, 3])
 def test_plan_leaves_room_for_static_shared_memory(path, per_dir, proj, cuda_path):
-    """A device whose shared memory holds the backward's weight slices exactly (the forward's,
-    larger, never fit), but not beside the kernels' static shared memory: the backward then
+    """A device whose shared memory holds the backward's weight slices and scratch exactly (the
+    forward's, larger, never fit), but not beside the kernels' static shared memory: the backward then
     reads its weights from global memory (two transposed copies per direction with proj_size,
     one without), where a plan against the whole opt-in would launch with more shared memory
     than the device has, and be refused."""
     H, P = 8, proj or 8
-    forward, backward = (8 * _slice_elements(H, P, proj, per_dir, backward=b)
+    forward, backward = (_block_shared_bytes(H, P, proj, per_dir, backward=b)
                          for b in (False, True))
     assert forward > backward
     shared = backward

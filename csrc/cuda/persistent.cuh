@@ -9,8 +9,9 @@
 //
 // Forward step t (the direction's order): every block reads h_{t-1} of the active rows (from the
 // previous step's packed outputs, or h0 for rows that start here) from global memory, computes
-// its units' gates (one warp per row and unit, lanes split the dot product over Hout, then a
-// shuffle reduction), runs the cell and writes its slice of h_t. With a projection that slice
+// its units' gates (one warp per item of up to 4 rows and one unit, lanes split the dot
+// products over Hout, then one transposing shuffle reduction: warp_dot.cuh), runs the cells and
+// writes its slice of h_t. With a projection that slice
 // is the raw h (the reserve's hraw); after a barrier, each block projects every active row onto
 // its output units. Then the step's barrier.
 // Backward step t (reverse order): phase A turns dh into the gate gradients of the block's
@@ -57,6 +58,7 @@
 #include "index_math.cuh"
 #include "kernels.cuh"  // cell_forward_unit, cell_backward_unit, blocks_for
 #include "mma_tiles.cuh"
+#include "warp_dot.cuh"
 
 namespace fastlstm::cuda {
 inline namespace FASTLSTM_SIMT_TARGET {
@@ -97,6 +99,9 @@ struct PersistentArgs {
   // (after its weight slices; layouts in forward_steps and backward_steps); 0 rows: through
   // global memory.
   int64_t exchange_rows, exchange_origin;
+  // Element (of float) of each block's dynamic shared memory where its mma_scratch_bytes start:
+  // the tensor-core products' K split (mma_tiles.cuh), after the weights and exchange area.
+  int64_t scratch_origin;
   bool tf32;  // float: the products on tensor cores in TF32 (torch allows TF32 for matmuls)
 };
 
@@ -181,13 +186,6 @@ __device__ __forceinline__ void step_barrier(const PersistentArgs<T, Acc>& a, un
   }
 }
 
-// Sum over the 32 lanes of a warp; every lane gets the total.
-template <typename Acc>
-__device__ __forceinline__ Acc warp_sum(Acc v) {
-  for (int m = 16; m > 0; m /= 2) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
-
 // The direction of this block, the hidden units [u0, u0 + nu) it owns (U per block) and the
 // output units [p0, p0 + np) (V per block; the same as the hidden ones without projection).
 struct BlockUnits {
@@ -219,16 +217,6 @@ __device__ __forceinline__ Slice<W> slice(W w, int64_t origin, int64_t ld) {
   return Slice<W>{w, origin, ld};
 }
 
-// sum_k x[k] w(r, k) over k < K, the lanes of a warp splitting k; every lane gets the total.
-// x: a pointer to K values of T, or an array in shared memory.
-template <typename Acc, typename T, typename X, typename W>
-__device__ __forceinline__ Acc warp_dot(const X& x, const Slice<W>& w, int64_t r, int64_t K) {
-  Acc acc = 0;
-  for (int64_t k = threadIdx.x % 32; k < K; k += 32)
-    acc += static_cast<Acc>(static_cast<T>(x[k])) * static_cast<Acc>(static_cast<T>(w(r, k)));
-  return warp_sum(acc);
-}
-
 // Copies rows [r0, r0 + n) x cols [0, C) of the row-major src (leading dimension lds) into
 // shared memory at w[origin + r * ldw + col], r counted from r0: a block's weight slice, its
 // rows padded (ldw = padded_ld) so that tensor-core fragments read them without bank conflicts.
@@ -244,6 +232,18 @@ __device__ __forceinline__ void load_cols(W w, int64_t origin, int64_t ldw, cons
                                           int64_t lds, int64_t c0, int64_t n, int64_t R) {
   for (int e = threadIdx.x; e < static_cast<int>(n * R); e += blockDim.x)
     w[origin + div32(e, R) * ldw + mod32(e, R)] = src[mod32(e, R) * lds + c0 + div32(e, R)];
+}
+
+// The block's scratch for block_mma_products (PersistentArgs::scratch_origin), as floats, and
+// for warp_dot_items, as Acc (32 per warp: 128 or 256 of its 512 bytes per warp).
+template <typename T, typename Acc>
+__device__ __forceinline__ auto mma_scratch(const PersistentArgs<T, Acc>& a) {
+  return simt::dynamic_shared<float>() + a.scratch_origin;
+}
+template <typename T, typename Acc>
+__device__ __forceinline__ auto dot_scratch(const PersistentArgs<T, Acc>& a) {
+  return simt::dynamic_shared<Acc>() +
+         a.scratch_origin * static_cast<int64_t>(sizeof(float)) / static_cast<int64_t>(sizeof(Acc));
 }
 
 // Element `at` of this block's exchange area (PersistentArgs::exchange_rows), as an array.
@@ -267,12 +267,6 @@ __device__ __forceinline__ void spread_to_cluster(const PersistentArgs<T, Acc>& 
   for (int rank = threadIdx.x % 32; rank < a.blocks_per_dir; rank += 32)
     simt::cluster_dynamic_shared<T>(rank)[a.exchange_origin + at] = v;
 }
-// Lane 0's v in every lane of the warp (through Acc: float and double have shuffles).
-template <typename T, typename Acc>
-__device__ __forceinline__ T from_lane0(T v) {
-  return static_cast<T>(__shfl_sync(0xffffffffu, static_cast<Acc>(v), 0));
-}
-
 // The forward time loop of one block. Gate row (g, ul) of W_hh is gates_w(g * gate_rows + ul,
 // k); output unit pl's row of W_hr is proj_w(pl, k). kExchange: h_{t-1} comes from this
 // block's shared memory, where every block of the cluster stored its output units of h_{t-1}
@@ -284,7 +278,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
   const int64_t H = a.H, P = a.P, G = 4 * H, nu = b.nu, u0 = b.u0;
   const bool proj = p.w_hr != nullptr;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int lane = threadIdx.x % 32;
   unsigned generation = 0;
   // The exchange area: h_{t-1} as rows of x.ld_h elements (exchange_layout), in two buffers that
   // swap after every step run, or in one with a projection.
@@ -332,7 +326,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       if constexpr (kAnyTensorCores<T>) {
         // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
         block_mma_products<T>(
-            s.rows, 4 * nu, P, h_prev,
+            s.rows, 4 * nu, P, mma_scratch(a), h_prev,
             [&](int64_t n) { return gates_w.row(div32(n, nu) * gate_rows + mod32(n, nu)); },
             [&](int64_t j, int64_t n, float v) {
               p.gates[(s.offset + j) * G + div32(n, nu) * H + u0 + mod32(n, nu)] += v;
@@ -345,27 +339,22 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
         }
       }
     } else {
-      for (int item = warp; item < static_cast<int>(s.rows * nu); item += warps) {
-        const int64_t j = div32(item, nu), ul = mod32(item, nu);
-        const int64_t u = u0 + ul;
-        const auto hp = h_prev(j);
-        Acc acc[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
-        for (int64_t k = lane; k < P; k += 32) {
-          const Acc h = static_cast<Acc>(static_cast<T>(hp[k]));
-          for (int g = 0; g < 4; ++g)
-            acc[g] += h * static_cast<Acc>(static_cast<T>(gates_w(g * gate_rows + ul, k)));
-        }
-        for (int g = 0; g < 4; ++g) acc[g] = warp_sum(acc[g]);
-        T h{};
-        if (lane == 0) {
-          Acc* gp = p.gates + (s.offset + j) * G + u;
-          for (int g = 0; g < 4; ++g) gp[g * H] += acc[g];
-          h = cell(j, u);
-        }
-        if constexpr (kExchange) {
-          if (!proj) publish_spread(j, u, from_lane0<T, Acc>(h));
-        }
-      }
+      // FMAs (warp_dot.cuh): items of up to 4 rows times one unit's 4 gate rows. The lanes
+      // holding a total add it to its gate, then lane r runs the cell of the item's row r.
+      warp_dot_items<4, Acc, T>(
+          s.rows, nu, P, h_prev,
+          [&](int ul, int g) { return gates_w.row(g * gate_rows + ul); }, dot_scratch(a),
+          [&](int j0, int n, int ul, const ItemTotal<Acc>& t) {
+            const int64_t u = u0 + ul;
+            if (t.leader && t.r < n) p.gates[(s.offset + j0 + t.r) * G + t.c * H + u] += t.total;
+            __syncwarp();  // the gates, written by other lanes, before the cells read them
+            T h{};
+            if (lane < n) h = cell(j0 + lane, u);
+            if constexpr (kExchange) {
+              if (!proj)
+                for (int r = 0; r < n; ++r) publish_spread(j0 + r, u, from_lane<T, Acc>(h, r));
+            }
+          });
     }
     if (proj) {
       // out = hraw W_hr^T for this block's output units, once every block's hraw is written.
@@ -377,18 +366,23 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       if (on_tensor_cores(a)) {
         if constexpr (kAnyTensorCores<T>) {
           const auto proj_row = [&](int64_t pl) { return proj_w.row(pl); };
-          block_mma_products<T>(s.rows, b.np, H, hraw, proj_row, [&](int64_t j, int64_t pl, Acc v) {
-            store(j, pl, v);
-            publish(j, b.p0 + pl, static_cast<T>(v));
-          });
+          block_mma_products<T>(s.rows, b.np, H, mma_scratch(a), hraw, proj_row,
+                                [&](int64_t j, int64_t pl, Acc v) {
+                                  store(j, pl, v);
+                                  publish(j, b.p0 + pl, static_cast<T>(v));
+                                });
         }
       } else {
-        for (int item = warp; item < static_cast<int>(s.rows * b.np); item += warps) {
-          const int64_t j = div32(item, b.np), pl = mod32(item, b.np);
-          const Acc acc = warp_dot<Acc, T>(hraw(j), proj_w, pl, H);  // in every lane
-          if (lane == 0) store(j, pl, acc);
-          publish_spread(j, b.p0 + pl, static_cast<T>(acc));
-        }
+        warp_dot_items<1, Acc, T>(
+            s.rows, b.np, H, hraw, [&](int pl, int) { return proj_w.row(pl); }, dot_scratch(a),
+            [&](int j0, int n, int pl, const ItemTotal<Acc>& t) {
+              if (t.leader && t.r < n) store(j0 + t.r, pl, t.total);
+              if constexpr (kExchange) {
+                for (int r = 0; r < n; ++r)
+                  publish_spread(j0 + r, b.p0 + pl,
+                                 static_cast<T>(from_lane<Acc, Acc>(t.total, t.lane_of(r))));
+              }
+            });
       }
     }
     step_barrier(a, p.barrier, generation);
@@ -436,7 +430,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
   const PersistentDir<T, Acc>& p = a.dir[b.dir];
   const int64_t H = a.H, P = a.P, G = 4 * H, u0 = b.u0, nu = b.nu, p0 = b.p0, np = b.np;
   const bool proj = p.w_hr != nullptr;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int lane = threadIdx.x % 32;
   unsigned generation = 0;
   // The exchange area (exchange_layout): the gate gradients as rows of ld_g elements, in two
   // buffers that swap after every step run (without a projection a block may start the next
@@ -486,21 +480,28 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
           publish_to_cluster(a, dout_at + j * x.ld_h + q, static_cast<T>(dh));
       }
       step_barrier(a, p.barrier, generation);
-      // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
-      for (int item = warp; item < static_cast<int>(s.rows * nu); item += warps) {
-        const int64_t j = div32(item, nu), u = u0 + mod32(item, nu);
-        Acc dh;
+      // ... then per hidden unit the raw h's gradient dout W_hr[:, u] (items of up to 4 rows,
+      // warp_dot.cuh), and the cell of the item's row r in lane r.
+      const auto dout_row = [&](int64_t j) {
         if constexpr (kExchange) {
-          dh = warp_dot<Acc, T>(own_exchange(a, dout_at + j * x.ld_h), hr_cols, u - u0, P);
+          return own_exchange(a, dout_at + j * x.ld_h);
         } else {
-          dh = warp_dot<Acc, T>(p.dout + (s.offset + j) * P, hr_cols, u - u0, P);
+          return static_cast<const T*>(p.dout + (s.offset + j) * P);
         }
-        Gates4<T> d{};
-        if (lane == 0) d = cell(j, u, dh);
-        if constexpr (kExchange)
-          for (int g = 0; g < 4; ++g)
-            spread_to_cluster(a, dgates_of(j, g, u), from_lane0<T, Acc>(d.v[g]));
-      }
+      };
+      warp_dot_items<1, Acc, T>(
+          s.rows, nu, P, dout_row, [&](int ul, int) { return hr_cols.row(ul); }, dot_scratch(a),
+          [&](int j0, int n, int ul, const ItemTotal<Acc>& t) {
+            const int64_t u = u0 + ul;
+            Gates4<T> d{};
+            const Acc dh = from_lane<Acc, Acc>(t.total, t.lane_of(lane < n ? lane : 0));
+            if (lane < n) d = cell(j0 + lane, u, dh);
+            if constexpr (kExchange) {
+              for (int r = 0; r < n; ++r)
+                for (int g = 0; g < 4; ++g)
+                  spread_to_cluster(a, dgates_of(j0 + r, g, u), from_lane<T, Acc>(d.v[g], r));
+            }
+          });
     }
     step_barrier(a, p.barrier, generation);
     // Phase B: dh of every active row's previous h, this block's output units, from all gate
@@ -515,15 +516,16 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     if (on_tensor_cores(a)) {
       if constexpr (kAnyTensorCores<T>) {
         const auto hh_row = [&](int64_t pl) { return hh_cols.row(pl); };
-        block_mma_products<T>(s.rows, np, G, dgates, hh_row,
+        block_mma_products<T>(s.rows, np, G, mma_scratch(a), dgates, hh_row,
                               [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
       }
     } else {
-      for (int item = warp; item < static_cast<int>(s.rows * np); item += warps) {
-        const int64_t j = div32(item, np), pl = mod32(item, np);
-        const Acc acc = warp_dot<Acc, T>(dgates(j), hh_cols, pl, G);
-        if (lane == 0) p.dh[j * P + p0 + pl] = acc;
-      }
+      // FMAs: items of up to 4 rows times one output unit's column (warp_dot.cuh).
+      warp_dot_items<1, Acc, T>(
+          s.rows, np, G, dgates, [&](int pl, int) { return hh_cols.row(pl); }, dot_scratch(a),
+          [&](int j0, int n, int pl, const ItemTotal<Acc>& t) {
+            if (t.leader && t.r < n) p.dh[(j0 + t.r) * P + p0 + pl] = t.total;
+          });
     }
     __syncthreads();  // phase A of the next step reads dh written by other warps of this block
     const int64_t swap = dgates_at;
@@ -565,6 +567,12 @@ __global__ void transpose_kernel(int64_t R, int64_t C, const T* src, T* dst) {
     dst[(e % C) * R + e / C] = src[e];
 }
 
+#if defined(FASTLSTM_SIMT_EMULATE)
+constexpr int kPersistentThreads = 64;
+#else
+constexpr int kPersistentThreads = 256;
+#endif
+
 // How to launch the persistent kernels for a layer, or blocks_per_dir == 0 for the per-step path.
 struct PersistentPlan {
   int blocks_per_dir = 0;
@@ -573,8 +581,21 @@ struct PersistentPlan {
   bool cluster = false;   // one thread-block cluster per direction
   int64_t exchange_rows = 0;  // h through distributed shared memory (PersistentArgs)
   int64_t exchange_origin = 0;
-  size_t shared_bytes = 0;
+  int64_t scratch_origin = 0;  // in floats (PersistentArgs::scratch_origin)
+  size_t shared_bytes = 0;     // weights, exchange area, then the scratch
 };
+
+// The block's scratch for the tensor-core products' K split, after `used` bytes (16-byte
+// aligned): sets the plan's scratch_origin and shared_bytes.
+inline void add_mma_scratch(PersistentPlan& plan, size_t used) {
+  const size_t at = (used + 15) / 16 * 16;
+  plan.scratch_origin = static_cast<int64_t>(at / sizeof(float));
+  plan.shared_bytes = at + static_cast<size_t>(mma_scratch_bytes(plan.threads));
+}
+// Bytes of shared memory a block needs beside `used` for the scratch.
+inline size_t with_mma_scratch(size_t used) {
+  return (used + 15) / 16 * 16 + static_cast<size_t>(mma_scratch_bytes(kPersistentThreads));
+}
 
 // FASTLSTM_CUDA_PATH=step|persistent|cluster|auto (default auto). Until a GPU run has measured
 // the persistent kernels, auto keeps the per-step path. persistent takes them, with a grid
@@ -611,11 +632,6 @@ inline int64_t slice_elements(const LayerDims& d, Pass pass, int64_t blocks_per_
                                 : V * padded_ld(4 * d.H, elem_bytes) + proj * U * ldP;
 }
 
-#if defined(FASTLSTM_SIMT_EMULATE)
-constexpr int kPersistentThreads = 64;
-#else
-constexpr int kPersistentThreads = 256;
-#endif
 constexpr int64_t kMaxClusterBlocks = 16;  // Hopper's largest (non-portable) cluster
 
 // One cluster of up to 16 blocks per direction (at most H), the weights resident in their
@@ -633,10 +649,11 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
   const size_t limit = simt::max_dynamic_shared_bytes(kernel);  // beside its static part
   const size_t shared =
       static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
-  plan.resident = shared <= limit &&
-                  simt::max_cluster_blocks(kernel, kPersistentThreads, shared) >= per_dir;
+  plan.resident = with_mma_scratch(shared) <= limit &&
+                  simt::max_cluster_blocks(kernel, kPersistentThreads,
+                                           with_mma_scratch(shared)) >= per_dir;
   if (!plan.resident) return PersistentPlan{};
-  plan.shared_bytes = shared;
+  size_t used = shared;
   // What the blocks exchange every step through distributed shared memory, where it fits
   // beside the resident weights: the forward's h_{t-1}, the backward's gate gradients and,
   // with a projection, dout (exchange_layout).
@@ -644,14 +661,16 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
       static_cast<size_t>(
           exchange_layout(pass, d.B, d.H, d.Hout, d.has_proj, elem_bytes).elements) *
       elem_bytes;
-  if (plan.resident && dsmem_exchange_enabled() && shared + exchange <= limit &&
-      simt::max_cluster_blocks(kernel, kPersistentThreads, shared + exchange) >= per_dir) {
+  const size_t with_exchange = with_mma_scratch(shared + exchange);
+  if (dsmem_exchange_enabled() && with_exchange <= limit &&
+      simt::max_cluster_blocks(kernel, kPersistentThreads, with_exchange) >= per_dir) {
     plan.exchange_rows = d.B;
     plan.exchange_origin = static_cast<int64_t>(shared / elem_bytes);
-    plan.shared_bytes = shared + exchange;
+    used = shared + exchange;
   }
   plan.blocks_per_dir = static_cast<int>(per_dir);
   plan.threads = kPersistentThreads;
+  add_mma_scratch(plan, used);
   plan.cluster = true;
   return plan;
 }
@@ -672,16 +691,19 @@ PersistentPlan compute_plan(const LayerDims& d, Pass pass, size_t elem_bytes, Cu
   const int64_t blocks = per_dir * d.D;
   const size_t shared =
       static_cast<size_t>(slice_elements(d, pass, per_dir, elem_bytes)) * elem_bytes;
-  // A cooperative grid must be resident at once.
-  if (shared <= simt::max_dynamic_shared_bytes(kernel) &&
-      simt::resident_blocks_per_sm(kernel, kPersistentThreads, shared) * sms >= blocks) {
+  // A cooperative grid must be resident at once (the scratch comes after the weights, or
+  // alone where they stay in global memory).
+  if (with_mma_scratch(shared) <= simt::max_dynamic_shared_bytes(kernel) &&
+      simt::resident_blocks_per_sm(kernel, kPersistentThreads, with_mma_scratch(shared)) * sms >=
+          blocks) {
     plan.resident = true;
-    plan.shared_bytes = shared;
-  } else if (simt::resident_blocks_per_sm(kernel, kPersistentThreads, 0) * sms < blocks) {
+  } else if (simt::resident_blocks_per_sm(kernel, kPersistentThreads, with_mma_scratch(0)) *
+                 sms < blocks) {
     return plan;
   }
   plan.blocks_per_dir = static_cast<int>(per_dir);
   plan.threads = kPersistentThreads;
+  add_mma_scratch(plan, plan.resident ? shared : 0);
   return plan;
 }
 
@@ -755,6 +777,7 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
   a.cluster = plan.cluster;
   a.exchange_rows = plan.exchange_rows;
   a.exchange_origin = plan.exchange_origin;
+  a.scratch_origin = plan.scratch_origin;
   a.tf32 = std::is_same_v<T, float> && tf32_allowed();
   return a;
 }

@@ -71,10 +71,14 @@ int64_t simt_launch_count() { return launch_count(); }
 int64_t simt_counter(const std::string& name) {
   if (name == "mma") return mma_count();
   if (name == "dsmem") return dsmem_access_count();
+  if (name == "shared_read_bytes") return shared_read_bytes();
+  if (name == "shared_write_bytes") return shared_write_bytes();
+  if (name == "shuffles") return shuffle_count();
   const int64_t calls = runtime_call_count(name.c_str());
   if (calls >= 0) return calls;
   FASTLSTM_CHECK_VALUE(name == "cluster_barriers", "fastlstm: _simt_counter: name must be one "
-                       "of mma, cluster_barriers, dsmem, attribute_queries, attribute_sets, "
+                       "of mma, cluster_barriers, dsmem, shared_read_bytes, shared_write_bytes, "
+                       "shuffles, attribute_queries, attribute_sets, "
                        "occupancy_queries, cluster_queries; got '", name, "'");
   return cluster_barrier_count();
 }

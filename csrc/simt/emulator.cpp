@@ -130,6 +130,9 @@ std::atomic<int64_t> g_launches{0};
 std::atomic<int64_t> g_mmas{0};  // warp-level tensor-core products
 std::atomic<int64_t> g_cluster_barriers{0};  // completed cluster barriers
 std::atomic<int64_t> g_dsmem{0};  // accesses to another block's shared memory
+std::atomic<int64_t> g_shared_read_bytes{0};   // bytes read from shared memory (any block's)
+std::atomic<int64_t> g_shared_write_bytes{0};  // bytes written to shared memory
+std::atomic<int64_t> g_shuffles{0};            // warp-level shuffles (one per warp exchange)
 
 // Stacks are reused across launches on the same OS thread.
 thread_local std::vector<std::unique_ptr<char[]>> g_stacks;
@@ -414,6 +417,9 @@ int64_t launch_count() { return g_launches.load(); }
 int64_t mma_count() { return g_mmas.load(); }
 int64_t cluster_barrier_count() { return g_cluster_barriers.load(); }
 int64_t dsmem_access_count() { return g_dsmem.load(); }
+int64_t shared_read_bytes() { return g_shared_read_bytes.load(); }
+int64_t shared_write_bytes() { return g_shared_write_bytes.load(); }
+int64_t shuffle_count() { return g_shuffles.load(); }
 
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body,
               int cluster_blocks, bool co_resident) {
@@ -580,6 +586,7 @@ uint64_t warp_exchange(uint64_t value, int src_lane) {
   Launch& L = launch();
   const int tid = L.fiber().tid;
   Warp& w = L.block().warps[tid / kWarp];
+  if (tid % kWarp == 0) ++g_shuffles;
   w.slot[tid % kWarp] = value;
   syncwarp();  // every lane has stored
   const uint64_t r = src_lane >= 0 && src_lane < w.lanes ? w.slot[src_lane] : value;
@@ -734,6 +741,7 @@ void record_shared_access(int target, const void* p, size_t bytes, bool write) {
                 "shared-memory access at byte " + std::to_string(c - base) + " of block " +
                 std::to_string(target));
   }
+  (write ? g_shared_write_bytes : g_shared_read_bytes) += static_cast<int64_t>(bytes);
   Cluster& cluster = L.clusters[target / L.cluster_blocks];
   const bool remote = target != L.fiber().block;
   if (remote) {

@@ -72,6 +72,9 @@ int64_t launch_count();   // launches run so far, for tests to see that emulated
 int64_t mma_count();      // warp-level tensor-core products (warp_mma_m16n8k16) so far
 int64_t cluster_barrier_count();  // completed cluster barriers (cluster_sync) so far
 int64_t dsmem_access_count();     // accesses to another block's shared memory so far
+int64_t shared_read_bytes();      // bytes read from shared memory so far (every block's)
+int64_t shared_write_bytes();     // bytes written to shared memory so far
+int64_t shuffle_count();          // warp-level shuffles (__shfl_*_sync) so far
 
 // Runs body() as every thread of a grid; throws std::runtime_error on a race, a deadlock or a
 // barrier that not every thread reached. shared_bytes of dynamic shared memory per block.

@@ -23,6 +23,7 @@
 //   simt::max_cluster_blocks(kernel, threads, shared_bytes), simt::cluster_sync()
 //                               thread-block clusters (Hopper) and their barrier
 //   simt::cluster_dynamic_shared<T>(rank)   another block's shared memory in the cluster (DSMEM)
+//   FASTLSTM_UNROLL             #pragma unroll for nvcc (register arrays indexed by the loop)
 // Everything else (__syncthreads, __shfl_*_sync, atomicAdd, __threadfence, threadIdx, ...)
 // is spelled as in CUDA.
 //
@@ -38,6 +39,12 @@
 #include <utility>
 
 #include "../torch_api.h"
+
+#if defined(__CUDACC__)
+#define FASTLSTM_UNROLL _Pragma("unroll")
+#else
+#define FASTLSTM_UNROLL
+#endif
 
 namespace fastlstm::simt {
 // The device (and, under emulation, its emulated options) a kernel attribute or a launch plan

@@ -138,6 +138,10 @@ def parse_args(argv):
                         "keras.layers.LSTM, with and without a mask, in its own table "
                         "(benchmarks/keras_tagger.py; needs keras); --reps, --warmup, --out, "
                         "--json, --markdown, --update-readme apply")
+    p.add_argument("--gpu-model", action="store_true",
+                   help="print the cost model's predicted per-step time of the persistent CUDA "
+                        "kernels on an H100 for the GPU session's grid (benchmarks/gpu_model.py; "
+                        "no GPU needed) and exit")
     p.add_argument("--list", action="store_true", help="print the workloads and exit")
     p.add_argument("--dump-config", action="store_true", help="print the config as JSON and exit")
     return p.parse_args(argv)
@@ -153,6 +157,9 @@ def main(argv=None):
     if args.keras:
         from . import keras_tagger
         return keras_tagger.main(args, _command(argv))
+    if args.gpu_model:
+        from . import gpu_model
+        return gpu_model.main()
     if args.dump_config:
         print(json.dumps(cfg, indent=2))
         return None

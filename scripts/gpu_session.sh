@@ -49,7 +49,9 @@
 #              >= 5 us a step; backward = 2x forward; bucketed = 4 sequential calls; ~0.15 s a job
 #              for setup, gc and the JSON) gave ~80 s for the 168 per-step jobs, plus ~15 s of
 #              CUDA/cuDNN start; with the 72 persistent and cluster jobs and twice that for what the
-#              model misses, ~4 minutes: the 200 s cap may cut the last grids.
+#              model misses, ~4 minutes: the 200 s cap may cut the last grids. session.log then
+#              gets the per-step prediction of benchmarks/gpu_model.py (docs/GPU_COST_MODEL.md),
+#              to set beside what was measured.
 #  5 wheel     the prebuilt wheel (else one built for this GPU's architecture) installed alone,
 #              smoke test and GPU tests against it; only when FASTLSTM_WHEEL_STAGE_NEEDS (150)
 #              seconds are left.
@@ -461,6 +463,9 @@ run_bench() {
   # finished / cut with N of M workloads / failed (scripts/bench_status.py)
   state=$("$PY" scripts/bench_status.py "${json:-/nonexistent}" "$rc" 2>&1)
   echo "--- bench: rc=$rc$([ $rc = 124 ] && echo ' (the cap)'): $state" >> "$log"
+  # Beside the measurement, the cost model's prediction (docs/GPU_COST_MODEL.md), to compare.
+  echo "--- bench: the cost model's prediction (python -m benchmarks --gpu-model):" >> "$log"
+  timeout 30 "$PY" -m benchmarks --gpu-model >> "$log" 2>&1 || echo "--- (no prediction)" >> "$log"
   if [[ "$state" == PASS* ]]; then
     record bench PASS $((SECONDS - t0)) "${state#PASS }"
   else

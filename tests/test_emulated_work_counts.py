@@ -119,3 +119,19 @@ def test_the_model_predicts_the_targets_shapes():
         assert 0 < p["throughput_us"] and 0 < p["path_us"] and 0 < p["barrier_us"]
         assert p["us"] == pytest.approx(p["throughput_us"] + p["path_us"] + p["barrier_us"])
         assert p["us"] <= target, (dtype, H, B, D, p)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_products_with_a_projection_all_run_on_tensor_cores(dtype, monkeypatch):
+    """With proj_size, the backward's dout W_hr (the raw h's gradient) also takes the tensor
+    cores in 16-bit: no FMA loop, so no shuffle, in either pass."""
+    monkeypatch.setenv("FASTLSTM_CUDA_PATH", "persistent")
+    fast = make_pair(3, 24, dtype, proj_size=9)[1]
+    x = torch.randn(7, 4, 3).to(dtype).requires_grad_(True)
+    with _simt.emulated_cuda(seed=0):
+        out = {}
+        fwd = _counted(lambda: out.setdefault("y", fast(x, lengths=[7, 5, 3, 1])))
+        y, (h, c) = out["y"]
+        bwd = _counted(lambda: (y.float().sum() + h.float().sum() + c.float().sum()).backward())
+    assert fwd["mma"] > 0 and bwd["mma"] > 0
+    assert fwd["shuffles"] == bwd["shuffles"] == 0

@@ -165,6 +165,10 @@ inline constexpr bool kTensorCores =
 template <typename T>
 inline constexpr bool kAnyTensorCores =
     kTensorCores<T> || (simt::kHasMma && std::is_same_v<T, float>);
+// The FMA loops are compiled for float and double only (Half and BFloat16 always take the
+// tensor cores, where the architecture has them).
+template <typename T>
+inline constexpr bool kFmaLoops = !kTensorCores<T>;
 template <typename T, typename Acc>
 __device__ __forceinline__ bool on_tensor_cores(const PersistentArgs<T, Acc>& a) {
   if constexpr (kTensorCores<T>) return true;
@@ -338,7 +342,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
           if (!proj) publish(j, u, h);
         }
       }
-    } else {
+    } else if constexpr (kFmaLoops<T>) {
       // FMAs (warp_dot.cuh): items of up to 4 rows times one unit's 4 gate rows. The lanes
       // holding a total add it to its gate, then lane r runs the cell of the item's row r.
       warp_dot_items<4, Acc, T>(
@@ -372,7 +376,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
                                   publish(j, b.p0 + pl, static_cast<T>(v));
                                 });
         }
-      } else {
+      } else if constexpr (kFmaLoops<T>) {
         warp_dot_items<1, Acc, T>(
             s.rows, b.np, H, hraw, [&](int pl, int) { return proj_w.row(pl); }, dot_scratch(a),
             [&](int j0, int n, int pl, const ItemTotal<Acc>& t) {
@@ -480,8 +484,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
           publish_to_cluster(a, dout_at + j * x.ld_h + q, static_cast<T>(dh));
       }
       step_barrier(a, p.barrier, generation);
-      // ... then per hidden unit the raw h's gradient dout W_hr[:, u] (items of up to 4 rows,
-      // warp_dot.cuh), and the cell of the item's row r in lane r.
+      // ... then per hidden unit the raw h's gradient dout W_hr[:, u], and the cell.
       const auto dout_row = [&](int64_t j) {
         if constexpr (kExchange) {
           return own_exchange(a, dout_at + j * x.ld_h);
@@ -489,19 +492,36 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
           return static_cast<const T*>(p.dout + (s.offset + j) * P);
         }
       };
-      warp_dot_items<1, Acc, T>(
-          s.rows, nu, P, dout_row, [&](int ul, int) { return hr_cols.row(ul); }, dot_scratch(a),
-          [&](int j0, int n, int ul, const ItemTotal<Acc>& t) {
-            const int64_t u = u0 + ul;
-            Gates4<T> d{};
-            const Acc dh = from_lane<Acc, Acc>(t.total, t.lane_of(lane < n ? lane : 0));
-            if (lane < n) d = cell(j0 + lane, u, dh);
-            if constexpr (kExchange) {
-              for (int r = 0; r < n; ++r)
-                for (int g = 0; g < 4; ++g)
-                  spread_to_cluster(a, dgates_of(j0 + r, g, u), from_lane<T, Acc>(d.v[g], r));
-            }
-          });
+      if (on_tensor_cores(a)) {
+        if constexpr (kAnyTensorCores<T>) {
+          // Tensor-core tiles of rows x the block's units; each finished output goes straight
+          // into its cell, in the thread that holds it.
+          block_mma_products<T>(
+              s.rows, nu, P, mma_scratch(a), dout_row,
+              [&](int64_t ul) { return hr_cols.row(ul); },
+              [&](int64_t j, int64_t ul, float dh) {
+                const Gates4<T> d = cell(j, u0 + ul, dh);
+                if constexpr (kExchange)
+                  for (int g = 0; g < 4; ++g)
+                    publish_to_cluster(a, dgates_of(j, g, u0 + ul), d.v[g]);
+              });
+        }
+      } else if constexpr (kFmaLoops<T>) {
+        // Items of up to 4 rows (warp_dot.cuh); lane r runs the cell of the item's row r.
+        warp_dot_items<1, Acc, T>(
+            s.rows, nu, P, dout_row, [&](int ul, int) { return hr_cols.row(ul); },
+            dot_scratch(a), [&](int j0, int n, int ul, const ItemTotal<Acc>& t) {
+              const int64_t u = u0 + ul;
+              Gates4<T> d{};
+              const Acc dh = from_lane<Acc, Acc>(t.total, t.lane_of(lane < n ? lane : 0));
+              if (lane < n) d = cell(j0 + lane, u, dh);
+              if constexpr (kExchange) {
+                for (int r = 0; r < n; ++r)
+                  for (int g = 0; g < 4; ++g)
+                    spread_to_cluster(a, dgates_of(j0 + r, g, u), from_lane<T, Acc>(d.v[g], r));
+              }
+            });
+      }
     }
     step_barrier(a, p.barrier, generation);
     // Phase B: dh of every active row's previous h, this block's output units, from all gate
@@ -519,7 +539,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         block_mma_products<T>(s.rows, np, G, mma_scratch(a), dgates, hh_row,
                               [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
       }
-    } else {
+    } else if constexpr (kFmaLoops<T>) {
       // FMAs: items of up to 4 rows times one output unit's column (warp_dot.cuh).
       warp_dot_items<1, Acc, T>(
           s.rows, np, G, dgates, [&](int pl, int) { return hh_cols.row(pl); }, dot_scratch(a),

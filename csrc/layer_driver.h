@@ -23,7 +23,7 @@
 //   zero_rows<T>(ctx, n, C, dst, ldd, idx)
 //   add<Acc, T>(ctx, n, dst, src)                                          dst += src
 //   combine_bias<T, Acc>(ctx, G, out, b_ih, b_hh)                          out = b_ih + b_hh (or 0)
-//   for_each_row_group(d, schedule, f)   f(dir, r0, r1) for every group of sorted rows whose
+//   for_each_row_group<T>(d, schedule, f) f(dir, r0, r1) for every group of sorted rows whose
 //                                        time loop runs on its own (csrc/cpu/partition.h);
 //                                        a GPU runs one group per direction, [0, B)
 //   forward_recurrence<T, Acc>(ctx, d, view, rec)    the whole forward time loop of every
@@ -189,7 +189,7 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
   if (!Backend::template forward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
     FASTLSTM_CHECK(s.host() != nullptr, "fastlstm: internal error: no time loop for a "
                    "schedule built on the device");
-    Backend::for_each_row_group(d, *s.host(), per_step);
+    Backend::template for_each_row_group<T>(d, *s.host(), per_step);
   }
 
   s.zero_padding(ctx, ptr<T>(output), d.D * Ho, d.D * Ho);
@@ -262,7 +262,7 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
 
   // One group of sorted rows [r0, r1) of one direction (the whole batch on a GPU). Its
   // per-row buffers (two steps of cell state, the raw h of a projection) hold its rows only.
-  Backend::for_each_row_group(d, s, [&](int64_t dir, int64_t r0, int64_t r1) {
+  Backend::template for_each_row_group<T>(d, s, [&](int64_t dir, int64_t r0, int64_t r1) {
     const bool reverse = dir == 1;
     const int64_t gB = r1 - r0;
     // Whole: the group's rows of consecutive steps are consecutive packed rows.
@@ -450,7 +450,7 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
   if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
     FASTLSTM_CHECK(s.host() != nullptr, "fastlstm: internal error: no time loop for a "
                    "schedule built on the device");
-    Backend::for_each_row_group(d, *s.host(), per_step);
+    Backend::template for_each_row_group<T>(d, *s.host(), per_step);
   }
 
   const Tensor x = packed_input<Backend, T>(ctx, s, in.input);

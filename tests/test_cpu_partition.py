@@ -1,9 +1,11 @@
 """The CPU spreads each layer over torch's threads once per call (csrc/cpu/partition.h).
 
-"rows" (the default): the layer's sorted rows are cut into groups, directions first, one group
-per thread, each run through every step with no synchronisation with the others. "steps": one
-group per direction, each step split across the threads left over (fork and join per step).
-FASTLSTM_CPU_PARTITION forces either (read at every call).
+"rows": the layer's sorted rows are cut into groups, directions first, one group per thread,
+each run through every step with no synchronisation with the others. "steps": one group per
+direction, its thread leading a step team of the threads left over, which split each step's
+work and meet at a barrier that blocks instead of spinning (csrc/cpu/step_team.h). The default
+is rows, and steps for float32 where a direction's W_hh exceeds one core's L2 and each thread
+would own at most 2 active rows. FASTLSTM_CPU_PARTITION forces either (read at every call).
 
 nn.LSTM over packed input is the judge, for each partition, thread count (one thread, more
 threads than sequences), direction count, projection, and lengths with zeros and uneven
@@ -208,3 +210,76 @@ def test_default_is_rows(threads, monkeypatch):
     with torch.inference_mode():
         fast(torch.randn(5, 6, 4), lengths=torch.tensor([5, 4, 3, 3, 2, 1]))
     assert torch.ops.fastlstm._cpu_last_row_groups() == 2
+
+
+def choice(lengths, directions, H, threads, elem_bytes=4, l2=2 << 20, hout=None):
+    return torch.ops.fastlstm._cpu_partition_choice(torch.tensor(lengths), directions, H,
+                                                    hout or H, threads, elem_bytes, l2)
+
+
+def test_default_partition_is_steps_only_for_large_float32_weights_and_few_rows(monkeypatch):
+    monkeypatch.delenv("FASTLSTM_CPU_PARTITION", raising=False)
+    monkeypatch.delenv("FASTLSTM_CPU_STEP_GEMM", raising=False)
+    # H = 512 float32: W_hh 4 MB > a 2 MB L2; 2 threads, up to 2 active rows each.
+    assert choice([90, 80], 1, 512, 2) == "steps"
+    assert choice([90, 80, 70, 1, 0, 0], 1, 512, 2) == "steps"   # 4 active rows
+    assert choice([90, 80, 70, 60, 50], 1, 512, 2) == "rows"     # 5
+    assert choice([90, 80], 1, 512, 1) == "rows"                 # one thread
+    assert choice([90, 80], 2, 512, 2) == "rows"                 # one thread per direction
+    assert choice([90, 80], 2, 512, 4) == "steps"
+    assert choice([90, 80], 1, 256, 2) == "rows"                 # W_hh 1 MB fits the L2
+    assert choice([90, 80], 1, 512, 2, l2=8 << 20) == "rows"     # a larger L2
+    assert choice([90, 80], 1, 512, 2, elem_bytes=8) == "rows"   # float64
+    assert choice([90, 80], 1, 1024, 2, elem_bytes=2) == "rows"  # bfloat16, float16
+    assert choice([90, 80], 1, 512, 2, hout=128) == "rows"       # projection: W_hh 1 MB
+    monkeypatch.setenv("FASTLSTM_CPU_STEP_GEMM", "blas")         # no own step GEMM to split
+    assert choice([90, 80], 1, 512, 2) == "rows"
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", "rows")
+    monkeypatch.delenv("FASTLSTM_CPU_STEP_GEMM")
+    assert choice([90, 80], 1, 512, 2) == "rows"
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_default_steps_partition_splits_the_step_gemm_on_a_team(mode, threads, monkeypatch):
+    """Two rows and a W_hh beyond this machine's L2, on 2 threads, by default: one group (the
+    steps partition), whose step team splits the step GEMM; nn.LSTM is the judge."""
+    monkeypatch.delenv("FASTLSTM_CPU_PARTITION", raising=False)
+    monkeypatch.delenv("FASTLSTM_CPU_STEP_GEMM", raising=False)
+    threads(2)
+    l2 = torch.ops.fastlstm._cpu_l2_bytes()
+    H = 64
+    while 16 * H * H <= l2:  # W_hh: 4H x H floats
+        H += 64
+    ref, fast = make_pair(5, H, dtype=torch.float32, seed=2)
+    gen = torch.Generator().manual_seed(2)
+    lengths = [40, 30]  # long enough for a helper that starts late to join the loop
+    x = torch.randn(40, 2, 5, generator=gen)
+    before = torch.ops.fastlstm._cpu_split_step_gemm_count()
+    helped_before = torch.ops.fastlstm._cpu_step_team_helped_count()
+    # A helper that the OS starts late joins a later step or call (step_team.h): up to 20
+    # calls, each judged.
+    for _ in range(20):
+        if mode == "training":
+            check_parity(ref, fast, x, lengths)
+        else:
+            with torch.inference_mode():
+                out, (h_n, c_n) = fast(x, lengths=torch.tensor(lengths))
+            for name, got, want in zip(("output", "h_n", "c_n"), (out, h_n, c_n),
+                                       reference_forward(ref, x, lengths, None)):
+                assert_close(name, got, want, torch.float32)
+        assert torch.ops.fastlstm._cpu_last_row_groups() == 1
+        if torch.ops.fastlstm._cpu_split_step_gemm_count() > before:
+            break
+    # Split wherever a helper joined (one the OS never started in time leaves the leader alone;
+    # test_step_team_splits_every_job_over_every_member tests the team itself).
+    helped = torch.ops.fastlstm._cpu_step_team_helped_count() > helped_before
+    assert torch.ops.fastlstm._cpu_split_step_gemm_count() > before or not helped
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 4])
+def test_step_team_splits_every_job_over_every_member(n_threads, threads):
+    """A step team on torch's parallel loop, as the steps partition runs it (the leader and
+    n_threads - 1 helpers): once the helpers have joined, each of 300 jobs runs every part
+    exactly once, with the team's size as its part count."""
+    threads(n_threads)
+    assert torch.ops.fastlstm._cpu_step_team_selftest(n_threads - 1, 300) == 300

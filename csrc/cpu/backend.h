@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "gemm.h"
 #include "partition.h"
 #include "step_gemm.h"
+#include "step_team.h"
 
 namespace fastlstm::cpu {
 
@@ -124,12 +126,23 @@ struct CpuBackend {
     }
   }
 
+  // f(r0, r1) over [0, n) on torch's threads, or on the calling thread inside a step team's
+  // time loop (no OpenMP region there: step_team.h).
+  template <typename F>
+  static void rows_loop(int64_t n, int64_t grain, const F& f) {
+    if (current_step_team() != nullptr) {
+      if (n > 0) f(0, n);
+    } else {
+      torch::stable::parallel_for(0, n, grain, f);
+    }
+  }
+
   template <typename D, typename S>
   static void copy_rows(Context&, int64_t n, int64_t C, D* dst, int64_t ldd,
                         const int64_t* dst_idx, const S* src, int64_t lds,
                         const int64_t* src_idx) {
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
-    torch::stable::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+    rows_loop(n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
         if (di < 0) continue;  // no row (schedule_view.h)
@@ -151,7 +164,7 @@ struct CpuBackend {
   template <typename T>
   static void zero_rows(Context&, int64_t n, int64_t C, T* dst, int64_t ldd, const int64_t* idx) {
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
-    torch::stable::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+    rows_loop(n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) std::memset(dst + (idx ? idx[r] : r) * ldd, 0, C * sizeof(T));
     });
   }
@@ -179,17 +192,36 @@ struct CpuBackend {
   }
 
   // The layer's groups of rows (partition.h), one per thread; within a group every nested
-  // parallel loop and BLAS call runs on that group's thread.
-  template <typename F>
+  // parallel loop and BLAS call runs on that group's thread. Under the steps partition each
+  // group's thread leads a step team (step_team.h) of the threads left over, which splits the
+  // float32 step GEMM's columns and the cell's rows at every step.
+  template <typename T, typename F>
   static void for_each_row_group(const LayerDims& d, const Schedule& s, const F& f) {
     Partition how = Partition::rows;
-    const std::vector<RowGroup> groups = layer_row_groups(d, s, &how);
+    const std::vector<RowGroup> groups = layer_row_groups(d, s, sizeof(T), &how);
     const int64_t n = static_cast<int64_t>(groups.size());
+    const int64_t threads = std::max<int64_t>(1, torch::stable::get_num_threads());
+    // Members per group: its leader, and under the steps partition the threads left over.
+    const int64_t members = how == Partition::steps ? std::max<int64_t>(1, threads / n) : 1;
+    std::vector<std::unique_ptr<StepTeam>> teams;
+    if (how == Partition::steps)
+      for (int64_t k = 0; k < n; ++k)
+        teams.push_back(std::make_unique<StepTeam>(static_cast<int>(members - 1)));
     const auto start = std::chrono::steady_clock::now();
-    torch::stable::parallel_for(0, n, 1, [&](int64_t g0, int64_t g1) {
-      // Under the steps partition, the float32 step GEMM splits W over the threads left over.
-      const StepGemmSplit split(how == Partition::steps);
-      for (int64_t k = g0; k < g1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
+    // Task i: member i % members of group i / members; member 0 runs the group's time loop.
+    torch::stable::parallel_for(0, n * members, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t k = i / members;
+        StepTeam* team = teams.empty() ? nullptr : teams[k].get();
+        if (i % members == 0) {
+          const StepTeamScope scope(team);  // and finishes it, even if f throws
+          f(groups[k].dir, groups[k].r0, groups[k].r1);
+        } else if (i1 - i0 == 1) {
+          // A helper only where this thread has nothing else to run (else it would wait for
+          // a leader that may be this very thread, later).
+          team->serve();
+        }
+      }
     });
     loop_nanoseconds() += std::chrono::duration_cast<std::chrono::nanoseconds>(
                               std::chrono::steady_clock::now() - start)

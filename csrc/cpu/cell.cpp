@@ -10,6 +10,7 @@
 
 #include "fast_math.h"
 #include "isa.h"
+#include "step_team.h"
 
 namespace fastlstm::cpu {
 namespace {
@@ -138,24 +139,40 @@ CellKernels<T> cell_kernels() {
 // Rows per task so that each task touches about 16K gate values.
 int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 16384 / (4 * H)); }
 
+// f(r0, r1) over rows [0, rows): on torch's threads, or in a step team (the steps partition)
+// on the team's where every member gets a task's worth of rows, else on the calling thread
+// (no OpenMP region inside a team's time loop: its barrier spins, step_team.h).
+template <typename F>
+void for_rows(int64_t rows, int64_t H, const F& f) {
+  const int64_t grain = row_grain(H);
+  if (StepTeam* team = current_step_team()) {
+    if (team->size() > 1 && rows >= grain * team->size()) {
+      team->run([&](int part, int parts) {
+        const auto [r0, r1] = team_share(rows, part, parts);
+        if (r0 < r1) f(r0, r1);
+      });
+    } else {
+      f(0, rows);
+    }
+    return;
+  }
+  torch::stable::parallel_for(0, rows, grain, f);
+}
+
 }  // namespace
 
 template <typename T>
 void cell_forward(int64_t rows, int64_t H, T* gates, const T* bias, PrevCell<T> c_prev, T* c_out,
                   T* h_out) {
   const auto f = cell_kernels<T>().forward;
-  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
-    f(r0, r1, H, gates, bias, c_prev, c_out, h_out);
-  });
+  for_rows(rows, H, [&](int64_t r0, int64_t r1) { f(r0, r1, H, gates, bias, c_prev, c_out, h_out); });
 }
 
 template <typename T>
 void cell_backward(int64_t rows, int64_t H, const T* gates, const T* c, PrevCell<T> c_prev,
                    const T* dh, T* dc, T* dgates) {
   const auto f = cell_kernels<T>().backward;
-  torch::stable::parallel_for(0, rows, row_grain(H), [&](int64_t r0, int64_t r1) {
-    f(r0, r1, H, gates, c, c_prev, dh, dc, dgates);
-  });
+  for_rows(rows, H, [&](int64_t r0, int64_t r1) { f(r0, r1, H, gates, c, c_prev, dh, dc, dgates); });
 }
 
 template void cell_forward<float>(int64_t, int64_t, float*, const float*, PrevCell<float>,

@@ -3,8 +3,12 @@
 // the CPU instead (csrc/emulated/emulated_ops.h).
 #include <torch/csrc/stable/library.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "../checks.h"
 #include "../layer_ops.h"
@@ -14,6 +18,7 @@
 #include "isa.h"
 #include "step_gemm.h"
 #include "step_gemm_timing.h"
+#include "step_team.h"
 
 namespace fastlstm::cpu {
 namespace {
@@ -101,6 +106,64 @@ Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int
   return out;
 }
 
+// Test op: the partition (partition.h, choose_partition) a float layer of H hidden units (Hout
+// outputs) would take for these sorted lengths on `threads` threads and this L2 size.
+std::string partition_choice_for_test(const Tensor& sorted_lengths, int64_t directions, int64_t H,
+                                      int64_t Hout, int64_t threads, int64_t elem_bytes,
+                                      int64_t l2_bytes) {
+  FASTLSTM_CHECK_VALUE(sorted_lengths.dim() == 1 && sorted_lengths.scalar_type() == kLong &&
+                           sorted_lengths.device().type() == torch::stable::DeviceType::CPU,
+                       "fastlstm: sorted_lengths must be a 1-D int64 CPU tensor");
+  FASTLSTM_CHECK_VALUE(directions == 1 || directions == 2,
+                       "fastlstm: directions must be 1 or 2, got ", directions);
+  FASTLSTM_CHECK_VALUE(threads >= 1, "fastlstm: threads must be >= 1, got ", threads);
+  LayerDims d;
+  d.B = sorted_lengths.numel();
+  d.H = H;
+  d.Hout = Hout;
+  d.D = directions;
+  Schedule s;
+  const Tensor l = as_contiguous(sorted_lengths);
+  s.length.assign(cptr<int64_t>(l), cptr<int64_t>(l) + d.B);
+  return choose_partition(d, s, threads, elem_bytes, l2_bytes) == Partition::steps ? "steps"
+                                                                                  : "rows";
+}
+int64_t l2_bytes_for_test() { return l2_bytes_per_core(); }
+
+// Test op: a step team of `helpers` helpers on a parallel loop, as the steps partition runs it;
+// once every helper has joined (or 5 s have passed), `jobs` jobs. Returns how many jobs ran
+// every one of helpers + 1 parts exactly once (jobs, when the team works).
+int64_t step_team_selftest(int64_t helpers, int64_t jobs) {
+  FASTLSTM_CHECK_VALUE(helpers >= 0 && helpers < 64, "fastlstm: helpers must be in [0, 64), got ",
+                       helpers);
+  StepTeam team(static_cast<int>(helpers));
+  int64_t good = 0;
+  torch::stable::parallel_for(0, helpers + 1, 1, [&](int64_t i0, int64_t i1) {
+    if (i0 == 0) {
+      const StepTeamScope scope(&team);
+      const auto start = std::chrono::steady_clock::now();
+      while (team.size() < helpers + 1 &&
+             std::chrono::steady_clock::now() - start < std::chrono::seconds(5))
+        std::this_thread::yield();
+      for (int64_t j = 0; j < jobs; ++j) {
+        std::vector<std::atomic<int>> runs(static_cast<size_t>(helpers + 1));
+        std::atomic<int> parts_seen{0};
+        team.run([&](int part, int parts) {
+          runs[static_cast<size_t>(part)].fetch_add(1);
+          parts_seen.store(parts);
+        });
+        bool ok = parts_seen.load() == helpers + 1 || (helpers == 0 && parts_seen.load() == 0);
+        for (int64_t p = 0; p <= helpers; ++p) ok = ok && runs[static_cast<size_t>(p)].load() == 1;
+        good += ok ? 1 : 0;
+      }
+    } else if (i1 - i0 == 1) {
+      team.serve();
+    }
+  });
+  return good;
+}
+int64_t step_team_helped_count() { return StepTeam::helped_team_count(); }
+
 int64_t last_row_groups() { return last_row_group_count().load(); }
 
 double loop_seconds() { return static_cast<double>(loop_nanoseconds().load()) * 1e-9; }
@@ -148,7 +211,10 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // multiplied by a weight packed once per time loop so far in this process;
 // _cpu_row_groups(sorted_lengths, directions, threads, partition), the groups of rows a layer
 // runs on its own threads (csrc/cpu/partition.h), and _cpu_last_row_groups(), how many the last
-// CPU layer call ran. For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
+// CPU layer call ran; _cpu_partition_choice(...) and _cpu_l2_bytes(), the partition a layer
+// would take and the L2 size it is judged by; _cpu_step_team_selftest(helpers, jobs) and
+// _cpu_step_team_helped_count(), a step team's jobs and how many teams had a helper join
+// (step_team.h). For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
 // CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
@@ -162,6 +228,11 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_row_groups(Tensor sorted_lengths, int directions, int threads, str partition) "
         "-> Tensor");
   m.def("_cpu_last_row_groups() -> int");
+  m.def("_cpu_partition_choice(Tensor sorted_lengths, int directions, int H, int Hout, "
+        "int threads, int elem_bytes, int l2_bytes) -> str");
+  m.def("_cpu_l2_bytes() -> int");
+  m.def("_cpu_step_team_selftest(int helpers, int jobs) -> int");
+  m.def("_cpu_step_team_helped_count() -> int");
   m.def("_cpu_loop_seconds() -> float");
   m.def("_cpu_fma_peak_gflops(int threads, float seconds) -> float");
   m.def("_cpu_isa() -> str");
@@ -176,6 +247,10 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_packed_gemm_count", TORCH_BOX(&fastlstm::cpu::packed_gemm_count));
   m.impl("_cpu_row_groups", TORCH_BOX(&fastlstm::cpu::row_groups_for_test));
   m.impl("_cpu_last_row_groups", TORCH_BOX(&fastlstm::cpu::last_row_groups));
+  m.impl("_cpu_partition_choice", TORCH_BOX(&fastlstm::cpu::partition_choice_for_test));
+  m.impl("_cpu_l2_bytes", TORCH_BOX(&fastlstm::cpu::l2_bytes_for_test));
+  m.impl("_cpu_step_team_selftest", TORCH_BOX(&fastlstm::cpu::step_team_selftest));
+  m.impl("_cpu_step_team_helped_count", TORCH_BOX(&fastlstm::cpu::step_team_helped_count));
   m.impl("_cpu_loop_seconds", TORCH_BOX(&fastlstm::cpu::loop_seconds));
   m.impl("_cpu_fma_peak_gflops", TORCH_BOX(&fastlstm::cpu::fma_peak));
   m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));

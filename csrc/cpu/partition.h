@@ -5,13 +5,13 @@
 //          first, then groups within a direction). Each thread runs its group through every
 //          step alone: no synchronisation with the other threads until the layer ends, so a
 //          thread that the OS deschedules delays only its own rows.
-//   steps  one group per direction (the whole batch); each step's GEMMs and cell are split
-//          across the threads left over, with a fork and join per step. It reads each weight
-//          once per step per machine instead of once per thread, which pays where one group
-//          would be a single row and the weights are large (float32's step GEMM splits W's
-//          columns, step_gemm.h), but every step then meets the other threads: beside a busy
-//          process it can collapse (docs/PERFORMANCE.md). So only FASTLSTM_CPU_PARTITION=steps
-//          chooses it.
+//   steps  one group per direction (the whole batch); its thread leads a step team of the
+//          threads left over (step_team.h), which split each step's float32 GEMM (W's columns)
+//          and cell, meeting at every step with a barrier that blocks instead of spinning. It
+//          reads each weight once per step per machine instead of once per thread, which pays
+//          where a direction's W_hh does not fit one core's L2 and each thread would own only a
+//          row or two: choose_partition takes it there; FASTLSTM_CPU_PARTITION=rows|steps forces
+//          either.
 // Groups are balanced by their cost: a group of rows [a, b) (lengths sorted descending) is
 // active for length[a] steps and runs sum(length[a..b)) row-steps, and each step costs
 // kStepRows rows' worth beside its rows (the GEMM call and the weights' pass).
@@ -22,11 +22,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <unistd.h>
 #include <vector>
 
 #include "../lstm.h"
 #include "../schedule.h"
 #include "../torch_api.h"
+#include "step_gemm.h"
 
 namespace fastlstm::cpu {
 
@@ -107,11 +109,40 @@ inline std::vector<RowGroup> plan_row_groups(const IndexList& length, int64_t D,
 // about 3 rows at H = 64 and 4 rows at H = 512 (every step reads the whole W_hh once).
 constexpr int64_t kStepRows = 4;
 
-inline Partition choose_partition(const LayerDims&, const Schedule&, int64_t) {
+// One core's L2 cache in bytes (sysconf where the C library says, else 1 MiB).
+inline int64_t l2_bytes_per_core() {
+  static const int64_t bytes = [] {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (v > 0) return static_cast<int64_t>(v);
+#endif
+    return int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
+// Active rows per thread of a direction up to which the steps partition is the default.
+constexpr int64_t kStepsRowsPerThread = 2;
+
+// The steps partition by default where it measured faster (docs/PERFORMANCE.md, 2-core Xeon,
+// H = 512, B = 2 and 4: 1.35-1.80x idle, 1.05-1.12x beside 2 busy processes, 0.75-1.08x beside
+// one): float32 with fastlstm's own step GEMM (which splits W's columns), one direction's W_hh
+// larger than a core's L2 (under the rows partition every thread streams all of it from L3 at
+// every step; under steps each streams its share), at least 2 threads per direction, and at
+// most kStepsRowsPerThread active rows per thread (beyond, each pass of W serves enough rows,
+// and the rows partition's input projection runs on every thread). Else rows.
+inline Partition choose_partition(const LayerDims& d, const Schedule& s, int64_t threads,
+                                  int64_t elem_bytes, int64_t l2_bytes = l2_bytes_per_core()) {
   if (const char* forced = forced_partition()) {
     return std::strcmp(forced, "rows") == 0 ? Partition::rows : Partition::steps;
   }
-  return Partition::rows;
+  const int64_t active = static_cast<int64_t>(
+      std::count_if(s.length.begin(), s.length.end(), [](int64_t n) { return n > 0; }));
+  const int64_t per_dir = threads / d.D;
+  const int64_t w_hh_bytes = 4 * d.H * d.Hout * elem_bytes;
+  const bool steps = elem_bytes == 4 && step_gemm_choice() != StepGemm::blas && per_dir >= 2 &&
+                     w_hh_bytes > l2_bytes && active <= kStepsRowsPerThread * per_dir;
+  return steps ? Partition::steps : Partition::rows;
 }
 
 // How many groups the last CPU layer call ran (for tests: _cpu_last_row_groups).
@@ -129,9 +160,9 @@ inline std::atomic<int64_t>& loop_nanoseconds() {
 // The groups this layer call runs, for torch's current intra-op thread count, and how they
 // were cut.
 inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule& s,
-                                              Partition* how = nullptr) {
+                                              int64_t elem_bytes, Partition* how = nullptr) {
   const int64_t threads = std::max<int64_t>(1, torch::stable::get_num_threads());
-  const Partition chosen = choose_partition(d, s, threads);
+  const Partition chosen = choose_partition(d, s, threads, elem_bytes);
   if (how != nullptr) *how = chosen;
   std::vector<RowGroup> groups = plan_row_groups(s.length, d.D, threads, chosen, kStepRows);
   last_row_group_count() = static_cast<int64_t>(groups.size());

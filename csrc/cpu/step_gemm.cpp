@@ -14,12 +14,12 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "../torch_api.h"
+#include "step_team.h"
 
 namespace fastlstm::cpu {
 namespace {
 
 std::atomic<int64_t> g_step_gemms{0}, g_split_step_gemms{0};
-thread_local bool t_split = false;  // StepGemmSplit
 
 // One tile: C [MR, cols] = A [MR, kc] panels [kc, P NR] + beta C, over P consecutive panels
 // (panel_stride floats apart), cols <= P NR; A's rows lda floats apart.
@@ -289,11 +289,17 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
       }
     }
   };
-  // Under a StepGemmSplit, a weight of at least kSplitWeightBytes is split by columns over
-  // torch's threads, each streaming its own share of W (half of a 4 MB W_hh fits one L2).
-  if (t_split && N * K * int64_t(sizeof(float)) >= kSplitWeightBytes && chunks > 1) {
+  // In a step team (the steps partition), a weight of at least kSplitWeightBytes is split by
+  // columns over the team, each thread streaming its own share of W (half of a 4 MB W_hh fits
+  // one L2).
+  StepTeam* team = current_step_team();
+  if (team != nullptr && team->size() > 1 && N * K * int64_t(sizeof(float)) >= kSplitWeightBytes &&
+      chunks > 1) {
     g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
-    torch::stable::parallel_for(0, chunks, 1, run_chunks);
+    team->run([&](int part, int parts) {
+      const auto [c0, c1] = team_share(chunks, part, parts);
+      if (c0 < c1) run_chunks(c0, c1);
+    });
   } else {
     run_chunks(0, chunks);
   }
@@ -309,7 +315,5 @@ StepGemm step_gemm_choice() {
 int64_t step_gemm_count() { return g_step_gemms.load(); }
 int64_t split_step_gemm_count() { return g_split_step_gemms.load(); }
 
-StepGemmSplit::StepGemmSplit(bool on) : before_(t_split) { t_split = on; }
-StepGemmSplit::~StepGemmSplit() { t_split = before_; }
 
 }  // namespace fastlstm::cpu

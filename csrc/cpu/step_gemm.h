@@ -28,8 +28,9 @@ struct StepPanels {
 StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, int64_t ld);
 
 // C [M, N] = A [M, K] op(W) + beta C (beta == 0: C's contents are ignored). Runs on the
-// calling thread (the layer's threads each run their own rows, partition.h), unless a
-// StepGemmSplit says otherwise.
+// calling thread (the layer's threads each run their own rows, partition.h), or, in a step
+// team (the steps partition, step_team.h) and for a W of at least 1 MB, on the team, each
+// thread taking a share of W's columns.
 void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, float beta, float* C,
                int64_t ldc);
 
@@ -41,20 +42,6 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
 // from L3, 0.94-1.07x. Whole layers, own against blas: 0.94-1.07x.
 enum class StepGemm { own, blas, automatic };
 StepGemm step_gemm_choice();
-
-// While one is alive on a thread, that thread's step_gemm calls with a weight of at least 1 MB
-// split W's columns over torch's intra-op threads (a parallel loop per call: the CPU's steps
-// partition, partition.h); otherwise step_gemm runs on the calling thread alone.
-class StepGemmSplit {
- public:
-  explicit StepGemmSplit(bool on);
-  ~StepGemmSplit();
-  StepGemmSplit(const StepGemmSplit&) = delete;
-  StepGemmSplit& operator=(const StepGemmSplit&) = delete;
-
- private:
-  bool before_;
-};
 
 // How many step_gemm calls ran so far in this process, and how many of them split W over
 // threads (tests).

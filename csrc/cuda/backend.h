@@ -106,7 +106,7 @@ struct CudaBackend {
   // The directions are independent: on the GPU each runs on a stream of its own, joined back
   // into the current stream (under emulation, one after the other). Each runs every row: the
   // GPU spreads a step's rows over its blocks.
-  template <typename F>
+  template <typename T, typename F>
   static void for_each_row_group(const LayerDims& d, const Schedule&, const F& f) {
     simt::concurrently(d.D, [&](int64_t dir) { f(dir, int64_t{0}, d.B); });
   }

@@ -75,24 +75,32 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cpu(
                                                input_requires_grad);
 }
 
-// Test op: the row groups (partition.h) for sorted lengths [B] (int64, descending) -> [G, 3]
-// int64 rows (direction, first row, end row).
-Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int64_t threads,
-                           std::string partition) {
+// The test ops' sorted lengths [B] (int64, descending), checked with their directions and
+// thread count.
+IndexList sorted_lengths_for_test(const Tensor& sorted_lengths, int64_t directions,
+                                  int64_t threads) {
   FASTLSTM_CHECK_VALUE(sorted_lengths.dim() == 1 && sorted_lengths.scalar_type() == kLong &&
                            sorted_lengths.device().type() == torch::stable::DeviceType::CPU,
                        "fastlstm: sorted_lengths must be a 1-D int64 CPU tensor");
   FASTLSTM_CHECK_VALUE(directions == 1 || directions == 2,
                        "fastlstm: directions must be 1 or 2, got ", directions);
   FASTLSTM_CHECK_VALUE(threads >= 1, "fastlstm: threads must be >= 1, got ", threads);
-  FASTLSTM_CHECK_VALUE(partition == "rows" || partition == "steps",
-                       "fastlstm: partition must be 'rows' or 'steps', got '", partition, "'");
   const Tensor l = as_contiguous(sorted_lengths);
   const int64_t B = l.numel();
   IndexList length(cptr<int64_t>(l), cptr<int64_t>(l) + B);
   for (int64_t j = 0; j < B; ++j)
     FASTLSTM_CHECK_VALUE(length[j] >= 0 && (j == 0 || length[j] <= length[j - 1]),
                          "fastlstm: sorted_lengths must be >= 0 and descending");
+  return length;
+}
+
+// Test op: the row groups (partition.h) for sorted lengths [B] (int64, descending) -> [G, 3]
+// int64 rows (direction, first row, end row).
+Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int64_t threads,
+                           std::string partition) {
+  const IndexList length = sorted_lengths_for_test(sorted_lengths, directions, threads);
+  FASTLSTM_CHECK_VALUE(partition == "rows" || partition == "steps",
+                       "fastlstm: partition must be 'rows' or 'steps', got '", partition, "'");
   const auto groups = plan_row_groups(length, directions, threads,
                                       partition == "rows" ? Partition::rows : Partition::steps,
                                       kStepRows);
@@ -111,20 +119,13 @@ Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int
 std::string partition_choice_for_test(const Tensor& sorted_lengths, int64_t directions, int64_t H,
                                       int64_t Hout, int64_t threads, int64_t elem_bytes,
                                       int64_t l2_bytes) {
-  FASTLSTM_CHECK_VALUE(sorted_lengths.dim() == 1 && sorted_lengths.scalar_type() == kLong &&
-                           sorted_lengths.device().type() == torch::stable::DeviceType::CPU,
-                       "fastlstm: sorted_lengths must be a 1-D int64 CPU tensor");
-  FASTLSTM_CHECK_VALUE(directions == 1 || directions == 2,
-                       "fastlstm: directions must be 1 or 2, got ", directions);
-  FASTLSTM_CHECK_VALUE(threads >= 1, "fastlstm: threads must be >= 1, got ", threads);
   LayerDims d;
   d.B = sorted_lengths.numel();
   d.H = H;
   d.Hout = Hout;
   d.D = directions;
   Schedule s;
-  const Tensor l = as_contiguous(sorted_lengths);
-  s.length.assign(cptr<int64_t>(l), cptr<int64_t>(l) + d.B);
+  s.length = sorted_lengths_for_test(sorted_lengths, directions, threads);
   return choose_partition(d, s, threads, elem_bytes, l2_bytes) == Partition::steps ? "steps"
                                                                                   : "rows";
 }

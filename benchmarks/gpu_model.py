@@ -62,8 +62,8 @@ def block_units(H, blocks):
 
 
 def rows_per_item(rows, cols, warps):
-    """csrc/cuda/warp_dot.cuh: the largest of 4, 2, 1 that gives every warp an item."""
-    for R in (4, 2):
+    """csrc/cuda/warp_dot.cuh: the largest of 8, 4, 2, 1 that gives every warp an item."""
+    for R in (8, 4, 2):
         if ceil_div(rows, R) * cols >= warps:
             return R
     return 1

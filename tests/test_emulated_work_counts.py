@@ -7,7 +7,7 @@ the model that predicts GPU times counts what the kernels do.
 
 The design: a block owns a few hidden units (the forward: 4 gate rows of H weights each; the
 backward: one column of W_hh, 4H weights, per unit). FMA loops (float without TF32) take items of
-R rows, R the largest of 4, 2, 1 that still gives each of the block's warps an item, and read an
+R rows, R the largest of 8, 4, 2, 1 that still gives each of the block's warps an item, and read an
 item's weight rows once; where even items of one row are fewer than the warps, warps / items
 warps share each item's K and add up through shared memory. Tensor-core products (bf16) take
 16 x 8 tiles and split K the same way where the tiles are fewer than the warps. The emulated

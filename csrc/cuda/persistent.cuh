@@ -9,7 +9,7 @@
 //
 // Forward step t (the direction's order): every block reads h_{t-1} of the active rows (from the
 // previous step's packed outputs, or h0 for rows that start here) from global memory, computes
-// its units' gates (one warp per item of up to 4 rows and one unit, lanes split the dot
+// its units' gates (one warp per item of up to 8 rows and one unit, lanes split the dot
 // products over Hout, then one transposing shuffle reduction: warp_dot.cuh), runs the cells and
 // writes its slice of h_t. With a projection that slice
 // is the raw h (the reserve's hraw); after a barrier, each block projects every active row onto
@@ -343,7 +343,7 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
         }
       }
     } else if constexpr (kFmaLoops<T>) {
-      // FMAs (warp_dot.cuh): items of up to 4 rows times one unit's 4 gate rows. The lanes
+      // FMAs (warp_dot.cuh): items of up to 8 rows times one unit's 4 gate rows. The lanes
       // holding a total add it to its gate, then lane r runs the cell of the item's row r.
       warp_dot_items<4, Acc, T>(
           s.rows, nu, P, h_prev,
@@ -507,7 +507,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
               });
         }
       } else if constexpr (kFmaLoops<T>) {
-        // Items of up to 4 rows (warp_dot.cuh); lane r runs the cell of the item's row r.
+        // Items of up to 8 rows (warp_dot.cuh); lane r runs the cell of the item's row r.
         warp_dot_items<1, Acc, T>(
             s.rows, nu, P, dout_row, [&](int ul, int) { return hr_cols.row(ul); },
             dot_scratch(a), [&](int j0, int n, int ul, const ItemTotal<Acc>& t) {
@@ -540,7 +540,7 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
                               [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
       }
     } else if constexpr (kFmaLoops<T>) {
-      // FMAs: items of up to 4 rows times one output unit's column (warp_dot.cuh).
+      // FMAs: items of up to 8 rows times one output unit's column (warp_dot.cuh).
       warp_dot_items<1, Acc, T>(
           s.rows, np, G, dgates, [&](int pl, int) { return hh_cols.row(pl); }, dot_scratch(a),
           [&](int j0, int n, int pl, const ItemTotal<Acc>& t) {

@@ -1,5 +1,5 @@
 // The persistent kernels' FMA products (float without TF32, and double), one warp per item:
-// an item is R rows of activations x (R = 4, 2 or 1) times C weight rows w (C = 4: a hidden
+// an item is R rows of activations x (R = 8, 4, 2 or 1) times C weight rows w (C = 4: a hidden
 // unit's four gate rows; C = 1: one output unit), the lanes splitting the reduction length K.
 //
 // Each lane keeps R x C partial sums, so a weight value it loads from shared memory serves R
@@ -123,9 +123,9 @@ __device__ __forceinline__ ItemTotal<Acc> warp_rows_dot(const XRow& x_row, int n
   return {total, i / C, i % C, spread_lane<N>(i) == lane, C, 5 - kLog2<N>};
 }
 
-// Rows per item: the largest of 4, 2, 1 that gives each of the block's warps an item.
+// Rows per item: the largest of 8, 4, 2, 1 that gives each of the block's warps an item.
 __device__ __forceinline__ int rows_per_item(int64_t rows, int64_t cols, int warps) {
-  for (int R = 4; R > 1; R /= 2)
+  for (int R = 8; R > 1; R /= 2)
     if (ceil_div32(rows, R) * cols >= warps) return R;
   return 1;
 }
@@ -189,7 +189,9 @@ __device__ __forceinline__ void warp_dot_items(int64_t rows, int64_t cols, int64
     __syncthreads();  // the scratch is free for the next product
   };
   const int R = rows_per_item(rows, cols, warps);
-  if (R == 4) {
+  if (R == 8) {
+    run(std::integral_constant<int, 8>{});
+  } else if (R == 4) {
     run(std::integral_constant<int, 4>{});
   } else if (R == 2) {
     run(std::integral_constant<int, 2>{});

@@ -10,7 +10,7 @@ namespace fastlstm::cpu {
 namespace {
 
 thread_local StepTeam* t_team = nullptr;
-std::atomic<int64_t> g_shared_runs{0}, g_helped_teams{0};
+std::atomic<int64_t> g_helped_teams{0};
 
 void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -74,7 +74,6 @@ void StepTeam::run_erased(const void* context, Job job) {
     job(context, 0, 1);
     return;
   }
-  g_shared_runs.fetch_add(1, std::memory_order_relaxed);
   context_ = context;
   job_ = job;
   parts_ = parts;
@@ -85,7 +84,6 @@ void StepTeam::run_erased(const void* context, Job job) {
   wait_for(pending_, [](int v) { return v == 0; });
 }
 
-int64_t StepTeam::shared_run_count() { return g_shared_runs.load(); }
 int64_t StepTeam::helped_team_count() { return g_helped_teams.load(); }
 
 StepTeam* current_step_team() { return t_team; }

@@ -54,9 +54,7 @@ class StepTeam {
     });
   }
 
-  // How many jobs the teams of this process have split over more than one thread, and how
-  // many teams have had a helper join (tests).
-  static int64_t shared_run_count();
+  // How many teams of this process have had a helper join (tests).
   static int64_t helped_team_count();
 
  private:

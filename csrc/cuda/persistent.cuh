@@ -605,16 +605,17 @@ struct PersistentPlan {
   size_t shared_bytes = 0;     // weights, exchange area, then the scratch
 };
 
-// The block's scratch for the tensor-core products' K split, after `used` bytes (16-byte
-// aligned): sets the plan's scratch_origin and shared_bytes.
-inline void add_mma_scratch(PersistentPlan& plan, size_t used) {
-  const size_t at = (used + 15) / 16 * 16;
-  plan.scratch_origin = static_cast<int64_t>(at / sizeof(float));
-  plan.shared_bytes = at + static_cast<size_t>(mma_scratch_bytes(plan.threads));
-}
+// Where a block's scratch for the K split (mma_tiles.cuh, warp_dot.cuh) starts after `used`
+// bytes of shared memory: 16-byte aligned.
+inline size_t mma_scratch_at(size_t used) { return (used + 15) / 16 * 16; }
 // Bytes of shared memory a block needs beside `used` for the scratch.
 inline size_t with_mma_scratch(size_t used) {
-  return (used + 15) / 16 * 16 + static_cast<size_t>(mma_scratch_bytes(kPersistentThreads));
+  return mma_scratch_at(used) + static_cast<size_t>(mma_scratch_bytes(kPersistentThreads));
+}
+// Sets the plan's scratch_origin and shared_bytes for a scratch after `used` bytes.
+inline void add_mma_scratch(PersistentPlan& plan, size_t used) {
+  plan.scratch_origin = static_cast<int64_t>(mma_scratch_at(used) / sizeof(float));
+  plan.shared_bytes = with_mma_scratch(used);
 }
 
 // FASTLSTM_CUDA_PATH=step|persistent|cluster|auto (default auto). Until a GPU run has measured

@@ -92,7 +92,7 @@ def pytest_configure(config):
 
 
 # --wheel-subset: only the tests of tests/wheel_subset.py (CI's clean wheel venvs);
-# --wheel-subset-core: the same without the emulated CUDA kernels' entries (EMULATOR_FILES).
+# --wheel-subset-core: the same without the entries of SHARED_OBJECT_FILES (tests/wheel_subset.py).
 def pytest_addoption(parser):
     parser.addoption("--wheel-subset", action="store_true",
                      help="run only the parity subset of tests/wheel_subset.py")
@@ -119,9 +119,9 @@ def select_wheel_subset(config, items):
     if not (config.getoption("--wheel-subset") or core):
         return
     import re
-    from wheel_subset import EMULATOR_FILES, WHEEL_SUBSET
+    from wheel_subset import SHARED_OBJECT_FILES, WHEEL_SUBSET
     if core:
-        WHEEL_SUBSET = [e for e in WHEEL_SUBSET if e[0] not in EMULATOR_FILES]
+        WHEEL_SUBSET = [e for e in WHEEL_SUBSET if e[0] not in SHARED_OBJECT_FILES]
     chosen, used = [], set()
     for item in items:
         file = os.path.basename(str(item.fspath))

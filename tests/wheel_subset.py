@@ -10,11 +10,14 @@ start; None for every test of the file). An entry that selects nothing fails the
 (tests/conftest.py), so the subset cannot silently shrink when a test is renamed.
 """
 
-# The emulated CUDA kernels' entries, which --wheel-subset-core leaves out: the +cu12 wheel's
-# venv, whose CPU and emulator objects are the +cu13 wheel's own (setup.py shares them), runs
-# them in the torch 2.11 venv already.
+# The entries that --wheel-subset-core leaves out: the emulated CUDA kernels, and the CPU
+# kernels' own numerics (packed GEMM panels, 16-bit arithmetic), which reach torch only through
+# raw data pointers. The +cu12 wheel's CPU and emulator objects are the +cu13 wheel's own
+# (setup.py shares them), and the torch 2.11 venv runs these entries on them already; the +cu12
+# venv keeps what depends on its torch: the ops, their registrations, dispatch and autograd.
 EMULATOR_FILES = ("test_simt.py", "test_emulated_cuda.py", "test_emulated_device_lengths.py",
                   "test_emulated_persistent.py")
+SHARED_OBJECT_FILES = EMULATOR_FILES + ("test_cpu_packed_gemm.py", "test_half_cpu.py")
 
 WHEEL_SUBSET = [
     # CPU parity over the core grid, flags, float32, odd sizes, non-contiguous input (not the

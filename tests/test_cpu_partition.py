@@ -276,6 +276,36 @@ def test_default_steps_partition_splits_the_step_gemm_on_a_team(mode, threads, m
     assert torch.ops.fastlstm._cpu_split_step_gemm_count() > before or not helped
 
 
+@pytest.mark.parametrize("I,H", [(64, 64), (128, 16)], ids=["by-columns", "by-rows"])
+def test_steps_partition_splits_the_inference_input_projection_on_its_team(I, H, threads,
+                                                                          monkeypatch):
+    """Under the steps partition, inference projects each chunk of steps' inputs (128 rows at
+    least) inside the time loop: the step team splits that GEMM by C's longer side (4H columns
+    at I = H = 64, 128 rows at H = 16), instead of the leader running it alone. nn.LSTM is the
+    judge, in float64 and float32."""
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", "steps")
+    threads(2)
+    T, B = 60, 7
+    gen = torch.Generator().manual_seed(I + H)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
+    lengths[1], lengths[4] = T, 0
+    before = torch.ops.fastlstm._cpu_team_gemm_count()
+    helped_before = torch.ops.fastlstm._cpu_step_team_helped_count()
+    for call in range(20):  # a helper that the OS starts late joins a later call
+        dtype = torch.float64 if call % 2 == 0 else torch.float32
+        ref, fast = make_pair(I, H, dtype=dtype, seed=call)
+        x = torch.randn(T, B, I, dtype=dtype, generator=gen)
+        with torch.inference_mode():
+            out, (h_n, c_n) = fast(x, lengths=torch.tensor(lengths))
+        for name, got, want in zip(("output", "h_n", "c_n"), (out, h_n, c_n),
+                                   reference_forward(ref, x, lengths, None)):
+            assert_close(name, got, want, dtype)
+        if torch.ops.fastlstm._cpu_team_gemm_count() > before and call >= 1:
+            break
+    helped = torch.ops.fastlstm._cpu_step_team_helped_count() > helped_before
+    assert torch.ops.fastlstm._cpu_team_gemm_count() > before or not helped
+
+
 @pytest.mark.parametrize("n_threads", [2, 3, 4])
 def test_step_team_splits_every_job_over_every_member(n_threads, threads):
     """A step team on torch's parallel loop, as the steps partition runs it (the leader and

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <exception>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -39,6 +41,7 @@ struct CpuBackend {
                    int64_t lda, const T* B, int64_t ldb, C beta, C* Cp, int64_t ldc) {
     if constexpr (!kLowp<T>) {
       static_assert(std::is_same_v<T, C>, "float32/64 accumulate in the tensor dtype");
+      if (team_gemm<T>(ta, tb, M, N, K, A, lda, B, ldb, beta, Cp, ldc)) return;
       gemm_rm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, Cp, ldc);
     } else if constexpr (std::is_same_v<C, float>) {
       gemm_rm_acc<T>(ta, tb, M, N, K, A, lda, B, ldb, beta, Cp, ldc);
@@ -53,6 +56,48 @@ struct CpuBackend {
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) Cp[i * ldc + j] = C(acc[i * N + j]);
     }
+  }
+
+  // Inside a step team's time loop (the steps partition), a GEMM of at least kTeamGemmMinMacs
+  // multiply-adds (layer_inference's input projection of a chunk of steps) is split over the
+  // team by C's longer side, so that the helpers do not idle while the leader runs it alone
+  // (BLAS calls inside the layer's parallel region run on one thread). Measured on the 2-core
+  // Xeon, H = 512, I = 256, B = 32: see docs/PERFORMANCE.md. Returns false where it did not
+  // run (no team, or too small).
+  static constexpr int64_t kTeamGemmMinMacs = int64_t(1) << 20;
+  // How many GEMMs team_gemm split so far in this process (tests: _cpu_team_gemm_count).
+  static std::atomic<int64_t>& team_gemm_count() {
+    static std::atomic<int64_t> count{0};
+    return count;
+  }
+  template <typename T>
+  static bool team_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
+                        int64_t lda, const T* B, int64_t ldb, T beta, T* Cp, int64_t ldc) {
+    StepTeam* team = current_step_team();
+    if (team == nullptr || team->size() < 2 || M * N * K < kTeamGemmMinMacs) return false;
+    constexpr int64_t kAlign = 16;  // shares of whole 64-byte lines of C (float32)
+    const bool by_cols = N >= M;
+    const int64_t blocks = ((by_cols ? N : M) + kAlign - 1) / kAlign;
+    team_gemm_count().fetch_add(1, std::memory_order_relaxed);
+    std::exception_ptr error;
+    std::atomic<bool> failed{false};
+    team->run([&](int part, int parts) {
+      const auto [b0, b1] = team_share(blocks, part, parts);
+      const int64_t i0 = b0 * kAlign, i1 = std::min(by_cols ? N : M, b1 * kAlign);
+      if (i0 >= i1) return;
+      try {  // (a helper must not throw: the leader waits for every part)
+        if (by_cols)
+          gemm_rm<T>(ta, tb, M, i1 - i0, K, T(1), A, lda, tb ? B + i0 * ldb : B + i0, ldb, beta,
+                     Cp + i0, ldc);
+        else
+          gemm_rm<T>(ta, tb, i1 - i0, N, K, T(1), ta ? A + i0 : A + i0 * lda, lda, B, ldb, beta,
+                     Cp + i0 * ldc, ldc);
+      } catch (...) {
+        if (!failed.exchange(true)) error = std::current_exception();
+      }
+    });
+    if (error) std::rethrow_exception(error);
+    return true;
   }
 
   // op(W) for every step of a time loop (GEMMs of at most max_rows rows). float32 W is packed

@@ -165,6 +165,8 @@ int64_t step_team_selftest(int64_t helpers, int64_t jobs) {
 }
 int64_t step_team_helped_count() { return StepTeam::helped_team_count(); }
 
+int64_t team_gemm_count() { return CpuBackend::team_gemm_count().load(); }
+
 int64_t last_row_groups() { return last_row_group_count().load(); }
 
 double loop_seconds() { return static_cast<double>(loop_nanoseconds().load()) * 1e-9; }
@@ -215,7 +217,8 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // CPU layer call ran; _cpu_partition_choice(...) and _cpu_l2_bytes(), the partition a layer
 // would take and the L2 size it is judged by; _cpu_step_team_selftest(helpers, jobs) and
 // _cpu_step_team_helped_count(), a step team's jobs and how many teams had a helper join
-// (step_team.h). For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
+// (step_team.h); _cpu_team_gemm_count(), how many GEMMs a step team split (backend.h's
+// team_gemm). For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
 // CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
@@ -234,6 +237,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_l2_bytes() -> int");
   m.def("_cpu_step_team_selftest(int helpers, int jobs) -> int");
   m.def("_cpu_step_team_helped_count() -> int");
+  m.def("_cpu_team_gemm_count() -> int");
   m.def("_cpu_loop_seconds() -> float");
   m.def("_cpu_fma_peak_gflops(int threads, float seconds) -> float");
   m.def("_cpu_isa() -> str");
@@ -252,6 +256,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_l2_bytes", TORCH_BOX(&fastlstm::cpu::l2_bytes_for_test));
   m.impl("_cpu_step_team_selftest", TORCH_BOX(&fastlstm::cpu::step_team_selftest));
   m.impl("_cpu_step_team_helped_count", TORCH_BOX(&fastlstm::cpu::step_team_helped_count));
+  m.impl("_cpu_team_gemm_count", TORCH_BOX(&fastlstm::cpu::team_gemm_count));
   m.impl("_cpu_loop_seconds", TORCH_BOX(&fastlstm::cpu::loop_seconds));
   m.impl("_cpu_fma_peak_gflops", TORCH_BOX(&fastlstm::cpu::fma_peak));
   m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));

@@ -265,15 +265,22 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
     A = a_copy.data();
     lda = ld;
   }
-  // Chunks [c0, c1) of kChunkPanels panels each: every K block, every row block.
+  // Chunks [c0, c1) of kChunkPanels panels each: every K block, every row block. Every other
+  // call on a thread walks W backwards (K blocks and chunks in reverse): a W larger than L2
+  // then starts each step on the part the previous step read last, still in L2, instead of
+  // the part least recently read, which an LRU-like cache has evicted first (a forward walk
+  // over a W slightly larger than L2 misses on every line).
   const int64_t chunks = (panels + kChunkPanels - 1) / kChunkPanels;
+  const int64_t kblocks = std::max<int64_t>(1, (K + kc - 1) / kc);  // K = 0: one pass, C = beta C
+  thread_local uint32_t t_calls = 0;
+  const bool backwards = (t_calls++ & 1) != 0;
   const auto run_chunks = [&](int64_t c0, int64_t c1) {
-    // K = 0 still runs one pass: C = beta C.
-    for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kc) {
+    for (int64_t i = 0; i < kblocks; ++i) {
+      const int64_t k0 = (backwards ? kblocks - 1 - i : i) * kc;
       const int64_t kn = std::min(kc, K - k0);
-      const float b = k0 == 0 ? beta : 1.f;  // later K blocks add to the first's sums
-      for (int64_t q0 = c0 * kChunkPanels; q0 < std::min(panels, c1 * kChunkPanels);
-           q0 += kChunkPanels) {
+      const float b = i == 0 ? beta : 1.f;  // later K blocks add to the first's sums
+      for (int64_t j = c0; j < c1; ++j) {
+        const int64_t q0 = (backwards ? c1 - 1 - (j - c0) : j) * kChunkPanels;
         const int64_t q1 = std::min(panels, q0 + kChunkPanels);
         for (int64_t r0 = 0; r0 < M; r0 += v.mr) {
           const int64_t rows = std::min(v.mr, M - r0);

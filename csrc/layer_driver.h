@@ -377,6 +377,7 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
   // previous state. A row's entry is last written at its first step, so it ends as grad h0/c0
   // (and a zero-length row keeps grad h_n/c_n, as h_n = h0 there).
   std::vector<Tensor> dgates(d.D), dout(d.D), dh(d.D), dc(d.D), dy(d.D), h0s(d.D), c0s(d.D);
+  const int64_t* dy_rows = nullptr;  // element offset of each packed row in grad_output
   for (int64_t dir = 0; dir < d.D; ++dir) {
     // Zero where the recurrence may not write every row (N unknown to the host): the weight
     // gradients sum over all rows (dW_hh over dgates, dW_hr over dout).
@@ -394,10 +395,13 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
     h0s[dir] = sorted_h0<Backend, T>(ctx, d, in, order, dir);
     c0s[dir] = sorted_c0<Backend, T, Acc>(ctx, d, in, order, dir);
     if (grad_output.defined()) {
+      // (grad_output [T, B, D Hout], any strides with the last dim contiguous: its rows are
+      // gathered by element offsets)
+      if (dy_rows == nullptr)
+        dy_rows = s.token_offsets(ctx, grad_output.stride(0), grad_output.stride(1));
       dy[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
       Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(dy[dir]), Ho, nullptr,
-                                        cptr<T>(grad_output) + dir * Ho, d.D * Ho,
-                                        token_tb);
+                                        cptr<T>(grad_output) + dir * Ho, 1, dy_rows);
     }
   }
 

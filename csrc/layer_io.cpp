@@ -52,8 +52,13 @@ BackwardGrads check_backward_args(const LayerDims& d, const Tensor& input,
   auto contiguous_or_undefined = [](const std::optional<Tensor>& g) {
     return g.has_value() && g->defined() ? as_contiguous(*g) : Tensor();
   };
-  BackwardGrads g{contiguous_or_undefined(grad_output), contiguous_or_undefined(grad_h_n),
-                  contiguous_or_undefined(grad_c_n)};
+  // grad_output keeps its strides where its last dim is contiguous (the driver gathers its rows
+  // by element offsets, as it does the input's): a batch-first caller's transposed gradient
+  // (fastlstm.keras, batch_first=True) costs no copy.
+  const bool strided_ok = grad_output.has_value() && grad_output->defined() &&
+                          grad_output->dim() == 3 && grad_output->stride(2) == 1;
+  BackwardGrads g{strided_ok ? *grad_output : contiguous_or_undefined(grad_output),
+                  contiguous_or_undefined(grad_h_n), contiguous_or_undefined(grad_c_n)};
   check_grad_arg(g.grad_output, "grad_output", {d.T, d.B, d.D * d.Hout}, input);
   check_grad_arg(g.grad_h_n, "grad_h_n", {d.D, d.B, d.Hout}, input);
   check_grad_arg(g.grad_c_n, "grad_c_n", {d.D, d.B, d.H}, input);

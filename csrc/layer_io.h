@@ -39,7 +39,8 @@ struct ForwardOutputs {
 
 ForwardOutputs allocate_forward_outputs(const LayerDims& d, const Tensor& input);
 
-// Incoming gradients, contiguous, or undefined where none flows.
+// Incoming gradients, or undefined where none flows: grad_h_n and grad_c_n contiguous,
+// grad_output any strides with its last dim contiguous.
 struct BackwardGrads {
   Tensor grad_output, grad_h_n, grad_c_n;
 };

@@ -111,6 +111,47 @@ def test_non_contiguous_input(view_kind):
     check_parity(ref, fast, base, [6, 2, 0, 5], make_hx(ref, B, F64), view=view)
 
 
+@pytest.mark.parametrize("layout", ["batch_first", "sliced", "strided_batch", "broadcast",
+                                    "features_stride_2"])
+def test_non_contiguous_grad_output(layout):
+    """The backward gathers grad_output's rows by element offsets, without a copy where the last
+    dim is contiguous: a gradient of any strides (a batch-first model's, which the op sees
+    transposed; a slice; a broadcast) gives nn.LSTM's gradients, and bit for bit those of its
+    contiguous copy."""
+    T, B, I, H = 7, 4, 3, 5
+    lengths = [7, 2, 0, 5]
+    batch_first = layout == "batch_first"
+    ref, fast = make_pair(I, H, F64, bidirectional=True, batch_first=batch_first)
+    lead = (B, T) if batch_first else (T, B)
+    if layout == "batch_first":          # contiguous [B, T, 2H]: time-major, it is transposed
+        grad = randn(*lead, 2 * H, seed=3)
+    elif layout == "sliced":             # the middle of wider rows
+        grad = randn(*lead, 6 * H, seed=3)[..., H:3 * H]
+    elif layout == "strided_batch":      # every other sequence of a larger batch
+        grad = randn(T, 2 * B, 2 * H, seed=3)[:, ::2]
+    elif layout == "broadcast":          # strides (0, 0, 1)
+        grad = randn(2 * H, seed=3).expand(*lead, 2 * H)
+    else:                                # last dim stride 2: the op copies it
+        grad = randn(*lead, 4 * H, seed=3)[..., ::2]
+    assert batch_first or not grad.is_contiguous()
+    x = time_major_input(T, B, I, F64, batch_first)
+
+    def gradients(module, run, upstream):
+        xl = x.clone().requires_grad_()
+        names, params = zip(*module.named_parameters())
+        grads = torch.autograd.grad(run(xl), [xl, *params], upstream)
+        return dict(zip(["grad_input", *("grad." + n for n in names)], grads))
+
+    want = gradients(ref, lambda xl: reference_forward(ref, xl, lengths)[0], grad)
+    run_fast = lambda xl: fast(xl, lengths=torch.tensor(lengths))[0]  # noqa: E731
+    got = gradients(fast, run_fast, grad)
+    copy = gradients(fast, run_fast, grad.contiguous())
+    assert set(got) == set(want)
+    for name in want:
+        assert_close(name, got[name], want[name], F64)
+        assert torch.equal(got[name], copy[name]), name
+
+
 @pytest.mark.parametrize("cfg", [
     dict(num_layers=1, bidirectional=False),
     dict(num_layers=2, bidirectional=True),

@@ -206,9 +206,28 @@ def test_half_types_per_group_within_twice_nn_lstm(dtype, grad, threads, monkeyp
 def test_default_is_rows(threads, monkeypatch):
     monkeypatch.delenv("FASTLSTM_CPU_PARTITION", raising=False)
     threads(2)
-    fast = fastlstm.LSTM(4, 8)
+    fast = fastlstm.LSTM(64, 64)  # 600 tokens x 4H x (I + H): 19.7 M multiply-adds
     with torch.inference_mode():
-        fast(torch.randn(5, 6, 4), lengths=torch.tensor([5, 4, 3, 3, 2, 1]))
+        fast(torch.randn(100, 6, 64), lengths=torch.tensor([100] * 6))
+    assert torch.ops.fastlstm._cpu_last_row_groups() == 2
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_small_layer_runs_on_the_calling_thread(bidirectional, threads, monkeypatch):
+    """Under 4 M multiply-adds a layer runs every group on the calling thread, one per
+    direction (no parallel region, whose end waits for a descheduled thread beside busy
+    processes); its results are nn.LSTM's. A forced partition keeps the threads."""
+    monkeypatch.delenv("FASTLSTM_CPU_PARTITION", raising=False)
+    threads(2)
+    ref, fast = make_pair(4, 8, bidirectional=bidirectional, seed=3)
+    D = 2 if bidirectional else 1
+    lengths = [5, 4, 3, 3, 2, 1]
+    x = torch.randn(5, 6, 4, dtype=torch.float64)
+    check_parity(ref, fast, x, lengths)
+    assert torch.ops.fastlstm._cpu_last_row_groups() == D
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", "rows")
+    with torch.inference_mode():
+        fast(x, lengths=torch.tensor(lengths))
     assert torch.ops.fastlstm._cpu_last_row_groups() == 2
 
 

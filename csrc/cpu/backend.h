@@ -236,23 +236,18 @@ struct CpuBackend {
     return false;
   }
 
-  // The layer's groups of rows (partition.h), one per thread; within a group every nested
-  // parallel loop and BLAS call runs on that group's thread. Under the steps partition each
-  // group's thread leads a step team (step_team.h) of the threads left over, which splits the
-  // float32 step GEMM's columns and the cell's rows at every step.
-  template <typename T, typename F>
-  static void for_each_row_group(const LayerDims& d, const Schedule& s, const F& f) {
-    Partition how = Partition::rows;
-    const std::vector<RowGroup> groups = layer_row_groups(d, s, sizeof(T), &how);
+  // One task per group (and per helper of its step team under the steps partition) in one
+  // parallel region of torch's threads.
+  template <typename F>
+  static void run_groups_in_parallel(const std::vector<RowGroup>& groups, Partition how,
+                                     int64_t threads, const F& f) {
     const int64_t n = static_cast<int64_t>(groups.size());
-    const int64_t threads = std::max<int64_t>(1, torch::stable::get_num_threads());
     // Members per group: its leader, and under the steps partition the threads left over.
     const int64_t members = how == Partition::steps ? std::max<int64_t>(1, threads / n) : 1;
     std::vector<std::unique_ptr<StepTeam>> teams;
     if (how == Partition::steps)
       for (int64_t k = 0; k < n; ++k)
         teams.push_back(std::make_unique<StepTeam>(static_cast<int>(members - 1)));
-    const auto start = std::chrono::steady_clock::now();
     // Task i: member i % members of group i / members; member 0 runs the group's time loop.
     torch::stable::parallel_for(0, n * members, 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
@@ -268,6 +263,24 @@ struct CpuBackend {
         }
       }
     });
+  }
+
+  // The layer's groups of rows (partition.h), one per thread (all on the calling thread for a
+  // small layer: layer_threads); within a group every nested
+  // parallel loop and BLAS call runs on that group's thread. Under the steps partition each
+  // group's thread leads a step team (step_team.h) of the threads left over, which splits the
+  // float32 step GEMM's columns and the cell's rows at every step.
+  template <typename T, typename F>
+  static void for_each_row_group(const LayerDims& d, const Schedule& s, const F& f) {
+    Partition how = Partition::rows;
+    const std::vector<RowGroup> groups = layer_row_groups(d, s, sizeof(T), &how);
+    const int64_t threads = layer_threads(d, s);
+    const auto start = std::chrono::steady_clock::now();
+    if (threads == 1) {
+      for (const RowGroup& g : groups) f(g.dir, g.r0, g.r1);  // a small layer: no region at all
+    } else {
+      run_groups_in_parallel(groups, how, threads, f);
+    }
     loop_nanoseconds() += std::chrono::duration_cast<std::chrono::nanoseconds>(
                               std::chrono::steady_clock::now() - start)
                               .count();

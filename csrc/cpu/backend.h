@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <exception>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -79,24 +78,15 @@ struct CpuBackend {
     const bool by_cols = N >= M;
     const int64_t blocks = ((by_cols ? N : M) + kAlign - 1) / kAlign;
     team_gemm_count().fetch_add(1, std::memory_order_relaxed);
-    std::exception_ptr error;
-    std::atomic<bool> failed{false};
-    team->run([&](int part, int parts) {
-      const auto [b0, b1] = team_share(blocks, part, parts);
+    team->split(blocks, [&](int64_t b0, int64_t b1) {
       const int64_t i0 = b0 * kAlign, i1 = std::min(by_cols ? N : M, b1 * kAlign);
-      if (i0 >= i1) return;
-      try {  // (a helper must not throw: the leader waits for every part)
-        if (by_cols)
-          gemm_rm<T>(ta, tb, M, i1 - i0, K, T(1), A, lda, tb ? B + i0 * ldb : B + i0, ldb, beta,
-                     Cp + i0, ldc);
-        else
-          gemm_rm<T>(ta, tb, i1 - i0, N, K, T(1), ta ? A + i0 : A + i0 * lda, lda, B, ldb, beta,
-                     Cp + i0 * ldc, ldc);
-      } catch (...) {
-        if (!failed.exchange(true)) error = std::current_exception();
-      }
+      if (by_cols)
+        gemm_rm<T>(ta, tb, M, i1 - i0, K, T(1), A, lda, tb ? B + i0 * ldb : B + i0, ldb, beta,
+                   Cp + i0, ldc);
+      else
+        gemm_rm<T>(ta, tb, i1 - i0, N, K, T(1), ta ? A + i0 : A + i0 * lda, lda, B, ldb, beta,
+                   Cp + i0 * ldc, ldc);
     });
-    if (error) std::rethrow_exception(error);
     return true;
   }
 
@@ -273,8 +263,8 @@ struct CpuBackend {
   template <typename T, typename F>
   static void for_each_row_group(const LayerDims& d, const Schedule& s, const F& f) {
     Partition how = Partition::rows;
-    const std::vector<RowGroup> groups = layer_row_groups(d, s, sizeof(T), &how);
     const int64_t threads = layer_threads(d, s);
+    const std::vector<RowGroup> groups = layer_row_groups(d, s, threads, sizeof(T), &how);
     const auto start = std::chrono::steady_clock::now();
     if (threads == 1) {
       for (const RowGroup& g : groups) f(g.dir, g.r0, g.r1);  // a small layer: no region at all

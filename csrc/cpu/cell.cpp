@@ -147,10 +147,7 @@ void for_rows(int64_t rows, int64_t H, const F& f) {
   const int64_t grain = row_grain(H);
   if (StepTeam* team = current_step_team()) {
     if (team->size() > 1 && rows >= grain * team->size()) {
-      team->run([&](int part, int parts) {
-        const auto [r0, r1] = team_share(rows, part, parts);
-        if (r0 < r1) f(r0, r1);
-      });
+      team->split(rows, f);
     } else {
       f(0, rows);
     }

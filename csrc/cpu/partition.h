@@ -175,10 +175,10 @@ inline int64_t layer_threads(const LayerDims& d, const Schedule& s) {
   return forced_partition() == nullptr && layer_macs(d, s) < kParallelMinMacs ? 1 : threads;
 }
 
-// The groups this layer call runs, for layer_threads, and how they were cut.
+// The groups this layer call runs on `threads` threads (layer_threads), and how they were cut.
 inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule& s,
-                                              int64_t elem_bytes, Partition* how = nullptr) {
-  const int64_t threads = layer_threads(d, s);
+                                              int64_t threads, int64_t elem_bytes,
+                                              Partition* how = nullptr) {
   const Partition chosen = choose_partition(d, s, threads, elem_bytes);
   if (how != nullptr) *how = chosen;
   std::vector<RowGroup> groups = plan_row_groups(s.length, d.D, threads, chosen, kStepRows);

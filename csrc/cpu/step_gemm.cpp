@@ -303,10 +303,7 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
   if (team != nullptr && team->size() > 1 && N * K * int64_t(sizeof(float)) >= kSplitWeightBytes &&
       chunks > 1) {
     g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
-    team->run([&](int part, int parts) {
-      const auto [c0, c1] = team_share(chunks, part, parts);
-      if (c0 < c1) run_chunks(c0, c1);
-    });
+    team->split(chunks, run_chunks);
   } else {
     run_chunks(0, chunks);
   }
@@ -321,6 +318,5 @@ StepGemm step_gemm_choice() {
 
 int64_t step_gemm_count() { return g_step_gemms.load(); }
 int64_t split_step_gemm_count() { return g_split_step_gemms.load(); }
-
 
 }  // namespace fastlstm::cpu

@@ -19,9 +19,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <utility>
 
 namespace fastlstm::cpu {
+
+// [begin, end) of part `part` of `parts` over n items.
+inline std::pair<int64_t, int64_t> team_share(int64_t n, int part, int parts) {
+  return {n * part / parts, n * (part + 1) / parts};
+}
 
 class StepTeam {
  public:
@@ -46,11 +52,33 @@ class StepTeam {
   void finish();
 
   // The leader: f(part, parts) on itself (part 0) and every helper that has joined; returns
-  // once every part is done. Never called from inside f.
+  // once every part is done. An exception from any part (the first one) is rethrown here then,
+  // never on a helper, whose leader waits for it. Never called from inside f.
   template <typename F>
   void run(const F& f) {
-    run_erased(&f, [](const void* p, int part, int parts) {
-      (*static_cast<const F*>(p))(part, parts);
+    struct Call {
+      const F& f;
+      std::exception_ptr error;
+      std::atomic<bool> failed{false};
+    } call{f};
+    run_erased(&call, [](const void* p, int part, int parts) {
+      auto& c = *static_cast<Call*>(const_cast<void*>(p));
+      try {
+        c.f(part, parts);
+      } catch (...) {
+        if (!c.failed.exchange(true)) c.error = std::current_exception();
+      }
+    });
+    if (call.error) std::rethrow_exception(call.error);
+  }
+
+  // The leader: f(begin, end) over [0, n), one non-empty share (team_share) for itself and
+  // each helper that has joined; as run.
+  template <typename F>
+  void split(int64_t n, const F& f) {
+    run([&](int part, int parts) {
+      const auto [begin, end] = team_share(n, part, parts);
+      if (begin < end) f(begin, end);
     });
   }
 
@@ -89,10 +117,5 @@ class StepTeamScope {
   StepTeam* team_;
   StepTeam* before_;
 };
-
-// [begin, end) of part `part` of `parts` over n items.
-inline std::pair<int64_t, int64_t> team_share(int64_t n, int part, int parts) {
-  return {n * part / parts, n * (part + 1) / parts};
-}
 
 }  // namespace fastlstm::cpu

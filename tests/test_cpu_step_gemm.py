@@ -1,7 +1,8 @@
-"""fastlstm's own per-step float32 GEMM (csrc/cpu/step_gemm.cpp): op(W) packed once per layer
+"""fastlstm's own per-step GEMM (csrc/cpu/step_gemm.cpp): op(W) packed once per layer
 call into column panels, then tiles of rows x panel width accumulated in registers. It has
 AVX-512 (8 x 32 tiles), AVX2 (6 x 16) and portable (4 x 16) variants; tests/test_cpu_isa.py runs
-this file under each.
+this file under each. bfloat16 and float16 loops go through the same float tiles with their
+operands widened, or, for bfloat16, an AVX512_BF16 kernel on pairs of k (bf16_pairs).
 
 The product itself is checked against float64 matmul on shapes that leave every remainder: rows
 not a multiple of the tile's, columns not a multiple of the panel's, K of 1, row strides wider
@@ -9,6 +10,8 @@ than K, beta 0 (C's NaNs ignored), 1 and 0.5. Then whole layers against nn.LSTM 
 GEMM forced each way (FASTLSTM_CPU_STEP_GEMM=own|blas, read at every call), and
 _cpu_step_gemm_count() shows which ran.
 """
+
+import os
 
 import pytest
 import torch
@@ -55,6 +58,48 @@ def test_product_matches_float64(M, N, K, trans):
         assert err <= 2e-6 * (K ** 0.5) * (1 + expected.abs().max().item()), (beta, err)
 
 
+def cpu_has(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+# bfloat16 and float16 through step_gemm_lowp: float panels (both dtypes), and bfloat16's own
+# bf16_pairs format where the CPU has AVX512_BF16 (FASTLSTM_CPU_BF16_PAIRS forces either).
+LOWP = [(torch.bfloat16, "0"), (torch.bfloat16, "1"), (torch.float16, "0")]
+
+
+@pytest.mark.parametrize("M", [1, 5, 8, 9, 17])
+@pytest.mark.parametrize("N,K", [(1, 1), (15, 7), (33, 100), (100, 65), (64, 1024)])
+@pytest.mark.parametrize("trans", [True, False], ids=["wT", "w"])
+@pytest.mark.parametrize("dtype,pairs", LOWP, ids=lambda v: str(v).split(".")[-1])
+def test_lowp_product_matches_float64(dtype, pairs, M, N, K, trans, monkeypatch):
+    if pairs == "1" and not cpu_has("avx512_bf16"):
+        pytest.skip("CPU lacks avx512_bf16 (the bf16_pairs kernel)")
+    monkeypatch.setenv("FASTLSTM_CPU_BF16_PAIRS", pairs)
+    if "FASTLSTM_CPU_ISA" not in os.environ and torch.ops.fastlstm._cpu_isa() == "avx512":
+        assert torch.ops.fastlstm._cpu_bf16_pairs() == (pairs == "1")  # else: float panels
+    gen = torch.Generator().manual_seed(M * 1000 + N + K)
+    # odd K leaves a half pair; a row stride of K + 3 (odd) leaves A's pairs unaligned
+    for beta, row_stride in ((0.0, K), (1.0, K + 3), (0.5, 2048)):
+        a = torch.randn(M, row_stride, generator=gen).to(dtype)[:, :K]
+        w = torch.randn((N, K) if trans else (K, N), generator=gen).to(dtype)
+        c = torch.randn(M, N, generator=gen)
+        if beta == 0:
+            c.fill_(float("nan"))
+        got = torch.ops.fastlstm._cpu_step_gemm(a, w, trans, beta, c)
+        # The products of the dtype's values are exact in float: only the float sums round.
+        expected = a.double() @ (w.double().t() if trans else w.double())
+        if beta != 0:
+            expected = expected + beta * c.double()
+        assert got.dtype == F32 and got.shape == (M, N)
+        assert torch.isfinite(got).all(), f"beta={beta}: NaN in the result"
+        err = (got.double() - expected).abs().max().item()
+        assert err <= 2e-6 * (K ** 0.5) * (1 + expected.abs().max().item()), (beta, err)
+
+
 def test_product_of_empty_shapes():
     a = torch.randn(0, 8)
     out = torch.ops.fastlstm._cpu_step_gemm(a, torch.randn(8, 5), False, 0.0, torch.empty(0, 5))
@@ -66,8 +111,17 @@ def test_product_of_empty_shapes():
 
 
 def test_bad_arguments_say_what_was_expected():
-    with pytest.raises(ValueError, match="a must be a 2-D float32"):
+    with pytest.raises(ValueError, match="a must be float32, bfloat16 or float16, got .*Double"):
         torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4).double(), torch.randn(4, 5), False,
+                                          0.0, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="w must be .*BFloat16.* like a, got .*Float"):
+        torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4).bfloat16(), torch.randn(4, 5), False,
+                                          0.0, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="c must be float32"):
+        torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4).half(), torch.randn(4, 5).half(),
+                                          False, 0.0, torch.zeros(3, 5).half())
+    with pytest.raises(ValueError, match="a must be a 2-D CPU matrix"):
+        torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4, 1), torch.randn(4, 5), False,
                                           0.0, torch.zeros(3, 5))
     with pytest.raises(ValueError, match="op\\(w\\) must have 4 rows"):
         torch.ops.fastlstm._cpu_step_gemm(torch.randn(3, 4), torch.randn(5, 5), False, 0.0,
@@ -132,14 +186,23 @@ def test_inference_matches_nn_lstm_on_any_thread_count(step_gemm, threads):
         assert_close(name, a, e, F32)
 
 
-def test_default_uses_the_own_step_gemm_for_float32_loops_only(monkeypatch):
+def test_default_step_gemm_by_dtype_and_batch(monkeypatch):
+    """float32, float16 and bfloat16 loops take the own step GEMM, float64 the BLAS; bfloat16
+    batches of 32 rows or more the BLAS too where MKL's bfloat16 GEMM runs on AMX
+    (CpuBackend::use_own_lowp_step_gemm)."""
     monkeypatch.delenv("FASTLSTM_CPU_STEP_GEMM", raising=False)
-    for dtype, want in ((F32, True), (torch.float64, False), (torch.bfloat16, False)):
+    amx = torch.ops.fastlstm._cpu_bf16_blas_on_amx()
+    for dtype, B, want in ((F32, 3, True), (F32, 32, True), (torch.float64, 3, False),
+                           (torch.float16, 3, True), (torch.float16, 32, True),
+                           (torch.bfloat16, 3, True), (torch.bfloat16, 31, True),
+                           (torch.bfloat16, 32, not amx)):
         torch.manual_seed(0)
         m = fastlstm.LSTM(5, 16, dtype=dtype)
+        lengths = torch.full((B,), 4)
+        lengths[0] = 6
         before = step_gemms()
-        m(torch.randn(6, 3, 5, dtype=dtype), lengths=torch.tensor([6, 4, 1]))[0].sum().backward()
-        assert (step_gemms() > before) == want, dtype
+        m(torch.randn(6, B, 5, dtype=dtype), lengths=lengths)[0].float().sum().backward()
+        assert (step_gemms() > before) == want, (dtype, B)
     # A one-step loop keeps the plain GEMM (nothing to repay the packing).
     m = fastlstm.LSTM(5, 16)
     before = step_gemms()

@@ -5,6 +5,8 @@ the same weights is at most twice nn.LSTM's own error in that dtype on the CPU (
 pack_padded_sequence, the judge). Cell state and sums are kept in float32.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -45,10 +47,34 @@ CASES = {
 }
 
 
+def cpu_has(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+# The per-step products' kernels (csrc/cpu/step_gemm.h), forced through the environment:
+# fastlstm's own on float panels (both dtypes widened to float), its own bf16_pairs kernel
+# (AVX512_BF16), and the BLAS's GEMM (MKL's cblas_gemm_*f32 where torch has it).
+KERNELS = {"own": {"FASTLSTM_CPU_STEP_GEMM": "own", "FASTLSTM_CPU_BF16_PAIRS": "0"},
+           "pairs": {"FASTLSTM_CPU_STEP_GEMM": "own", "FASTLSTM_CPU_BF16_PAIRS": "1"},
+           "blas": {"FASTLSTM_CPU_STEP_GEMM": "blas"}}
+DTYPE_KERNELS = [(torch.bfloat16, "own"), (torch.bfloat16, "pairs"), (torch.bfloat16, "blas"),
+                 (torch.float16, "own"), (torch.float16, "blas")]
+
+
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("dtype", HALF, ids=str)
-def test_error_within_twice_nn_lstm(dtype, case, grad):
+@pytest.mark.parametrize("dtype,kernel", DTYPE_KERNELS, ids=lambda v: str(v).split(".")[-1])
+def test_error_within_twice_nn_lstm(dtype, kernel, case, grad, monkeypatch):
+    if kernel == "pairs" and not cpu_has("avx512_bf16"):
+        pytest.skip("CPU lacks avx512_bf16 (the bf16_pairs kernel)")
+    for name, value in KERNELS[kernel].items():
+        monkeypatch.setenv(name, value)
+    if kernel == "pairs" and "FASTLSTM_CPU_ISA" not in os.environ:
+        assert torch.ops.fastlstm._cpu_bf16_pairs()
     T, B, I, H = 40, 12, 32, 64
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
@@ -67,7 +93,10 @@ def test_error_within_twice_nn_lstm(dtype, case, grad):
     hx = tuple(h.to(dtype).to(F64) for h in hx)
     exact = run(ref64, x, lengths, hx, grad, fast=False)
     judge = run(ref, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad, fast=False)
+    before = torch.ops.fastlstm._cpu_step_gemm_count()
     ours = run(fast, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad, fast=True)
+    own = torch.ops.fastlstm._cpu_step_gemm_count() - before
+    assert (own > 0) == (kernel != "blas"), f"{own} own step GEMMs with kernel {kernel}"
     names = ["output", "h_n", "c_n"] + (["grad_x"] + [n for n, _ in ref.named_parameters()]
                                          if grad else [])
     for name, e, j, o in zip(names, exact, judge, ours):

@@ -103,7 +103,12 @@ struct CpuBackend {
   static LoopWeight<T> loop_weight(Context&, bool trans, int64_t N, int64_t K, const T* w,
                                    int64_t ld, int64_t max_rows, int64_t steps) {
     LoopWeight<T> lw{w, trans, N, K, ld, max_rows, nullptr};
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (kLowp<T>) {
+      if (use_own_lowp_step_gemm<T>(N, K, steps, max_rows)) {
+        lw.packed = std::make_shared<StepPanels>(pack_step_weight_lowp(trans, N, K, w, ld));
+        lw.packed_own = true;
+      }
+    } else if constexpr (std::is_same_v<T, float>) {
       if (use_own_step_gemm(N, K, steps)) {
         lw.packed = std::make_shared<StepPanels>(pack_step_weight(trans, N, K, w, ld));
         lw.packed_own = true;
@@ -121,6 +126,22 @@ struct CpuBackend {
            step_gemm_choice() != StepGemm::blas;
   }
 
+  // The same for a bfloat16 or float16 loop (step_gemm_lowp), except bfloat16 batches of at
+  // least kAmxMinRows rows where MKL's bfloat16 GEMM runs on AMX tiles. Measured on the 2-core
+  // Xeon (AMX-BF16), I = 256, T = 100, own against MKL, inference: 1.44x at B = 8, H = 128;
+  // 0.95-1.13x at B = 16; 0.85-0.91x at B = 32-64. With MKL capped below AMX
+  // (MKL_ENABLE_INSTRUCTIONS=AVX512_E3 or _E1) own was 1.04-1.61x at B = 16-64; float16 (no
+  // AMX-FP16 there) 1.36-2.04x at B = 8-32 (docs/PERFORMANCE.md).
+  static constexpr int64_t kAmxMinRows = 32;
+  static bool bf16_blas_on_amx() { return cpu_has_amx_bf16() && bf16_gemm_available(); }
+  template <typename T>
+  static bool use_own_lowp_step_gemm(int64_t N, int64_t K, int64_t steps, int64_t max_rows) {
+    if (steps < kOwnGemmMinSteps || N <= 0 || K <= 0) return false;
+    const StepGemm choice = step_gemm_choice();
+    if (choice != StepGemm::automatic) return choice == StepGemm::own;
+    return !(std::is_same_v<T, BFloat16> && max_rows >= kAmxMinRows && bf16_blas_on_amx());
+  }
+
   // C [M, N] = A op(W) + beta C, through W's packed form when it has one.
   template <typename T, typename C>
   static void gemm(Context& ctx, int64_t M, const T* A, int64_t lda, const LoopWeight<T>& w,
@@ -133,6 +154,12 @@ struct CpuBackend {
       if (w.packed && M <= w.max_rows &&
           gemm_packed_f32(M, w.N, w.K, A, lda, w.packed.get(), beta, Cp, ldc))
         return;
+    } else if constexpr (kLowp<T> && std::is_same_v<C, float>) {
+      if (w.packed && w.packed_own) {
+        step_gemm_lowp(M, A, lda, *static_cast<const StepPanels*>(w.packed.get()), beta, Cp,
+                       ldc);
+        return;
+      }
     }
     gemm<T, C>(ctx, false, w.trans, M, w.N, w.K, A, lda, w.w, w.ld, beta, Cp, ldc);
   }

@@ -81,6 +81,35 @@ double run_baseline(double seconds) {
   return 2.0 * 4 * kChains * double(iters) / elapsed;
 }
 
+#if defined(__x86_64__)
+// The same loop through VDPBF16PS (AVX512_BF16): each instruction adds 32 products of bfloat16
+// pairs to 16 float sums. Its operands are pairs of 1.0 and 2^-20 (no NaN or denormal halves).
+__attribute__((target("avx512f,avx512bf16"))) double run_bf16_dot(double seconds) {
+  __m512 acc[kChains];
+  for (int k = 0; k < kChains; ++k) acc[k] = _mm512_set1_ps(0.001f * k);
+  const __m512bh m = (__m512bh)_mm512_set1_epi32(0x3F803F80);
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x35803580);
+  int64_t iters = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    for (int64_t i = 0; i < kItersPerCheck; ++i)
+      for (int k = 0; k < kChains; ++k) acc[k] = _mm512_dpbf16_ps(acc[k], m, a);
+    iters += kItersPerCheck;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  alignas(64) float lanes[16];
+  float sum = 0;
+  for (int k = 0; k < kChains; ++k) {
+    _mm512_store_ps(lanes, acc[k]);
+    for (int l = 0; l < 16; ++l) sum += lanes[l];
+  }
+  volatile float sink = sum;
+  (void)sink;
+  return 2.0 * 32 * kChains * double(iters) / elapsed;
+}
+#endif
+
 double run_one(double seconds) {
 #if defined(__x86_64__)
   switch (isa()) {
@@ -93,6 +122,14 @@ double run_one(double seconds) {
 }
 
 }  // namespace
+
+double bf16_dot_gflops(double seconds) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"))
+    return run_bf16_dot(seconds) / 1e9;
+#endif
+  return 0.0;
+}
 
 double fma_peak_gflops(int64_t threads, double seconds) {
   // At most one calibration loop per pool thread: more would share threads and count twice.

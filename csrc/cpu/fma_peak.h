@@ -12,4 +12,9 @@ namespace fastlstm::cpu {
 // at the pool's size.
 double fma_peak_gflops(int64_t threads, double seconds);
 
+// GFLOP/s of the same loop through AVX512_BF16's VDPBF16PS on the calling thread (a bfloat16
+// product and its sum count 2), or 0 where the CPU lacks it. step_gemm.cpp compares it with the
+// FMA peak to choose its bfloat16 kernel.
+double bf16_dot_gflops(double seconds);
+
 }  // namespace fastlstm::cpu

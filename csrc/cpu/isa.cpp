@@ -3,6 +3,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace fastlstm::cpu {
 namespace {
 
@@ -24,6 +28,16 @@ Isa pick_isa() {
 Isa isa() {
   static const Isa chosen = pick_isa();
   return chosen;
+}
+
+bool cpu_has_amx_bf16() {
+#if defined(__x86_64__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  return (d >> 22 & 1) != 0 && (d >> 24 & 1) != 0;  // AMX-BF16, AMX-TILE
+#else
+  return false;
+#endif
 }
 
 const char* isa_name(Isa isa) {

@@ -10,4 +10,8 @@ enum class Isa { baseline, avx2, avx512 };
 Isa isa();
 const char* isa_name(Isa isa);
 
+// Whether the CPU has AMX's bfloat16 tile multiply (CPUID leaf 7: AMX-BF16 and AMX-TILE), which
+// MKL's bfloat16 GEMM uses.
+bool cpu_has_amx_bf16();
+
 }  // namespace fastlstm::cpu

@@ -180,29 +180,50 @@ double fma_peak(int64_t threads, double seconds) {
 
 std::string cpu_isa() { return isa_name(isa()); }
 
+bool bf16_blas_on_amx() { return CpuBackend::bf16_blas_on_amx(); }
+
 // Test op: a [M, K] op(w) + beta c through step_gemm, w packed by pack_step_weight (op(w) = w^T
-// [K, N] when trans, w [N, K]; else w [K, N]). Float32 CPU matrices whose rows are contiguous
-// (any row stride); c [M, N] is copied, not written.
+// [K, N] when trans, w [N, K]; else w [K, N]); a and w bfloat16 or float16 go through
+// step_gemm_lowp and pack_step_weight_lowp. CPU matrices whose rows are contiguous (any row
+// stride); c [M, N] float32 is copied, not written; the result is float32.
 Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double beta,
                           const Tensor& c) {
   for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"a", &a}, {"w", &w},
                                 {"c", &c}})
-    FASTLSTM_CHECK_VALUE(t->dim() == 2 && t->scalar_type() == kFloat &&
-                             t->device().type() == torch::stable::DeviceType::CPU &&
+    FASTLSTM_CHECK_VALUE(t->dim() == 2 && t->device().type() == torch::stable::DeviceType::CPU &&
                              (t->size(1) <= 1 || t->stride(1) == 1),
-                         "fastlstm: ", name, " must be a 2-D float32 CPU matrix with contiguous "
-                         "rows, got ", t->dim(), "-D ", text(t->scalar_type()));
+                         "fastlstm: ", name, " must be a 2-D CPU matrix with contiguous rows, "
+                         "got ", t->dim(), "-D");
+  const ScalarType type = a.scalar_type();
+  FASTLSTM_CHECK_VALUE(type == kFloat || type == kBFloat16 || type == kHalf,
+                       "fastlstm: a must be float32, bfloat16 or float16, got ", text(type));
+  FASTLSTM_CHECK_VALUE(w.scalar_type() == type, "fastlstm: w must be ", text(type),
+                       " like a, got ", text(w.scalar_type()));
+  FASTLSTM_CHECK_VALUE(c.scalar_type() == kFloat, "fastlstm: c must be float32, got ",
+                       text(c.scalar_type()));
   const int64_t M = a.size(0), K = a.size(1), N = trans ? w.size(0) : w.size(1);
   FASTLSTM_CHECK_VALUE((trans ? w.size(1) : w.size(0)) == K, "fastlstm: op(w) must have ", K,
                        " rows (a's columns), got ", trans ? w.size(1) : w.size(0));
   FASTLSTM_CHECK_VALUE(c.size(0) == M && c.size(1) == N, "fastlstm: c must be [", M, ", ", N,
                        "], got [", c.size(0), ", ", c.size(1), "]");
-  const StepPanels panels = pack_step_weight(trans, N, K, cptr<float>(w), w.stride(0));
   Tensor out = empty_cpu({M, N}, kFloat);
   for (int64_t i = 0; i < M; ++i)
     std::memcpy(ptr<float>(out) + i * N, cptr<float>(c) + i * c.stride(0), N * sizeof(float));
-  step_gemm(M, cptr<float>(a), a.stride(0), panels, static_cast<float>(beta), ptr<float>(out),
-            N);
+  const auto run = [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (std::is_same_v<T, float>) {
+      const StepPanels panels = pack_step_weight(trans, N, K, cptr<float>(w), w.stride(0));
+      step_gemm(M, cptr<float>(a), a.stride(0), panels, static_cast<float>(beta),
+                ptr<float>(out), N);
+    } else {
+      const StepPanels panels = pack_step_weight_lowp(trans, N, K, cptr<T>(w), w.stride(0));
+      step_gemm_lowp(M, cptr<T>(a), a.stride(0), panels, static_cast<float>(beta),
+                     ptr<float>(out), N);
+    }
+  };
+  if (type == kFloat) run(0.f);
+  else if (type == kBFloat16) run(BFloat16());
+  else run(Half());
   return out;
 }
 
@@ -222,7 +243,10 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
-// (step_gemm.h), _cpu_step_gemm_count() and _cpu_split_step_gemm_count(), how many of those
+// (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_pairs(), whether
+// bfloat16 takes the bf16_pairs kernel here, _cpu_bf16_blas_on_amx(), whether MKL's bfloat16
+// GEMM runs on AMX here (CpuBackend::use_own_lowp_step_gemm), _cpu_step_gemm_count() and
+// _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and
 // _cpu_step_gemm_gflops(M, N, K, trans, how, seconds), one per-step product's speed with W
 // packed once, own or MKL's (step_gemm_timing.h).
@@ -243,6 +267,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_isa() -> str");
   m.def("_cpu_step_gemm(Tensor a, Tensor w, bool trans, float beta, Tensor c) -> Tensor");
   m.def("_cpu_step_gemm_count() -> int");
+  m.def("_cpu_bf16_pairs() -> bool");
+  m.def("_cpu_bf16_blas_on_amx() -> bool");
   m.def("_cpu_split_step_gemm_count() -> int");
   m.def("_cpu_step_gemm_gflops(int M, int N, int K, bool trans, str how, float seconds) "
         "-> float");
@@ -262,6 +288,8 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));
   m.impl("_cpu_step_gemm", TORCH_BOX(&fastlstm::cpu::step_gemm_for_test));
   m.impl("_cpu_step_gemm_count", TORCH_BOX(&fastlstm::cpu::step_gemm_count));
+  m.impl("_cpu_bf16_pairs", TORCH_BOX(&fastlstm::cpu::bf16_pairs_chosen));
+  m.impl("_cpu_bf16_blas_on_amx", TORCH_BOX(&fastlstm::cpu::bf16_blas_on_amx));
   m.impl("_cpu_split_step_gemm_count", TORCH_BOX(&fastlstm::cpu::split_step_gemm_count));
   m.impl("_cpu_step_gemm_gflops", TORCH_BOX(&fastlstm::cpu::step_gemm_gflops));
 }

@@ -14,6 +14,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "../torch_api.h"
+#include "fma_peak.h"
 #include "step_team.h"
 
 namespace fastlstm::cpu {
@@ -22,19 +23,23 @@ namespace {
 std::atomic<int64_t> g_step_gemms{0}, g_split_step_gemms{0};
 
 // One tile: C [MR, cols] = A [MR, kc] panels [kc, P NR] + beta C, over P consecutive panels
-// (panel_stride floats apart), cols <= P NR; A's rows lda floats apart.
-using TileFn = void (*)(int64_t kc, const float* A, int64_t lda, const float* panel,
+// (panel_stride words apart), cols <= P NR; A's rows lda words apart. A word is a float, or for
+// the bf16_pairs format a 32-bit pair of bfloat16 along k (so kc counts pairs there).
+template <typename Word>
+using TileFn = void (*)(int64_t kc, const Word* A, int64_t lda, const Word* panel,
                         int64_t panel_stride, float beta, float* C, int64_t ldc, int64_t cols);
 
 // A variant: tile[MR][j] runs MR rows (1 <= MR <= mr) over kPanels[j] panels; panels_for[MR]
 // is how many panels a tile of MR rows takes at once. Few rows take several panels, so that
 // enough independent accumulators cover the FMA latency (at least 8 on the x86 variants).
 constexpr int kPanels[3] = {1, 2, 4};
-struct Variant {
+template <typename Word>
+struct VariantOf {
   int64_t mr, nr;
   int64_t panels_for[9];
-  TileFn tile[9][3];
+  TileFn<Word> tile[9][3];
 };
+using Variant = VariantOf<float>;
 
 // Portable (any CPU; GCC vectorises the j loops with the baseline's SSE2): 4 rows x 16 columns.
 template <int MR, int P>
@@ -155,6 +160,48 @@ __attribute__((target("avx512f"))) void tile_avx512(int64_t kc, const float* A, 
       _mm512_mask_storeu_ps(c, m, acc[i][v]);
     }
 }
+
+// AVX512_BF16 on bf16_pairs panels: the AVX-512 tile's shape (32 columns a panel, 8 rows), each
+// k step a pair of k: one VDPBF16PS adds a_i(2kp) w(2kp) + a_i(2kp+1) w(2kp+1) to 16 columns'
+// float sums (both products exact in float, as in VFMADD231PS; denormals flushed to zero).
+template <int MR, int P>
+__attribute__((target("avx512f,avx512bf16"))) void tile_avx512_bf16(
+    int64_t kc, const uint32_t* A, int64_t lda, const uint32_t* panel, int64_t panel_stride,
+    float beta, float* C, int64_t ldc, int64_t cols) {
+  constexpr int V = 2 * P;  // vectors a row
+  __m512 acc[MR][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(panel + (v / 2) * panel_stride + (k + 8) * 32 +
+                                                 (v % 2) * 16),
+                   _MM_HINT_T0);
+    __m512bh b[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      b[v] = (__m512bh)_mm512_load_si512(panel + (v / 2) * panel_stride + k * 32 + (v % 2) * 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[i * lda + k]));
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], a, b[v]);
+    }
+  }
+  const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      float* c = C + i * ldc + v * 16;
+      const __mmask16 m = lanes_below_avx512(cols - v * 16);
+      if (beta != 0.f) acc[i][v] = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), acc[i][v]);
+      _mm512_mask_storeu_ps(c, m, acc[i][v]);
+    }
+}
 #endif
 
 #define FASTLSTM_TILE_ROW(F, MR) {F<MR, 1>, F<MR, 2>, F<MR, 4>}
@@ -185,6 +232,22 @@ const Variant& variant(Isa isa) {
   return portable;
 }
 
+// The bf16_pairs variant (AVX512_BF16; only reached where bf16_pairs_chosen()).
+const VariantOf<uint32_t>& bf16_variant() {
+#if defined(__x86_64__)
+  static const VariantOf<uint32_t> v{
+      8, 32, {0, 4, 4, 2, 2, 1, 1, 1, 1},
+      {FASTLSTM_NO_TILES, FASTLSTM_TILE_ROW(tile_avx512_bf16, 1),
+       FASTLSTM_TILE_ROW(tile_avx512_bf16, 2), FASTLSTM_TILE_ROW(tile_avx512_bf16, 3),
+       FASTLSTM_TILE_ROW(tile_avx512_bf16, 4), FASTLSTM_TILE_ROW(tile_avx512_bf16, 5),
+       FASTLSTM_TILE_ROW(tile_avx512_bf16, 6), FASTLSTM_TILE_ROW(tile_avx512_bf16, 7),
+       FASTLSTM_TILE_ROW(tile_avx512_bf16, 8)}};
+#else
+  static const VariantOf<uint32_t> v{1, 1, {}, {}};
+#endif
+  return v;
+}
+
 #undef FASTLSTM_TILE_ROW
 #undef FASTLSTM_NO_TILES
 
@@ -205,6 +268,10 @@ int64_t k_block(int64_t nr) {
 // each panel is read from memory once per K block however many rows there are.
 constexpr int64_t kChunkPanels = 4;
 constexpr int64_t kSplitWeightBytes = int64_t(1) << 20;
+// bf16_pairs needs VDPBF16PS to multiply this much faster than VFMADD231PS (flops per second,
+// measured once per process): on the Xeon it runs at half the FMA's rate (40 against 80
+// GMAC/s on one core), where float panels are the faster bfloat16 kernel.
+constexpr double kPairsMinGain = 1.25;
 
 }  // namespace
 
@@ -246,31 +313,22 @@ StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, in
   return s;
 }
 
-void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, float beta, float* C,
-               int64_t ldc) {
-  if (M <= 0 || w.N <= 0) return;
+namespace {
+
+// C [M, N] = A [M, Kw words] panels + beta C through variant v's tiles (the body of step_gemm
+// and step_gemm_lowp once A is in words).
+template <typename Word>
+void run_tiles(const VariantOf<Word>& v, int64_t M, const Word* A, int64_t lda, const Word* panels,
+               int64_t Kw, int64_t N, float beta, float* C, int64_t ldc) {
   g_step_gemms.fetch_add(1, std::memory_order_relaxed);
-  const Variant& v = variant(w.isa);
-  const int64_t nr = w.nr, K = w.K, N = w.N, panels = (N + nr - 1) / nr, stride = K * nr;
+  const int64_t nr = v.nr, K = Kw, panel_count = (N + nr - 1) / nr, stride = K * nr;
   const int64_t kc = k_block(nr);
-  // Rows a multiple of 4 KB apart (the backward's dgates at H = 256: 4H floats) all fall in
-  // one set of L1, and a tile's 8 rows evict each other: such an A is copied with its rows
-  // 64 bytes further apart (a copy of M K floats, against M N K multiply-adds).
-  thread_local std::vector<float> a_copy;
-  if (lda % 1024 == 0 && M > 1) {
-    const int64_t ld = K + 16;
-    a_copy.resize(static_cast<size_t>(M * ld));
-    for (int64_t i = 0; i < M; ++i)
-      std::memcpy(a_copy.data() + i * ld, A + i * lda, K * sizeof(float));
-    A = a_copy.data();
-    lda = ld;
-  }
   // Chunks [c0, c1) of kChunkPanels panels each: every K block, every row block. Every other
   // call on a thread walks W backwards (K blocks and chunks in reverse): a W larger than L2
   // then starts each step on the part the previous step read last, still in L2, instead of
   // the part least recently read, which an LRU-like cache has evicted first (a forward walk
   // over a W slightly larger than L2 misses on every line).
-  const int64_t chunks = (panels + kChunkPanels - 1) / kChunkPanels;
+  const int64_t chunks = (panel_count + kChunkPanels - 1) / kChunkPanels;
   const int64_t kblocks = std::max<int64_t>(1, (K + kc - 1) / kc);  // K = 0: one pass, C = beta C
   thread_local uint32_t t_calls = 0;
   const bool backwards = (t_calls++ & 1) != 0;
@@ -281,16 +339,15 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
       const float b = i == 0 ? beta : 1.f;  // later K blocks add to the first's sums
       for (int64_t j = c0; j < c1; ++j) {
         const int64_t q0 = (backwards ? c1 - 1 - (j - c0) : j) * kChunkPanels;
-        const int64_t q1 = std::min(panels, q0 + kChunkPanels);
+        const int64_t q1 = std::min(panel_count, q0 + kChunkPanels);
         for (int64_t r0 = 0; r0 < M; r0 += v.mr) {
           const int64_t rows = std::min(v.mr, M - r0);
           for (int64_t q = q0; q < q1;) {
-            int j = 2;  // the widest tile that fits the rows' choice and the panels left
-            while (kPanels[j] > std::min(v.panels_for[rows], q1 - q)) --j;
-            v.tile[rows][j](kn, A + r0 * lda + k0, lda, w.data.get() + q * stride + k0 * nr,
-                            stride, b, C + r0 * ldc + q * nr, ldc,
-                            std::min(kPanels[j] * nr, N - q * nr));
-            q += kPanels[j];
+            int t = 2;  // the widest tile that fits the rows' choice and the panels left
+            while (kPanels[t] > std::min(v.panels_for[rows], q1 - q)) --t;
+            v.tile[rows][t](kn, A + r0 * lda + k0, lda, panels + q * stride + k0 * nr, stride, b,
+                            C + r0 * ldc + q * nr, ldc, std::min(kPanels[t] * nr, N - q * nr));
+            q += kPanels[t];
           }
         }
       }
@@ -300,14 +357,145 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
   // columns over the team, each thread streaming its own share of W (half of a 4 MB W_hh fits
   // one L2).
   StepTeam* team = current_step_team();
-  if (team != nullptr && team->size() > 1 && N * K * int64_t(sizeof(float)) >= kSplitWeightBytes &&
-      chunks > 1) {
+  if (team != nullptr && team->size() > 1 &&
+      N * K * int64_t(sizeof(Word)) >= kSplitWeightBytes && chunks > 1) {
     g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
     team->split(chunks, run_chunks);
   } else {
     run_chunks(0, chunks);
   }
 }
+
+// A's rows in a thread's buffer of words, rows ld words apart (ld: the row length, plus 16 where
+// that is a multiple of 1024 words; see step_gemm). The buffer lives until the thread's next
+// call.
+template <typename Word>
+Word* a_buffer(int64_t M, int64_t row_words, int64_t& ld) {
+  thread_local std::vector<Word> buffer;
+  ld = row_words % 1024 == 0 ? row_words + 16 : row_words;
+  buffer.resize(static_cast<size_t>(std::max<int64_t>(1, M * ld)));
+  return buffer.data();
+}
+
+}  // namespace
+
+void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, float beta, float* C,
+               int64_t ldc) {
+  if (M <= 0 || w.N <= 0) return;
+  FASTLSTM_CHECK(w.format == PanelFormat::f32, "fastlstm: step_gemm needs float panels");
+  // Rows a multiple of 4 KB apart (the backward's dgates at H = 256: 4H floats) all fall in
+  // one set of L1, and a tile's 8 rows evict each other: such an A is copied with its rows
+  // 64 bytes further apart (a copy of M K floats, against M N K multiply-adds).
+  if (lda % 1024 == 0 && M > 1) {
+    int64_t ld = 0;
+    float* copy = a_buffer<float>(M, w.K, ld);
+    for (int64_t i = 0; i < M; ++i) std::memcpy(copy + i * ld, A + i * lda, w.K * sizeof(float));
+    A = copy;
+    lda = ld;
+  }
+  run_tiles(variant(w.isa), M, A, lda, w.data.get(), w.K, w.N, beta, C, ldc);
+}
+
+bool bf16_pairs_chosen() {
+#if defined(__x86_64__)
+  static const bool possible = [] {
+    const char* cap = std::getenv("FASTLSTM_CPU_ISA");
+    return isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16") &&
+           !(cap != nullptr && std::strcmp(cap, "avx512") == 0);
+  }();
+  if (!possible) return false;
+  if (const char* forced = std::getenv("FASTLSTM_CPU_BF16_PAIRS"))
+    return std::strcmp(forced, "1") == 0;
+  static const bool measured = [] {
+    // Best of 3 runs of 1 ms each, one thread: VDPBF16PS against VFMADD231PS.
+    double pairs = 0, fma = 0;
+    for (int run = 0; run < 3; ++run) {
+      pairs = std::max(pairs, bf16_dot_gflops(1e-3));
+      fma = std::max(fma, fma_peak_gflops(1, 1e-3));
+    }
+    return pairs >= kPairsMinGain * fma;
+  }();
+  return measured;
+#else
+  return false;
+#endif
+}
+
+namespace {
+// op(W) as bf16_pairs panels (step_gemm.h).
+StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, int64_t ld) {
+  StepPanels s;
+  s.isa = Isa::avx512;
+  s.format = PanelFormat::bf16_pairs;
+  s.N = N;
+  s.K = K;
+  s.nr = bf16_variant().nr;
+  const int64_t nr = s.nr, panels = (N + nr - 1) / nr, Kp = (K + 1) / 2;
+  const size_t bytes = std::max<size_t>(64, (panels * Kp * nr * 4 + 63) / 64 * 64);
+  s.data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)), std::free);
+  FASTLSTM_CHECK(s.data != nullptr, "fastlstm: could not allocate ", bytes,
+                 " bytes for a packed weight");
+  // op(W)[k][n]'s bits, 0 past K or N (zero pairs add nothing).
+  const auto bits = [&](int64_t k, int64_t n) -> uint32_t {
+    if (k >= K || n >= N) return 0;
+    return (trans ? w[n * ld + k] : w[k * ld + n]).x;
+  };
+  auto* words = reinterpret_cast<uint32_t*>(s.data.get());
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t kp = 0; kp < Kp; ++kp)
+      for (int64_t j = 0; j < nr; ++j)
+        words[(p * Kp + kp) * nr + j] =
+            bits(2 * kp, p * nr + j) | bits(2 * kp + 1, p * nr + j) << 16;
+  return s;
+}
+}  // namespace
+
+template <typename T>
+StepPanels pack_step_weight_lowp(bool trans, int64_t N, int64_t K, const T* w, int64_t ld) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    if (bf16_pairs_chosen()) return pack_bf16_pairs(trans, N, K, w, ld);
+  }
+  // Widened to float (exact), then the float32 panels.
+  const int64_t rows = trans ? N : K, cols = trans ? K : N;
+  std::vector<float> wide(static_cast<size_t>(std::max<int64_t>(1, rows * cols)));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) wide[r * cols + c] = static_cast<float>(w[r * ld + c]);
+  return pack_step_weight(trans, N, K, wide.data(), cols);
+}
+
+
+template <typename T>
+void step_gemm_lowp(int64_t M, const T* A, int64_t lda, const StepPanels& w, float beta, float* C,
+                    int64_t ldc) {
+  if (M <= 0 || w.N <= 0) return;
+  int64_t ld = 0;
+  if (w.format == PanelFormat::f32) {
+    float* wide = a_buffer<float>(M, w.K, ld);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = 0; k < w.K; ++k) wide[i * ld + k] = static_cast<float>(A[i * lda + k]);
+    run_tiles(variant(w.isa), M, wide, ld, w.data.get(), w.K, w.N, beta, C, ldc);
+    return;
+  }
+  // bf16_pairs: A's rows as pairs along k, the last one zero-padded where K is odd (a copy of
+  // M K values, against M N K multiply-adds; it also aligns the pairs whatever lda is).
+  const int64_t Kp = (w.K + 1) / 2;
+  uint32_t* pairs = a_buffer<uint32_t>(M, Kp, ld);
+  for (int64_t i = 0; i < M; ++i) {
+    auto* row = reinterpret_cast<uint16_t*>(pairs + i * ld);
+    std::memcpy(row, A + i * lda, w.K * sizeof(T));
+    if (w.K % 2 != 0) row[w.K] = 0;
+  }
+  run_tiles(bf16_variant(), M, pairs, ld, reinterpret_cast<const uint32_t*>(w.data.get()), Kp,
+            w.N, beta, C, ldc);
+}
+
+template StepPanels pack_step_weight_lowp<BFloat16>(bool, int64_t, int64_t, const BFloat16*,
+                                                    int64_t);
+template StepPanels pack_step_weight_lowp<Half>(bool, int64_t, int64_t, const Half*, int64_t);
+template void step_gemm_lowp<BFloat16>(int64_t, const BFloat16*, int64_t, const StepPanels&, float,
+                                       float*, int64_t);
+template void step_gemm_lowp<Half>(int64_t, const Half*, int64_t, const StepPanels&, float,
+                                   float*, int64_t);
 
 StepGemm step_gemm_choice() {
   const char* e = std::getenv("FASTLSTM_CPU_STEP_GEMM");

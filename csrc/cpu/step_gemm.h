@@ -8,19 +8,34 @@
 // 64-byte aligned) at panel + k NR; the last panel is zero-padded. NR is the variant's panel
 // width (32 on AVX-512, 16 otherwise). Each tile of MR rows x NR columns accumulates in
 // registers over all of K, so C is written once and A is read once per panel.
+//
+// bfloat16 and float16 loops (T = BFloat16 or Half, float accumulation) have their own entry,
+// step_gemm_lowp, in one of two panel formats:
+//   bf16_pairs  (bfloat16 where bf16_pairs_chosen()): row kp of a panel holds, per column, the
+//               32-bit pair (op(W)[2 kp], op(W)[2 kp + 1]); one VDPBF16PS adds both products
+//               of a pair of A's values to a float accumulator. Half the bytes of float panels.
+//   f32         (float16, and bfloat16 elsewhere): op(W) widened to float once per
+//               pack, A's rows widened at every call, then the float32 tiles. Widening is
+//               exact, so both formats sum the exact products in float, like MKL's
+//               cblas_gemm_bf16bf16f32.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 
+#include "../torch_api.h"
 #include "isa.h"
 
 namespace fastlstm::cpu {
 
+enum class PanelFormat { f32, bf16_pairs };
+
 struct StepPanels {
   Isa isa;            // the variant the panels were packed for (their width)
+  PanelFormat format = PanelFormat::f32;
   int64_t N = 0, K = 0, nr = 0;
-  std::shared_ptr<float> data;  // ceil(N / nr) panels of K x nr floats
+  std::shared_ptr<float> data;  // ceil(N / nr) panels of K x nr floats (bf16_pairs:
+                                // ceil(K / 2) x nr 32-bit pairs)
 };
 
 // op(W) [K, N] packed for step_gemm: op(W) = W^T when trans (W stored [N, K]), else W ([K, N]);
@@ -33,6 +48,19 @@ StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, in
 // thread taking a share of W's columns.
 void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, float beta, float* C,
                int64_t ldc);
+
+// The same for a bfloat16 or float16 loop, accumulating in float: W packed by
+// pack_step_weight_lowp (format: see above), A [M, K] of T, C float.
+template <typename T>
+StepPanels pack_step_weight_lowp(bool trans, int64_t N, int64_t K, const T* w, int64_t ld);
+template <typename T>
+void step_gemm_lowp(int64_t M, const T* A, int64_t lda, const StepPanels& w, float beta, float* C,
+                    int64_t ldc);
+// Whether bfloat16 panels take the bf16_pairs format in this process: the AVX-512 variant in use
+// (FASTLSTM_CPU_ISA=avx512 leaves pairs out), a CPU with AVX512_BF16, and VDPBF16PS measured at
+// least 1.25x VFMADD231PS's flops on one thread (a few ms, once). FASTLSTM_CPU_BF16_PAIRS=1|0
+// forces the choice, within what the CPU has (read at every call: tests run both).
+bool bf16_pairs_chosen();
 
 // Which per-step GEMM the float32 time loops use (FASTLSTM_CPU_STEP_GEMM, read at every layer
 // call so that one process can A/B them): own (step_gemm), blas (MKL's packed GEMM where torch's

@@ -309,7 +309,7 @@ def test_steps_partition_splits_the_inference_input_projection_on_its_team(I, H,
     lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
     lengths[1], lengths[4] = T, 0
     before = torch.ops.fastlstm._cpu_team_gemm_count()
-    helped_before = torch.ops.fastlstm._cpu_step_team_helped_count()
+    alone_before = torch.ops.fastlstm._cpu_team_gemm_alone_count()
     for call in range(20):  # a helper that the OS starts late joins a later call
         dtype = torch.float64 if call % 2 == 0 else torch.float32
         ref, fast = make_pair(I, H, dtype=dtype, seed=call)
@@ -321,8 +321,24 @@ def test_steps_partition_splits_the_inference_input_projection_on_its_team(I, H,
             assert_close(name, got, want, dtype)
         if torch.ops.fastlstm._cpu_team_gemm_count() > before and call >= 1:
             break
-    helped = torch.ops.fastlstm._cpu_step_team_helped_count() > helped_before
-    assert torch.ops.fastlstm._cpu_team_gemm_count() > before or not helped
+    # Split wherever a helper had joined by then; a team whose helper the OS started more than
+    # StepTeam::kJoinWait late ran it on the leader (test_step_team_splits_every_job_over_
+    # every_member tests the team itself). Either way the projection went through the team.
+    split = torch.ops.fastlstm._cpu_team_gemm_count() - before
+    alone = torch.ops.fastlstm._cpu_team_gemm_alone_count() - alone_before
+    assert split > 0 or alone > 0, "the input projection never ran on the step team"
+    print(f"{split} projections split, {alone} on the leader alone")
+
+
+@pytest.mark.parametrize("helpers", [1, 2])
+@pytest.mark.parametrize("M,N,K", [(128, 256, 64), (515, 33, 70)], ids=["by-columns", "by-rows"])
+def test_team_gemm_splits_over_a_whole_team(helpers, M, N, K, threads):
+    """CpuBackend::team_gemm on a team whose helpers have all joined splits C by its longer
+    side (N >= M: columns, else rows, in shares of 16) and matches the same GEMM unsplit."""
+    threads(helpers + 1)
+    diff = torch.ops.fastlstm._cpu_team_gemm_selftest(helpers, M, N, K)
+    assert diff != -1, "team_gemm ran on the leader alone although every helper had joined"
+    assert 0 <= diff <= 1e-4, diff
 
 
 @pytest.mark.parametrize("n_threads", [2, 3, 4])

@@ -60,12 +60,20 @@ struct CpuBackend {
   // Inside a step team's time loop (the steps partition), a GEMM of at least kTeamGemmMinMacs
   // multiply-adds (layer_inference's input projection of a chunk of steps) is split over the
   // team by C's longer side, so that the helpers do not idle while the leader runs it alone
-  // (BLAS calls inside the layer's parallel region run on one thread). Measured on the 2-core
+  // (BLAS calls inside the layer's parallel region run on one thread). It is a team job like
+  // any other: the loop's first job waits up to StepTeam::kJoinWait for helpers that start
+  // late, and the first chunk's projection comes before the first step. Measured on the 2-core
   // Xeon, H = 512, I = 256, B = 32: see docs/PERFORMANCE.md. Returns false where it did not
   // run (no team, or too small).
   static constexpr int64_t kTeamGemmMinMacs = int64_t(1) << 20;
-  // How many GEMMs team_gemm split so far in this process (tests: _cpu_team_gemm_count).
+  // How many GEMMs team_gemm split over two or more threads so far in this process, and how
+  // many it ran on the leader alone, no helper having joined (tests: _cpu_team_gemm_count,
+  // _cpu_team_gemm_alone_count).
   static std::atomic<int64_t>& team_gemm_count() {
+    static std::atomic<int64_t> count{0};
+    return count;
+  }
+  static std::atomic<int64_t>& team_gemm_alone_count() {
     static std::atomic<int64_t> count{0};
     return count;
   }
@@ -73,12 +81,15 @@ struct CpuBackend {
   static bool team_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
                         int64_t lda, const T* B, int64_t ldb, T beta, T* Cp, int64_t ldc) {
     StepTeam* team = current_step_team();
-    if (team == nullptr || team->size() < 2 || M * N * K < kTeamGemmMinMacs) return false;
+    if (team == nullptr || M * N * K < kTeamGemmMinMacs) return false;
     constexpr int64_t kAlign = 16;  // shares of whole 64-byte lines of C (float32)
     const bool by_cols = N >= M;
     const int64_t blocks = ((by_cols ? N : M) + kAlign - 1) / kAlign;
-    team_gemm_count().fetch_add(1, std::memory_order_relaxed);
-    team->split(blocks, [&](int64_t b0, int64_t b1) {
+    int used_parts = 1;
+    team->run([&](int part, int parts) {
+      if (part == 0) used_parts = parts;
+      const auto [b0, b1] = team_share(blocks, part, parts);
+      if (b0 >= b1) return;
       const int64_t i0 = b0 * kAlign, i1 = std::min(by_cols ? N : M, b1 * kAlign);
       if (by_cols)
         gemm_rm<T>(ta, tb, M, i1 - i0, K, T(1), A, lda, tb ? B + i0 * ldb : B + i0, ldb, beta,
@@ -87,6 +98,8 @@ struct CpuBackend {
         gemm_rm<T>(ta, tb, i1 - i0, N, K, T(1), ta ? A + i0 : A + i0 * lda, lda, B, ldb, beta,
                    Cp + i0 * ldc, ldc);
     });
+    (used_parts > 1 ? team_gemm_count() : team_gemm_alone_count())
+        .fetch_add(1, std::memory_order_relaxed);
     return true;
   }
 

@@ -3,7 +3,9 @@
 // the CPU instead (csrc/emulated/emulated_ops.h).
 #include <torch/csrc/stable/library.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -165,7 +167,45 @@ int64_t step_team_selftest(int64_t helpers, int64_t jobs) {
 }
 int64_t step_team_helped_count() { return StepTeam::helped_team_count(); }
 
+// Test op: C [M, N] = A [M, K] B [K, N] (float32, random) through CpuBackend::team_gemm on a
+// step team of `helpers` helpers that have all joined (as step_team_selftest), against the same
+// product on one thread. Returns the largest difference, or -1 where team_gemm did not split it
+// over the whole team.
+double team_gemm_selftest(int64_t helpers, int64_t M, int64_t N, int64_t K) {
+  FASTLSTM_CHECK_VALUE(helpers >= 1 && helpers < 64, "fastlstm: helpers must be in [1, 64), got ",
+                       helpers);
+  FASTLSTM_CHECK_VALUE(M >= 1 && N >= 1 && K >= 1 && M * N * K >= CpuBackend::kTeamGemmMinMacs,
+                       "fastlstm: M N K must be at least ", CpuBackend::kTeamGemmMinMacs,
+                       ", got ", M, " x ", N, " x ", K);
+  std::vector<float> A(M * K), B(K * N), want(M * N), got(M * N, 0.f);
+  for (size_t i = 0; i < A.size(); ++i) A[i] = float((i * 7919) % 1000) / 500.f - 1.f;
+  for (size_t i = 0; i < B.size(); ++i) B[i] = float((i * 104729) % 1000) / 500.f - 1.f;
+  gemm_rm<float>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, want.data(), N);
+  StepTeam team(static_cast<int>(helpers));
+  const int64_t before = CpuBackend::team_gemm_count().load();
+  torch::stable::parallel_for(0, helpers + 1, 1, [&](int64_t i0, int64_t i1) {
+    if (i0 == 0) {
+      const StepTeamScope scope(&team);
+      const auto start = std::chrono::steady_clock::now();
+      while (team.size() < helpers + 1 &&
+             std::chrono::steady_clock::now() - start < std::chrono::seconds(5))
+        std::this_thread::yield();
+      if (team.size() == helpers + 1)
+        CpuBackend::team_gemm<float>(false, false, M, N, K, A.data(), K, B.data(), N, 0.f,
+                                     got.data(), N);
+    } else if (i1 - i0 == 1) {
+      team.serve();
+    }
+  });
+  if (CpuBackend::team_gemm_count().load() == before) return -1.0;
+  double diff = 0;
+  for (size_t i = 0; i < want.size(); ++i)
+    diff = std::max(diff, static_cast<double>(std::abs(got[i] - want[i])));
+  return diff;
+}
+
 int64_t team_gemm_count() { return CpuBackend::team_gemm_count().load(); }
+int64_t team_gemm_alone_count() { return CpuBackend::team_gemm_alone_count().load(); }
 
 int64_t last_row_groups() { return last_row_group_count().load(); }
 
@@ -238,8 +278,9 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // CPU layer call ran; _cpu_partition_choice(...) and _cpu_l2_bytes(), the partition a layer
 // would take and the L2 size it is judged by; _cpu_step_team_selftest(helpers, jobs) and
 // _cpu_step_team_helped_count(), a step team's jobs and how many teams had a helper join
-// (step_team.h); _cpu_team_gemm_count(), how many GEMMs a step team split (backend.h's
-// team_gemm). For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
+// (step_team.h); _cpu_team_gemm_count() and _cpu_team_gemm_alone_count(), how many GEMMs a
+// step team split, and ran on its leader alone for want of a helper (backend.h's team_gemm);
+// _cpu_team_gemm_selftest(helpers, M, N, K), one such split against the same GEMM unsplit. For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
 // CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
@@ -262,6 +303,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_step_team_selftest(int helpers, int jobs) -> int");
   m.def("_cpu_step_team_helped_count() -> int");
   m.def("_cpu_team_gemm_count() -> int");
+  m.def("_cpu_team_gemm_alone_count() -> int");
+  m.def("_cpu_team_gemm_selftest(int helpers, int M, int N, int K) -> float");
   m.def("_cpu_loop_seconds() -> float");
   m.def("_cpu_fma_peak_gflops(int threads, float seconds) -> float");
   m.def("_cpu_isa() -> str");
@@ -283,6 +326,8 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_step_team_selftest", TORCH_BOX(&fastlstm::cpu::step_team_selftest));
   m.impl("_cpu_step_team_helped_count", TORCH_BOX(&fastlstm::cpu::step_team_helped_count));
   m.impl("_cpu_team_gemm_count", TORCH_BOX(&fastlstm::cpu::team_gemm_count));
+  m.impl("_cpu_team_gemm_alone_count", TORCH_BOX(&fastlstm::cpu::team_gemm_alone_count));
+  m.impl("_cpu_team_gemm_selftest", TORCH_BOX(&fastlstm::cpu::team_gemm_selftest));
   m.impl("_cpu_loop_seconds", TORCH_BOX(&fastlstm::cpu::loop_seconds));
   m.impl("_cpu_fma_peak_gflops", TORCH_BOX(&fastlstm::cpu::fma_peak));
   m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));

@@ -2,7 +2,7 @@
 call into column panels, then tiles of rows x panel width accumulated in registers. It has
 AVX-512 (8 x 32 tiles), AVX2 (6 x 16) and portable (4 x 16) variants; tests/test_cpu_isa.py runs
 this file under each. bfloat16 and float16 loops go through the same float tiles with their
-operands widened, or, for bfloat16, an AVX512_BF16 kernel on pairs of k (bf16_pairs).
+operands widened, or, for bfloat16, an AVX512_BF16 kernel on pairs of k or AMX tiles.
 
 The product itself is checked against float64 matmul on shapes that leave every remainder: rows
 not a multiple of the tile's, columns not a multiple of the panel's, K of 1, row strides wider
@@ -67,20 +67,30 @@ def cpu_has(flag):
 
 
 # bfloat16 and float16 through step_gemm_lowp: float panels (both dtypes), and bfloat16's own
-# bf16_pairs format where the CPU has AVX512_BF16 (FASTLSTM_CPU_BF16_PAIRS forces either).
-LOWP = [(torch.bfloat16, "0"), (torch.bfloat16, "1"), (torch.float16, "0")]
+# kernels where the CPU has them (FASTLSTM_CPU_BF16_KERNEL forces each): pairs of k on
+# AVX512_BF16, AMX tiles on AMX-BF16.
+LOWP = [(torch.bfloat16, "float"), (torch.bfloat16, "pairs"), (torch.bfloat16, "amx"),
+        (torch.float16, "float")]
+NEEDS = {"pairs": "avx512_bf16", "amx": "amx_bf16"}
 
 
-@pytest.mark.parametrize("M", [1, 5, 8, 9, 17])
+def force_bf16_kernel(monkeypatch, kernel):
+    """FASTLSTM_CPU_BF16_KERNEL=kernel, skipping where the CPU lacks it; checks it took."""
+    if kernel in NEEDS and not cpu_has(NEEDS[kernel]):
+        pytest.skip(f"CPU lacks {NEEDS[kernel]} (the {kernel} kernel)")
+    monkeypatch.setenv("FASTLSTM_CPU_BF16_KERNEL", kernel)
+    if "FASTLSTM_CPU_ISA" not in os.environ and torch.ops.fastlstm._cpu_isa() == "avx512":
+        assert torch.ops.fastlstm._cpu_bf16_kernel() == kernel  # else: float panels
+
+
+# Rows 17 and 33 leave part-filled AMX row tiles (16 rows), K = 65 and 100 part-filled k tiles
+# (32 values), N = 100 a part-filled 64-column chunk.
+@pytest.mark.parametrize("M", [1, 5, 8, 9, 17, 33])
 @pytest.mark.parametrize("N,K", [(1, 1), (15, 7), (33, 100), (100, 65), (64, 1024)])
 @pytest.mark.parametrize("trans", [True, False], ids=["wT", "w"])
-@pytest.mark.parametrize("dtype,pairs", LOWP, ids=lambda v: str(v).split(".")[-1])
-def test_lowp_product_matches_float64(dtype, pairs, M, N, K, trans, monkeypatch):
-    if pairs == "1" and not cpu_has("avx512_bf16"):
-        pytest.skip("CPU lacks avx512_bf16 (the bf16_pairs kernel)")
-    monkeypatch.setenv("FASTLSTM_CPU_BF16_PAIRS", pairs)
-    if "FASTLSTM_CPU_ISA" not in os.environ and torch.ops.fastlstm._cpu_isa() == "avx512":
-        assert torch.ops.fastlstm._cpu_bf16_pairs() == (pairs == "1")  # else: float panels
+@pytest.mark.parametrize("dtype,kernel", LOWP, ids=lambda v: str(v).split(".")[-1])
+def test_lowp_product_matches_float64(dtype, kernel, M, N, K, trans, monkeypatch):
+    force_bf16_kernel(monkeypatch, kernel)
     gen = torch.Generator().manual_seed(M * 1000 + N + K)
     # odd K leaves a half pair; a row stride of K + 3 (odd) leaves A's pairs unaligned
     for beta, row_stride in ((0.0, K), (1.0, K + 3), (0.5, 2048)):
@@ -186,16 +196,12 @@ def test_inference_matches_nn_lstm_on_any_thread_count(step_gemm, threads):
         assert_close(name, a, e, F32)
 
 
-def test_default_step_gemm_by_dtype_and_batch(monkeypatch):
-    """float32, float16 and bfloat16 loops take the own step GEMM, float64 the BLAS; bfloat16
-    batches of 32 rows or more the BLAS too where MKL's bfloat16 GEMM runs on AMX
-    (CpuBackend::use_own_lowp_step_gemm)."""
+def test_default_step_gemm_by_dtype(monkeypatch):
+    """float32, float16 and bfloat16 loops take the own step GEMM, float64 the BLAS."""
     monkeypatch.delenv("FASTLSTM_CPU_STEP_GEMM", raising=False)
-    amx = torch.ops.fastlstm._cpu_bf16_blas_on_amx()
     for dtype, B, want in ((F32, 3, True), (F32, 32, True), (torch.float64, 3, False),
-                           (torch.float16, 3, True), (torch.float16, 32, True),
-                           (torch.bfloat16, 3, True), (torch.bfloat16, 31, True),
-                           (torch.bfloat16, 32, not amx)):
+                           (torch.float16, 3, True), (torch.bfloat16, 3, True),
+                           (torch.bfloat16, 64, True)):
         torch.manual_seed(0)
         m = fastlstm.LSTM(5, 16, dtype=dtype)
         lengths = torch.full((B,), 4)

@@ -56,25 +56,29 @@ def cpu_has(flag):
 
 
 # The per-step products' kernels (csrc/cpu/step_gemm.h), forced through the environment:
-# fastlstm's own on float panels (both dtypes widened to float), its own bf16_pairs kernel
-# (AVX512_BF16), and the BLAS's GEMM (MKL's cblas_gemm_*f32 where torch has it).
-KERNELS = {"own": {"FASTLSTM_CPU_STEP_GEMM": "own", "FASTLSTM_CPU_BF16_PAIRS": "0"},
-           "pairs": {"FASTLSTM_CPU_STEP_GEMM": "own", "FASTLSTM_CPU_BF16_PAIRS": "1"},
+# fastlstm's own on float panels (both dtypes widened to float), its own bfloat16 kernels on
+# pairs of k (AVX512_BF16) and on AMX tiles (AMX-BF16), and the BLAS's GEMM (MKL's
+# cblas_gemm_*f32 where torch has it).
+KERNELS = {"float": {"FASTLSTM_CPU_STEP_GEMM": "own", "FASTLSTM_CPU_BF16_KERNEL": "float"},
+           "pairs": {"FASTLSTM_CPU_STEP_GEMM": "own", "FASTLSTM_CPU_BF16_KERNEL": "pairs"},
+           "amx": {"FASTLSTM_CPU_STEP_GEMM": "own", "FASTLSTM_CPU_BF16_KERNEL": "amx"},
            "blas": {"FASTLSTM_CPU_STEP_GEMM": "blas"}}
-DTYPE_KERNELS = [(torch.bfloat16, "own"), (torch.bfloat16, "pairs"), (torch.bfloat16, "blas"),
-                 (torch.float16, "own"), (torch.float16, "blas")]
+NEEDS = {"pairs": "avx512_bf16", "amx": "amx_bf16"}
+DTYPE_KERNELS = [(torch.bfloat16, k) for k in KERNELS] + [(torch.float16, "float"),
+                                                         (torch.float16, "blas")]
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype,kernel", DTYPE_KERNELS, ids=lambda v: str(v).split(".")[-1])
 def test_error_within_twice_nn_lstm(dtype, kernel, case, grad, monkeypatch):
-    if kernel == "pairs" and not cpu_has("avx512_bf16"):
-        pytest.skip("CPU lacks avx512_bf16 (the bf16_pairs kernel)")
+    if kernel in NEEDS and not cpu_has(NEEDS[kernel]):
+        pytest.skip(f"CPU lacks {NEEDS[kernel]} (the {kernel} kernel)")
     for name, value in KERNELS[kernel].items():
         monkeypatch.setenv(name, value)
-    if kernel == "pairs" and "FASTLSTM_CPU_ISA" not in os.environ:
-        assert torch.ops.fastlstm._cpu_bf16_pairs()
+    if dtype == torch.bfloat16 and kernel != "blas" and "FASTLSTM_CPU_ISA" not in os.environ:
+        if torch.ops.fastlstm._cpu_isa() == "avx512":
+            assert torch.ops.fastlstm._cpu_bf16_kernel() == kernel
     T, B, I, H = 40, 12, 32, 64
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()

@@ -117,7 +117,7 @@ struct CpuBackend {
                                    int64_t ld, int64_t max_rows, int64_t steps) {
     LoopWeight<T> lw{w, trans, N, K, ld, max_rows, nullptr};
     if constexpr (kLowp<T>) {
-      if (use_own_lowp_step_gemm<T>(N, K, steps, max_rows)) {
+      if (use_own_lowp_step_gemm<T>(N, K, steps)) {
         lw.packed = std::make_shared<StepPanels>(pack_step_weight_lowp(trans, N, K, w, ld));
         lw.packed_own = true;
       }
@@ -139,20 +139,13 @@ struct CpuBackend {
            step_gemm_choice() != StepGemm::blas;
   }
 
-  // The same for a bfloat16 or float16 loop (step_gemm_lowp), except bfloat16 batches of at
-  // least kAmxMinRows rows where MKL's bfloat16 GEMM runs on AMX tiles. Measured on the 2-core
-  // Xeon (AMX-BF16), I = 256, T = 100, own against MKL, inference: 1.44x at B = 8, H = 128;
-  // 0.95-1.13x at B = 16; 0.85-0.91x at B = 32-64. With MKL capped below AMX
-  // (MKL_ENABLE_INSTRUCTIONS=AVX512_E3 or _E1) own was 1.04-1.61x at B = 16-64; float16 (no
-  // AMX-FP16 there) 1.36-2.04x at B = 8-32 (docs/PERFORMANCE.md).
-  static constexpr int64_t kAmxMinRows = 32;
-  static bool bf16_blas_on_amx() { return cpu_has_amx_bf16() && bf16_gemm_available(); }
+  // The same for a bfloat16 or float16 loop (step_gemm_lowp; FASTLSTM_CPU_STEP_GEMM=blas takes
+  // MKL's bfloat16 / float16 GEMMs instead). Measured on the 2-core Xeon, I = 256, T = 100,
+  // against MKL's GEMM (which repacks W at every step, on AMX tiles for bfloat16):
+  // docs/PERFORMANCE.md#bfloat16-and-float16-on-the-cpu.
   template <typename T>
-  static bool use_own_lowp_step_gemm(int64_t N, int64_t K, int64_t steps, int64_t max_rows) {
-    if (steps < kOwnGemmMinSteps || N <= 0 || K <= 0) return false;
-    const StepGemm choice = step_gemm_choice();
-    if (choice != StepGemm::automatic) return choice == StepGemm::own;
-    return !(std::is_same_v<T, BFloat16> && max_rows >= kAmxMinRows && bf16_blas_on_amx());
+  static bool use_own_lowp_step_gemm(int64_t N, int64_t K, int64_t steps) {
+    return steps >= kOwnGemmMinSteps && N > 0 && K > 0 && step_gemm_choice() != StepGemm::blas;
   }
 
   // C [M, N] = A op(W) + beta C, through W's packed form when it has one.

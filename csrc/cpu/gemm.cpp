@@ -157,8 +157,6 @@ bool packed_gemm_wanted() {
 }
 }  // namespace
 
-bool bf16_gemm_available() { return cblas_gemm_bf16bf16f32 != nullptr; }
-
 bool packed_gemm_available() {
   return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
          cblas_sgemm_compute != nullptr;

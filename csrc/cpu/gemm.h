@@ -38,8 +38,6 @@ bool gemm_packed_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
 // Whether libtorch_cpu's BLAS has the packed float GEMM (MKL's cblas_sgemm_pack/compute), and
 // how many GEMMs ran through gemm_packed_f32 so far in this process (both for tests).
 bool packed_gemm_available();
-// Whether torch's BLAS has MKL's bfloat16 GEMM (cblas_gemm_bf16bf16f32, float accumulation).
-bool bf16_gemm_available();
 int64_t packed_gemm_count();
 
 }  // namespace fastlstm::cpu

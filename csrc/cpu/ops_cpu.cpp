@@ -220,7 +220,7 @@ double fma_peak(int64_t threads, double seconds) {
 
 std::string cpu_isa() { return isa_name(isa()); }
 
-bool bf16_blas_on_amx() { return CpuBackend::bf16_blas_on_amx(); }
+std::string bf16_kernel_for_test() { return bf16_kernel_name(bf16_kernel()); }
 
 // Test op: a [M, K] op(w) + beta c through step_gemm, w packed by pack_step_weight (op(w) = w^T
 // [K, N] when trans, w [N, K]; else w [K, N]); a and w bfloat16 or float16 go through
@@ -284,9 +284,8 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
-// (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_pairs(), whether
-// bfloat16 takes the bf16_pairs kernel here, _cpu_bf16_blas_on_amx(), whether MKL's bfloat16
-// GEMM runs on AMX here (CpuBackend::use_own_lowp_step_gemm), _cpu_step_gemm_count() and
+// (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_kernel(), the
+// bfloat16 kernel it takes here (amx, pairs or float), _cpu_step_gemm_count() and
 // _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and
 // _cpu_step_gemm_gflops(M, N, K, trans, how, seconds), one per-step product's speed with W
@@ -310,8 +309,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_isa() -> str");
   m.def("_cpu_step_gemm(Tensor a, Tensor w, bool trans, float beta, Tensor c) -> Tensor");
   m.def("_cpu_step_gemm_count() -> int");
-  m.def("_cpu_bf16_pairs() -> bool");
-  m.def("_cpu_bf16_blas_on_amx() -> bool");
+  m.def("_cpu_bf16_kernel() -> str");
   m.def("_cpu_split_step_gemm_count() -> int");
   m.def("_cpu_step_gemm_gflops(int M, int N, int K, bool trans, str how, float seconds) "
         "-> float");
@@ -333,8 +331,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_isa", TORCH_BOX(&fastlstm::cpu::cpu_isa));
   m.impl("_cpu_step_gemm", TORCH_BOX(&fastlstm::cpu::step_gemm_for_test));
   m.impl("_cpu_step_gemm_count", TORCH_BOX(&fastlstm::cpu::step_gemm_count));
-  m.impl("_cpu_bf16_pairs", TORCH_BOX(&fastlstm::cpu::bf16_pairs_chosen));
-  m.impl("_cpu_bf16_blas_on_amx", TORCH_BOX(&fastlstm::cpu::bf16_blas_on_amx));
+  m.impl("_cpu_bf16_kernel", TORCH_BOX(&fastlstm::cpu::bf16_kernel_for_test));
   m.impl("_cpu_split_step_gemm_count", TORCH_BOX(&fastlstm::cpu::split_step_gemm_count));
   m.impl("_cpu_step_gemm_gflops", TORCH_BOX(&fastlstm::cpu::step_gemm_gflops));
 }

@@ -15,6 +15,7 @@
 
 #include "../torch_api.h"
 #include "fma_peak.h"
+#include "step_gemm_amx.h"
 #include "step_team.h"
 
 namespace fastlstm::cpu {
@@ -232,7 +233,7 @@ const Variant& variant(Isa isa) {
   return portable;
 }
 
-// The bf16_pairs variant (AVX512_BF16; only reached where bf16_pairs_chosen()).
+// The bf16_pairs variant (AVX512_BF16; only reached where bf16_kernel() is pairs).
 const VariantOf<uint32_t>& bf16_variant() {
 #if defined(__x86_64__)
   static const VariantOf<uint32_t> v{
@@ -396,17 +397,21 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
   run_tiles(variant(w.isa), M, A, lda, w.data.get(), w.K, w.N, beta, C, ldc);
 }
 
-bool bf16_pairs_chosen() {
+Bf16Kernel bf16_kernel() {
 #if defined(__x86_64__)
-  static const bool possible = [] {
+  static const bool avx512 = [] {
     const char* cap = std::getenv("FASTLSTM_CPU_ISA");
-    return isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16") &&
-           !(cap != nullptr && std::strcmp(cap, "avx512") == 0);
+    return isa() == Isa::avx512 && !(cap != nullptr && std::strcmp(cap, "avx512") == 0);
   }();
-  if (!possible) return false;
-  if (const char* forced = std::getenv("FASTLSTM_CPU_BF16_PAIRS"))
-    return std::strcmp(forced, "1") == 0;
-  static const bool measured = [] {
+  if (!avx512) return Bf16Kernel::floats;
+  const bool pairs_possible = __builtin_cpu_supports("avx512bf16");
+  if (const char* forced = std::getenv("FASTLSTM_CPU_BF16_KERNEL")) {
+    if (std::strcmp(forced, "amx") == 0 && amx_bf16_usable()) return Bf16Kernel::amx;
+    if (std::strcmp(forced, "pairs") == 0 && pairs_possible) return Bf16Kernel::pairs;
+    if (std::strcmp(forced, "float") == 0) return Bf16Kernel::floats;
+  }
+  if (amx_bf16_usable()) return Bf16Kernel::amx;
+  static const bool pairs_pay = pairs_possible && [] {
     // Best of 3 runs of 1 ms each, one thread: VDPBF16PS against VFMADD231PS.
     double pairs = 0, fma = 0;
     for (int run = 0; run < 3; ++run) {
@@ -415,27 +420,41 @@ bool bf16_pairs_chosen() {
     }
     return pairs >= kPairsMinGain * fma;
   }();
-  return measured;
+  return pairs_pay ? Bf16Kernel::pairs : Bf16Kernel::floats;
 #else
-  return false;
+  return Bf16Kernel::floats;
 #endif
 }
 
+const char* bf16_kernel_name(Bf16Kernel k) {
+  switch (k) {
+    case Bf16Kernel::amx: return "amx";
+    case Bf16Kernel::pairs: return "pairs";
+    default: return "float";
+  }
+}
+
 namespace {
-// op(W) as bf16_pairs panels (step_gemm.h).
-StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, int64_t ld) {
+constexpr int64_t kAmxPairs = 16;  // an AMX tile's k extent in pairs (32 bfloat16)
+
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// op(W) as bf16_pairs panels of 32 columns (step_gemm.h), K in pairs rounded up to a multiple
+// of pairs_multiple (zeros: zero pairs add nothing).
+StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, int64_t ld,
+                           PanelFormat format, int64_t pairs_multiple) {
   StepPanels s;
   s.isa = Isa::avx512;
-  s.format = PanelFormat::bf16_pairs;
+  s.format = format;
   s.N = N;
   s.K = K;
-  s.nr = bf16_variant().nr;
-  const int64_t nr = s.nr, panels = (N + nr - 1) / nr, Kp = (K + 1) / 2;
+  s.nr = 32;
+  const int64_t nr = s.nr, panels = (N + nr - 1) / nr, Kp = round_up((K + 1) / 2, pairs_multiple);
   const size_t bytes = std::max<size_t>(64, (panels * Kp * nr * 4 + 63) / 64 * 64);
   s.data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)), std::free);
   FASTLSTM_CHECK(s.data != nullptr, "fastlstm: could not allocate ", bytes,
                  " bytes for a packed weight");
-  // op(W)[k][n]'s bits, 0 past K or N (zero pairs add nothing).
+  // op(W)[k][n]'s bits, 0 past K or N.
   const auto bits = [&](int64_t k, int64_t n) -> uint32_t {
     if (k >= K || n >= N) return 0;
     return (trans ? w[n * ld + k] : w[k * ld + n]).x;
@@ -448,12 +467,35 @@ StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, 
             bits(2 * kp, p * nr + j) | bits(2 * kp + 1, p * nr + j) << 16;
   return s;
 }
+
+// A's M rows as pairs along k in a thread's buffer, rows ld words apart, rows_multiple
+// rows (zero past M) and pairs_multiple pairs (zero past K) in each: a copy of M K values,
+// against M N K multiply-adds, which also aligns the pairs whatever lda is.
+template <typename T>
+uint32_t* a_pairs(int64_t M, const T* A, int64_t lda, int64_t K, int64_t rows_multiple,
+                  int64_t pairs_multiple, int64_t& ld) {
+  const int64_t Mp = round_up(M, rows_multiple), Kp = round_up((K + 1) / 2, pairs_multiple);
+  uint32_t* pairs = a_buffer<uint32_t>(Mp, Kp, ld);
+  for (int64_t i = 0; i < Mp; ++i) {
+    auto* row = reinterpret_cast<uint16_t*>(pairs + i * ld);
+    const int64_t copied = i < M ? K : 0;
+    if (copied > 0) std::memcpy(row, A + i * lda, copied * sizeof(T));
+    std::fill(row + copied, row + 2 * Kp, uint16_t{0});
+  }
+  return pairs;
+}
 }  // namespace
 
 template <typename T>
 StepPanels pack_step_weight_lowp(bool trans, int64_t N, int64_t K, const T* w, int64_t ld) {
   if constexpr (std::is_same_v<T, BFloat16>) {
-    if (bf16_pairs_chosen()) return pack_bf16_pairs(trans, N, K, w, ld);
+    switch (bf16_kernel()) {
+      case Bf16Kernel::amx:
+        return pack_bf16_pairs(trans, N, K, w, ld, PanelFormat::bf16_amx, kAmxPairs);
+      case Bf16Kernel::pairs:
+        return pack_bf16_pairs(trans, N, K, w, ld, PanelFormat::bf16_pairs, 1);
+      default: break;
+    }
   }
   // Widened to float (exact), then the float32 panels.
   const int64_t rows = trans ? N : K, cols = trans ? K : N;
@@ -463,30 +505,45 @@ StepPanels pack_step_weight_lowp(bool trans, int64_t N, int64_t K, const T* w, i
   return pack_step_weight(trans, N, K, wide.data(), cols);
 }
 
-
 template <typename T>
 void step_gemm_lowp(int64_t M, const T* A, int64_t lda, const StepPanels& w, float beta, float* C,
                     int64_t ldc) {
   if (M <= 0 || w.N <= 0) return;
   int64_t ld = 0;
-  if (w.format == PanelFormat::f32) {
-    float* wide = a_buffer<float>(M, w.K, ld);
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t k = 0; k < w.K; ++k) wide[i * ld + k] = static_cast<float>(A[i * lda + k]);
-    run_tiles(variant(w.isa), M, wide, ld, w.data.get(), w.K, w.N, beta, C, ldc);
-    return;
+  const auto* panels = reinterpret_cast<const uint32_t*>(w.data.get());
+  switch (w.format) {
+    case PanelFormat::f32: {
+      float* wide = a_buffer<float>(M, w.K, ld);
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < w.K; ++k) wide[i * ld + k] = static_cast<float>(A[i * lda + k]);
+      run_tiles(variant(w.isa), M, wide, ld, w.data.get(), w.K, w.N, beta, C, ldc);
+      return;
+    }
+    case PanelFormat::bf16_pairs: {
+      const uint32_t* pairs = a_pairs(M, A, lda, w.K, 1, 1, ld);
+      run_tiles(bf16_variant(), M, pairs, ld, panels, (w.K + 1) / 2, w.N, beta, C, ldc);
+      return;
+    }
+    case PanelFormat::bf16_amx: {
+      // Rows in tiles of 16, k in tiles of 16 pairs; chunks of 2 panels (64 columns), split
+      // over the step team as run_tiles splits its chunks.
+      const uint32_t* pairs = a_pairs(M, A, lda, w.K, 16, kAmxPairs, ld);
+      const int64_t Kpp = round_up((w.K + 1) / 2, kAmxPairs), chunks = (w.N + 63) / 64;
+      g_step_gemms.fetch_add(1, std::memory_order_relaxed);
+      const auto run_chunks = [&](int64_t c0, int64_t c1) {
+        amx_bf16_chunks(M, pairs, ld, panels, Kpp, w.N, beta, C, ldc, c0, c1);
+      };
+      StepTeam* team = current_step_team();
+      if (team != nullptr && team->size() > 1 && w.N * Kpp * 4 >= kSplitWeightBytes &&
+          chunks > 1) {
+        g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
+        team->split(chunks, run_chunks);
+      } else {
+        run_chunks(0, chunks);
+      }
+      return;
+    }
   }
-  // bf16_pairs: A's rows as pairs along k, the last one zero-padded where K is odd (a copy of
-  // M K values, against M N K multiply-adds; it also aligns the pairs whatever lda is).
-  const int64_t Kp = (w.K + 1) / 2;
-  uint32_t* pairs = a_buffer<uint32_t>(M, Kp, ld);
-  for (int64_t i = 0; i < M; ++i) {
-    auto* row = reinterpret_cast<uint16_t*>(pairs + i * ld);
-    std::memcpy(row, A + i * lda, w.K * sizeof(T));
-    if (w.K % 2 != 0) row[w.K] = 0;
-  }
-  run_tiles(bf16_variant(), M, pairs, ld, reinterpret_cast<const uint32_t*>(w.data.get()), Kp,
-            w.N, beta, C, ldc);
 }
 
 template StepPanels pack_step_weight_lowp<BFloat16>(bool, int64_t, int64_t, const BFloat16*,

@@ -10,14 +10,16 @@
 // registers over all of K, so C is written once and A is read once per panel.
 //
 // bfloat16 and float16 loops (T = BFloat16 or Half, float accumulation) have their own entry,
-// step_gemm_lowp, in one of two panel formats:
-//   bf16_pairs  (bfloat16 where bf16_pairs_chosen()): row kp of a panel holds, per column, the
-//               32-bit pair (op(W)[2 kp], op(W)[2 kp + 1]); one VDPBF16PS adds both products
-//               of a pair of A's values to a float accumulator. Half the bytes of float panels.
-//   f32         (float16, and bfloat16 elsewhere): op(W) widened to float once per
-//               pack, A's rows widened at every call, then the float32 tiles. Widening is
-//               exact, so both formats sum the exact products in float, like MKL's
+// step_gemm_lowp, in one of three panel formats:
+//   f32         (float16; bfloat16 with the float kernel): op(W) widened to float once per pack,
+//               A's rows widened at every call, then the float32 tiles. Widening is exact, so
+//               every format sums the exact products in float, like MKL's
 //               cblas_gemm_bf16bf16f32.
+//   bf16_pairs  (bfloat16, pairs kernel): row kp of a panel of 32 columns holds, per column,
+//               the 32-bit pair (op(W)[2 kp], op(W)[2 kp + 1]); one VDPBF16PS (AVX512_BF16)
+//               adds both products of a pair of A's values to a float accumulator.
+//   bf16_amx    (bfloat16, amx kernel): the same pairs, K rounded up to 32 (zeros), for AMX
+//               tiles (step_gemm_amx.h).
 #pragma once
 
 #include <cstdint>
@@ -28,14 +30,14 @@
 
 namespace fastlstm::cpu {
 
-enum class PanelFormat { f32, bf16_pairs };
+enum class PanelFormat { f32, bf16_pairs, bf16_amx };
 
 struct StepPanels {
   Isa isa;            // the variant the panels were packed for (their width)
   PanelFormat format = PanelFormat::f32;
   int64_t N = 0, K = 0, nr = 0;
-  std::shared_ptr<float> data;  // ceil(N / nr) panels of K x nr floats (bf16_pairs:
-                                // ceil(K / 2) x nr 32-bit pairs)
+  std::shared_ptr<float> data;  // ceil(N / nr) panels of K x nr floats (bf16_pairs and
+                                // bf16_amx: ceil(K / 2) or round_up(K, 32) / 2 x nr pairs)
 };
 
 // op(W) [K, N] packed for step_gemm: op(W) = W^T when trans (W stored [N, K]), else W ([K, N]);
@@ -56,11 +58,14 @@ StepPanels pack_step_weight_lowp(bool trans, int64_t N, int64_t K, const T* w, i
 template <typename T>
 void step_gemm_lowp(int64_t M, const T* A, int64_t lda, const StepPanels& w, float beta, float* C,
                     int64_t ldc);
-// Whether bfloat16 panels take the bf16_pairs format in this process: the AVX-512 variant in use
-// (FASTLSTM_CPU_ISA=avx512 leaves pairs out), a CPU with AVX512_BF16, and VDPBF16PS measured at
-// least 1.25x VFMADD231PS's flops on one thread (a few ms, once). FASTLSTM_CPU_BF16_PAIRS=1|0
-// forces the choice, within what the CPU has (read at every call: tests run both).
-bool bf16_pairs_chosen();
+// The bfloat16 kernel of this process: amx where the CPU has AMX-BF16 (and Linux grants its
+// tile state), else pairs where the CPU has AVX512_BF16 and VDPBF16PS measures at least 1.25x
+// VFMADD231PS's flops on one thread (a few ms, once), else float. Only with the AVX-512
+// variant in use (FASTLSTM_CPU_ISA=avx512 leaves out pairs and amx). FASTLSTM_CPU_BF16_KERNEL=
+// amx|pairs|float forces one the CPU has (read at every call: tests run each).
+enum class Bf16Kernel { floats, pairs, amx };
+Bf16Kernel bf16_kernel();
+const char* bf16_kernel_name(Bf16Kernel kernel);
 
 // Which per-step GEMM the time loops use (FASTLSTM_CPU_STEP_GEMM, read at every layer call so
 // that one process can A/B them): own (step_gemm, step_gemm_lowp), blas (MKL's packed GEMM where

@@ -1,0 +1,129 @@
+#include "step_gemm_amx.h"
+
+#include <algorithm>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define FASTLSTM_AMX 1
+#else
+#define FASTLSTM_AMX 0
+#endif
+
+#include "../torch_api.h"
+#include "isa.h"
+
+namespace fastlstm::cpu {
+
+#if FASTLSTM_AMX
+namespace {
+
+constexpr long kArchReqXcompPerm = 0x1023;  // asm/prctl.h
+constexpr long kXfeatureXtiledata = 18;
+
+// LDTILECFG's 64-byte operand (palette 1).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Every tile used is 16 rows x 64 bytes: tmm0-tmm3 the sums (16 rows x 16 floats) of columns
+// [0, 16), [16, 32) of a chunk's first panel and of its second; tmm4 A (16 rows x 16 pairs);
+// tmm5 and tmm6 B (16 pair rows x 16 columns).
+__attribute__((target("amx-tile,amx-bf16"))) void load_config() {
+  TileConfig config;
+  for (int t = 0; t < 7; ++t) {
+    config.rows[t] = 16;
+    config.colsb[t] = 64;
+  }
+  // GCC's _tile_loadconfig tells the compiler it reads 8 bytes of the config, which lets it
+  // drop the other stores: a barrier keeps them.
+  asm volatile("" : : "r"(&config) : "memory");
+  _tile_loadconfig(&config);
+}
+
+// out [16, 64] floats = A's rows [r0, r0 + 16) times one chunk: panels p0 and p1 (p1 null: one
+// panel, out's columns [32, 64) untouched), over Kpp pairs of k.
+__attribute__((target("amx-tile,amx-bf16"))) void chunk_product(const uint32_t* A, int64_t lda,
+                                                                const uint32_t* p0,
+                                                                const uint32_t* p1, int64_t Kpp,
+                                                                float* out) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t k = 0; k < Kpp; k += 16) {
+    _tile_loadd(4, A + k, lda * 4);
+    _tile_loadd(5, p0 + k * 32, 128);
+    _tile_loadd(6, p0 + k * 32 + 16, 128);
+    _tile_dpbf16ps(0, 4, 5);
+    _tile_dpbf16ps(1, 4, 6);
+    if (p1 != nullptr) {
+      _tile_loadd(5, p1 + k * 32, 128);
+      _tile_loadd(6, p1 + k * 32 + 16, 128);
+      _tile_dpbf16ps(2, 4, 5);
+      _tile_dpbf16ps(3, 4, 6);
+    }
+  }
+  _tile_stored(0, out, 256);
+  _tile_stored(1, out + 16, 256);
+  if (p1 != nullptr) {
+    _tile_stored(2, out + 32, 256);
+    _tile_stored(3, out + 48, 256);
+  }
+}
+
+__attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
+
+}  // namespace
+
+bool amx_bf16_usable() {
+  static const bool usable = cpu_has_amx_bf16() &&
+                             syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  return usable;
+}
+
+void amx_bf16_chunks(int64_t M, const uint32_t* A, int64_t lda, const uint32_t* panels,
+                     int64_t Kpp, int64_t N, float beta, float* C, int64_t ldc, int64_t c0,
+                     int64_t c1) {
+  FASTLSTM_CHECK(amx_bf16_usable(), "fastlstm: the AMX step GEMM needs AMX-BF16");
+  load_config();
+  alignas(64) float out[16 * 64];
+  const int64_t panel_words = Kpp * 32, panel_count = (N + 31) / 32;
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t q = 2 * c, n0 = q * 32;
+    const bool two = q + 1 < panel_count;
+    const uint32_t* p0 = panels + q * panel_words;
+    const int64_t cols = std::min<int64_t>(two ? 64 : 32, N - n0);
+    for (int64_t r0 = 0; r0 < M; r0 += 16) {
+      chunk_product(A + r0 * lda, lda, p0, two ? p0 + panel_words : nullptr, Kpp, out);
+      for (int64_t i = 0; i < std::min<int64_t>(16, M - r0); ++i) {
+        float* row = C + (r0 + i) * ldc + n0;
+        const float* sum = out + i * 64;
+        if (beta == 0.f) {
+          std::memcpy(row, sum, cols * sizeof(float));
+        } else {
+          for (int64_t j = 0; j < cols; ++j) row[j] = sum[j] + beta * row[j];
+        }
+      }
+    }
+  }
+  release_tiles();  // the tile state is large: not kept across the thread's other work
+}
+
+#else
+
+bool amx_bf16_usable() { return false; }
+
+void amx_bf16_chunks(int64_t, const uint32_t*, int64_t, const uint32_t*, int64_t, int64_t, float,
+                     float*, int64_t, int64_t, int64_t) {
+  FASTLSTM_CHECK(false, "fastlstm: the AMX step GEMM needs an x86-64 Linux build");
+}
+
+#endif
+
+}  // namespace fastlstm::cpu

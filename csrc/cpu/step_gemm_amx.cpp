@@ -46,16 +46,28 @@ __attribute__((target("amx-tile,amx-bf16"))) void load_config() {
   _tile_loadconfig(&config);
 }
 
-// out [16, 64] floats = A's rows [r0, r0 + 16) times one chunk: panels p0 and p1 (p1 null: one
-// panel, out's columns [32, 64) untouched), over Kpp pairs of k.
+// dst [16 rows, ldd floats apart] (+)= A's rows [r0, r0 + 16) times one chunk: panels p0 and p1
+// (p1 null: one panel, dst's columns [32, 64) untouched), over Kpp pairs of k. accumulate: dst's
+// values are loaded into the sums first (C += A op(W)), else the sums start at zero.
 __attribute__((target("amx-tile,amx-bf16"))) void chunk_product(const uint32_t* A, int64_t lda,
                                                                 const uint32_t* p0,
                                                                 const uint32_t* p1, int64_t Kpp,
-                                                                float* out) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+                                                                float* dst, int64_t ldd,
+                                                                bool accumulate) {
+  const int64_t stride = ldd * static_cast<int64_t>(sizeof(float));
+  if (accumulate) {
+    _tile_loadd(0, dst, stride);
+    _tile_loadd(1, dst + 16, stride);
+    if (p1 != nullptr) {
+      _tile_loadd(2, dst + 32, stride);
+      _tile_loadd(3, dst + 48, stride);
+    }
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   for (int64_t k = 0; k < Kpp; k += 16) {
     _tile_loadd(4, A + k, lda * 4);
     _tile_loadd(5, p0 + k * 32, 128);
@@ -69,11 +81,11 @@ __attribute__((target("amx-tile,amx-bf16"))) void chunk_product(const uint32_t* 
       _tile_dpbf16ps(3, 4, 6);
     }
   }
-  _tile_stored(0, out, 256);
-  _tile_stored(1, out + 16, 256);
+  _tile_stored(0, dst, stride);
+  _tile_stored(1, dst + 16, stride);
   if (p1 != nullptr) {
-    _tile_stored(2, out + 32, 256);
-    _tile_stored(3, out + 48, 256);
+    _tile_stored(2, dst + 32, stride);
+    _tile_stored(3, dst + 48, stride);
   }
 }
 
@@ -100,9 +112,18 @@ void amx_bf16_chunks(int64_t M, const uint32_t* A, int64_t lda, const uint32_t* 
     const uint32_t* p0 = panels + q * panel_words;
     const int64_t cols = std::min<int64_t>(two ? 64 : 32, N - n0);
     for (int64_t r0 = 0; r0 < M; r0 += 16) {
-      chunk_product(A + r0 * lda, lda, p0, two ? p0 + panel_words : nullptr, Kpp, out);
-      for (int64_t i = 0; i < std::min<int64_t>(16, M - r0); ++i) {
-        float* row = C + (r0 + i) * ldc + n0;
+      const uint32_t* p1 = two ? p0 + panel_words : nullptr;
+      const int64_t rows = std::min<int64_t>(16, M - r0);
+      float* c_tile = C + r0 * ldc + n0;
+      // A whole tile of C (16 rows, every column of the chunk) is summed in place when beta is
+      // 0 or 1 (the time loops' two cases); else through `out`.
+      if (rows == 16 && cols == (two ? 64 : 32) && (beta == 0.f || beta == 1.f)) {
+        chunk_product(A + r0 * lda, lda, p0, p1, Kpp, c_tile, ldc, beta == 1.f);
+        continue;
+      }
+      chunk_product(A + r0 * lda, lda, p0, p1, Kpp, out, 64, false);
+      for (int64_t i = 0; i < rows; ++i) {
+        float* row = c_tile + i * ldc;
         const float* sum = out + i * 64;
         if (beta == 0.f) {
           std::memcpy(row, sum, cols * sizeof(float));

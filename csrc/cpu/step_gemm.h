@@ -70,8 +70,7 @@ const char* bf16_kernel_name(Bf16Kernel kernel);
 // Which per-step GEMM the time loops use (FASTLSTM_CPU_STEP_GEMM, read at every layer call so
 // that one process can A/B them): own (step_gemm, step_gemm_lowp), blas (MKL's packed GEMM where
 // torch's BLAS has it, else the plain GEMM; MKL's bfloat16 / float16 GEMMs) or auto, the
-// default: own on every CPU, except bfloat16 batches that MKL runs on AMX
-// (CpuBackend::use_own_lowp_step_gemm). Measured on the
+// default: own on every CPU and in every dtype it serves. Measured on the
 // Xeon (python -m benchmarks.step_gemm, one thread): own 85-100% of the FMA peak at H 64-256
 // and 8-32 rows, level with MKL's packed GEMM (0.9-1.2x); at H = 512, where W (4 MB) streams
 // from L3, 0.94-1.07x. Whole layers, own against blas: 0.94-1.07x.

@@ -284,3 +284,12 @@ def round_to_tf32(t):
     bits = t.float().view(torch.int32)
     rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
     return torch.where(torch.isfinite(t), rounded, t.float())
+
+
+def cpu_has(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists `flag` (Linux; False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import fastlstm
-from helpers import assert_close, check_parity, make_pair, random_lengths, reference_forward
+from helpers import (assert_close, check_parity, cpu_has, make_pair, random_lengths,
+                     reference_forward)
 
 F32 = torch.float32
 MIN_STEPS = 2  # CpuBackend::kOwnGemmMinSteps
@@ -56,14 +57,6 @@ def test_product_matches_float64(M, N, K, trans):
         # float32 products of K terms of |a w| ~ 1: error ~ sqrt(K) ulps of the sum's size.
         err = (got.double() - expected).abs().max().item()
         assert err <= 2e-6 * (K ** 0.5) * (1 + expected.abs().max().item()), (beta, err)
-
-
-def cpu_has(flag):
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and flag in line.split() for line in f)
-    except OSError:
-        return False
 
 
 # bfloat16 and float16 through step_gemm_lowp: float panels (both dtypes), and bfloat16's own

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastlstm
-from helpers import make_pair, reference_forward
+from helpers import cpu_has, make_pair, reference_forward
 
 F64 = torch.float64
 HALF = [torch.bfloat16, torch.float16]
@@ -45,14 +45,6 @@ CASES = {
     "bi2": dict(num_layers=2, bidirectional=True),
     "bi_proj": dict(num_layers=1, bidirectional=True, proj_size=24),
 }
-
-
-def cpu_has(flag):
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and flag in line.split() for line in f)
-    except OSError:
-        return False
 
 
 # The per-step products' kernels (csrc/cpu/step_gemm.h), forced through the environment:

@@ -133,14 +133,12 @@ std::string partition_choice_for_test(const Tensor& sorted_lengths, int64_t dire
 }
 int64_t l2_bytes_for_test() { return l2_bytes_per_core(); }
 
-// Test op: a step team of `helpers` helpers on a parallel loop, as the steps partition runs it;
-// once every helper has joined (or 5 s have passed), `jobs` jobs. Returns how many jobs ran
-// every one of helpers + 1 parts exactly once (jobs, when the team works).
-int64_t step_team_selftest(int64_t helpers, int64_t jobs) {
-  FASTLSTM_CHECK_VALUE(helpers >= 0 && helpers < 64, "fastlstm: helpers must be in [0, 64), got ",
-                       helpers);
+// A step team of `helpers` helpers on a parallel loop, as the steps partition runs it: once every
+// helper has joined (or 5 s have passed), leader(team) on the leader's thread, in the team's
+// scope (test ops).
+template <typename Leader>
+void on_full_team(int64_t helpers, const Leader& leader) {
   StepTeam team(static_cast<int>(helpers));
-  int64_t good = 0;
   torch::stable::parallel_for(0, helpers + 1, 1, [&](int64_t i0, int64_t i1) {
     if (i0 == 0) {
       const StepTeamScope scope(&team);
@@ -148,19 +146,30 @@ int64_t step_team_selftest(int64_t helpers, int64_t jobs) {
       while (team.size() < helpers + 1 &&
              std::chrono::steady_clock::now() - start < std::chrono::seconds(5))
         std::this_thread::yield();
-      for (int64_t j = 0; j < jobs; ++j) {
-        std::vector<std::atomic<int>> runs(static_cast<size_t>(helpers + 1));
-        std::atomic<int> parts_seen{0};
-        team.run([&](int part, int parts) {
-          runs[static_cast<size_t>(part)].fetch_add(1);
-          parts_seen.store(parts);
-        });
-        bool ok = parts_seen.load() == helpers + 1;
-        for (int64_t p = 0; p <= helpers; ++p) ok = ok && runs[static_cast<size_t>(p)].load() == 1;
-        good += ok ? 1 : 0;
-      }
+      leader(team);
     } else if (i1 - i0 == 1) {
       team.serve();
+    }
+  });
+}
+
+// Test op: `jobs` jobs on a full step team (on_full_team). Returns how many jobs ran every one
+// of helpers + 1 parts exactly once (jobs, when the team works).
+int64_t step_team_selftest(int64_t helpers, int64_t jobs) {
+  FASTLSTM_CHECK_VALUE(helpers >= 0 && helpers < 64, "fastlstm: helpers must be in [0, 64), got ",
+                       helpers);
+  int64_t good = 0;
+  on_full_team(helpers, [&](StepTeam& team) {
+    for (int64_t j = 0; j < jobs; ++j) {
+      std::vector<std::atomic<int>> runs(static_cast<size_t>(helpers + 1));
+      std::atomic<int> parts_seen{0};
+      team.run([&](int part, int parts) {
+        runs[static_cast<size_t>(part)].fetch_add(1);
+        parts_seen.store(parts);
+      });
+      bool ok = parts_seen.load() == helpers + 1;
+      for (int64_t p = 0; p <= helpers; ++p) ok = ok && runs[static_cast<size_t>(p)].load() == 1;
+      good += ok ? 1 : 0;
     }
   });
   return good;
@@ -170,7 +179,7 @@ int64_t step_team_helped_count() { return StepTeam::helped_team_count(); }
 // Test op: C [M, N] = A [M, K] B [K, N] (float32, random) through CpuBackend::team_gemm on a
 // step team of `helpers` helpers that have all joined (as step_team_selftest), against the same
 // product on one thread. Returns the largest difference, or -1 where team_gemm did not split it
-// over the whole team.
+// over the whole team (on_full_team).
 double team_gemm_selftest(int64_t helpers, int64_t M, int64_t N, int64_t K) {
   FASTLSTM_CHECK_VALUE(helpers >= 1 && helpers < 64, "fastlstm: helpers must be in [1, 64), got ",
                        helpers);
@@ -181,21 +190,11 @@ double team_gemm_selftest(int64_t helpers, int64_t M, int64_t N, int64_t K) {
   for (size_t i = 0; i < A.size(); ++i) A[i] = float((i * 7919) % 1000) / 500.f - 1.f;
   for (size_t i = 0; i < B.size(); ++i) B[i] = float((i * 104729) % 1000) / 500.f - 1.f;
   gemm_rm<float>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, want.data(), N);
-  StepTeam team(static_cast<int>(helpers));
   const int64_t before = CpuBackend::team_gemm_count().load();
-  torch::stable::parallel_for(0, helpers + 1, 1, [&](int64_t i0, int64_t i1) {
-    if (i0 == 0) {
-      const StepTeamScope scope(&team);
-      const auto start = std::chrono::steady_clock::now();
-      while (team.size() < helpers + 1 &&
-             std::chrono::steady_clock::now() - start < std::chrono::seconds(5))
-        std::this_thread::yield();
-      if (team.size() == helpers + 1)
-        CpuBackend::team_gemm<float>(false, false, M, N, K, A.data(), K, B.data(), N, 0.f,
-                                     got.data(), N);
-    } else if (i1 - i0 == 1) {
-      team.serve();
-    }
+  on_full_team(helpers, [&](StepTeam& team) {
+    if (team.size() == helpers + 1)
+      CpuBackend::team_gemm<float>(false, false, M, N, K, A.data(), K, B.data(), N, 0.f,
+                                   got.data(), N);
   });
   if (CpuBackend::team_gemm_count().load() == before) return -1.0;
   double diff = 0;

@@ -121,35 +121,28 @@ __attribute__((target("avx512f"))) inline __mmask16 lanes_below_avx512(int64_t n
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
-template <int MR, int P>
-__attribute__((target("avx512f"))) void tile_avx512(int64_t kc, const float* A, int64_t lda,
-                                                    const float* panel, int64_t panel_stride,
-                                                    float beta, float* C, int64_t ldc,
-                                                    int64_t cols) {
-  constexpr int V = 2 * P;  // vectors a row
-  __m512 acc[MR][V];
+// The AVX-512 tiles' common parts: MR x V accumulators zeroed, the panels' rows 8 steps of k
+// ahead prefetched towards L1 (a weight larger than L2 streams from L3), and C = acc + beta C
+// stored under a mask of the tile's columns.
+template <int MR, int V>
+__attribute__((target("avx512f"))) inline void zero_tile(__m512 (&acc)[MR][V]) {
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    // The panels' rows 8 steps ahead, towards L1: a weight larger than L2 streams from L3.
+}
+template <int V, typename Word>
+__attribute__((target("avx512f"))) inline void prefetch_panels(const Word* panel,
+                                                              int64_t panel_stride, int64_t k) {
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v)
-      _mm_prefetch(reinterpret_cast<const char*>(panel + (v / 2) * panel_stride + (k + 8) * 32 +
-                                                 (v % 2) * 16),
-                   _MM_HINT_T0);
-    __m512 b[V];
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v)
-      b[v] = _mm512_load_ps(panel + (v / 2) * panel_stride + k * 32 + (v % 2) * 16);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(A[i * lda + k]);
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
-    }
-  }
+  for (int v = 0; v < V; ++v)
+    _mm_prefetch(reinterpret_cast<const char*>(panel + (v / 2) * panel_stride + (k + 8) * 32 +
+                                               (v % 2) * 16),
+                 _MM_HINT_T0);
+}
+template <int MR, int V>
+__attribute__((target("avx512f"))) inline void store_tile(__m512 (&acc)[MR][V], float beta,
+                                                         float* C, int64_t ldc, int64_t cols) {
   const __m512 vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
@@ -162,6 +155,30 @@ __attribute__((target("avx512f"))) void tile_avx512(int64_t kc, const float* A, 
     }
 }
 
+template <int MR, int P>
+__attribute__((target("avx512f"))) void tile_avx512(int64_t kc, const float* A, int64_t lda,
+                                                    const float* panel, int64_t panel_stride,
+                                                    float beta, float* C, int64_t ldc,
+                                                    int64_t cols) {
+  constexpr int V = 2 * P;  // vectors a row
+  __m512 acc[MR][V];
+  zero_tile(acc);
+  for (int64_t k = 0; k < kc; ++k) {
+    prefetch_panels<V>(panel, panel_stride, k);
+    __m512 b[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      b[v] = _mm512_load_ps(panel + (v / 2) * panel_stride + k * 32 + (v % 2) * 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(A[i * lda + k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+  }
+  store_tile(acc, beta, C, ldc, cols);
+}
+
 // AVX512_BF16 on bf16_pairs panels: the AVX-512 tile's shape (32 columns a panel, 8 rows), each
 // k step a pair of k: one VDPBF16PS adds a_i(2kp) w(2kp) + a_i(2kp+1) w(2kp+1) to 16 columns'
 // float sums (both products exact in float, as in VFMADD231PS; denormals flushed to zero).
@@ -171,16 +188,9 @@ __attribute__((target("avx512f,avx512bf16"))) void tile_avx512_bf16(
     float beta, float* C, int64_t ldc, int64_t cols) {
   constexpr int V = 2 * P;  // vectors a row
   __m512 acc[MR][V];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  zero_tile(acc);
   for (int64_t k = 0; k < kc; ++k) {
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v)
-      _mm_prefetch(reinterpret_cast<const char*>(panel + (v / 2) * panel_stride + (k + 8) * 32 +
-                                                 (v % 2) * 16),
-                   _MM_HINT_T0);
+    prefetch_panels<V>(panel, panel_stride, k);
     __m512bh b[V];
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v)
@@ -192,16 +202,7 @@ __attribute__((target("avx512f,avx512bf16"))) void tile_avx512_bf16(
       for (int v = 0; v < V; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], a, b[v]);
     }
   }
-  const __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) {
-      float* c = C + i * ldc + v * 16;
-      const __mmask16 m = lanes_below_avx512(cols - v * 16);
-      if (beta != 0.f) acc[i][v] = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), acc[i][v]);
-      _mm512_mask_storeu_ps(c, m, acc[i][v]);
-    }
+  store_tile(acc, beta, C, ldc, cols);
 }
 #endif
 

@@ -208,6 +208,25 @@ def test_fma_peak_calibration_measures_and_checks_its_arguments():
         peak(0, 0.1)
 
 
+def test_step_gemm_benchmark_times_each_dtype_both_ways(capsys):
+    """python -m benchmarks.step_gemm: one row per dtype, pass, H and rows, both kernels timed
+    (own and MKL's), the bfloat16 kernel named; bad arguments named in the error."""
+    from benchmarks import step_gemm
+    step_gemm.main(["--rows", "3", "--hidden", "16", "--seconds", "0.005",
+                    "--dtype", "float32", "bfloat16", "float16"])
+    out = capsys.readouterr().out
+    assert f"bfloat16 kernel: {torch.ops.fastlstm._cpu_bf16_kernel()}" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")][1:]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        (d, p) for d in ("float32", "bfloat16", "float16") for p in ("forward", "backward")]
+    for r in rows:
+        own, blas = float(r[4]), float(r[6])
+        assert own > 0 and blas > 0, r
+    with pytest.raises(ValueError, match="dtype must be 'float32', 'bfloat16' or 'float16', "
+                                         "got 'float64'"):
+        torch.ops.fastlstm._cpu_step_gemm_gflops(2, 8, 4, True, "own", 0.01, "float64")
+
+
 def test_readme_block_is_replaced_and_nothing_else(tmp_path):
     path = tmp_path / "README.md"
     path.write_text(f"intro\n{readme.START}\nold table\n{readme.END}\noutro\n")

@@ -287,8 +287,8 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // bfloat16 kernel it takes here (amx, pairs or float), _cpu_step_gemm_count() and
 // _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and
-// _cpu_step_gemm_gflops(M, N, K, trans, how, seconds), one per-step product's speed with W
-// packed once, own or MKL's (step_gemm_timing.h).
+// _cpu_step_gemm_gflops(M, N, K, trans, how, seconds, dtype), one per-step product's speed with
+// W packed once, own or MKL's, in float32, bfloat16 or float16 (step_gemm_timing.h).
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_packed_gemm_available() -> bool");
   m.def("_cpu_packed_gemm_count() -> int");
@@ -310,7 +310,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_step_gemm_count() -> int");
   m.def("_cpu_bf16_kernel() -> str");
   m.def("_cpu_split_step_gemm_count() -> int");
-  m.def("_cpu_step_gemm_gflops(int M, int N, int K, bool trans, str how, float seconds) "
+  m.def("_cpu_step_gemm_gflops(int M, int N, int K, bool trans, str how, float seconds, "
+        "str dtype=\"float32\") "
         "-> float");
 }
 STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {

@@ -16,6 +16,7 @@
 #include "../schedule.h"
 #include "../torch_api.h"
 #include "cell.h"
+#include "convert.h"
 #include "gemm.h"
 #include "partition.h"
 #include "step_gemm.h"
@@ -176,9 +177,9 @@ struct CpuBackend {
     if constexpr (std::is_same_v<T, Acc>) {
       cpu::cell_forward<T>(rows, H, gates, bias, c_prev, c_out, h_out);
     } else {
-      std::vector<Acc> h(rows * H);
-      cpu::cell_forward<Acc>(rows, H, gates, bias, c_prev, c_out, h.data());
-      for (int64_t i = 0; i < rows * H; ++i) h_out[i] = T(h[i]);
+      float* h = lowp_buffer(rows * H);  // h in float, then rounded to T
+      cpu::cell_forward<Acc>(rows, H, gates, bias, c_prev, c_out, h);
+      narrow(h, h_out, rows * H);
     }
   }
 
@@ -188,10 +189,18 @@ struct CpuBackend {
     if constexpr (std::is_same_v<T, Acc>) {
       cpu::cell_backward<T>(rows, H, gates, c, c_prev, dh, dc, dgates);
     } else {
-      std::vector<Acc> dg(rows * 4 * H);
-      cpu::cell_backward<Acc>(rows, H, gates, c, c_prev, dh, dc, dg.data());
-      for (int64_t i = 0; i < rows * 4 * H; ++i) dgates[i] = T(dg[i]);
+      float* dg = lowp_buffer(rows * 4 * H);  // dgates in float, then rounded to T
+      cpu::cell_backward<Acc>(rows, H, gates, c, c_prev, dh, dc, dg);
+      narrow(dg, dgates, rows * 4 * H);
     }
+  }
+
+  // The calling thread's float buffer of at least n values for the half types' cell (kept
+  // between steps: no allocation per step).
+  static float* lowp_buffer(int64_t n) {
+    thread_local std::vector<float> buffer;
+    if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+    return buffer.data();
   }
 
   // f(r0, r1) over [0, n) on torch's threads, or on the calling thread inside a step team's

@@ -16,6 +16,7 @@
 #include "../layer_ops.h"
 #include "../emulated/emulated_ops.h"
 #include "backend.h"
+#include "convert.h"
 #include "fma_peak.h"
 #include "isa.h"
 #include "step_gemm.h"
@@ -221,6 +222,33 @@ std::string cpu_isa() { return isa_name(isa()); }
 
 std::string bf16_kernel_for_test() { return bf16_kernel_name(bf16_kernel()); }
 
+// Test ops: convert.h's narrow (a contiguous float32 CPU tensor to bfloat16 or float16) and
+// widen (a contiguous bfloat16 or float16 CPU tensor to float32).
+Tensor narrow_for_test(const Tensor& x, const std::string& dtype) {
+  FASTLSTM_CHECK_VALUE(x.scalar_type() == kFloat && x.is_contiguous() &&
+                           x.device().type() == torch::stable::DeviceType::CPU,
+                       "fastlstm: x must be a contiguous float32 CPU tensor, got ",
+                       text(x.scalar_type()));
+  FASTLSTM_CHECK_VALUE(dtype == "bfloat16" || dtype == "float16",
+                       "fastlstm: dtype must be 'bfloat16' or 'float16', got '", dtype, "'");
+  const int64_t n = x.numel();
+  Tensor out = empty_cpu({n}, dtype == "bfloat16" ? kBFloat16 : kHalf);
+  if (dtype == "bfloat16") narrow(cptr<float>(x), ptr<BFloat16>(out), n);
+  else narrow(cptr<float>(x), ptr<Half>(out), n);
+  return out;
+}
+Tensor widen_for_test(const Tensor& x) {
+  FASTLSTM_CHECK_VALUE((x.scalar_type() == kBFloat16 || x.scalar_type() == kHalf) &&
+                           x.is_contiguous() && x.device().type() == torch::stable::DeviceType::CPU,
+                       "fastlstm: x must be a contiguous bfloat16 or float16 CPU tensor, got ",
+                       text(x.scalar_type()));
+  const int64_t n = x.numel();
+  Tensor out = empty_cpu({n}, kFloat);
+  if (x.scalar_type() == kBFloat16) widen(cptr<BFloat16>(x), ptr<float>(out), n);
+  else widen(cptr<Half>(x), ptr<float>(out), n);
+  return out;
+}
+
 // Test op: a [M, K] op(w) + beta c through step_gemm, w packed by pack_step_weight (op(w) = w^T
 // [K, N] when trans, w [N, K]; else w [K, N]); a and w bfloat16 or float16 go through
 // step_gemm_lowp and pack_step_weight_lowp. CPU matrices whose rows are contiguous (any row
@@ -284,7 +312,8 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
 // (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_kernel(), the
-// bfloat16 kernel it takes here (amx, pairs or float), _cpu_step_gemm_count() and
+// bfloat16 kernel it takes here (amx, pairs or float), _cpu_narrow(x, dtype) and _cpu_widen(x),
+// the half types' row conversions (convert.h), _cpu_step_gemm_count() and
 // _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and
 // _cpu_step_gemm_gflops(M, N, K, trans, how, seconds, dtype), one per-step product's speed with
@@ -309,6 +338,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_step_gemm(Tensor a, Tensor w, bool trans, float beta, Tensor c) -> Tensor");
   m.def("_cpu_step_gemm_count() -> int");
   m.def("_cpu_bf16_kernel() -> str");
+  m.def("_cpu_narrow(Tensor x, str dtype) -> Tensor");
+  m.def("_cpu_widen(Tensor x) -> Tensor");
   m.def("_cpu_split_step_gemm_count() -> int");
   m.def("_cpu_step_gemm_gflops(int M, int N, int K, bool trans, str how, float seconds, "
         "str dtype=\"float32\") "
@@ -332,6 +363,8 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_step_gemm", TORCH_BOX(&fastlstm::cpu::step_gemm_for_test));
   m.impl("_cpu_step_gemm_count", TORCH_BOX(&fastlstm::cpu::step_gemm_count));
   m.impl("_cpu_bf16_kernel", TORCH_BOX(&fastlstm::cpu::bf16_kernel_for_test));
+  m.impl("_cpu_narrow", TORCH_BOX(&fastlstm::cpu::narrow_for_test));
+  m.impl("_cpu_widen", TORCH_BOX(&fastlstm::cpu::widen_for_test));
   m.impl("_cpu_split_step_gemm_count", TORCH_BOX(&fastlstm::cpu::split_step_gemm_count));
   m.impl("_cpu_step_gemm_gflops", TORCH_BOX(&fastlstm::cpu::step_gemm_gflops));
 }

@@ -14,6 +14,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "../torch_api.h"
+#include "convert.h"
 #include "fma_peak.h"
 #include "step_gemm_amx.h"
 #include "step_team.h"
@@ -501,8 +502,7 @@ StepPanels pack_step_weight_lowp(bool trans, int64_t N, int64_t K, const T* w, i
   // Widened to float (exact), then the float32 panels.
   const int64_t rows = trans ? N : K, cols = trans ? K : N;
   std::vector<float> wide(static_cast<size_t>(std::max<int64_t>(1, rows * cols)));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) wide[r * cols + c] = static_cast<float>(w[r * ld + c]);
+  for (int64_t r = 0; r < rows; ++r) widen(w + r * ld, wide.data() + r * cols, cols);
   return pack_step_weight(trans, N, K, wide.data(), cols);
 }
 
@@ -515,8 +515,7 @@ void step_gemm_lowp(int64_t M, const T* A, int64_t lda, const StepPanels& w, flo
   switch (w.format) {
     case PanelFormat::f32: {
       float* wide = a_buffer<float>(M, w.K, ld);
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t k = 0; k < w.K; ++k) wide[i * ld + k] = static_cast<float>(A[i * lda + k]);
+      for (int64_t i = 0; i < M; ++i) widen(A + i * lda, wide + i * ld, w.K);
       run_tiles(variant(w.isa), M, wide, ld, w.data.get(), w.K, w.N, beta, C, ldc);
       return;
     }

@@ -307,8 +307,9 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // _cpu_step_team_helped_count(), a step team's jobs and how many teams had a helper join
 // (step_team.h); _cpu_team_gemm_count() and _cpu_team_gemm_alone_count(), how many GEMMs a
 // step team split, and ran on its leader alone for want of a helper (backend.h's team_gemm);
-// _cpu_team_gemm_selftest(helpers, M, N, K), one such split against the same GEMM unsplit. For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all
-// CPU layer calls' time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
+// _cpu_team_gemm_selftest(helpers, M, N, K), one such split against the same GEMM unsplit.
+// For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all CPU layer calls'
+// time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
 // (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_kernel(), the

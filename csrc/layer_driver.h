@@ -16,6 +16,8 @@
 //   gemm<T, C>(ctx, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)   C = op(A)op(B) + beta C
 //   loop_weight<T>(ctx, trans, N, K, W, ldw, max_rows, steps) -> LoopWeight<T>
 //                                          op(W) for the GEMMs of a time loop of `steps` steps
+//   input_weight<T>(ctx, N, K, W, ldw, max_rows, uses) -> LoopWeight<T>
+//                                          W^T for an inference's `uses` chunk projections
 //   gemm<T, C>(ctx, M, A, lda, loop_weight, beta, C, ldc)                 C = A op(W) + beta C
 //   cell_forward<T, Acc>(ctx, rows, H, gates, bias, PrevCell, c_out, h_out)
 //   cell_backward<T, Acc>(ctx, rows, H, gates, c, PrevCell, dh, dc, dgates)
@@ -286,6 +288,9 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
     Acc* c_steps = ptr<Acc>(cbuf);
     T* h_raw = d.has_proj ? ptr<T>(hraw) : nullptr;
     const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, s, w, false);
+    // op(W_ih) for the chunks' projections (a backend may pack it once for all of them).
+    const int64_t chunks = (N + rows - 1) / std::max<int64_t>(rows, 1);  // at most, all groups
+    const LoopWeight<T> ih = Backend::template input_weight<T>(ctx, G, I, w.w_ih, I, rows, chunks);
     int64_t tlo = 1, thi = 0;                  // steps [tlo, thi] projected into gbuf
     std::vector<int64_t> at(s.T, 0);           // gbuf row of step t's first row there
     IndexList gather;                          // element offsets of a group's chunk rows
@@ -317,7 +322,7 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
           src = ctx.indices(gather);
         }
         Backend::template copy_rows<T, T>(ctx, n, I, x, I, nullptr, cptr<T>(in.input), 1, src);
-        Backend::template gemm<T, Acc>(ctx, false, true, n, G, I, x, I, w.w_ih, I, 0, g0, G);
+        Backend::template gemm<T, Acc>(ctx, n, x, I, ih, 0, g0, G);
       }
       Acc* g = g0 + at[t] * G;
       Backend::template gemm<T, Acc>(ctx, nc, out + poff * Ho, Ho, sw.hh, 1, g, G);

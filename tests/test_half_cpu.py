@@ -103,6 +103,37 @@ def test_error_within_twice_nn_lstm(dtype, kernel, case, grad, monkeypatch):
         assert err_o <= 2 * err_j, f"{name}: fastlstm error {err_o:.3e} > 2 x nn.LSTM's {err_j:.3e}"
 
 
+@pytest.mark.parametrize("dtype,kernel", DTYPE_KERNELS, ids=lambda v: str(v).split(".")[-1])
+def test_inference_in_many_chunks_within_twice_nn_lstm(dtype, kernel, monkeypatch):
+    """Inference projects its inputs in chunks of steps (256 KiB of float gates: 256 rows at
+    H = 64); with several chunks, bfloat16 and float16 pack W_ih once for all of them
+    (CpuBackend::input_weight) unless the BLAS is forced. Error against float64 at most twice
+    nn.LSTM's in the same dtype."""
+    if kernel in NEEDS and not cpu_has(NEEDS[kernel]):
+        pytest.skip(f"CPU lacks {NEEDS[kernel]} (the {kernel} kernel)")
+    for name, value in KERNELS[kernel].items():
+        monkeypatch.setenv(name, value)
+    T, B, I, H = 60, 40, 24, 64
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
+    lengths[0], lengths[7] = T, 0
+    assert sum(lengths) > 4 * 256  # several chunks
+    ref64, fast64 = make_pair(I, H, F64, bidirectional=True)
+    ref, fast = make_pair(I, H, dtype, bidirectional=True)
+    ref.load_state_dict(ref64.state_dict())
+    fast.load_state_dict(ref64.state_dict())
+    x = torch.randn(T, B, I, generator=gen, dtype=F64).to(dtype).to(F64)
+    hx = (torch.zeros(2, B, H, dtype=F64), torch.zeros(2, B, H, dtype=F64))
+    exact = run(ref64, x, lengths, hx, False, fast=False)
+    judge = run(ref, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), False, fast=False)
+    packed = torch.ops.fastlstm._cpu_packed_input_count()
+    ours = run(fast, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), False, fast=True)
+    assert (torch.ops.fastlstm._cpu_packed_input_count() > packed) == (kernel != "blas")
+    for name, e, j, o in zip(["output", "h_n", "c_n"], exact, judge, ours):
+        err_j, err_o = max_err(j, e), max_err(o, e)
+        assert err_o <= 2 * err_j, f"{name}: fastlstm error {err_o:.3e} > 2 x nn.LSTM's {err_j:.3e}"
+
+
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_padding_and_zero_lengths(dtype):
     _, fast = make_pair(4, 8, dtype, bidirectional=True)

@@ -206,6 +206,7 @@ double team_gemm_selftest(int64_t helpers, int64_t M, int64_t N, int64_t K) {
 
 int64_t team_gemm_count() { return CpuBackend::team_gemm_count().load(); }
 int64_t team_gemm_alone_count() { return CpuBackend::team_gemm_alone_count().load(); }
+int64_t packed_input_count() { return CpuBackend::packed_input_count().load(); }
 
 int64_t last_row_groups() { return last_row_group_count().load(); }
 
@@ -314,7 +315,9 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
 // (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_kernel(), the
 // bfloat16 kernel it takes here (amx, pairs or float), _cpu_narrow(x, dtype) and _cpu_widen(x),
-// the half types' row conversions (convert.h), _cpu_step_gemm_count() and
+// the half types' row conversions (convert.h), _cpu_packed_input_count(), how many inference
+// input weights were packed for the own step GEMM (CpuBackend::input_weight),
+// _cpu_step_gemm_count() and
 // _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and
 // _cpu_step_gemm_gflops(M, N, K, trans, how, seconds, dtype), one per-step product's speed with
@@ -339,6 +342,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_step_gemm(Tensor a, Tensor w, bool trans, float beta, Tensor c) -> Tensor");
   m.def("_cpu_step_gemm_count() -> int");
   m.def("_cpu_bf16_kernel() -> str");
+  m.def("_cpu_packed_input_count() -> int");
   m.def("_cpu_narrow(Tensor x, str dtype) -> Tensor");
   m.def("_cpu_widen(Tensor x) -> Tensor");
   m.def("_cpu_split_step_gemm_count() -> int");
@@ -364,6 +368,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_step_gemm", TORCH_BOX(&fastlstm::cpu::step_gemm_for_test));
   m.impl("_cpu_step_gemm_count", TORCH_BOX(&fastlstm::cpu::step_gemm_count));
   m.impl("_cpu_bf16_kernel", TORCH_BOX(&fastlstm::cpu::bf16_kernel_for_test));
+  m.impl("_cpu_packed_input_count", TORCH_BOX(&fastlstm::cpu::packed_input_count));
   m.impl("_cpu_narrow", TORCH_BOX(&fastlstm::cpu::narrow_for_test));
   m.impl("_cpu_widen", TORCH_BOX(&fastlstm::cpu::widen_for_test));
   m.impl("_cpu_split_step_gemm_count", TORCH_BOX(&fastlstm::cpu::split_step_gemm_count));

@@ -61,6 +61,12 @@ struct CudaBackend {
                                    int64_t ld, int64_t max_rows, int64_t /*steps*/) {
     return {w, trans, N, K, ld, max_rows, nullptr};
   }
+  // op(W_ih) for an inference's chunked input projection: likewise as it is.
+  template <typename T>
+  static LoopWeight<T> input_weight(Context&, int64_t N, int64_t K, const T* w, int64_t ld,
+                                    int64_t max_rows, int64_t /*uses*/) {
+    return {w, true, N, K, ld, max_rows, nullptr};
+  }
   template <typename T, typename C>
   static void gemm(Context& ctx, int64_t M, const T* A, int64_t lda, const LoopWeight<T>& w,
                    C beta, C* Cp, int64_t ldc) {

@@ -318,12 +318,27 @@ StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, in
 
 namespace {
 
+// run_chunks(c0, c1) over a product's column chunks [0, chunks), counted in g_step_gemms. In a
+// step team (the steps partition), a weight of at least kSplitWeightBytes is split by chunks
+// over the team, each thread streaming its own share of W (half of a 4 MB W_hh fits one L2);
+// else the calling thread runs them all.
+template <typename RunChunks>
+void run_chunks_on_team(int64_t chunks, int64_t weight_bytes, const RunChunks& run_chunks) {
+  g_step_gemms.fetch_add(1, std::memory_order_relaxed);
+  StepTeam* team = current_step_team();
+  if (team != nullptr && team->size() > 1 && weight_bytes >= kSplitWeightBytes && chunks > 1) {
+    g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
+    team->split(chunks, run_chunks);
+  } else {
+    run_chunks(0, chunks);
+  }
+}
+
 // C [M, N] = A [M, Kw words] panels + beta C through variant v's tiles (the body of step_gemm
 // and step_gemm_lowp once A is in words).
 template <typename Word>
 void run_tiles(const VariantOf<Word>& v, int64_t M, const Word* A, int64_t lda, const Word* panels,
                int64_t Kw, int64_t N, float beta, float* C, int64_t ldc) {
-  g_step_gemms.fetch_add(1, std::memory_order_relaxed);
   const int64_t nr = v.nr, K = Kw, panel_count = (N + nr - 1) / nr, stride = K * nr;
   const int64_t kc = k_block(nr);
   // Chunks [c0, c1) of kChunkPanels panels each: every K block, every row block. Every other
@@ -356,17 +371,7 @@ void run_tiles(const VariantOf<Word>& v, int64_t M, const Word* A, int64_t lda, 
       }
     }
   };
-  // In a step team (the steps partition), a weight of at least kSplitWeightBytes is split by
-  // columns over the team, each thread streaming its own share of W (half of a 4 MB W_hh fits
-  // one L2).
-  StepTeam* team = current_step_team();
-  if (team != nullptr && team->size() > 1 &&
-      N * K * int64_t(sizeof(Word)) >= kSplitWeightBytes && chunks > 1) {
-    g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
-    team->split(chunks, run_chunks);
-  } else {
-    run_chunks(0, chunks);
-  }
+  run_chunks_on_team(chunks, N * K * int64_t(sizeof(Word)), run_chunks);
 }
 
 // A's rows in a thread's buffer of words, rows ld words apart (ld: the row length, plus 16 where
@@ -440,6 +445,8 @@ namespace {
 constexpr int64_t kAmxPairs = 16;  // an AMX tile's k extent in pairs (32 bfloat16)
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+// K values as pairs along k, rounded up to a multiple of `multiple` pairs.
+int64_t pairs_of(int64_t K, int64_t multiple) { return round_up((K + 1) / 2, multiple); }
 
 // op(W) as bf16_pairs panels of 32 columns (step_gemm.h), K in pairs rounded up to a multiple
 // of pairs_multiple (zeros: zero pairs add nothing).
@@ -451,7 +458,7 @@ StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, 
   s.N = N;
   s.K = K;
   s.nr = 32;
-  const int64_t nr = s.nr, panels = (N + nr - 1) / nr, Kp = round_up((K + 1) / 2, pairs_multiple);
+  const int64_t nr = s.nr, panels = (N + nr - 1) / nr, Kp = pairs_of(K, pairs_multiple);
   const size_t bytes = std::max<size_t>(64, (panels * Kp * nr * 4 + 63) / 64 * 64);
   s.data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)), std::free);
   FASTLSTM_CHECK(s.data != nullptr, "fastlstm: could not allocate ", bytes,
@@ -476,7 +483,7 @@ StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, 
 template <typename T>
 uint32_t* a_pairs(int64_t M, const T* A, int64_t lda, int64_t K, int64_t rows_multiple,
                   int64_t pairs_multiple, int64_t& ld) {
-  const int64_t Mp = round_up(M, rows_multiple), Kp = round_up((K + 1) / 2, pairs_multiple);
+  const int64_t Mp = round_up(M, rows_multiple), Kp = pairs_of(K, pairs_multiple);
   uint32_t* pairs = a_buffer<uint32_t>(Mp, Kp, ld);
   for (int64_t i = 0; i < Mp; ++i) {
     auto* row = reinterpret_cast<uint16_t*>(pairs + i * ld);
@@ -521,26 +528,17 @@ void step_gemm_lowp(int64_t M, const T* A, int64_t lda, const StepPanels& w, flo
     }
     case PanelFormat::bf16_pairs: {
       const uint32_t* pairs = a_pairs(M, A, lda, w.K, 1, 1, ld);
-      run_tiles(bf16_variant(), M, pairs, ld, panels, (w.K + 1) / 2, w.N, beta, C, ldc);
+      run_tiles(bf16_variant(), M, pairs, ld, panels, pairs_of(w.K, 1), w.N, beta, C, ldc);
       return;
     }
     case PanelFormat::bf16_amx: {
       // Rows in tiles of 16, k in tiles of 16 pairs; chunks of 2 panels (64 columns), split
       // over the step team as run_tiles splits its chunks.
       const uint32_t* pairs = a_pairs(M, A, lda, w.K, 16, kAmxPairs, ld);
-      const int64_t Kpp = round_up((w.K + 1) / 2, kAmxPairs), chunks = (w.N + 63) / 64;
-      g_step_gemms.fetch_add(1, std::memory_order_relaxed);
-      const auto run_chunks = [&](int64_t c0, int64_t c1) {
+      const int64_t Kpp = pairs_of(w.K, kAmxPairs);
+      run_chunks_on_team((w.N + 63) / 64, w.N * Kpp * 4, [&](int64_t c0, int64_t c1) {
         amx_bf16_chunks(M, pairs, ld, panels, Kpp, w.N, beta, C, ldc, c0, c1);
-      };
-      StepTeam* team = current_step_team();
-      if (team != nullptr && team->size() > 1 && w.N * Kpp * 4 >= kSplitWeightBytes &&
-          chunks > 1) {
-        g_split_step_gemms.fetch_add(1, std::memory_order_relaxed);
-        team->split(chunks, run_chunks);
-      } else {
-        run_chunks(0, chunks);
-      }
+      });
       return;
     }
   }

@@ -17,10 +17,11 @@ true turns it on for both; absent leaves torch's defaults. The run records what 
 bfloat16 and float16 are unaffected by it.
 
 "cuda_path" (a grid axis, default "auto") sets FASTLSTM_CUDA_PATH while fastlstm runs: "step",
-"persistent" or "cluster" force one CUDA path (csrc/cuda/persistent.cuh), and "cluster-global" the
+"persistent" or "cluster" force one CUDA path (csrc/cuda/persistent.cuh), "cluster-global" the
 cluster path with h through global memory instead of distributed shared memory
-(FASTLSTM_CUDA_DSMEM=0); a workload forcing one is named with that suffix. It changes nothing on
-the CPU.
+(FASTLSTM_CUDA_DSMEM=0), and "persistent-unstaged" the persistent path with the tensor-core
+products' A read from global memory instead of staged in shared memory (FASTLSTM_CUDA_STAGE=0);
+a workload forcing one is named with that suffix. It changes nothing on the CPU.
 """
 
 import copy
@@ -36,7 +37,7 @@ GRID_AXES = ("batch", "hidden_size", "input_size", "num_layers", "bidirectional"
 GRID_DEFAULTS = {"batch": 32, "hidden_size": 128, "input_size": 128, "num_layers": 1,
                  "bidirectional": True, "max_len": 64, "lengths": "uniform", "dtype": "float32",
                  "cuda_path": "auto"}
-CUDA_PATHS = ("auto", "step", "persistent", "cluster", "cluster-global")
+CUDA_PATHS = ("auto", "step", "persistent", "cluster", "cluster-global", "persistent-unstaged")
 RUN_KEYS = {"name", "reps", "warmup", "buckets", "modes", "grids", "tf32"}
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 

@@ -94,30 +94,58 @@ def dot_items(rows, cols, K, C, elem_bytes, warps):
                 split=splits > 1)
 
 
-def mma_products(rows, cols, K, k_step, warps):
+def padded_ld(C, elem_bytes):
+    """A row of C values in shared memory (csrc/cuda/persistent.cuh, padded_ld)."""
+    per_32 = 32 // elem_bytes
+    return ceil_div(C, per_32) * per_32 + 16 // elem_bytes
+
+
+STAGE_ROWS = 64  # kDefaultStageRows in csrc/cuda/persistent.cuh (FASTLSTM_CUDA_STAGE)
+
+
+def mma_products(rows, cols, K, k_step, warps, elem_bytes, staged=True, stage_rows=STAGE_ROWS):
     """The tensor-core products (block_mma_products): 16 x 8 tiles, K in steps of k_step; where
     the tiles are fewer than the warps, the warps split K and the later parts leave their
-    fragments (32 lanes x 4 floats) in the scratch. Shared reads: the scratch, and the B
-    operand (the weights: two 32-bit pairs per lane per mma, inside K)."""
-    tiles = ceil_div(rows, 16) * ceil_div(cols, 8)
+    fragments (32 lanes x 4 floats) in the scratch. Shared reads: the scratch, the B operand
+    (the resident weights) and, staged, the A operand: at every mma each row of A present in
+    the tile is read by 4 lanes, two 32-bit words each, and so is each column of B (rows or
+    columns past the edge are not read). staged: A's rows (from global memory) are first copied
+    into shared memory, stage_rows at a time, each a product of its own, zero-padded to K
+    rounded up to k_step (staged_mma_products)."""
+    if staged and rows > stage_rows:
+        total = Work()
+        for r0 in range(0, rows, stage_rows):
+            w = mma_products(min(stage_rows, rows - r0), cols, K, k_step, warps, elem_bytes)
+            total = Work(total.shared_read + w.shared_read, total.shared_write + w.shared_write,
+                         mma=total.mma + w.mma, turns=total.turns + w.turns,
+                         split=total.split or w.split)
+        return total
+    row_tiles, col_tiles = ceil_div(rows, 16), ceil_div(cols, 8)
+    tiles = row_tiles * col_tiles
     k_steps = ceil_div(K, k_step)
     splits = min(warps // tiles, k_steps) if 0 < tiles < warps else 1
     splits = max(splits, 1)
     scratch = tiles * (splits - 1) * 32 * 4 * FLOAT
-    return Work(shared_read=scratch + tiles * k_steps * 32 * 2 * 4, shared_write=scratch,
+    operands = k_steps * 32 * ((rows * col_tiles if staged else 0) + cols * row_tiles)
+    stage = rows * k_steps * k_step * elem_bytes if staged and tiles else 0
+    return Work(shared_read=scratch + operands, shared_write=scratch + stage,
                 mma=tiles * k_steps,
                 turns=ceil_div(tiles * splits, warps) * ceil_div(k_steps, splits),
                 split=splits > 1)
 
 
-def step_products(pass_, dtype, rows, units, H, device, tf32=False):
+def step_products(pass_, dtype, rows, units, H, device, tf32=False, staged=True,
+                  stage_rows=STAGE_ROWS):
     """The product of one block's step: forward, its units' 4 gate rows times h_{t-1}
     (K = H); backward phase B, its output units' W_hh columns times the gate gradients
-    (K = 4H). No projection."""
+    (K = 4H). No projection; weights resident; staged: the 16-bit tensor-core products stage
+    A (FASTLSTM_CUDA_STAGE, on by default; TF32 reads it from global memory)."""
     tensor = dtype in ("bfloat16", "float16") or (dtype == "float32" and tf32)
     cols, C, K = (units, 4, H) if pass_ == "forward" else (units, 1, 4 * H)
     if tensor:
-        return mma_products(rows, cols * C, K, 8 if dtype == "float32" else 16, device.warps)
+        elem = 4 if dtype == "float32" else 2
+        return mma_products(rows, cols * C, K, 8 if dtype == "float32" else 16, device.warps, elem,
+                            staged and elem == 2, stage_rows)
     elem = {"float32": 4, "float64": 8}[dtype]
     return dot_items(rows, cols, K, C, elem, device.warps)
 

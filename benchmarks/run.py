@@ -43,10 +43,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def cuda_path(path):
     """FASTLSTM_CUDA_PATH=path for the duration (the ops read it at every call);
     "cluster-global" is the cluster path with FASTLSTM_CUDA_DSMEM=0 (h through global memory
-    instead of distributed shared memory)."""
-    env = {"FASTLSTM_CUDA_PATH": path, "FASTLSTM_CUDA_DSMEM": None}
+    instead of distributed shared memory), "persistent-unstaged" the persistent path with
+    FASTLSTM_CUDA_STAGE=0 (the tensor-core products read A from global memory instead of
+    staging it in shared memory)."""
+    env = {"FASTLSTM_CUDA_PATH": path, "FASTLSTM_CUDA_DSMEM": None, "FASTLSTM_CUDA_STAGE": None}
     if path == "cluster-global":
-        env = {"FASTLSTM_CUDA_PATH": "cluster", "FASTLSTM_CUDA_DSMEM": "0"}
+        env.update(FASTLSTM_CUDA_PATH="cluster", FASTLSTM_CUDA_DSMEM="0")
+    if path == "persistent-unstaged":
+        env.update(FASTLSTM_CUDA_PATH="persistent", FASTLSTM_CUDA_STAGE="0")
     old = {k: os.environ.get(k) for k in env}
     for k, v in env.items():
         _set_env(k, v)

@@ -280,6 +280,25 @@ def test_gpu_session_config_has_the_issue_axes():
     # every workload has its T=100 / T=1000 partner, for the per-step latency
     keys = {(w.hidden_size, w.batch, w.bidirectional, w.lengths, w.dtype, w.max_len) for w in ws}
     assert all(k[:-1] + (1100 - k[-1],) in keys for k in keys)
+    # the A/B pairs the GPU run measures: DSMEM against global memory, stage against none
+    assert {"persistent", "persistent-unstaged", "cluster", "cluster-global"} <= {
+        w.cuda_path for w in ws}
+
+
+@pytest.mark.parametrize("path,env", [
+    ("persistent", {"FASTLSTM_CUDA_PATH": "persistent"}),
+    ("cluster-global", {"FASTLSTM_CUDA_PATH": "cluster", "FASTLSTM_CUDA_DSMEM": "0"}),
+    ("persistent-unstaged", {"FASTLSTM_CUDA_PATH": "persistent", "FASTLSTM_CUDA_STAGE": "0"}),
+])
+def test_cuda_path_sets_its_switches_and_restores_them(path, env, monkeypatch):
+    switches = ("FASTLSTM_CUDA_PATH", "FASTLSTM_CUDA_DSMEM", "FASTLSTM_CUDA_STAGE")
+    for k in switches:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("FASTLSTM_CUDA_STAGE", "32")
+    with run.cuda_path(path):
+        assert {k: os.environ.get(k) for k in switches} == {k: env.get(k) for k in switches}
+    assert os.environ.get("FASTLSTM_CUDA_STAGE") == "32"
+    assert os.environ.get("FASTLSTM_CUDA_PATH") is None
 
 
 def test_incremental_run_stops_on_sigterm_and_keeps_the_jobs_done(tmp_path, monkeypatch):

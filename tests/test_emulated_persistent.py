@@ -201,6 +201,47 @@ def test_cluster_of_16_blocks_some_owning_no_units(proj, cuda_path):
     assert backward == tokens * (4 * H + (P if proj else 0)) * (blocks - 1)
 
 
+# The stage of the tensor-core products' A rows (FASTLSTM_CUDA_STAGE; staged_mma_products in
+# csrc/cuda/mma_tiles.cuh): 40 rows, bidirectional, H = 40 on 2 multiprocessors (one block a
+# direction, all 40 units). "resident": the weights in shared memory beside the stage; "stage
+# only": room for a stage of 16 rows of the backward's gate gradients (4H = 160, padded to 168)
+# and the scratch, not for the weight slices, which stay in global memory.
+STAGE_H, STAGE_LENGTHS = 40, [9, 3, 0, 9, 7, 1, 9, 2, 5, 9, 8, 4, 9, 6, 0, 9, 3, 2, 9, 9] * 2
+STAGE_SHARED = {"resident": _simt.SHARED_BYTES,
+                "stage only": _simt.MMA_SCRATCH_BYTES + 16 * 168 * 2}
+
+
+@pytest.mark.parametrize("shared", STAGE_SHARED)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_staged_tensor_core_products(dtype, shared, cuda_path, monkeypatch):
+    """Every stage size (none; 16 rows: three turns a step at 40 rows; the default 64) within
+    2x nn.LSTM's error; and the staged runs copy every active row of each product into shared
+    memory: at least tokens x (H + 4H) elements a direction more writes than without a stage
+    (forward K = H, backward K = 4H, each row zero-padded to a multiple of 16)."""
+    cuda_path("persistent")
+    tokens, D, elem = sum(STAGE_LENGTHS), 2, 2
+    writes = {}
+    for stage in ("0", "16", "64"):
+        monkeypatch.setenv("FASTLSTM_CUDA_STAGE", stage)
+        before = _simt.work_counts()["shared_write_bytes"]
+        check_half_within_twice_nn_lstm(STAGE_H, 1, True, 0, dtype, 0, STAGE_LENGTHS, sms=2,
+                                        shared_bytes=STAGE_SHARED[shared],
+                                        weak_memory=stage == "16")
+        writes[stage] = _simt.work_counts()["shared_write_bytes"] - before
+    staged_rows = D * tokens * 5 * STAGE_H * elem
+    assert writes["16"] - writes["0"] >= staged_rows, writes
+    assert writes["64"] - writes["0"] >= staged_rows, writes
+
+
+def test_stage_setting_must_be_a_number(cuda_path, monkeypatch):
+    cuda_path("persistent")
+    monkeypatch.setenv("FASTLSTM_CUDA_STAGE", "lots")
+    fast = make_pair(I, 8, torch.bfloat16)[1]
+    with _simt.emulated_cuda():
+        with pytest.raises(RuntimeError, match="FASTLSTM_CUDA_STAGE must be a number of rows"):
+            fast(torch.randn(3, 2, I).to(torch.bfloat16), lengths=[3, 1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["persistent", "cluster"])
 @pytest.mark.parametrize("proj", [0, 5])

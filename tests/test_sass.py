@@ -1,7 +1,8 @@
 """The persistent kernels' machine code, checked without a GPU (scripts/sass_check.py): no local
 memory or spills, no 64-bit integer division, tensor cores in the 16-bit kernels, registers
-within the plans' occupancy. Runs on the sm_90 code of the built library (CI compiles it), and
-shows that the check bites on a small kernel built with 64-bit index arithmetic.
+within the plans' occupancy, no 16-bit shared-memory loads in the 16-bit kernels. Runs on the
+sm_90 code of the built library (CI compiles it), and shows that the check bites on small
+kernels built with 64-bit index arithmetic, and with 16-bit shared-memory loads.
 """
 
 import importlib.util
@@ -47,7 +48,8 @@ def test_every_persistent_kernel_is_there(kernels):
 
 @pytest.mark.parametrize("problem", ["local memory or spills", "64-bit integer division",
                                      "no tensor-core products",
-                                     "registers beyond one block per SM"])
+                                     "registers beyond one block per SM",
+                                     "16-bit operand loads"])
 def test_no_persistent_kernel_has(kernels, problem):
     found = {name: sass_check.check(k).get(problem) for name, k in kernels.items()}
     offenders = {name: what for name, what in found.items() if what}
@@ -83,3 +85,35 @@ template __global__ void persistent_forward_kernel<int>(const float*, float*, lo
                              str(cubin)], capture_output=True, text=True)
     assert script.returncode == 1 and "FAIL" in script.stdout and "ok " in script.stdout, \
         script.stdout + script.stderr
+
+
+def test_the_check_bites_on_16_bit_shared_memory_loads(tmp_path):
+    """A 16-bit kernel that reads a pair of 16-bit values from shared memory as two LDS.U16 (an
+    odd offset, as an unpadded row's K edge did) is flagged; the same pair read as one aligned
+    32-bit word (a zero-padded row's way, simt::load_aligned_pair) is not."""
+    nvcc = _nvcc()
+    if CUOBJDUMP is None or nvcc is None:
+        pytest.skip("needs a CUDA build of fastlstm: no nvcc or cuobjdump")
+    source = tmp_path / "probe.cu"
+    source.write_text(r'''
+struct Half { unsigned short x; };
+template <typename T, bool kWords>
+__global__ void persistent_forward_kernel(const unsigned* in, unsigned* out, int n) {
+  extern __shared__ __align__(16) unsigned short s[];
+  for (int i = threadIdx.x; i < 2 * n + 2; i += blockDim.x) s[i] = (unsigned short)in[i];
+  __syncthreads();
+  const int i = 2 * threadIdx.x;
+  out[threadIdx.x] = kWords ? reinterpret_cast<const unsigned*>(s)[threadIdx.x]
+                            : s[i + 1] | (unsigned(s[i + 2]) << 16);
+}
+template __global__ void persistent_forward_kernel<Half, false>(const unsigned*, unsigned*, int);
+template __global__ void persistent_forward_kernel<Half, true>(const unsigned*, unsigned*, int);
+''')
+    cubin = tmp_path / "probe.cubin"
+    subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-O3", "-o", str(cubin), str(source)],
+                   check=True)
+    found = sass_check.read_kernels(str(cubin), CUOBJDUMP)
+    verdicts = {("words" if "Lb1" in name else "halves"): sass_check.check(k)
+                for name, k in found.items()}
+    assert "16-bit operand loads" in verdicts["halves"], verdicts
+    assert "16-bit operand loads" not in verdicts["words"], verdicts

@@ -102,6 +102,10 @@ struct PersistentArgs {
   // Element (of float) of each block's dynamic shared memory where its mma_scratch_bytes start:
   // the tensor-core products' K split (mma_tiles.cuh), after the weights and exchange area.
   int64_t scratch_origin;
+  // The stage of the tensor-core products' A rows read from global memory (mma_tiles.cuh,
+  // staged_mma_products): stage_rows rows of stage_ld elements of T from element stage_origin
+  // of the dynamic shared memory; 0 rows: A read from global memory as it is.
+  int64_t stage_origin, stage_rows, stage_ld;
   bool tf32;  // float: the products on tensor cores in TF32 (torch allows TF32 for matmuls)
 };
 
@@ -223,20 +227,37 @@ __device__ __forceinline__ Slice<W> slice(W w, int64_t origin, int64_t ld) {
 
 // Copies rows [r0, r0 + n) x cols [0, C) of the row-major src (leading dimension lds) into
 // shared memory at w[origin + r * ldw + col], r counted from r0: a block's weight slice, its
-// rows padded (ldw = padded_ld) so that tensor-core fragments read them without bank conflicts.
+// rows padded (ldw = padded_ld) so that tensor-core fragments read them without bank conflicts,
+// the padding zeroed so that they read whole pairs past C with no edge to test (mma_tiles.cuh).
 template <typename T, typename W>
 __device__ __forceinline__ void load_rows(W w, int64_t origin, int64_t ldw, const T* src,
                                           int64_t lds, int64_t r0, int64_t n, int64_t C) {
-  for (int e = threadIdx.x; e < static_cast<int>(n * C); e += blockDim.x)
-    w[origin + div32(e, C) * ldw + mod32(e, C)] = src[(r0 + div32(e, C)) * lds + mod32(e, C)];
+  for (int e = threadIdx.x; e < static_cast<int>(n * ldw); e += blockDim.x) {
+    const int r = div32(e, ldw), col = mod32(e, ldw);
+    w[origin + e] = col < C ? src[(r0 + r) * lds + col] : T(0.0f);
+  }
 }
 // Likewise for columns [c0, c0 + n) of src (R rows): w[origin + c * ldw + r] = src[r, c0 + c].
 template <typename T, typename W>
 __device__ __forceinline__ void load_cols(W w, int64_t origin, int64_t ldw, const T* src,
                                           int64_t lds, int64_t c0, int64_t n, int64_t R) {
-  for (int e = threadIdx.x; e < static_cast<int>(n * R); e += blockDim.x)
-    w[origin + div32(e, R) * ldw + mod32(e, R)] = src[mod32(e, R) * lds + c0 + div32(e, R)];
+  for (int e = threadIdx.x; e < static_cast<int>(n * ldw); e += blockDim.x) {
+    const int c = div32(e, ldw), r = mod32(e, ldw);
+    w[origin + e] = r < R ? src[r * lds + c0 + c] : T(0.0f);
+  }
 }
+// Zeroes elements [origin, origin + n) of the block's dynamic shared memory (as T): the cluster's
+// exchange area, whose rows' padding the tensor-core products then read as zeros.
+template <typename T>
+__device__ __forceinline__ void zero_shared(int64_t origin, int64_t n) {
+  auto w = simt::dynamic_shared<T>();
+  for (int e = threadIdx.x; e < static_cast<int>(n); e += blockDim.x) w[origin + e] = T(0.0f);
+}
+
+// Whether a block's weight slice is resident (shared memory, rows zero-padded by load_rows or
+// load_cols) rather than read from global memory: the kernels take it from the slice's type.
+template <typename T, typename W>
+inline constexpr bool kResidentSlice = !std::is_same_v<W, const T*>;
 
 // The block's scratch for block_mma_products (PersistentArgs::scratch_origin), as floats, and
 // for warp_dot_items, as Acc (32 per warp: 128 or 256 of its 512 bytes per warp).
@@ -248,6 +269,34 @@ template <typename T, typename Acc>
 __device__ __forceinline__ auto dot_scratch(const PersistentArgs<T, Acc>& a) {
   return simt::dynamic_shared<Acc>() +
          a.scratch_origin * static_cast<int64_t>(sizeof(float)) / static_cast<int64_t>(sizeof(Acc));
+}
+
+// The stage of the block's tensor-core products (PersistentArgs::stage_rows).
+template <typename T, typename Acc>
+__device__ __forceinline__ auto a_stage(const PersistentArgs<T, Acc>& a) {
+  return AStage<decltype(simt::dynamic_shared<T>())>{simt::dynamic_shared<T>() + a.stage_origin,
+                                                     a.stage_rows, a.stage_ld};
+}
+
+// A block's tensor-core product (mma_tiles.cuh) whose A rows are in this block's shared memory
+// (kAShared: the cluster's exchange area, zero-padded) or in global memory (staged first where
+// the plan has a stage); kBPadded: B's rows are the resident, zero-padded weight slices. Float
+// (TF32) reads its operands where they are, with K's edges tested, and stages nothing: its
+// kernels, which also hold the FMA loops, are at the register limit, and the padded and staged
+// variants of the product made nvcc spill (STACK 432 in the sm_90 build).
+template <bool kAShared, bool kBPadded, typename T, typename Acc, typename ARow, typename BRow,
+          typename Store>
+__device__ __forceinline__ void tensor_core_product(const PersistentArgs<T, Acc>& a, int64_t rows,
+                                                    int64_t cols, int64_t K, const ARow& a_row,
+                                                    const BRow& b_row, const Store& store) {
+  if constexpr (std::is_same_v<T, float>) {
+    block_mma_products<T>(rows, cols, K, mma_scratch(a), a_row, b_row, store);
+  } else if constexpr (kAShared) {
+    block_mma_products<T, true, kBPadded>(rows, cols, K, mma_scratch(a), a_row, b_row, store);
+  } else {
+    staged_mma_products<T, kBPadded>(rows, cols, K, mma_scratch(a), a_stage(a), a_row, b_row,
+                                     store);
+  }
 }
 
 // Element `at` of this block's exchange area (PersistentArgs::exchange_rows), as an array.
@@ -329,8 +378,8 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
     if (on_tensor_cores(a)) {
       if constexpr (kAnyTensorCores<T>) {
         // Gate column n = g * nu + ul of the block: tensor-core tiles, then the cells.
-        block_mma_products<T>(
-            s.rows, 4 * nu, P, mma_scratch(a), h_prev,
+        tensor_core_product<kExchange, kResidentSlice<T, W>>(
+            a, s.rows, 4 * nu, P, h_prev,
             [&](int64_t n) { return gates_w.row(div32(n, nu) * gate_rows + mod32(n, nu)); },
             [&](int64_t j, int64_t n, float v) {
               p.gates[(s.offset + j) * G + div32(n, nu) * H + u0 + mod32(n, nu)] += v;
@@ -370,11 +419,11 @@ __device__ void forward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits&
       if (on_tensor_cores(a)) {
         if constexpr (kAnyTensorCores<T>) {
           const auto proj_row = [&](int64_t pl) { return proj_w.row(pl); };
-          block_mma_products<T>(s.rows, b.np, H, mma_scratch(a), hraw, proj_row,
-                                [&](int64_t j, int64_t pl, Acc v) {
-                                  store(j, pl, v);
-                                  publish(j, b.p0 + pl, static_cast<T>(v));
-                                });
+          tensor_core_product<false, kResidentSlice<T, W>>(
+              a, s.rows, b.np, H, hraw, proj_row, [&](int64_t j, int64_t pl, Acc v) {
+                store(j, pl, v);
+                publish(j, b.p0 + pl, static_cast<T>(v));
+              });
         }
       } else if constexpr (kFmaLoops<T>) {
         warp_dot_items<1, Acc, T>(
@@ -414,6 +463,9 @@ __global__ void persistent_forward_kernel(PersistentArgs<T, Acc> a) {
     load_rows(w, g * b.U * ldP, ldP, p.w_hh, P, g * H + b.u0, b.nu, P);
   if (p.w_hr != nullptr) load_rows(w, proj_at, ldH, p.w_hr, H, b.p0, b.np, H);
   if (a.exchange_rows > 0) {
+    zero_shared<T>(a.exchange_origin,
+                   exchange_layout(Pass::kForward, a.exchange_rows, H, P, p.w_hr != nullptr,
+                                   sizeof(T)).elements);
     // Also shows that every block of the cluster runs before any stores into another's memory.
     simt::cluster_sync();
     forward_steps<true>(a, b, slice(w, 0, ldP), b.U, slice(w, proj_at, ldH));
@@ -496,9 +548,8 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
         if constexpr (kAnyTensorCores<T>) {
           // Tensor-core tiles of rows x the block's units; each finished output goes straight
           // into its cell, in the thread that holds it.
-          block_mma_products<T>(
-              s.rows, nu, P, mma_scratch(a), dout_row,
-              [&](int64_t ul) { return hr_cols.row(ul); },
+          tensor_core_product<kExchange, kResidentSlice<T, W>>(
+              a, s.rows, nu, P, dout_row, [&](int64_t ul) { return hr_cols.row(ul); },
               [&](int64_t j, int64_t ul, float dh) {
                 const Gates4<T> d = cell(j, u0 + ul, dh);
                 if constexpr (kExchange)
@@ -536,8 +587,9 @@ __device__ void backward_steps(const PersistentArgs<T, Acc>& a, const BlockUnits
     if (on_tensor_cores(a)) {
       if constexpr (kAnyTensorCores<T>) {
         const auto hh_row = [&](int64_t pl) { return hh_cols.row(pl); };
-        block_mma_products<T>(s.rows, np, G, mma_scratch(a), dgates, hh_row,
-                              [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
+        tensor_core_product<kExchange, kResidentSlice<T, W>>(
+            a, s.rows, np, G, dgates, hh_row,
+            [&](int64_t j, int64_t pl, float v) { p.dh[j * P + p0 + pl] = v; });
       }
     } else if constexpr (kFmaLoops<T>) {
       // FMAs: items of up to 8 rows times one output unit's column (warp_dot.cuh).
@@ -571,6 +623,9 @@ __global__ void persistent_backward_kernel(PersistentArgs<T, Acc> a) {
   load_cols(w, 0, ldG, p.w_hh, P, b.p0, b.np, G);
   if (p.w_hr != nullptr) load_cols(w, hr_at, ldP, p.w_hr, H, b.u0, b.nu, P);
   if (a.exchange_rows > 0) {
+    zero_shared<T>(a.exchange_origin,
+                   exchange_layout(Pass::kBackward, a.exchange_rows, H, P, p.w_hr != nullptr,
+                                   sizeof(T)).elements);
     simt::cluster_sync();  // as in the forward: every block of the cluster runs
     backward_steps<true>(a, b, slice(w, 0, ldG), slice(w, hr_at, ldP));
   } else {
@@ -602,7 +657,8 @@ struct PersistentPlan {
   int64_t exchange_rows = 0;  // h through distributed shared memory (PersistentArgs)
   int64_t exchange_origin = 0;
   int64_t scratch_origin = 0;  // in floats (PersistentArgs::scratch_origin)
-  size_t shared_bytes = 0;     // weights, exchange area, then the scratch
+  int64_t stage_origin = 0, stage_rows = 0, stage_ld = 0;  // PersistentArgs::stage_rows
+  size_t shared_bytes = 0;     // weights, exchange area, stage, then the scratch
 };
 
 // Where a block's scratch for the K split (mma_tiles.cuh, warp_dot.cuh) starts after `used`
@@ -616,6 +672,50 @@ inline size_t with_mma_scratch(size_t used) {
 inline void add_mma_scratch(PersistentPlan& plan, size_t used) {
   plan.scratch_origin = static_cast<int64_t>(mma_scratch_at(used) / sizeof(float));
   plan.shared_bytes = with_mma_scratch(used);
+}
+
+// FASTLSTM_CUDA_STAGE: the most A rows a block stages in shared memory at a time for its
+// tensor-core products (rounded down to a multiple of 16; default 64), or 0 for none: A read
+// from global memory where it is (to measure what the stage brings).
+constexpr int64_t kDefaultStageRows = 64;
+inline int64_t stage_rows_wanted() {
+  const char* v = std::getenv("FASTLSTM_CUDA_STAGE");
+  if (v == nullptr || *v == '\0') return kDefaultStageRows;
+  char* end = nullptr;
+  const long long rows = std::strtoll(v, &end, 10);
+  FASTLSTM_CHECK(*end == '\0' && rows >= 0, "fastlstm: FASTLSTM_CUDA_STAGE must be a number of "
+                 "rows (0: no stage); got '", v, "'");
+  return rows / 16 * 16;
+}
+
+// The widest A row of a pass's tensor-core products: forward h_{t-1} (P values) and, with a
+// projection, the raw h (H); backward the gate gradients (4H) and, with a projection, dout (P).
+inline int64_t widest_a_row(const LayerDims& d, Pass pass) {
+  const int64_t main = pass == Pass::kForward ? d.Hout : 4 * d.H;
+  const int64_t other = pass == Pass::kForward ? d.H : d.Hout;
+  return d.has_proj ? std::max(main, other) : main;
+}
+
+// The plan's stage and scratch after `used` bytes: the most rows (a multiple of 16, at most
+// `wanted`) whose stage still fits(bytes in all, the scratch included), or none where wanted
+// is 0 or not even 16 rows fit. The stage comes after everything that makes a plan resident,
+// so it never costs a plan its weights.
+template <typename Fits>
+void add_stage_and_scratch(PersistentPlan& plan, size_t used, const LayerDims& d, Pass pass,
+                           size_t elem_bytes, int64_t wanted, const Fits& fits) {
+  const int64_t ld = padded_ld(widest_a_row(d, pass), static_cast<int64_t>(elem_bytes));
+  const size_t at = (used + 15) / 16 * 16;
+  for (int64_t rows = wanted; rows >= 16; rows -= 16) {
+    const size_t end = at + static_cast<size_t>(rows * ld) * elem_bytes;
+    if (fits(with_mma_scratch(end))) {
+      plan.stage_origin = static_cast<int64_t>(at / elem_bytes);
+      plan.stage_rows = rows;
+      plan.stage_ld = ld;
+      used = end;
+      break;
+    }
+  }
+  add_mma_scratch(plan, used);
 }
 
 // FASTLSTM_CUDA_PATH=step|persistent|cluster|auto (default auto). Until a GPU run has measured
@@ -661,7 +761,7 @@ constexpr int64_t kMaxClusterBlocks = 16;  // Hopper's largest (non-portable) cl
 // smaller slices: streaming the weights from L2 into 16 SMs every step would be slower than
 // keeping them resident over the whole grid (by construction, until a GPU measures both).
 template <typename... KernelArgs>
-PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
+PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes, int64_t stage_rows,
                             void (*kernel)(KernelArgs...)) {
   PersistentPlan plan;
   const int64_t per_dir = min64(d.H, min64(kMaxClusterBlocks, simt::max_cluster_blocks(
@@ -691,7 +791,10 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
   }
   plan.blocks_per_dir = static_cast<int>(per_dir);
   plan.threads = kPersistentThreads;
-  add_mma_scratch(plan, used);
+  add_stage_and_scratch(plan, used, d, pass, elem_bytes, stage_rows, [&](size_t bytes) {
+                          return bytes <= limit && simt::max_cluster_blocks(
+                                                       kernel, kPersistentThreads, bytes) >= per_dir;
+                        });
   plan.cluster = true;
   return plan;
 }
@@ -700,10 +803,10 @@ PersistentPlan plan_cluster(const LayerDims& d, Pass pass, size_t elem_bytes,
 // slices fit and the blocks stay co-resident, else read from global memory.
 template <typename... KernelArgs>
 PersistentPlan compute_plan(const LayerDims& d, Pass pass, size_t elem_bytes, CudaPath path,
-                            void (*kernel)(KernelArgs...)) {
+                            int64_t stage_rows, void (*kernel)(KernelArgs...)) {
   PersistentPlan plan;
   if (path == CudaPath::kCluster) {
-    plan = plan_cluster(d, pass, elem_bytes, kernel);
+    plan = plan_cluster(d, pass, elem_bytes, stage_rows, kernel);
     if (plan.blocks_per_dir > 0) return plan;
   }
   const int64_t sms = simt::multiprocessor_count();
@@ -724,16 +827,22 @@ PersistentPlan compute_plan(const LayerDims& d, Pass pass, size_t elem_bytes, Cu
   }
   plan.blocks_per_dir = static_cast<int>(per_dir);
   plan.threads = kPersistentThreads;
-  add_mma_scratch(plan, plan.resident ? shared : 0);
+  add_stage_and_scratch(plan, plan.resident ? shared : 0, d, pass, elem_bytes, stage_rows,
+                        [&](size_t bytes) {
+                          return bytes <= simt::max_dynamic_shared_bytes(kernel) &&
+                                 simt::resident_blocks_per_sm(kernel, kPersistentThreads, bytes) *
+                                         sms >= blocks;
+                        });
   return plan;
 }
 
 // Plans computed so far. A plan queries occupancy (and, the first time per kernel and device,
 // sets the kernel's shared-memory limit), and every layer op needs three (persistent_fits, then
 // each pass's launch): each is computed once per (kernel: pass, T, Acc; the dims it reads;
-// FASTLSTM_CUDA_PATH; FASTLSTM_CUDA_DSMEM; the device, or the emulated device's options).
+// FASTLSTM_CUDA_PATH; FASTLSTM_CUDA_DSMEM; FASTLSTM_CUDA_STAGE; the device, or the emulated
+// device's options).
 using PlanKey = std::tuple<const void*, int64_t, int64_t, int64_t, int64_t, bool, int, bool,
-                           simt::DeviceKey>;
+                           int64_t, simt::DeviceKey>;
 struct PlanCache {
   std::mutex mutex;
   std::map<PlanKey, PersistentPlan> plans;
@@ -759,10 +868,13 @@ PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
   const CudaPath path = requested_cuda_path();
   if (path == CudaPath::kStep || d.H == 0 || !indices_fit_32_bits(d)) return PersistentPlan{};
   const bool cluster = path == CudaPath::kCluster;
+  // A stage for the 16-bit kernels' tensor-core products (float and double stage nothing:
+  // tensor_core_product).
+  const int64_t stage_rows = elem_bytes == 2 ? stage_rows_wanted() : 0;
   // B sizes only the cluster path's exchange buffers; elem_bytes follows from the kernel.
   const PlanKey key{reinterpret_cast<const void*>(kernel), cluster ? d.B : 0, d.H, d.Hout, d.D,
                     d.has_proj, static_cast<int>(path), cluster && dsmem_exchange_enabled(),
-                    simt::device_key()};
+                    stage_rows, simt::device_key()};
   PlanCache& cache = plan_cache();
   {
     const std::lock_guard<std::mutex> lock(cache.mutex);
@@ -770,7 +882,7 @@ PersistentPlan plan_persistent(const LayerDims& d, Pass pass, size_t elem_bytes,
     if (it != cache.plans.end()) return it->second;
   }
   // Computed unlocked (two threads may both compute a new key; both get the same plan).
-  const PersistentPlan plan = compute_plan(d, pass, elem_bytes, path, kernel);
+  const PersistentPlan plan = compute_plan(d, pass, elem_bytes, path, stage_rows, kernel);
   const std::lock_guard<std::mutex> lock(cache.mutex);
   if (cache.plans.size() >= kMaxCachedPlans) cache.plans.clear();
   cache.plans.emplace(key, plan);
@@ -799,6 +911,9 @@ PersistentArgs<T, Acc> persistent_args(CudaBackend::Context& ctx, const LayerDim
   a.exchange_rows = plan.exchange_rows;
   a.exchange_origin = plan.exchange_origin;
   a.scratch_origin = plan.scratch_origin;
+  a.stage_origin = plan.stage_origin;
+  a.stage_rows = plan.stage_rows;
+  a.stage_ld = plan.stage_ld;
   a.tf32 = std::is_same_v<T, float> && tf32_allowed();
   return a;
 }

@@ -455,7 +455,9 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
     b.warps.resize((per_block + kWarp - 1) / kWarp);
     for (size_t w = 0; w < b.warps.size(); ++w)
       b.warps[w].lanes = static_cast<int>(std::min<int64_t>(kWarp, per_block - w * kWarp));
-    b.shared.assign(shared_bytes, 0xA5);  // not zero: kernels must not rely on zeroed memory
+    // All ones: NaN in every floating type, so that a product that reads shared memory nobody
+    // wrote (a row's padding, say) gives NaN even where the other operand is zero there.
+    b.shared.assign(shared_bytes, 0xFF);
     if (g_options.race_check) b.shadow.assign(shared_bytes, Shadow{});
   }
   const size_t n = static_cast<size_t>(n_blocks * per_block);

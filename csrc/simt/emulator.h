@@ -153,6 +153,12 @@ class SharedArray {
     std::memcpy(&v, base_ + i, 4);
     return v;
   }
+  // Elements i and i + 1 stored as one 4-byte access (simt::store_pair), checked as such.
+  void set_pair(int64_t i, uint32_t v) const {
+    static_assert(sizeof(T) == 2, "pairs of 16-bit elements only");
+    record_shared_access(block_, base_ + i, 4, true);
+    std::memcpy(base_ + i, &v, 4);
+  }
 
  private:
   T* base_;

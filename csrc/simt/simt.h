@@ -18,6 +18,7 @@
 //   simt::resident_blocks_per_sm(kernel, threads, shared_bytes)   to size cooperative grids
 //   simt::device_key()          what launch plans computed for the current device depend on
 //   simt::mma_m16n8k16<T>(d, a, b), simt::pack_pair(lo, hi)   tensor cores (Half, BFloat16)
+//   simt::load_pair(row, i), simt::store_pair(row, i, v)   two 16-bit elements as one word
 //   simt::mma_m16n8k8_tf32(d, a, b), simt::tf32_bits(x)      tensor cores in TF32 (float)
 //   simt::launch_clustered(kernel, grid, block, cluster_blocks, shared_bytes, args...),
 //   simt::max_cluster_blocks(kernel, threads, shared_bytes), simt::cluster_sync()
@@ -446,10 +447,36 @@ template <typename T>
 __device__ __forceinline__ uint32_t load_pair(T* row, int64_t i) {
   return load_pair(static_cast<const T*>(row), i);
 }
+// The same where the pair is known to be 4-byte aligned (rows of shared memory padded to even
+// lengths): one 32-bit load, no test.
+template <typename T>
+__device__ __forceinline__ uint32_t load_aligned_pair(const T* row, int64_t i) {
+  static_assert(sizeof(T) == 2, "pairs of 16-bit elements only");
+  return *reinterpret_cast<const uint32_t*>(row + i);
+}
+template <typename T>
+__device__ __forceinline__ uint32_t load_aligned_pair(T* row, int64_t i) {
+  return load_aligned_pair(static_cast<const T*>(row), i);
+}
+// The pair v (lo = element i) stored at elements i and i + 1 of a row as one 32-bit store; i
+// must be even and the row 4-byte aligned (rows padded to even lengths in shared memory).
+template <typename T>
+__device__ __forceinline__ void store_pair(T* row, int64_t i, uint32_t v) {
+  static_assert(sizeof(T) == 2, "pairs of 16-bit elements only");
+  *reinterpret_cast<uint32_t*>(row + i) = v;
+}
 #if defined(FASTLSTM_SIMT_EMULATE)
 template <typename T>
 uint32_t load_pair(const SharedArray<T>& row, int64_t i) {
   return row.pair(i);
+}
+template <typename T>
+uint32_t load_aligned_pair(const SharedArray<T>& row, int64_t i) {
+  return row.pair(i);  // the emulator refuses a misaligned one, as the GPU faults
+}
+template <typename T>
+void store_pair(const SharedArray<T>& row, int64_t i, uint32_t v) {
+  row.set_pair(i, v);
 }
 #endif
 

@@ -56,14 +56,24 @@ def test_no_persistent_kernel_has(kernels, problem):
     assert not offenders, f"{problem}: {offenders}"
 
 
-def test_the_check_bites_on_64_bit_index_division(tmp_path):
-    """A kernel that divides 64-bit indices by a run-time value, as the persistent kernels did,
-    is flagged; the same kernel dividing in 32 bits (index_math.cuh's way) is not."""
+def _probe(tmp_path, source):
+    """The sm_90 cubin of a probe kernel's CUDA source, and its kernels as sass_check reads
+    them (skips where nvcc or cuobjdump is missing)."""
     nvcc = _nvcc()
     if CUOBJDUMP is None or nvcc is None:
         pytest.skip("needs a CUDA build of fastlstm: no nvcc or cuobjdump")
-    source = tmp_path / "probe.cu"
-    source.write_text(r'''
+    path = tmp_path / "probe.cu"
+    path.write_text(source)
+    cubin = tmp_path / "probe.cubin"
+    subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-O3", "-o", str(cubin), str(path)],
+                   check=True)
+    return cubin, sass_check.read_kernels(str(cubin), CUOBJDUMP)
+
+
+def test_the_check_bites_on_64_bit_index_division(tmp_path):
+    """A kernel that divides 64-bit indices by a run-time value, as the persistent kernels did,
+    is flagged; the same kernel dividing in 32 bits (index_math.cuh's way) is not."""
+    cubin, found = _probe(tmp_path, r'''
 template <typename I>
 __global__ void persistent_forward_kernel(const float* x, float* y, long n, long width) {
   for (I e = threadIdx.x; e < static_cast<I>(n); e += blockDim.x)
@@ -72,10 +82,6 @@ __global__ void persistent_forward_kernel(const float* x, float* y, long n, long
 template __global__ void persistent_forward_kernel<long>(const float*, float*, long, long);
 template __global__ void persistent_forward_kernel<int>(const float*, float*, long, long);
 ''')
-    cubin = tmp_path / "probe.cubin"
-    subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-O3", "-o", str(cubin), str(source)],
-                   check=True)
-    found = sass_check.read_kernels(str(cubin), CUOBJDUMP)
     verdicts = {("64" if "Il" in name else "32"): sass_check.check(k)
                 for name, k in found.items()}
     assert "64-bit integer division" in verdicts["64"], verdicts
@@ -91,11 +97,7 @@ def test_the_check_bites_on_16_bit_shared_memory_loads(tmp_path):
     """A 16-bit kernel that reads a pair of 16-bit values from shared memory as two LDS.U16 (an
     odd offset, as an unpadded row's K edge did) is flagged; the same pair read as one aligned
     32-bit word (a zero-padded row's way, simt::load_aligned_pair) is not."""
-    nvcc = _nvcc()
-    if CUOBJDUMP is None or nvcc is None:
-        pytest.skip("needs a CUDA build of fastlstm: no nvcc or cuobjdump")
-    source = tmp_path / "probe.cu"
-    source.write_text(r'''
+    _, found = _probe(tmp_path, r'''
 struct Half { unsigned short x; };
 template <typename T, bool kWords>
 __global__ void persistent_forward_kernel(const unsigned* in, unsigned* out, int n) {
@@ -109,10 +111,6 @@ __global__ void persistent_forward_kernel(const unsigned* in, unsigned* out, int
 template __global__ void persistent_forward_kernel<Half, false>(const unsigned*, unsigned*, int);
 template __global__ void persistent_forward_kernel<Half, true>(const unsigned*, unsigned*, int);
 ''')
-    cubin = tmp_path / "probe.cubin"
-    subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-O3", "-o", str(cubin), str(source)],
-                   check=True)
-    found = sass_check.read_kernels(str(cubin), CUOBJDUMP)
     verdicts = {("words" if "Lb1" in name else "halves"): sass_check.check(k)
                 for name, k in found.items()}
     assert "16-bit operand loads" in verdicts["halves"], verdicts

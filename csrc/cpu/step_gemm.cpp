@@ -463,17 +463,28 @@ StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, 
   s.data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)), std::free);
   FASTLSTM_CHECK(s.data != nullptr, "fastlstm: could not allocate ", bytes,
                  " bytes for a packed weight");
-  // op(W)[k][n]'s bits, 0 past K or N.
-  const auto bits = [&](int64_t k, int64_t n) -> uint32_t {
-    if (k >= K || n >= N) return 0;
-    return (trans ? w[n * ld + k] : w[k * ld + n]).x;
-  };
+  // Zeros first (the pairs past K, the columns past N), then each column n of op(W) in turn,
+  // read along k: with trans (W [N, K], as W_hh), row n of W, whose consecutive pairs are its
+  // 32-bit words; else column n of W [K, N]. A column's word kp goes to panel n / 32, row kp,
+  // column n % 32 (a pack of every layer call: at B = 8, bfloat16, H = 256, a scalar loop over
+  // (panel, kp, column) that read W across rows took 8% of inference).
   auto* words = reinterpret_cast<uint32_t*>(s.data.get());
-  for (int64_t p = 0; p < panels; ++p)
-    for (int64_t kp = 0; kp < Kp; ++kp)
-      for (int64_t j = 0; j < nr; ++j)
-        words[(p * Kp + kp) * nr + j] =
-            bits(2 * kp, p * nr + j) | bits(2 * kp + 1, p * nr + j) << 16;
+  std::memset(words, 0, bytes);
+  const int64_t full_pairs = K / 2;  // pairs with both halves inside K
+  for (int64_t n = 0; n < N; ++n) {
+    uint32_t* dst = words + (n / nr) * Kp * nr + n % nr;
+    if (trans) {
+      const uint16_t* row = reinterpret_cast<const uint16_t*>(w + n * ld);
+      for (int64_t kp = 0; kp < full_pairs; ++kp)
+        dst[kp * nr] = uint32_t(row[2 * kp]) | uint32_t(row[2 * kp + 1]) << 16;
+      if (K % 2 != 0) dst[full_pairs * nr] = row[K - 1];
+    } else {
+      const uint16_t* col = reinterpret_cast<const uint16_t*>(w + n);
+      for (int64_t kp = 0; kp < full_pairs; ++kp)
+        dst[kp * nr] = uint32_t(col[2 * kp * ld]) | uint32_t(col[(2 * kp + 1) * ld]) << 16;
+      if (K % 2 != 0) dst[full_pairs * nr] = col[(K - 1) * ld];
+    }
+  }
   return s;
 }
 

@@ -31,13 +31,15 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// Every tile used is 16 rows x 64 bytes: tmm0-tmm3 the sums (16 rows x 16 floats) of columns
-// [0, 16), [16, 32) of a chunk's first panel and of its second; tmm4 A (16 rows x 16 pairs);
-// tmm5 and tmm6 B (16 pair rows x 16 columns).
-__attribute__((target("amx-tile,amx-bf16"))) void load_config() {
+// Every tile used is 64 bytes wide: tmm0-tmm3 the sums (`rows` rows x 16 floats) of columns
+// [0, 16), [16, 32) of a chunk's first panel and of its second; tmm4 A (`rows` rows x 16
+// pairs); tmm5 and tmm6 B (16 pair rows x 16 columns). rows (1 to 16) is a block's rows of A and
+// C: a step with fewer than 16 active rows multiplies only those (TDPBF16PS's time follows the
+// rows of A), and its sums go straight into C.
+__attribute__((target("amx-tile,amx-bf16"))) void load_config(int rows) {
   TileConfig config;
   for (int t = 0; t < 7; ++t) {
-    config.rows[t] = 16;
+    config.rows[t] = static_cast<uint8_t>(t < 5 ? rows : 16);
     config.colsb[t] = 64;
   }
   // GCC's _tile_loadconfig tells the compiler it reads 8 bytes of the config, which lets it
@@ -46,7 +48,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void load_config() {
   _tile_loadconfig(&config);
 }
 
-// dst [16 rows, ldd floats apart] (+)= A's rows [r0, r0 + 16) times one chunk: panels p0 and p1
+// dst [rows (as configured), ldd floats apart] (+)= A's rows from A times one chunk: panels p0 and p1
 // (p1 null: one panel, dst's columns [32, 64) untouched), over Kpp pairs of k. accumulate: dst's
 // values are loaded into the sums first (C += A op(W)), else the sums start at zero.
 __attribute__((target("amx-tile,amx-bf16"))) void chunk_product(const uint32_t* A, int64_t lda,
@@ -103,7 +105,7 @@ void amx_bf16_chunks(int64_t M, const uint32_t* A, int64_t lda, const uint32_t* 
                      int64_t Kpp, int64_t N, float beta, float* C, int64_t ldc, int64_t c0,
                      int64_t c1) {
   FASTLSTM_CHECK(amx_bf16_usable(), "fastlstm: the AMX step GEMM needs AMX-BF16");
-  load_config();
+  int configured = 0;  // the rows the tiles are configured for
   alignas(64) float out[16 * 64];
   const int64_t panel_words = Kpp * 32, panel_count = (N + 31) / 32;
   for (int64_t c = c0; c < c1; ++c) {
@@ -114,10 +116,14 @@ void amx_bf16_chunks(int64_t M, const uint32_t* A, int64_t lda, const uint32_t* 
     for (int64_t r0 = 0; r0 < M; r0 += 16) {
       const uint32_t* p1 = two ? p0 + panel_words : nullptr;
       const int64_t rows = std::min<int64_t>(16, M - r0);
+      if (rows != configured) {
+        load_config(static_cast<int>(rows));
+        configured = static_cast<int>(rows);
+      }
       float* c_tile = C + r0 * ldc + n0;
-      // A whole tile of C (16 rows, every column of the chunk) is summed in place when beta is
+      // A whole tile of C (its rows, every column of the chunk) is summed in place when beta is
       // 0 or 1 (the time loops' two cases); else through `out`.
-      if (rows == 16 && cols == (two ? 64 : 32) && (beta == 0.f || beta == 1.f)) {
+      if (cols == (two ? 64 : 32) && (beta == 0.f || beta == 1.f)) {
         chunk_product(A + r0 * lda, lda, p0, p1, Kpp, c_tile, ldc, beta == 1.f);
         continue;
       }

@@ -448,6 +448,49 @@ int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / mult
 // K values as pairs along k, rounded up to a multiple of `multiple` pairs.
 int64_t pairs_of(int64_t K, int64_t multiple) { return round_up((K + 1) / 2, multiple); }
 
+#if defined(__x86_64__)
+// Rows n0 .. n0 + 31 of W [N, K] (ld apart), pairs kp0 .. kp0 + 15 of each, into a panel's rows
+// kp0 .. kp0 + 15 (32 words each): two 16 x 16 transposes of 32-bit words in registers, so
+// that both the loads (64 bytes of a row) and the stores (64 bytes of a panel row) are whole
+// vectors. Stages 1-2 transpose 4 x 4 blocks within each 128-bit lane (after them, register
+// 4g + m holds in lane L column 4L + m of rows 4g .. 4g + 3); stages 3-4 transpose the lanes.
+__attribute__((target("avx512f"))) void pack_pairs_block(const BFloat16* w, int64_t ld,
+                                                         int64_t n0, int64_t kp0,
+                                                         uint32_t* panel_row) {
+  for (int half = 0; half < 2; ++half) {
+    __m512i r[16], t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      r[i] = _mm512_loadu_si512(w + (n0 + 16 * half + i) * ld + 2 * kp0);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      r[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+      r[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+      r[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+      r[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; ++m) {
+      const __m512i u0 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x44);
+      const __m512i u1 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xEE);
+      const __m512i u2 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x44);
+      const __m512i u3 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xEE);
+      // column 4L + m of the 16 rows is panel row kp0 + 4L + m, columns 16 half ..
+      uint32_t* dst = panel_row + 16 * half;
+      _mm512_storeu_si512(dst + (m) * 32, _mm512_shuffle_i32x4(u0, u2, 0x88));
+      _mm512_storeu_si512(dst + (4 + m) * 32, _mm512_shuffle_i32x4(u0, u2, 0xDD));
+      _mm512_storeu_si512(dst + (8 + m) * 32, _mm512_shuffle_i32x4(u1, u3, 0x88));
+      _mm512_storeu_si512(dst + (12 + m) * 32, _mm512_shuffle_i32x4(u1, u3, 0xDD));
+    }
+  }
+}
+#endif
+
 // op(W) as bf16_pairs panels of 32 columns (step_gemm.h), K in pairs rounded up to a multiple
 // of pairs_multiple (zeros: zero pairs add nothing).
 StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, int64_t ld,
@@ -471,11 +514,24 @@ StepPanels pack_bf16_pairs(bool trans, int64_t N, int64_t K, const BFloat16* w, 
   auto* words = reinterpret_cast<uint32_t*>(s.data.get());
   std::memset(words, 0, bytes);
   const int64_t full_pairs = K / 2;  // pairs with both halves inside K
+  // W [N, K] (the time loops' W_hh and W_ih): whole blocks of 32 rows x 16 pairs transposed in
+  // registers (pack_pairs_block; this function runs only where the CPU has AVX-512), the rest
+  // of each row below, a word at a time.
+  int64_t block_pairs = 0;
+#if defined(__x86_64__)
+  if (trans) {
+    block_pairs = full_pairs / 16 * 16;
+    for (int64_t p = 0; p < N / nr; ++p)
+      for (int64_t kp0 = 0; kp0 < block_pairs; kp0 += 16)
+        pack_pairs_block(w, ld, p * nr, kp0, words + (p * Kp + kp0) * nr);
+  }
+#endif
   for (int64_t n = 0; n < N; ++n) {
     uint32_t* dst = words + (n / nr) * Kp * nr + n % nr;
     if (trans) {
       const uint16_t* row = reinterpret_cast<const uint16_t*>(w + n * ld);
-      for (int64_t kp = 0; kp < full_pairs; ++kp)
+      const int64_t first = n < N / nr * nr ? block_pairs : 0;  // rows of whole panels: done
+      for (int64_t kp = first; kp < full_pairs; ++kp)
         dst[kp * nr] = uint32_t(row[2 * kp]) | uint32_t(row[2 * kp + 1]) << 16;
       if (K % 2 != 0) dst[full_pairs * nr] = row[K - 1];
     } else {

@@ -1,26 +1,14 @@
 #include "convert.h"
 
-#include <cstring>
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
+#include "fast_math.h"
 #include "isa.h"
 
 namespace fastlstm::cpu {
 namespace {
-
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
-float float_of(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
 
 #if defined(__x86_64__)
 bool use_f16c() {
@@ -50,14 +38,14 @@ __attribute__((target("avx,f16c"))) void narrow_f16c(const float* src, Half* dst
 
 template <>
 void widen<BFloat16>(const BFloat16* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = float_of(uint32_t{src[i].x} << 16);
+  for (int64_t i = 0; i < n; ++i) dst[i] = fast::bits_as<float>(uint32_t{src[i].x} << 16);
 }
 
 template <>
 void narrow<BFloat16>(const float* src, BFloat16* dst, int64_t n) {
   // c10::detail::round_to_nearest_even, branch-free.
   for (int64_t i = 0; i < n; ++i) {
-    const uint32_t u = bits_of(src[i]);
+    const uint32_t u = fast::bits_as<uint32_t>(src[i]);
     const uint32_t rounded = (u + ((u >> 16) & 1) + 0x7FFFu) >> 16;
     dst[i].x = static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
   }

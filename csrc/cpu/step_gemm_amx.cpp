@@ -48,9 +48,10 @@ __attribute__((target("amx-tile,amx-bf16"))) void load_config(int rows) {
   _tile_loadconfig(&config);
 }
 
-// dst [rows (as configured), ldd floats apart] (+)= A's rows from A times one chunk: panels p0 and p1
-// (p1 null: one panel, dst's columns [32, 64) untouched), over Kpp pairs of k. accumulate: dst's
-// values are loaded into the sums first (C += A op(W)), else the sums start at zero.
+// dst [the configured rows, ldd floats apart] (+)= as many rows of A times one chunk: panels p0
+// and p1 (p1 null: one panel, dst's columns [32, 64) untouched), over Kpp pairs of k.
+// accumulate: dst's values are loaded into the sums first (C += A op(W)), else the sums start at
+// zero.
 __attribute__((target("amx-tile,amx-bf16"))) void chunk_product(const uint32_t* A, int64_t lda,
                                                                 const uint32_t* p0,
                                                                 const uint32_t* p1, int64_t Kpp,

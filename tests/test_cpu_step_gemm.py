@@ -6,7 +6,8 @@ operands widened, or, for bfloat16, an AVX512_BF16 kernel on pairs of k or AMX t
 
 The product itself is checked against float64 matmul on shapes that leave every remainder: rows
 not a multiple of the tile's, columns not a multiple of the panel's, K of 1, row strides wider
-than K, beta 0 (C's NaNs ignored), 1 and 0.5. Then whole layers against nn.LSTM with the step
+than K, beta 0 (C's NaNs ignored), 1 and 0.5, with every packed weight starting as NaN bytes
+(FASTLSTM_CPU_POISON_PACKS=1), so that padding the pack does not zero shows. Then whole layers against nn.LSTM with the step
 GEMM forced each way (FASTLSTM_CPU_STEP_GEMM=own|blas, read at every call), and
 _cpu_step_gemm_count() shows which ran.
 """
@@ -48,7 +49,8 @@ def product(M, N, K, trans, beta, row_stride, seed):
 @pytest.mark.parametrize("N,K", [(1, 1), (15, 7), (16, 16), (17, 64), (32, 33), (33, 100),
                                  (100, 64), (256, 65)])
 @pytest.mark.parametrize("trans", [True, False], ids=["wT", "w"])
-def test_product_matches_float64(M, N, K, trans):
+def test_product_matches_float64(M, N, K, trans, monkeypatch):
+    monkeypatch.setenv("FASTLSTM_CPU_POISON_PACKS", "1")  # packs start as NaN: padding shows
     # a row stride of 1024 floats takes the path that copies A (4 KB-aliased rows)
     for beta, row_stride in ((0.0, K), (1.0, K + 5), (0.5, K), (1.0, 1024)):
         got, expected, _ = product(M, N, K, trans, beta, row_stride, seed=M * 1000 + N + K)
@@ -84,6 +86,8 @@ def force_bf16_kernel(monkeypatch, kernel):
 @pytest.mark.parametrize("dtype,kernel", LOWP, ids=lambda v: str(v).split(".")[-1])
 def test_lowp_product_matches_float64(dtype, kernel, M, N, K, trans, monkeypatch):
     force_bf16_kernel(monkeypatch, kernel)
+    # Packs start as NaN (FASTLSTM_CPU_POISON_PACKS): K padding the pack leaves unzeroed shows.
+    monkeypatch.setenv("FASTLSTM_CPU_POISON_PACKS", "1")
     gen = torch.Generator().manual_seed(M * 1000 + N + K)
     # odd K leaves a half pair; a row stride of K + 3 (odd) leaves A's pairs unaligned
     for beta, row_stride in ((0.0, K), (1.0, K + 3), (0.5, 2048)):

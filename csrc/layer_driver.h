@@ -36,6 +36,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "layer_io.h"
@@ -83,6 +85,25 @@ StepWeights<T> step_weights(typename Backend::Context& ctx, const LayerDims& d,
   if (d.has_proj) sw.hr = op(w.w_hr, d.Hout, d.H);
   return sw;
 }
+
+// A value per direction, made once per layer call by the first of the direction's row groups
+// to ask and shared by the others (on the CPU, groups of one direction run on several threads
+// at once: each used to pack its own copy of the direction's weights). A group that asks while
+// another is making it waits for it.
+template <typename V>
+class OncePerDirection {
+ public:
+  explicit OncePerDirection(int64_t D) : once_(new std::once_flag[D]), values_(D) {}
+  template <typename Make>
+  const V& get(int64_t dir, const Make& make) {
+    std::call_once(once_[dir], [&] { values_[dir] = make(); });
+    return values_[dir];
+  }
+
+ private:
+  std::unique_ptr<std::once_flag[]> once_;
+  std::vector<V> values_;
+};
 
 // Rows of batch-order src [B, C] (contiguous, type S) in sorted order, as a new [B, C] tensor
 // of type D: dst[j] = src[order[j]].
@@ -165,6 +186,7 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
   }
   // The time loop, step by step: the default, unless the backend runs it whole.
   // One group of sorted rows [r0, r1) of one direction; per-row buffers (h0, c0) start at r0.
+  OncePerDirection<StepWeights<T>> loop_weights(d.D);
   const auto per_step = [&](int64_t dir, int64_t r0, int64_t r1) {
     const Schedule& hs = *s.host();
     const bool reverse = dir == 1;
@@ -173,7 +195,8 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
     const T* h0d = cptr<T>(h0s[dir]) + r0 * Ho;
     const Acc* c0d = cptr<Acc>(c0s[dir]) + r0 * H;
     const Acc* b = cptr<Acc>(bias[dir]);
-    const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, hs, w, false);
+    const StepWeights<T>& sw =
+        loop_weights.get(dir, [&] { return step_weights<Backend, T>(ctx, d, hs, w, false); });
     for (int64_t k = 0; k < hs.T; ++k) {
       const auto [bs, off, nc, poff] = hs.group_step(reverse ? hs.T - 1 - k : k, reverse, r0, r1);
       if (bs == 0) continue;
@@ -264,6 +287,8 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
 
   // One group of sorted rows [r0, r1) of one direction (the whole batch on a GPU). Its
   // per-row buffers (two steps of cell state, the raw h of a projection) hold its rows only.
+  OncePerDirection<StepWeights<T>> loop_weights(d.D);
+  OncePerDirection<LoopWeight<T>> input_weights(d.D);
   Backend::template for_each_row_group<T>(d, s, [&](int64_t dir, int64_t r0, int64_t r1) {
     const bool reverse = dir == 1;
     const int64_t gB = r1 - r0;
@@ -287,10 +312,13 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
     T* x = ptr<T>(xbuf);
     Acc* c_steps = ptr<Acc>(cbuf);
     T* h_raw = d.has_proj ? ptr<T>(hraw) : nullptr;
-    const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, s, w, false);
+    const StepWeights<T>& sw =
+        loop_weights.get(dir, [&] { return step_weights<Backend, T>(ctx, d, s, w, false); });
     // op(W_ih) for the chunks' projections (a backend may pack it once for all of them).
     const int64_t chunks = (N + rows - 1) / std::max<int64_t>(rows, 1);  // at most, all groups
-    const LoopWeight<T> ih = Backend::template input_weight<T>(ctx, G, I, w.w_ih, I, rows, chunks);
+    const LoopWeight<T>& ih = input_weights.get(dir, [&] {
+      return Backend::template input_weight<T>(ctx, G, I, w.w_ih, I, rows, chunks);
+    });
     int64_t tlo = 1, thi = 0;                  // steps [tlo, thi] projected into gbuf
     std::vector<int64_t> at(s.T, 0);           // gbuf row of step t's first row there
     IndexList gather;                          // element offsets of a group's chunk rows
@@ -422,6 +450,7 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
   // The time loop, step by step: the default, unless the backend runs it whole.
   // One group of sorted rows [r0, r1) of one direction; per-row buffers (dh, dc, c0) start at
   // r0.
+  OncePerDirection<StepWeights<T>> loop_weights(d.D);
   const auto per_step = [&](int64_t dir, int64_t r0, int64_t r1) {
     const Schedule& hs = *s.host();
     const bool reverse = dir == 1;
@@ -436,7 +465,8 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
         d.has_proj ? empty_like_device({r1 - r0, H}, dtype_of<Acc>(), in.input) : Tensor();
     Acc* dh_raw = d.has_proj ? ptr<Acc>(dhraw) : nullptr;
     T* dout_p = d.has_proj ? ptr<T>(dout[dir]) : nullptr;
-    const StepWeights<T> sw = step_weights<Backend, T>(ctx, d, hs, w, true);
+    const StepWeights<T>& sw =
+        loop_weights.get(dir, [&] { return step_weights<Backend, T>(ctx, d, hs, w, true); });
     for (int64_t k = hs.T - 1; k >= 0; --k) {
       const auto [bs, off, nc, poff] = hs.group_step(reverse ? hs.T - 1 - k : k, reverse, r0, r1);
       if (bs == 0) continue;

@@ -135,25 +135,34 @@ struct CpuBackend {
   }
 
   // op(W_ih) = W^T [K, N] for an inference's chunked input projection, `uses` GEMMs of at most
-  // max_rows rows: packed for the own step GEMM in bfloat16 and float16 when there are at least
-  // kPackedInputMinUses chunks (MKL's half-type GEMMs repack W in every call), else as it is, as
-  // in float32 and float64 (one large GEMM a chunk, which BLAS, or a step team, runs well).
-  // Measured on the 2-core Xeon, I = 256, T = 100, nearfull lengths, inference, packed against
-  // as it is (FASTLSTM_CPU_PACKED_INPUT=0, read at every call), medians of 21-31 interleaved:
-  // 12 chunks (B = 32, H = 128 and 256) 1.03-1.11x in both dtypes; 3 chunks (B = 8, H = 256)
-  // 0.90-0.99x, where the packing is not repaid.
+  // max_rows rows, packed once (per direction: the driver shares it between row groups) when
+  // there are at least kPackedInputMinUses chunks: for the own step GEMM in bfloat16 and
+  // float16 (MKL's half-type GEMMs repack W in every call); for MKL's packed GEMM in float32,
+  // where MKL has it (its sgemm repacks W in every call too) and no step team splits the chunks
+  // (team_gemm). Else as it is, as in float64. Measured on the 2-core Xeon, I = 256, T = 100,
+  // nearfull lengths, inference, packed against as it is (FASTLSTM_CPU_PACKED_INPUT=0, read at
+  // every call), interleaved in one process:
+  //   bfloat16 and float16, medians of 21-31: 12 chunks (B = 32, H = 128 and 256) 1.03-1.11x;
+  //   3 chunks (B = 8, H = 256) 0.90-0.99x, where the packing is not repaid.
+  //   float32, B = 32, medians of 15, three runs: H = 256 1.02-1.04x, H = 512 0.98-1.03x.
+  //   (fastlstm's own panels instead were 0.95-0.99x: MKL's kernel wins at 128 rows.)
   static constexpr int64_t kPackedInputMinUses = 4;
   template <typename T>
   static LoopWeight<T> input_weight(Context&, int64_t N, int64_t K, const T* w, int64_t ld,
                                     int64_t max_rows, int64_t uses) {
     LoopWeight<T> lw{w, true, N, K, ld, max_rows, nullptr};
+    const char* off = std::getenv("FASTLSTM_CPU_PACKED_INPUT");
+    if (uses < kPackedInputMinUses || (off != nullptr && std::strcmp(off, "0") == 0)) return lw;
     if constexpr (kLowp<T>) {
-      const char* off = std::getenv("FASTLSTM_CPU_PACKED_INPUT");
-      if (uses >= kPackedInputMinUses && use_own_lowp_step_gemm<T>(N, K, uses) &&
-          !(off != nullptr && std::strcmp(off, "0") == 0)) {
+      if (use_own_lowp_step_gemm<T>(N, K, uses)) {
         lw.packed = std::make_shared<StepPanels>(pack_step_weight_lowp(true, N, K, w, ld));
         lw.packed_own = true;
         packed_input_count().fetch_add(1, std::memory_order_relaxed);
+      }
+    } else if constexpr (std::is_same_v<T, float>) {
+      if (current_step_team() == nullptr) {
+        lw.packed = pack_b_f32(true, max_rows, N, K, w, ld);
+        if (lw.packed) packed_input_count().fetch_add(1, std::memory_order_relaxed);
       }
     }
     return lw;

@@ -7,9 +7,9 @@ operands widened, or, for bfloat16, an AVX512_BF16 kernel on pairs of k or AMX t
 The product itself is checked against float64 matmul on shapes that leave every remainder: rows
 not a multiple of the tile's, columns not a multiple of the panel's, K of 1, row strides wider
 than K, beta 0 (C's NaNs ignored), 1 and 0.5, with every packed weight starting as NaN bytes
-(FASTLSTM_CPU_POISON_PACKS=1), so that padding the pack does not zero shows. Then whole layers against nn.LSTM with the step
-GEMM forced each way (FASTLSTM_CPU_STEP_GEMM=own|blas, read at every call), and
-_cpu_step_gemm_count() shows which ran.
+(FASTLSTM_CPU_POISON_PACKS=1), so that padding the pack does not zero shows. Then whole layers
+against nn.LSTM with the step GEMM forced each way (FASTLSTM_CPU_STEP_GEMM=own|blas, read at
+every call), and _cpu_step_gemm_count() shows which ran.
 """
 
 import os

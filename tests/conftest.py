@@ -91,6 +91,15 @@ def pytest_configure(config):
         torch.set_num_threads(max(2, len(os.sched_getaffinity(0)) // workers))
 
 
+@pytest.fixture
+def threads():
+    """threads(n): torch.set_num_threads(n) for the test, restored after."""
+    import torch
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 # --wheel-subset: only the tests of tests/wheel_subset.py (CI's clean wheel venvs);
 # --wheel-subset-core: the same without the entries of SHARED_OBJECT_FILES (tests/wheel_subset.py).
 def pytest_addoption(parser):

@@ -121,7 +121,8 @@ def test_only_long_loops_and_large_float32_weights_pack(packing):
 
 @pytest.mark.parametrize("setting", [None, "0"], ids=["default", "off"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_float32_inference_packs_w_ih_once_for_its_chunks(setting, bidirectional, monkeypatch):
+def test_float32_inference_packs_w_ih_once_for_its_chunks(setting, bidirectional, monkeypatch,
+                                                          threads):
     """A float32 inference projects its inputs in chunks of steps (CpuBackend::input_weight):
     with at least 4 chunks, W_ih is packed once per direction in MKL's layout for all of them,
     however many row groups share it, unless FASTLSTM_CPU_PACKED_INPUT=0. The output matches
@@ -131,27 +132,23 @@ def test_float32_inference_packs_w_ih_once_for_its_chunks(setting, bidirectional
     monkeypatch.setenv("FASTLSTM_CPU_PARTITION", "rows")
     if setting is not None:
         monkeypatch.setenv("FASTLSTM_CPU_PACKED_INPUT", setting)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        T, B, I, H = 64, 16, 32, 128  # 1024 tokens, chunks of 128 rows: 8 chunks
-        D = 2 if bidirectional else 1
-        gen = torch.Generator().manual_seed(3)
-        lengths = [T] * 4 + random_lengths("has_zero", B - 4, T, gen)
-        assert sum(lengths) >= 4 * 128
-        ref, fast = make_pair(I, H, F32, bidirectional=bidirectional)
-        x = torch.randn(T, B, I, generator=gen)
-        inputs, gemms = torch.ops.fastlstm._cpu_packed_input_count(), packed_gemms()
-        with torch.no_grad():
-            out, (h_n, c_n) = fast(x, lengths=lengths)
-            want = reference_forward(ref, x, lengths)
-        packed_inputs = torch.ops.fastlstm._cpu_packed_input_count() - inputs
-        if setting == "0" or not AVAILABLE:
-            assert packed_inputs == 0 and packed_gemms() == gemms
-        else:
-            assert packed_inputs == D, f"W_ih packed {packed_inputs} times for {D} directions"
-            assert packed_gemms() - gemms >= 4 * D  # the chunks' projections
-    finally:
-        torch.set_num_threads(threads)
+    threads(2)
+    T, B, I, H = 64, 16, 32, 128  # 1024 tokens, chunks of 128 rows: 8 chunks
+    D = 2 if bidirectional else 1
+    gen = torch.Generator().manual_seed(3)
+    lengths = [T] * 4 + random_lengths("has_zero", B - 4, T, gen)
+    assert sum(lengths) >= 4 * 128
+    ref, fast = make_pair(I, H, F32, bidirectional=bidirectional)
+    x = torch.randn(T, B, I, generator=gen)
+    inputs, gemms = torch.ops.fastlstm._cpu_packed_input_count(), packed_gemms()
+    with torch.no_grad():
+        out, (h_n, c_n) = fast(x, lengths=lengths)
+        want = reference_forward(ref, x, lengths)
+    packed_inputs = torch.ops.fastlstm._cpu_packed_input_count() - inputs
+    if setting == "0" or not AVAILABLE:
+        assert packed_inputs == 0 and packed_gemms() == gemms
+    else:
+        assert packed_inputs == D, f"W_ih packed {packed_inputs} times for {D} directions"
+        assert packed_gemms() - gemms >= 4 * D  # the chunks' projections
     for name, got, expected in zip(["output", "h_n", "c_n"], (out, h_n, c_n), want):
         assert_close(name, got, expected, F32)

@@ -49,14 +49,6 @@ def best_max_cost(lengths, groups):
     return best
 
 
-@pytest.fixture
-def threads():
-    """threads(n): torch.set_num_threads(n) for the test, restored after."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("directions", [1, 2])
 @pytest.mark.parametrize("n_threads", [1, 2, 3, 4, 7])

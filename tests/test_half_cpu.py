@@ -177,37 +177,31 @@ def test_autocast_cpu_off_for_float64_and_outside():
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_row_groups_share_one_pack_per_direction(bidirectional, monkeypatch):
+def test_row_groups_share_one_pack_per_direction(bidirectional, monkeypatch, threads):
     """Under the rows partition each thread runs a group of rows; a direction's packed weights
     are made by its first group and shared by the others (OncePerDirection in
     csrc/layer_driver.h), so a layer call packs W_ih once per direction however many groups it
     runs. float16 inference in several chunks packs W_ih (test above); the output still
     matches nn.LSTM's error bound against float64."""
     monkeypatch.setenv("FASTLSTM_CPU_PARTITION", "rows")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
-        T, B, I, H = 64, 16, 32, 128
-        D = 2 if bidirectional else 1
-        gen = torch.Generator().manual_seed(2)
-        lengths = torch.full((B,), T)
-        ref64, fast64 = make_pair(I, H, F64, bidirectional=bidirectional)
-        ref, fast = make_pair(I, H, torch.float16, bidirectional=bidirectional)
-        ref.load_state_dict(ref64.state_dict())
-        fast.load_state_dict(ref64.state_dict())
-        x = torch.randn(T, B, I, generator=gen, dtype=F64).half().double()
-        hx = (torch.zeros(D, B, H, dtype=F64), torch.zeros(D, B, H, dtype=F64))
-        exact = run(ref64, x, lengths.tolist(), hx, False, fast=False)
-        judge = run(ref, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False,
-                    fast=False)
-        packed = torch.ops.fastlstm._cpu_packed_input_count()
-        ours = run(fast, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False,
-                   fast=True)
-        groups = torch.ops.fastlstm._cpu_last_row_groups()
-        assert groups == 4, f"expected 4 row groups on 4 threads, got {groups}"
-        assert torch.ops.fastlstm._cpu_packed_input_count() - packed == D, (
-            "W_ih packed once per group, not once per direction")
-    finally:
-        torch.set_num_threads(threads)
+    threads(4)
+    T, B, I, H = 64, 16, 32, 128
+    D = 2 if bidirectional else 1
+    gen = torch.Generator().manual_seed(2)
+    lengths = torch.full((B,), T)
+    ref64, fast64 = make_pair(I, H, F64, bidirectional=bidirectional)
+    ref, fast = make_pair(I, H, torch.float16, bidirectional=bidirectional)
+    ref.load_state_dict(ref64.state_dict())
+    fast.load_state_dict(ref64.state_dict())
+    x = torch.randn(T, B, I, generator=gen, dtype=F64).half().double()
+    hx = (torch.zeros(D, B, H, dtype=F64), torch.zeros(D, B, H, dtype=F64))
+    exact = run(ref64, x, lengths.tolist(), hx, False, fast=False)
+    judge = run(ref, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False, fast=False)
+    packed = torch.ops.fastlstm._cpu_packed_input_count()
+    ours = run(fast, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False, fast=True)
+    groups = torch.ops.fastlstm._cpu_last_row_groups()
+    assert groups == 4, f"expected 4 row groups on 4 threads, got {groups}"
+    assert torch.ops.fastlstm._cpu_packed_input_count() - packed == D, (
+        "W_ih packed once per group, not once per direction")
     for name, e, j, o in zip(["output", "h_n", "c_n"], exact, judge, ours):
         assert max_err(o, e) <= 2 * max_err(j, e), name

@@ -255,11 +255,18 @@ struct CpuBackend {
     }
   }
 
+  // Rows per task of a row copy of C values per row: a region only for copies of at least
+  // about 4 MB (float). Copies run at memory speed, so threads gain little below that, and
+  // every region is a meeting that beside busy processes can cost a scheduler time slice.
+  static int64_t copy_grain(int64_t C) {
+    return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, C));
+  }
+
   template <typename D, typename S>
   static void copy_rows(Context&, int64_t n, int64_t C, D* dst, int64_t ldd,
                         const int64_t* dst_idx, const S* src, int64_t lds,
                         const int64_t* src_idx) {
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+    const int64_t grain = copy_grain(C);
     rows_loop(n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t di = dst_idx ? dst_idx[r] : r, si = src_idx ? src_idx[r] : r;
@@ -281,7 +288,7 @@ struct CpuBackend {
 
   template <typename T>
   static void zero_rows(Context&, int64_t n, int64_t C, T* dst, int64_t ldd, const int64_t* idx) {
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C));
+    const int64_t grain = copy_grain(C);
     rows_loop(n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) std::memset(dst + (idx ? idx[r] : r) * ldd, 0, C * sizeof(T));
     });

@@ -174,20 +174,16 @@ def test_training_matches_nn_lstm(step_gemm, how, num_layers, bidirectional, pro
     assert (used > 0) == (how == "own"), f"{used} own step GEMMs with FASTLSTM_CPU_STEP_GEMM={how}"
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_inference_matches_nn_lstm_on_any_thread_count(step_gemm, threads):
+@pytest.mark.parametrize("thread_count", [1, 2, 3])
+def test_inference_matches_nn_lstm_on_any_thread_count(step_gemm, threads, thread_count):
     step_gemm("own")
     ref, fast, x, lengths, hx = case(2, True, 0, 48, "has_zero", B=9, T=13)
     with torch.no_grad():
         expected = reference_forward(ref, x, lengths, hx)
-    before_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        before = step_gemms()
-        with torch.no_grad():
-            out, (h, c) = fast(x, hx, lengths=torch.tensor(lengths))
-    finally:
-        torch.set_num_threads(before_threads)
+    threads(thread_count)
+    before = step_gemms()
+    with torch.no_grad():
+        out, (h, c) = fast(x, hx, lengths=torch.tensor(lengths))
     assert step_gemms() > before
     for name, a, e in zip(("output", "h_n", "c_n"), (out, h, c), expected):
         assert_close(name, a, e, F32)
@@ -213,9 +209,10 @@ def test_default_step_gemm_by_dtype(monkeypatch):
     assert step_gemms() == before
 
 
-@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("thread_count", [2, 3])
 @pytest.mark.parametrize("mode", ["inference", "training"])
-def test_steps_partition_splits_large_weights_over_threads(step_gemm, monkeypatch, threads, mode):
+def test_steps_partition_splits_large_weights_over_threads(step_gemm, monkeypatch, threads,
+                                                           thread_count, mode):
     # FASTLSTM_CPU_PARTITION=steps: one group per direction, and a W_hh of 1 MB (H = 256) is
     # split by columns over the group's step team at every step (step_team.h); rows keeps it
     # whole.
@@ -224,33 +221,29 @@ def test_steps_partition_splits_large_weights_over_threads(step_gemm, monkeypatc
     gen = torch.Generator().manual_seed(3)
     lengths = [60, 50, 20, 0]  # long enough for a helper that starts late to join the loop
     x = torch.randn(60, 4, 7, generator=gen)
-    before_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for partition, splits in (("steps", True), ("rows", False)):
-            monkeypatch.setenv("FASTLSTM_CPU_PARTITION", partition)
-            before = torch.ops.fastlstm._cpu_split_step_gemm_count()
-            helped_before = torch.ops.fastlstm._cpu_step_team_helped_count()
-            # A helper that the OS starts late joins a later step or call (step_team.h): up to
-            # 20 calls, each judged.
-            for _ in range(20 if splits else 1):
-                if mode == "training":
-                    check_parity(ref, fast, x, lengths)
-                else:
-                    with torch.no_grad():
-                        expected = reference_forward(ref, x, lengths, None)
-                        out, (h, c) = fast(x, lengths=torch.tensor(lengths))
-                    for name, a, e in zip(("output", "h_n", "c_n"), (out, h, c), expected):
-                        assert_close(name, a, e, F32)
-                if torch.ops.fastlstm._cpu_split_step_gemm_count() > before:
-                    break
-            split = torch.ops.fastlstm._cpu_split_step_gemm_count() - before
-            if splits:
-                # Split wherever a helper joined; one the OS never started in time leaves the
-                # leader to run alone (tests/test_cpu_partition.py tests the team itself).
-                helped = torch.ops.fastlstm._cpu_step_team_helped_count() > helped_before
-                assert split > 0 or not helped, (partition, split)
+    threads(thread_count)
+    for partition, splits in (("steps", True), ("rows", False)):
+        monkeypatch.setenv("FASTLSTM_CPU_PARTITION", partition)
+        before = torch.ops.fastlstm._cpu_split_step_gemm_count()
+        helped_before = torch.ops.fastlstm._cpu_step_team_helped_count()
+        # A helper that the OS starts late joins a later step or call (step_team.h): up to
+        # 20 calls, each judged.
+        for _ in range(20 if splits else 1):
+            if mode == "training":
+                check_parity(ref, fast, x, lengths)
             else:
-                assert split == 0, (partition, split)
-    finally:
-        torch.set_num_threads(before_threads)
+                with torch.no_grad():
+                    expected = reference_forward(ref, x, lengths, None)
+                    out, (h, c) = fast(x, lengths=torch.tensor(lengths))
+                for name, a, e in zip(("output", "h_n", "c_n"), (out, h, c), expected):
+                    assert_close(name, a, e, F32)
+            if torch.ops.fastlstm._cpu_split_step_gemm_count() > before:
+                break
+        split = torch.ops.fastlstm._cpu_split_step_gemm_count() - before
+        if splits:
+            # Split wherever a helper joined; one the OS never started in time leaves the
+            # leader to run alone (tests/test_cpu_partition.py tests the team itself).
+            helped = torch.ops.fastlstm._cpu_step_team_helped_count() > helped_before
+            assert split > 0 or not helped, (partition, split)
+        else:
+            assert split == 0, (partition, split)

@@ -5,6 +5,7 @@ the same weights is at most twice nn.LSTM's own error in that dtype on the CPU (
 pack_padded_sequence, the judge). Cell state and sums are kept in float32.
 """
 
+import ctypes
 import os
 
 import pytest
@@ -205,3 +206,44 @@ def test_row_groups_share_one_pack_per_direction(bidirectional, monkeypatch, thr
         "W_ih packed once per group, not once per direction")
     for name, e, j, o in zip(["output", "h_n", "c_n"], exact, judge, ours):
         assert max_err(o, e) <= 2 * max_err(j, e), name
+
+
+CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def resident_peak_mib(fn):
+    """MiB by which the process's resident high-water mark (Linux VmHWM, reset before) rose
+    above its resident size while fn ran."""
+    def kib(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    # Free memory that malloc still holds goes back to the OS first, else fn could reuse it
+    # without the resident size rising.
+    ctypes.CDLL(None).malloc_trim(0)
+    before = kib("VmRSS")
+    with open(CLEAR_REFS, "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    fn()
+    return (kib("VmHWM") - before) / 1024
+
+
+@pytest.mark.skipif(not os.access(CLEAR_REFS, os.W_OK), reason=f"{CLEAR_REFS} is not writable "
+                    "(Linux only), so the resident high-water mark cannot be reset")
+@pytest.mark.parametrize("trans", [True, False])
+def test_float16_pack_widens_straight_into_the_panels(trans):
+    """float16 step weights are packed as float32 panels (step_gemm.h). They are widened while
+    packing, with no widened copy of the whole weight beside the panels: a pack of a 4096 x 1024
+    weight (16 MiB of float32 panels) peaks near 16 MiB, where a widened copy first made it
+    32. The product is checked too."""
+    N, K = 4096, 1024
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn((N, K) if trans else (K, N), generator=gen).half()
+    a = torch.randn(1, K, generator=gen).half()
+    c = torch.zeros(1, N)
+    out = []
+    peak = resident_peak_mib(lambda: out.append(
+        torch.ops.fastlstm._cpu_step_gemm(a, w, trans, 0.0, c)))
+    panels_mib = N * K * 4 / 2**20
+    assert peak < 1.5 * panels_mib, f"packing peaked at {peak:.1f} MiB above the resident size"
+    expected = a.double() @ (w.double().t() if trans else w.double())
+    torch.testing.assert_close(out[0].double(), expected, rtol=1e-5, atol=1e-4)

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <unistd.h>
 #include <vector>
 
@@ -284,9 +285,20 @@ constexpr int64_t kSplitWeightBytes = int64_t(1) << 20;
 // GMAC/s on one core), where float panels are the faster bfloat16 kernel.
 constexpr double kPairsMinGain = 1.25;
 
-}  // namespace
 
-StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, int64_t ld) {
+// n values of src as floats: src itself for float, else widened (exact) into buffer.
+const float* as_floats(const float* src, int64_t, float*) { return src; }
+template <typename T>
+const float* as_floats(const T* src, int64_t n, float* buffer) {
+  widen(src, buffer, n);
+  return buffer;
+}
+
+// op(W) of float, bfloat16 or float16 as float32 panels (see step_gemm.h). The half types are
+// widened straight into the panels, 64 values at a time: no widened copy of W (at H = 512 that
+// was 4 MB beside the panels while packing).
+template <typename S>
+StepPanels pack_float_panels(bool trans, int64_t N, int64_t K, const S* w, int64_t ld) {
   StepPanels s;
   s.isa = isa();
   s.N = N;
@@ -298,31 +310,44 @@ StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, in
   FASTLSTM_CHECK(s.data != nullptr, "fastlstm: could not allocate ", bytes,
               " bytes for a packed weight");
   if (poison_packs()) std::memset(s.data.get(), 0xFF, bytes);
+  constexpr int64_t kBlock = 64;
+  float buffer[kBlock];
   for (int64_t p = 0; p < panels; ++p) {
     float* dst = s.data.get() + p * K * nr;
     const int64_t n0 = p * nr, cols = std::min(nr, N - n0);
     if (trans) {
       // op(W)[k][n] = w[n ld + k]: blocks of 64 k, so the panel's block stays in L1 while
       // the panel's rows of W are read along k.
-      for (int64_t k0 = 0; k0 < K; k0 += 64) {
-        const int64_t k1 = std::min(K, k0 + 64);
+      for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+        const int64_t k1 = std::min(K, k0 + kBlock);
         for (int64_t j = 0; j < nr; ++j) {
           if (j >= cols) {
             for (int64_t k = k0; k < k1; ++k) dst[k * nr + j] = 0.f;
             continue;
           }
-          const float* src = w + (n0 + j) * ld;
-          for (int64_t k = k0; k < k1; ++k) dst[k * nr + j] = src[k];
+          const float* src = as_floats(w + (n0 + j) * ld + k0, k1 - k0, buffer);
+          for (int64_t k = k0; k < k1; ++k) dst[k * nr + j] = src[k - k0];
         }
       }
     } else {
       for (int64_t k = 0; k < K; ++k) {
-        std::memcpy(dst + k * nr, w + k * ld + n0, cols * sizeof(float));
+        const S* row = w + k * ld + n0;
+        if constexpr (std::is_same_v<S, float>) {
+          std::memcpy(dst + k * nr, row, cols * sizeof(float));
+        } else {
+          widen(row, dst + k * nr, cols);
+        }
         std::fill(dst + k * nr + cols, dst + (k + 1) * nr, 0.f);
       }
     }
   }
   return s;
+}
+
+}  // namespace
+
+StepPanels pack_step_weight(bool trans, int64_t N, int64_t K, const float* w, int64_t ld) {
+  return pack_float_panels(trans, N, K, w, ld);
 }
 
 namespace {
@@ -591,11 +616,7 @@ StepPanels pack_step_weight_lowp(bool trans, int64_t N, int64_t K, const T* w, i
       default: break;
     }
   }
-  // Widened to float (exact), then the float32 panels.
-  const int64_t rows = trans ? N : K, cols = trans ? K : N;
-  std::vector<float> wide(static_cast<size_t>(std::max<int64_t>(1, rows * cols)));
-  for (int64_t r = 0; r < rows; ++r) widen(w + r * ld, wide.data() + r * cols, cols);
-  return pack_step_weight(trans, N, K, wide.data(), cols);
+  return pack_float_panels(trans, N, K, w, ld);  // widened to float (exact)
 }
 
 template <typename T>

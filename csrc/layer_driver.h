@@ -25,6 +25,7 @@
 //   zero_rows<T>(ctx, n, C, dst, ldd, idx)
 //   add<Acc, T>(ctx, n, dst, src)                                          dst += src
 //   combine_bias<T, Acc>(ctx, G, out, b_ih, b_hh)                          out = b_ih + b_hh (or 0)
+//   row_sum<T, Acc>(ctx, dgates) -> Tensor                 [G] Acc: dgates [N, G] summed over N
 //   for_each_row_group<T>(d, schedule, f) f(dir, r0, r1) for every group of sorted rows whose
 //                                        time loop runs on its own (csrc/cpu/partition.h);
 //                                        a GPU runs one group per direction, [0, B)
@@ -43,6 +44,7 @@
 #include "layer_io.h"
 #include "loop_weight.h"
 #include "lstm.h"
+#include "once_per_direction.h"
 #include "schedule.h"
 #include "schedule_view.h"
 
@@ -85,47 +87,6 @@ StepWeights<T> step_weights(typename Backend::Context& ctx, const LayerDims& d,
   if (d.has_proj) sw.hr = op(w.w_hr, d.Hout, d.H);
   return sw;
 }
-
-// A value per direction, made once per layer call by the first of the direction's row groups
-// to ask and shared by the others (on the CPU, groups of one direction run on several threads
-// at once: each used to pack its own copy of the direction's weights). A group that asks while
-// another is making it waits for it. (An atomic state and C++20's atomic wait, not
-// std::call_once: that would export libstdc++ template symbols and need glibc 2.34.)
-template <typename V>
-class OncePerDirection {
- public:
-  explicit OncePerDirection(int64_t D) : state_(new std::atomic<int>[D]), values_(D) {
-    for (int64_t i = 0; i < D; ++i) state_[i].store(kUnmade, std::memory_order_relaxed);
-  }
-  template <typename Make>
-  const V& get(int64_t dir, const Make& make) {
-    std::atomic<int>& state = state_[dir];
-    int seen = state.load(std::memory_order_acquire);
-    while (seen != kMade) {
-      if (seen == kUnmade &&
-          state.compare_exchange_strong(seen, kMaking, std::memory_order_acquire)) {
-        try {
-          values_[dir] = make();
-        } catch (...) {
-          state.store(kUnmade, std::memory_order_release);  // another group may try again
-          state.notify_all();
-          throw;
-        }
-        state.store(kMade, std::memory_order_release);
-        state.notify_all();
-        break;
-      }
-      if (seen == kMaking) state.wait(kMaking, std::memory_order_acquire);
-      seen = state.load(std::memory_order_acquire);
-    }
-    return values_[dir];
-  }
-
- private:
-  static constexpr int kUnmade = 0, kMaking = 1, kMade = 2;
-  std::unique_ptr<std::atomic<int>[]> state_;
-  std::vector<V> values_;
-};
 
 // Rows of batch-order src [B, C] (contiguous, type S) in sorted order, as a new [B, C] tensor
 // of type D: dst[j] = src[order[j]].
@@ -538,11 +499,7 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                                    0, ptr<Acc>(dw_hh), Ho);
     grad_weights[k++] = to_dtype(dw_hh, dtype_of<T>());
     if (d.has_biases) {
-      const Sizes rows_dim{0};
-      Tensor db = to_dtype(torch::stable::sum(dgates[dir],
-                                              torch::headeronly::IntHeaderOnlyArrayRef(rows_dim),
-                                              /*keepdim=*/false, dtype_of<Acc>()),
-                           dtype_of<T>());
+      Tensor db = to_dtype(Backend::template row_sum<T, Acc>(ctx, dgates[dir]), dtype_of<T>());
       grad_weights[k++] = db;
       grad_weights[k++] = torch::stable::clone(db);
     }

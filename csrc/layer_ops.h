@@ -37,6 +37,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_layer_forward(
     const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
     const Tensor& c0, const std::vector<Tensor>& weights, bool padded_reserve) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
+  const typename Backend::CallScope call(d, s);  // e.g. serial on a contended CPU
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve_rows = padded_reserve ? d.T * d.B : s.total;
   in.reserve = allocate_reserve(d, in.reserve_rows, input);
@@ -55,6 +56,7 @@ std::tuple<Tensor, Tensor, Tensor> run_layer_inference(
     const LayerDims& d, const Tensor& input, const Tensor& lengths, const Tensor& h0,
     const Tensor& c0, const std::vector<Tensor>& weights) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
+  const typename Backend::CallScope call(d, s);  // e.g. serial on a contended CPU
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   ForwardOutputs out = allocate_forward_outputs(d, input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
@@ -70,6 +72,7 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> run_layer_backward(
     const Tensor& lengths, const Tensor& h0, const Tensor& c0,
     const std::vector<Tensor>& weights, const Tensor& reserve, bool input_requires_grad) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
+  const typename Backend::CallScope call(d, s);  // e.g. serial on a contended CPU
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve = reserve;
   in.reserve_rows = reserve_rows(d, s.total, input, reserve);

@@ -20,6 +20,11 @@ import os
 # Keras 3 reads its backend once, at import: fastlstm.keras needs torch's (tests/test_keras.py,
 # and the docs' check that fastlstm.keras.LSTM exists).
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# A CPU layer call that finds its cores contended runs on one thread for a while
+# (csrc/cpu/contention.h). pytest-xdist's workers contend with each other, so the tests that
+# count a call's row groups or splits would depend on timing: the suite runs with it off, and
+# tests/test_cpu_contention.py turns it on.
+os.environ.setdefault("FASTLSTM_CPU_CONTENTION", "off")
 
 import pytest
 

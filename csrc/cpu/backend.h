@@ -14,9 +14,11 @@
 
 #include "../loop_weight.h"
 #include "../lstm.h"
+#include "../once_per_direction.h"
 #include "../schedule.h"
 #include "../torch_api.h"
 #include "cell.h"
+#include "contention.h"
 #include "convert.h"
 #include "gemm.h"
 #include "partition.h"
@@ -26,6 +28,13 @@
 namespace fastlstm::cpu {
 
 struct CpuBackend {
+  // Alive for one layer call (csrc/layer_ops.h): runs it serially where contention.h says so.
+  struct CallScope {
+    CallScope(const LayerDims& d, const Schedule& s)
+        : serial(contended_serial(layer_macs(d, s))) {}
+    SerialCallScope serial;
+  };
+
   struct Context {
     explicit Context(const Tensor&) {}
     const int64_t* indices(const IndexList& v) { return v.data(); }
@@ -245,10 +254,10 @@ struct CpuBackend {
   }
 
   // f(r0, r1) over [0, n) on torch's threads, or on the calling thread inside a step team's
-  // time loop (no OpenMP region there: step_team.h).
+  // time loop (no OpenMP region there: step_team.h) and in a serial call (contention.h).
   template <typename F>
   static void rows_loop(int64_t n, int64_t grain, const F& f) {
-    if (current_step_team() != nullptr) {
+    if (current_step_team() != nullptr || serial_call()) {
       if (n > 0) f(0, n);
     } else {
       torch::stable::parallel_for(0, n, grain, f);
@@ -299,6 +308,38 @@ struct CpuBackend {
     for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<Acc>(src[i]);
   }
 
+  // The sum of dgates' rows [N, G] (type T, contiguous), as a new [G] tensor of type Acc:
+  // blocks of 256 columns over torch's threads (none in a serial call), each summed 64 rows
+  // at a time into a partial sum, then into the total (rounding error grows with N / 64 + 64,
+  // not N).
+  template <typename T, typename Acc>
+  static Tensor row_sum(Context&, const Tensor& dgates) {
+    const int64_t N = dgates.size(0), G = dgates.size(1);
+    Tensor out = empty_like_device({G}, dtype_of<Acc>(), dgates);
+    const T* src = cptr<T>(dgates);
+    Acc* total = ptr<Acc>(out);
+    constexpr int64_t kCols = 256, kRows = 64;
+    const int64_t blocks = (G + kCols - 1) / kCols;
+    const int64_t grain =
+        std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, N * kCols));
+    rows_loop(blocks, grain, [&](int64_t b0, int64_t b1) {
+      Acc partial[kCols];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t c0 = b * kCols, cols = std::min(kCols, G - c0);
+        std::fill(total + c0, total + c0 + cols, Acc(0));
+        for (int64_t n0 = 0; n0 < N; n0 += kRows) {
+          std::fill(partial, partial + cols, Acc(0));
+          for (int64_t n = n0; n < std::min(N, n0 + kRows); ++n) {
+            const T* row = src + n * G + c0;
+            for (int64_t c = 0; c < cols; ++c) partial[c] += static_cast<Acc>(row[c]);
+          }
+          for (int64_t c = 0; c < cols; ++c) total[c0 + c] += partial[c];
+        }
+      }
+    });
+    return out;
+  }
+
   template <typename T, typename Acc>
   static void combine_bias(Context&, int64_t G, Acc* out, const T* b_ih, const T* b_hh) {
     for (int64_t k = 0; k < G; ++k) out[k] = b_ih ? Acc(b_ih[k]) + Acc(b_hh[k]) : Acc(0);
@@ -316,12 +357,37 @@ struct CpuBackend {
     return false;
   }
 
+  static int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
   // One task per group (and per helper of its step team under the steps partition) in one
   // parallel region of torch's threads.
   template <typename F>
   static void run_groups_in_parallel(const std::vector<RowGroup>& groups, Partition how,
                                      int64_t threads, const F& f) {
     const int64_t n = static_cast<int64_t>(groups.size());
+    if (how == Partition::rows) {
+      // Each task measures the time its thread lost to other processes (contention.h): its
+      // late start, and its wall time less its own CPU time.
+      const int64_t start = now_ns();
+      std::atomic<int64_t> worst_lost{0};
+      torch::stable::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
+        const int64_t begun = now_ns(), cpu = thread_cpu_ns(), waited = direction_wait_ns();
+        for (int64_t k = i0; k < i1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
+        const int64_t wall = now_ns() - begun, used = thread_cpu_ns() - cpu;
+        // Waiting for another group's packed weights (OncePerDirection) is the call's own.
+        const int64_t off_cpu = wall - used - (direction_wait_ns() - waited);
+        const int64_t lost = (begun - start) + std::max<int64_t>(0, off_cpu);
+        int64_t seen = worst_lost.load(std::memory_order_relaxed);
+        while (lost > seen && !worst_lost.compare_exchange_weak(seen, lost)) {
+        }
+      });
+      report_parallel_call(now_ns() - start, worst_lost.load());
+      return;
+    }
     // Members per group: its leader, and under the steps partition the threads left over.
     const int64_t members = how == Partition::steps ? std::max<int64_t>(1, threads / n) : 1;
     std::vector<std::unique_ptr<StepTeam>> teams;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "contention.h"
 #include "fast_math.h"
 #include "isa.h"
 #include "step_team.h"
@@ -141,7 +142,8 @@ int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 16384 / (4 * H)); }
 
 // f(r0, r1) over rows [0, rows): on torch's threads, or in a step team (the steps partition)
 // on the team's where every member gets a task's worth of rows, else on the calling thread
-// (no OpenMP region inside a team's time loop: its barrier spins, step_team.h).
+// (no OpenMP region inside a team's time loop: its barrier spins, step_team.h); on the calling
+// thread in a serial call too (contention.h).
 template <typename F>
 void for_rows(int64_t rows, int64_t H, const F& f) {
   const int64_t grain = row_grain(H);
@@ -151,6 +153,10 @@ void for_rows(int64_t rows, int64_t H, const F& f) {
     } else {
       f(0, rows);
     }
+    return;
+  }
+  if (serial_call()) {  // contention.h
+    if (rows > 0) f(0, rows);
     return;
   }
   torch::stable::parallel_for(0, rows, grain, f);

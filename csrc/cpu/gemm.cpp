@@ -157,6 +157,10 @@ bool packed_gemm_wanted() {
 }
 }  // namespace
 
+int blas_threads_here(int threads) {
+  return MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(threads) : 0;
+}
+
 bool packed_gemm_available() {
   return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
          cblas_sgemm_compute != nullptr;

@@ -38,6 +38,9 @@ bool gemm_packed_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
 // Whether libtorch_cpu's BLAS has the packed float GEMM (MKL's cblas_sgemm_pack/compute), and
 // how many GEMMs ran through gemm_packed_f32 so far in this process (both for tests).
 bool packed_gemm_available();
+// Sets the BLAS's thread count for the calling thread (MKL's local setting; 0: back to the
+// global count) and returns the previous local setting; 0 and no effect without MKL.
+int blas_threads_here(int threads);
 int64_t packed_gemm_count();
 
 }  // namespace fastlstm::cpu

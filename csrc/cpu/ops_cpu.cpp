@@ -210,6 +210,10 @@ int64_t packed_input_count() { return CpuBackend::packed_input_count().load(); }
 
 int64_t last_row_groups() { return last_row_group_count().load(); }
 
+// Test ops of contention.h: whether a contended window is open; open (true) or close one.
+bool contention_window_open_for_test() { return contention_window_open(); }
+void report_contention(bool contended) { report_contention_for_test(contended); }
+
 double loop_seconds() { return static_cast<double>(loop_nanoseconds().load()) * 1e-9; }
 
 double fma_peak(int64_t threads, double seconds) {
@@ -322,13 +326,16 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and
 // _cpu_step_gemm_gflops(M, N, K, trans, how, seconds, dtype), one per-step product's speed with
-// W packed once, own or MKL's, in float32, bfloat16 or float16 (step_gemm_timing.h).
+// W packed once, own or MKL's, in float32, bfloat16 or float16 (step_gemm_timing.h);
+// _cpu_contention_window_open() and _cpu_report_contention(contended), contention.h's window.
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_packed_gemm_available() -> bool");
   m.def("_cpu_packed_gemm_count() -> int");
   m.def("_cpu_row_groups(Tensor sorted_lengths, int directions, int threads, str partition) "
         "-> Tensor");
   m.def("_cpu_last_row_groups() -> int");
+  m.def("_cpu_contention_window_open() -> bool");
+  m.def("_cpu_report_contention(bool contended) -> ()");
   m.def("_cpu_partition_choice(Tensor sorted_lengths, int directions, int H, int Hout, "
         "int threads, int elem_bytes, int l2_bytes) -> str");
   m.def("_cpu_l2_bytes() -> int");
@@ -356,6 +363,9 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_packed_gemm_count", TORCH_BOX(&fastlstm::cpu::packed_gemm_count));
   m.impl("_cpu_row_groups", TORCH_BOX(&fastlstm::cpu::row_groups_for_test));
   m.impl("_cpu_last_row_groups", TORCH_BOX(&fastlstm::cpu::last_row_groups));
+  m.impl("_cpu_contention_window_open",
+         TORCH_BOX(&fastlstm::cpu::contention_window_open_for_test));
+  m.impl("_cpu_report_contention", TORCH_BOX(&fastlstm::cpu::report_contention));
   m.impl("_cpu_partition_choice", TORCH_BOX(&fastlstm::cpu::partition_choice_for_test));
   m.impl("_cpu_l2_bytes", TORCH_BOX(&fastlstm::cpu::l2_bytes_for_test));
   m.impl("_cpu_step_team_selftest", TORCH_BOX(&fastlstm::cpu::step_team_selftest));

@@ -28,6 +28,7 @@
 #include "../lstm.h"
 #include "../schedule.h"
 #include "../torch_api.h"
+#include "contention.h"
 #include "step_gemm.h"
 
 namespace fastlstm::cpu {
@@ -169,8 +170,9 @@ inline int64_t layer_macs(const LayerDims& d, const Schedule& s) {
 }
 
 // The threads a layer call spreads its groups over: torch's intra-op thread count, or 1 for a
-// small layer (kParallelMinMacs).
+// small layer (kParallelMinMacs) and for a serial call (contention.h).
 inline int64_t layer_threads(const LayerDims& d, const Schedule& s) {
+  if (serial_call()) return 1;
   const int64_t threads = std::max<int64_t>(1, torch::stable::get_num_threads());
   return forced_partition() == nullptr && layer_macs(d, s) < kParallelMinMacs ? 1 : threads;
 }

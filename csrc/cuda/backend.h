@@ -36,6 +36,11 @@ DeviceSchedule device_schedule(const Tensor& lengths, int64_t T);
 bool tf32_allowed();
 
 struct CudaBackend {
+  // Alive for one layer call (csrc/layer_ops.h); nothing to set up on the GPU.
+  struct CallScope {
+    CallScope(const LayerDims&, const Schedule&) {}
+  };
+
   // Uploads index lists to the device for the duration of one op call.
   class Context {
    public:
@@ -95,6 +100,14 @@ struct CudaBackend {
 
   template <typename T, typename Acc>
   static void combine_bias(Context& ctx, int64_t G, Acc* out, const T* b_ih, const T* b_hh);
+
+  // The sum of dgates' rows [N, G] (type T), as a [G] tensor of type Acc: torch's sum.
+  template <typename T, typename Acc>
+  static Tensor row_sum(Context&, const Tensor& dgates) {
+    const Sizes rows_dim{0};
+    return torch::stable::sum(dgates, torch::headeronly::IntHeaderOnlyArrayRef(rows_dim),
+                              /*keepdim=*/false, dtype_of<Acc>());
+  }
 
   // The whole time loop of every direction in one cooperative launch (persistent.cuh), when
   // FASTLSTM_CUDA_PATH asks for it and the shape fits; false: the driver's per-step loop.

@@ -1,0 +1,90 @@
+#include "contention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+
+#include "gemm.h"
+
+namespace fastlstm::cpu {
+namespace {
+
+constexpr int64_t kFirstWindowNs = 50'000'000;     // 50 ms
+constexpr int64_t kLongestWindowNs = 1'600'000'000;  // 1.6 s
+constexpr int64_t kMinLostNs = 300'000;            // 0.3 ms
+
+std::atomic<int64_t> g_window_ns{0};  // length of the current (or last) window; 0: clean
+std::atomic<int64_t> g_until_ns{0};   // steady-clock time at which the window closes
+
+thread_local bool t_serial = false;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+enum class Mode { automatic, off, on };
+Mode mode() {
+  const char* v = std::getenv("FASTLSTM_CPU_CONTENTION");
+  if (v == nullptr) return Mode::automatic;
+  if (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0) return Mode::off;
+  if (std::strcmp(v, "on") == 0 || std::strcmp(v, "1") == 0) return Mode::on;
+  return Mode::automatic;
+}
+
+void open_or_close(bool contended) {
+  if (!contended) {
+    g_window_ns.store(0, std::memory_order_relaxed);
+    g_until_ns.store(0, std::memory_order_relaxed);
+    return;
+  }
+  const int64_t last = g_window_ns.load(std::memory_order_relaxed);
+  const int64_t window = last == 0 ? kFirstWindowNs : std::min(2 * last, kLongestWindowNs);
+  g_window_ns.store(window, std::memory_order_relaxed);
+  g_until_ns.store(now_ns() + window, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+bool contention_window_open() { return now_ns() < g_until_ns.load(std::memory_order_relaxed); }
+
+bool contended_serial(int64_t macs) {
+  switch (mode()) {
+    case Mode::off: return false;
+    case Mode::on: return macs < kContendedSerialMaxMacs;
+    default: return macs < kContendedSerialMaxMacs && contention_window_open();
+  }
+}
+
+void report_parallel_call(int64_t wall_ns, int64_t worst_lost_ns) {
+  open_or_close(worst_lost_ns > std::max(kMinLostNs, wall_ns / 4));
+}
+
+void report_contention_for_test(bool contended) { open_or_close(contended); }
+
+int64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+bool serial_call() { return t_serial; }
+
+SerialCallScope::SerialCallScope(bool serial) : serial_(serial) {
+  if (!serial_) return;
+  before_ = t_serial;
+  t_serial = true;
+  blas_before_ = blas_threads_here(1);
+}
+
+SerialCallScope::~SerialCallScope() {
+  if (!serial_) return;
+  blas_threads_here(blas_before_);
+  t_serial = before_;
+}
+
+}  // namespace fastlstm::cpu

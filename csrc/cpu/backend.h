@@ -357,12 +357,6 @@ struct CpuBackend {
     return false;
   }
 
-  static int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-
   // One task per group (and per helper of its step team under the steps partition) in one
   // parallel region of torch's threads.
   template <typename F>
@@ -372,12 +366,12 @@ struct CpuBackend {
     if (how == Partition::rows) {
       // Each task measures the time its thread lost to other processes (contention.h): its
       // late start, and its wall time less its own CPU time.
-      const int64_t start = now_ns();
+      const int64_t start = steady_ns();
       std::atomic<int64_t> worst_lost{0};
       torch::stable::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
-        const int64_t begun = now_ns(), cpu = thread_cpu_ns(), waited = direction_wait_ns();
+        const int64_t begun = steady_ns(), cpu = thread_cpu_ns(), waited = direction_wait_ns();
         for (int64_t k = i0; k < i1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
-        const int64_t wall = now_ns() - begun, used = thread_cpu_ns() - cpu;
+        const int64_t wall = steady_ns() - begun, used = thread_cpu_ns() - cpu;
         // Waiting for another group's packed weights (OncePerDirection) is the call's own.
         const int64_t off_cpu = wall - used - (direction_wait_ns() - waited);
         const int64_t lost = (begun - start) + std::max<int64_t>(0, off_cpu);
@@ -385,7 +379,7 @@ struct CpuBackend {
         while (lost > seen && !worst_lost.compare_exchange_weak(seen, lost)) {
         }
       });
-      report_parallel_call(now_ns() - start, worst_lost.load());
+      report_parallel_call(steady_ns() - start, worst_lost.load());
       return;
     }
     // Members per group: its leader, and under the steps partition the threads left over.

@@ -21,12 +21,6 @@ std::atomic<int64_t> g_until_ns{0};   // steady-clock time at which the window c
 
 thread_local bool t_serial = false;
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 enum class Mode { automatic, off, on };
 Mode mode() {
   const char* v = std::getenv("FASTLSTM_CPU_CONTENTION");
@@ -45,12 +39,14 @@ void open_or_close(bool contended) {
   const int64_t last = g_window_ns.load(std::memory_order_relaxed);
   const int64_t window = last == 0 ? kFirstWindowNs : std::min(2 * last, kLongestWindowNs);
   g_window_ns.store(window, std::memory_order_relaxed);
-  g_until_ns.store(now_ns() + window, std::memory_order_relaxed);
+  g_until_ns.store(steady_ns() + window, std::memory_order_relaxed);
 }
 
 }  // namespace
 
-bool contention_window_open() { return now_ns() < g_until_ns.load(std::memory_order_relaxed); }
+bool contention_window_open() {
+  return steady_ns() < g_until_ns.load(std::memory_order_relaxed);
+}
 
 bool contended_serial(int64_t macs) {
   switch (mode()) {
@@ -70,6 +66,12 @@ int64_t thread_cpu_ns() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 bool serial_call() { return t_serial; }

@@ -41,8 +41,9 @@ void report_parallel_call(int64_t wall_ns, int64_t worst_lost_ns);
 bool contention_window_open();
 void report_contention_for_test(bool contended);
 
-// CPU time of the calling thread, in nanoseconds.
+// CPU time of the calling thread, and the steady clock, in nanoseconds.
 int64_t thread_cpu_ns();
+int64_t steady_ns();
 
 // Whether the calling thread is running a layer call serially (SerialCallScope): its layer
 // runs one group at a time and its nested parallel loops inline.

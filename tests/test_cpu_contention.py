@@ -20,7 +20,7 @@ F32 = torch.float32
 
 
 def small_case(bidirectional, seed=0):
-    """A layer of about 25 M multiply-adds a direction: above the size that always runs on one
+    """A layer of about 14 M multiply-adds a direction: above the size that always runs on one
     thread (4 M), below the contended limit (2^29)."""
     ref, fast = make_pair(32, 64, dtype=F32, bidirectional=bidirectional, seed=seed)
     gen = torch.Generator().manual_seed(seed)

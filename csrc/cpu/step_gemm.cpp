@@ -285,7 +285,6 @@ constexpr int64_t kSplitWeightBytes = int64_t(1) << 20;
 // GMAC/s on one core), where float panels are the faster bfloat16 kernel.
 constexpr double kPairsMinGain = 1.25;
 
-
 // n values of src as floats: src itself for float, else widened (exact) into buffer.
 const float* as_floats(const float* src, int64_t, float*) { return src; }
 template <typename T>

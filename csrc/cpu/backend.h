@@ -357,42 +357,43 @@ struct CpuBackend {
     return false;
   }
 
-  // One task per group (and per helper of its step team under the steps partition) in one
-  // parallel region of torch's threads.
+  // The rows partition: one task per group in one parallel region of torch's threads. Each
+  // task measures the time its thread lost to other processes (contention.h): its late start,
+  // and its wall time less its own CPU time.
   template <typename F>
-  static void run_groups_in_parallel(const std::vector<RowGroup>& groups, Partition how,
-                                     int64_t threads, const F& f) {
+  static void run_row_groups_in_parallel(const std::vector<RowGroup>& groups, const F& f) {
     const int64_t n = static_cast<int64_t>(groups.size());
-    if (how == Partition::rows) {
-      // Each task measures the time its thread lost to other processes (contention.h): its
-      // late start, and its wall time less its own CPU time.
-      const int64_t start = steady_ns();
-      std::atomic<int64_t> worst_lost{0};
-      torch::stable::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
-        const int64_t begun = steady_ns(), cpu = thread_cpu_ns(), waited = direction_wait_ns();
-        for (int64_t k = i0; k < i1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
-        const int64_t wall = steady_ns() - begun, used = thread_cpu_ns() - cpu;
-        // Waiting for another group's packed weights (OncePerDirection) is the call's own.
-        const int64_t off_cpu = wall - used - (direction_wait_ns() - waited);
-        const int64_t lost = (begun - start) + std::max<int64_t>(0, off_cpu);
-        int64_t seen = worst_lost.load(std::memory_order_relaxed);
-        while (lost > seen && !worst_lost.compare_exchange_weak(seen, lost)) {
-        }
-      });
-      report_parallel_call(steady_ns() - start, worst_lost.load());
-      return;
-    }
-    // Members per group: its leader, and under the steps partition the threads left over.
-    const int64_t members = how == Partition::steps ? std::max<int64_t>(1, threads / n) : 1;
+    const int64_t start = steady_ns();
+    std::atomic<int64_t> worst_lost{0};
+    torch::stable::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
+      const int64_t begun = steady_ns(), cpu = thread_cpu_ns(), waited = direction_wait_ns();
+      for (int64_t k = i0; k < i1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
+      const int64_t wall = steady_ns() - begun, used = thread_cpu_ns() - cpu;
+      // Waiting for another group's packed weights (OncePerDirection) is the call's own.
+      const int64_t off_cpu = wall - used - (direction_wait_ns() - waited);
+      const int64_t lost = (begun - start) + std::max<int64_t>(0, off_cpu);
+      int64_t seen = worst_lost.load(std::memory_order_relaxed);
+      while (lost > seen && !worst_lost.compare_exchange_weak(seen, lost)) {
+      }
+    });
+    report_parallel_call(steady_ns() - start, worst_lost.load());
+  }
+
+  // The steps partition: one task per group and per helper of its step team (the threads left
+  // over) in one parallel region of torch's threads.
+  template <typename F>
+  static void run_step_teams_in_parallel(const std::vector<RowGroup>& groups, int64_t threads,
+                                         const F& f) {
+    const int64_t n = static_cast<int64_t>(groups.size());
+    const int64_t members = std::max<int64_t>(1, threads / n);  // a leader and its helpers
     std::vector<std::unique_ptr<StepTeam>> teams;
-    if (how == Partition::steps)
-      for (int64_t k = 0; k < n; ++k)
-        teams.push_back(std::make_unique<StepTeam>(static_cast<int>(members - 1)));
+    for (int64_t k = 0; k < n; ++k)
+      teams.push_back(std::make_unique<StepTeam>(static_cast<int>(members - 1)));
     // Task i: member i % members of group i / members; member 0 runs the group's time loop.
     torch::stable::parallel_for(0, n * members, 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t k = i / members;
-        StepTeam* team = teams.empty() ? nullptr : teams[k].get();
+        StepTeam* team = teams[k].get();
         if (i % members == 0) {
           const StepTeamScope scope(team);  // and finishes it, even if f throws
           f(groups[k].dir, groups[k].r0, groups[k].r1);
@@ -418,8 +419,10 @@ struct CpuBackend {
     const auto start = std::chrono::steady_clock::now();
     if (threads == 1) {
       for (const RowGroup& g : groups) f(g.dir, g.r0, g.r1);  // a small layer: no region at all
+    } else if (how == Partition::rows) {
+      run_row_groups_in_parallel(groups, f);
     } else {
-      run_groups_in_parallel(groups, how, threads, f);
+      run_step_teams_in_parallel(groups, threads, f);
     }
     loop_nanoseconds() += std::chrono::duration_cast<std::chrono::nanoseconds>(
                               std::chrono::steady_clock::now() - start)

@@ -52,13 +52,13 @@ double serial_gemm_macs() {
 // Runs f with MKL on one thread when the GEMM is small (see serial_gemm_macs).
 template <typename F>
 void with_blas_threads_for(int64_t M, int64_t N, int64_t K, F&& f) {
-  if (MKL_Set_Num_Threads_Local == nullptr || double(M) * N * K >= serial_gemm_macs()) {
+  if (double(M) * N * K >= serial_gemm_macs()) {
     f();
     return;
   }
-  const int prev = MKL_Set_Num_Threads_Local(1);
+  const int prev = blas_threads_here(1);  // no effect without MKL
   f();
-  MKL_Set_Num_Threads_Local(prev);
+  blas_threads_here(prev);
 }
 
 // Without the BLAS symbols (a torch built with another BLAS): torch's matmul on borrowed

@@ -210,10 +210,6 @@ int64_t packed_input_count() { return CpuBackend::packed_input_count().load(); }
 
 int64_t last_row_groups() { return last_row_group_count().load(); }
 
-// Test ops of contention.h: whether a contended window is open; open (true) or close one.
-bool contention_window_open_for_test() { return contention_window_open(); }
-void report_contention(bool contended) { report_contention_for_test(contended); }
-
 double loop_seconds() { return static_cast<double>(loop_nanoseconds().load()) * 1e-9; }
 
 double fma_peak(int64_t threads, double seconds) {
@@ -363,9 +359,8 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_packed_gemm_count", TORCH_BOX(&fastlstm::cpu::packed_gemm_count));
   m.impl("_cpu_row_groups", TORCH_BOX(&fastlstm::cpu::row_groups_for_test));
   m.impl("_cpu_last_row_groups", TORCH_BOX(&fastlstm::cpu::last_row_groups));
-  m.impl("_cpu_contention_window_open",
-         TORCH_BOX(&fastlstm::cpu::contention_window_open_for_test));
-  m.impl("_cpu_report_contention", TORCH_BOX(&fastlstm::cpu::report_contention));
+  m.impl("_cpu_contention_window_open", TORCH_BOX(&fastlstm::cpu::contention_window_open));
+  m.impl("_cpu_report_contention", TORCH_BOX(&fastlstm::cpu::report_contention_for_test));
   m.impl("_cpu_partition_choice", TORCH_BOX(&fastlstm::cpu::partition_choice_for_test));
   m.impl("_cpu_l2_bytes", TORCH_BOX(&fastlstm::cpu::l2_bytes_for_test));
   m.impl("_cpu_step_team_selftest", TORCH_BOX(&fastlstm::cpu::step_team_selftest));

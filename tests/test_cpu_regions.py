@@ -42,7 +42,7 @@ void GOMP_parallel(body_fn fn, void* data, unsigned threads, unsigned flags) {
 """
 
 CHILD = r"""
-import ctypes, sys, torch, fastlstm
+import ctypes, os, sys, torch, fastlstm
 shim = ctypes.CDLL(sys.argv[1])
 shim.top_level_regions.restype = ctypes.c_long
 torch.set_num_threads(2)
@@ -63,12 +63,23 @@ for bidirectional in (False, True):
     lengths[0] = 100
     with torch.inference_mode():
         print("bi" if bidirectional else "uni", regions(lambda: lstm(x, lengths=lengths)))
+
+# A backward in a contended call (serial, contention.h) of a loss that sums the outputs: sum()'s
+# gradient reaches the op expanded (every stride 0). autograd.grad accumulates into no .grad,
+# so torch opens no region of its own.
+os.environ["FASTLSTM_CPU_CONTENTION"] = "on"
+lstm = fastlstm.LSTM(128, 128)
+x = torch.randn(100, 8, 128, requires_grad=True)
+loss = lstm(x, lengths=lengths)[0].sum()
+wrt = [x] + list(lstm.parameters())
+print("serial_backward", regions(lambda: torch.autograd.grad(loss, wrt, retain_graph=True)))
 """
 
 
 @pytest.fixture(scope="module")
 def region_counts(tmp_path_factory):
-    """{'control': n, 'uni': n, 'bi': n}: top-level regions of one call of each (see CHILD)."""
+    """{'control': n, 'uni': n, 'bi': n, 'serial_backward': n}: top-level regions of one call of
+    each (see CHILD)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build the GOMP_parallel counting shim")
@@ -92,3 +103,9 @@ def test_inference_call_opens_one_parallel_region(region_counts, direction):
     # loops (its groups' MKL calls nest inside it); the outputs' zeroing and the final states'
     # copies (400 KB) run on the calling thread.
     assert region_counts[direction] == 1, region_counts
+
+
+def test_serial_backward_of_a_summed_loss_opens_no_region(region_counts):
+    # Its expanded gradient is made dense by fastlstm's own copy, on the calling thread; torch's
+    # copy (contiguous()) opened a region of 2 threads for its 102 K values.
+    assert region_counts["serial_backward"] == 0, region_counts

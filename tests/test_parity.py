@@ -112,7 +112,7 @@ def test_non_contiguous_input(view_kind):
 
 
 @pytest.mark.parametrize("layout", ["batch_first", "sliced", "strided_batch", "broadcast",
-                                    "features_stride_2"])
+                                    "features_stride_2", "scalar_broadcast"])
 def test_non_contiguous_grad_output(layout):
     """The backward gathers grad_output's rows by element offsets, without a copy where the last
     dim is contiguous: a gradient of any strides (a batch-first model's, which the op sees
@@ -131,6 +131,8 @@ def test_non_contiguous_grad_output(layout):
         grad = randn(T, 2 * B, 2 * H, seed=3)[:, ::2]
     elif layout == "broadcast":          # strides (0, 0, 1)
         grad = randn(2 * H, seed=3).expand(*lead, 2 * H)
+    elif layout == "scalar_broadcast":   # strides (0, 0, 0), as out.sum() gives: copied
+        grad = randn(1, seed=3).expand(*lead, 2 * H)
     else:                                # last dim stride 2: the op copies it
         grad = randn(*lead, 4 * H, seed=3)[..., ::2]
     assert batch_first or not grad.is_contiguous()
@@ -150,6 +152,29 @@ def test_non_contiguous_grad_output(layout):
     for name in want:
         assert_close(name, got[name], want[name], F64)
         assert torch.equal(got[name], copy[name]), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["scalar_broadcast", "features_stride_2"])
+def test_copied_grad_output_in_every_dtype(dtype, layout):
+    """The CPU op copies a grad_output whose last dim is not contiguous itself, element by
+    element at the dtype's width: every gradient equals that of grad_output.contiguous()."""
+    T, B, I, H = 9, 5, 6, 8
+    torch.manual_seed(0)
+    fast = fastlstm.LSTM(I, H, bidirectional=True).to(dtype)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([9, 3, 0, 7, 1])
+    if layout == "scalar_broadcast":
+        grad = torch.randn(1, dtype=dtype).expand(T, B, 2 * H)
+    else:
+        grad = torch.randn(T, B, 4 * H, dtype=dtype)[..., ::2]
+    wrt = [x, *fast.parameters()]
+
+    def gradients(upstream):
+        return torch.autograd.grad(fast(x, lengths=lengths)[0], wrt, upstream)
+
+    for got, want in zip(gradients(grad), gradients(grad.contiguous())):
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("cfg", [

@@ -61,6 +61,47 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
   return run_layer_inference<CpuBackend, true>(d, input, lengths, h0, c0, weights);
 }
 
+// grad_output [T, B, C] with a last dim of stride s2 != 1 (sum()'s gradient, expanded: every
+// stride 0) copied dense, W: an unsigned integer of the element's width.
+template <typename W>
+void copy_dense(const Tensor& g, Tensor& out) {
+  const int64_t B = g.size(1), C = g.size(2);
+  const int64_t s0 = g.stride(0), s1 = g.stride(1), s2 = g.stride(2);
+  const W* in = static_cast<const W*>(g.const_data_ptr());
+  W* o = static_cast<W*>(out.mutable_data_ptr());
+  CpuBackend::rows_loop(g.size(0) * B, CpuBackend::copy_grain(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const W* row = in + (r / B) * s0 + (r % B) * s1;
+      W* dst = o + r * C;
+      if (s2 == 0) {
+        std::fill(dst, dst + C, row[0]);
+      } else {
+        for (int64_t j = 0; j < C; ++j) dst[j] = row[j * s2];
+      }
+    }
+  });
+}
+
+// grad_output as the backward gathers it (check_backward_args): rows with a contiguous last
+// dim as they are, anything else copied here. torch's own copy opens an OpenMP region from
+// 32 K values, a meeting of its threads that beside busy processes can cost a scheduler time
+// slice; this one does so only from a copy region's size (CpuBackend::copy_grain) and never in
+// a contended, serial call (contention.h), where it was the backward's one region left.
+std::optional<Tensor> dense_grad_output(const std::optional<Tensor>& g) {
+  if (!g.has_value() || !g->defined() || g->dim() != 3 || g->stride(2) == 1 ||
+      g->numel() == 0 || g->device().type() != torch::stable::DeviceType::CPU)
+    return g;  // check_backward_args checks the rest
+  Tensor out = empty_like_device({g->size(0), g->size(1), g->size(2)}, g->scalar_type(), *g);
+  switch (g->scalar_type()) {
+    case kDouble: copy_dense<uint64_t>(*g, out); break;
+    case kFloat: copy_dense<uint32_t>(*g, out); break;
+    case kBFloat16:
+    case kHalf: copy_dense<uint16_t>(*g, out); break;
+    default: return g;  // check_backward_args names the dtype it expected
+  }
+  return out;
+}
+
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cpu(
     const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_h_n,
     const std::optional<Tensor>& grad_c_n, const Tensor& input, const Tensor& lengths,
@@ -69,9 +110,12 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cpu(
     bool input_requires_grad) {
   const LayerDims d = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                        has_projections, bidirectional);
-  if (!simt::emulated_cuda_enabled()) check_cpu_dtype(input);
-  const BackwardGrads g = check_backward_args(d, input, grad_output, grad_h_n, grad_c_n, reserve);
-  if (simt::emulated_cuda_enabled())
+  const bool emulated = simt::emulated_cuda_enabled();
+  if (!emulated) check_cpu_dtype(input);
+  const BackwardGrads g = check_backward_args(
+      d, input, emulated ? grad_output : dense_grad_output(grad_output), grad_h_n, grad_c_n,
+      reserve);
+  if (emulated)
     return simt::emulated_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
                                          input_requires_grad);
   return run_layer_backward<CpuBackend, true>(d, g, input, lengths, h0, c0, weights, reserve,

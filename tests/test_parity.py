@@ -156,9 +156,11 @@ def test_non_contiguous_grad_output(layout):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", ["scalar_broadcast", "features_stride_2"])
-def test_copied_grad_output_in_every_dtype(dtype, layout):
-    """The CPU op copies a grad_output whose last dim is not contiguous itself, element by
-    element at the dtype's width: every gradient equals that of grad_output.contiguous()."""
+def test_copied_grad_output_in_every_dtype(dtype, layout, monkeypatch):
+    """In a serial call (contended, csrc/cpu/contention.h) the CPU op copies a grad_output whose
+    last dim is not contiguous itself, element by element at the dtype's width: every gradient
+    equals that of grad_output.contiguous()."""
+    monkeypatch.setenv("FASTLSTM_CPU_CONTENTION", "on")
     T, B, I, H = 9, 5, 6, 8
     torch.manual_seed(0)
     fast = fastlstm.LSTM(I, H, bidirectional=True).to(dtype)

@@ -62,35 +62,35 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
 }
 
 // grad_output [T, B, C] with a last dim of stride s2 != 1 (sum()'s gradient, expanded: every
-// stride 0) copied dense, W: an unsigned integer of the element's width.
+// stride 0) copied dense on the calling thread, W: an unsigned integer of the element's width.
 template <typename W>
 void copy_dense(const Tensor& g, Tensor& out) {
   const int64_t B = g.size(1), C = g.size(2);
   const int64_t s0 = g.stride(0), s1 = g.stride(1), s2 = g.stride(2);
   const W* in = static_cast<const W*>(g.const_data_ptr());
   W* o = static_cast<W*>(out.mutable_data_ptr());
-  CpuBackend::rows_loop(g.size(0) * B, CpuBackend::copy_grain(C), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const W* row = in + (r / B) * s0 + (r % B) * s1;
-      W* dst = o + r * C;
-      if (s2 == 0) {
-        std::fill(dst, dst + C, row[0]);
-      } else {
-        for (int64_t j = 0; j < C; ++j) dst[j] = row[j * s2];
-      }
+  for (int64_t r = 0; r < g.size(0) * B; ++r) {
+    const W* row = in + (r / B) * s0 + (r % B) * s1;
+    W* dst = o + r * C;
+    if (s2 == 0) {
+      std::fill(dst, dst + C, row[0]);
+    } else {
+      for (int64_t j = 0; j < C; ++j) dst[j] = row[j * s2];
     }
-  });
+  }
 }
 
-// grad_output as the backward gathers it (check_backward_args): rows with a contiguous last
-// dim as they are, anything else copied here. torch's own copy opens an OpenMP region from
-// 32 K values, a meeting of its threads that beside busy processes can cost a scheduler time
-// slice; this one does so only from a copy region's size (CpuBackend::copy_grain) and never in
-// a contended, serial call (contention.h), where it was the backward's one region left.
-std::optional<Tensor> dense_grad_output(const std::optional<Tensor>& g) {
+// grad_output for a call that will run serially (contention.h): a last dim that is not
+// contiguous is made dense here, on the calling thread. check_backward_args would do it with
+// torch's copy, which opens an OpenMP region from 32 K values (it was a serial backward's one
+// region left), and keeps doing it for every other call, as before: there torch's copy runs
+// on both threads (docs/PERFORMANCE.md, busy machines).
+std::optional<Tensor> dense_grad_output(const LayerDims& d, const std::optional<Tensor>& g) {
+  const int64_t most_macs = d.T * d.B * d.D * 4 * d.H * (d.I + d.Hout);  // at most, layer_macs
   if (!g.has_value() || !g->defined() || g->dim() != 3 || g->stride(2) == 1 ||
-      g->numel() == 0 || g->device().type() != torch::stable::DeviceType::CPU)
-    return g;  // check_backward_args checks the rest
+      g->numel() == 0 || g->device().type() != torch::stable::DeviceType::CPU ||
+      !contended_serial(most_macs))
+    return g;  // check_backward_args checks and copies the rest
   Tensor out = empty_like_device({g->size(0), g->size(1), g->size(2)}, g->scalar_type(), *g);
   switch (g->scalar_type()) {
     case kDouble: copy_dense<uint64_t>(*g, out); break;
@@ -113,8 +113,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_layer_backward_cpu(
   const bool emulated = simt::emulated_cuda_enabled();
   if (!emulated) check_cpu_dtype(input);
   const BackwardGrads g = check_backward_args(
-      d, input, emulated ? grad_output : dense_grad_output(grad_output), grad_h_n, grad_c_n,
-      reserve);
+      d, input, emulated ? grad_output : dense_grad_output(d, grad_output), grad_h_n,
+      grad_c_n, reserve);
   if (emulated)
     return simt::emulated_layer_backward(d, g, input, lengths, h0, c0, weights, reserve,
                                          input_requires_grad);

@@ -86,7 +86,7 @@ void copy_dense(const Tensor& g, Tensor& out) {
 // region left), and keeps doing it for every other call, as before: there torch's copy runs
 // on both threads (docs/PERFORMANCE.md, busy machines).
 std::optional<Tensor> dense_grad_output(const LayerDims& d, const std::optional<Tensor>& g) {
-  const int64_t most_macs = d.T * d.B * d.D * 4 * d.H * (d.I + d.Hout);  // at most, layer_macs
+  const int64_t most_macs = layer_macs(d, d.T * d.B);  // every token valid: at most the call's
   if (!g.has_value() || !g->defined() || g->dim() != 3 || g->stride(2) == 1 ||
       g->numel() == 0 || g->device().type() != torch::stable::DeviceType::CPU ||
       !contended_serial(most_macs))

@@ -165,9 +165,10 @@ inline std::atomic<int64_t>& loop_nanoseconds() {
 // ms median and 1.1-8.6 ms p90 on two). A forced partition (FASTLSTM_CPU_PARTITION) keeps
 // torch's thread count.
 constexpr int64_t kParallelMinMacs = int64_t(1) << 22;
-inline int64_t layer_macs(const LayerDims& d, const Schedule& s) {
-  return s.total * d.D * 4 * d.H * (d.I + d.Hout);
+inline int64_t layer_macs(const LayerDims& d, int64_t tokens) {
+  return tokens * d.D * 4 * d.H * (d.I + d.Hout);
 }
+inline int64_t layer_macs(const LayerDims& d, const Schedule& s) { return layer_macs(d, s.total); }
 
 // The threads a layer call spreads its groups over: torch's intra-op thread count, or 1 for a
 // small layer (kParallelMinMacs) and for a serial call (contention.h).

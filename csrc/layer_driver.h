@@ -25,6 +25,11 @@
 //   zero_rows<T>(ctx, n, C, dst, ldd, idx)
 //   add<Acc, T>(ctx, n, dst, src)                                          dst += src
 //   combine_bias<T, Acc>(ctx, G, out, b_ih, b_hh)                          out = b_ih + b_hh (or 0)
+//   kWeightGradWorkInLoop                  true: the backward's per-step loop (which must
+//                                          then run: backward_recurrence false) gathers each
+//                                          token's previous h and sums dgates, with
+//   add_row_sums<T, Acc>(ctx, n, C, src, sum)              sum [C] += src [n, C] summed over n
+//                                          (host memory); false: after the loop, a copy and
 //   row_sum<T, Acc>(ctx, dgates) -> Tensor                 [G] Acc: dgates [N, G] summed over N
 //   for_each_row_group<T>(d, schedule, f) f(dir, r0, r1) for every group of sorted rows whose
 //                                        time loop runs on its own (csrc/cpu/partition.h);
@@ -44,6 +49,7 @@
 #include "layer_io.h"
 #include "loop_weight.h"
 #include "lstm.h"
+#include "group_sums.h"
 #include "once_per_direction.h"
 #include "schedule.h"
 #include "schedule_view.h"
@@ -421,6 +427,16 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
     }
   }
 
+  // dW_hh's right operand, each token's previous h [N, Hout] (its previous step's output, or
+  // h0), and the bias gradient's per-group sums: made in the per-step loop where the backend
+  // does that work there (kWeightGradWorkInLoop), else after the time loop.
+  constexpr bool kInLoop = Backend::kWeightGradWorkInLoop;
+  std::vector<Tensor> h_prev(d.D);
+  std::vector<GroupSums<Acc>> bias_sums(kInLoop ? d.D : 0);
+  if constexpr (kInLoop)
+    for (int64_t dir = 0; dir < d.D; ++dir)
+      h_prev[dir] = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
+
   std::vector<Recurrence<T, Acc>> rec(d.D);
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto w = direction_weights<T>(d, in.weights, dir);
@@ -444,6 +460,8 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
     T* dg = ptr<T>(dgates[dir]);
     const T* dyp = dy[dir].defined() ? cptr<T>(dy[dir]) : nullptr;
     const Acc* c0d = cptr<Acc>(c0s[dir]) + r0 * H;
+    const T* h0d = cptr<T>(h0s[dir]) + r0 * Ho;
+    std::vector<Acc> bias_sum(kInLoop && d.has_biases ? G : 0, Acc(0));  // this group's
     Tensor dhraw =
         d.has_proj ? empty_like_device({r1 - r0, H}, dtype_of<Acc>(), in.input) : Tensor();
     Acc* dh_raw = d.has_proj ? ptr<Acc>(dhraw) : nullptr;
@@ -467,9 +485,24 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                                               dcp, dg + off * G);
       // Gradient into each active row's previous h.
       Backend::template gemm<T, Acc>(ctx, bs, dg + off * G, G, sw.hh, 0, dhp, Ho);
+      if constexpr (kInLoop) {
+        if (d.has_biases)
+          Backend::template add_row_sums<T, Acc>(ctx, bs, G, dg + off * G, bias_sum.data());
+        // The rows' previous h, as the forward's step read it.
+        T* hp = ptr<T>(h_prev[dir]) + off * Ho;
+        Backend::template copy_rows<T, T>(ctx, nc, Ho, hp, Ho, nullptr, r.out + poff * Ho, Ho,
+                                          nullptr);
+        Backend::template copy_rows<T, T>(ctx, bs - nc, Ho, hp + nc * Ho, Ho, nullptr,
+                                          h0d + nc * Ho, Ho, nullptr);
+      }
     }
+    if constexpr (kInLoop)
+      if (d.has_biases) bias_sums[dir].add(r0, std::move(bias_sum));
   };
-  if (!Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data())) {
+  const bool whole = Backend::template backward_recurrence<T, Acc>(ctx, d, s, rec.data());
+  FASTLSTM_CHECK(!(whole && kInLoop), "fastlstm: internal error: a backend that runs the "
+                 "backward's time loop whole must make h_prev and the bias gradient after it");
+  if (!whole) {
     FASTLSTM_CHECK(s.host() != nullptr, "fastlstm: internal error: no time loop for a "
                    "schedule built on the device");
     Backend::template for_each_row_group<T>(d, *s.host(), per_step);
@@ -488,18 +521,28 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                                    ptr<Acc>(dw_ih), I);
     grad_weights[k++] = to_dtype(dw_ih, dtype_of<T>());
     // dW_hh pairs each token's dgates with its h_prev: the previous step's output or h0.
-    Tensor hp = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
-    RowPairs o, st;
-    s.previous_rows(ctx, dir == 1, o, st);
-    Backend::template copy_rows<T, T>(ctx, o.n, Ho, ptr<T>(hp), Ho, o.dst, r.out, Ho, o.src);
-    Backend::template copy_rows<T, T>(ctx, st.n, Ho, ptr<T>(hp), Ho, st.dst, cptr<T>(h0s[dir]),
-                                      Ho, st.src);
+    Tensor hp = std::move(h_prev[dir]);
+    if constexpr (!kInLoop) {
+      hp = empty_like_device({N, Ho}, dtype_of<T>(), in.input);
+      RowPairs o, st;
+      s.previous_rows(ctx, dir == 1, o, st);
+      Backend::template copy_rows<T, T>(ctx, o.n, Ho, ptr<T>(hp), Ho, o.dst, r.out, Ho, o.src);
+      Backend::template copy_rows<T, T>(ctx, st.n, Ho, ptr<T>(hp), Ho, st.dst,
+                                        cptr<T>(h0s[dir]), Ho, st.src);
+    }
     Tensor dw_hh = empty_like_device({G, Ho}, dtype_of<Acc>(), in.input);
     Backend::template gemm<T, Acc>(ctx, true, false, G, Ho, N, dg, G, cptr<T>(hp), Ho,
                                    0, ptr<Acc>(dw_hh), Ho);
     grad_weights[k++] = to_dtype(dw_hh, dtype_of<T>());
     if (d.has_biases) {
-      Tensor db = to_dtype(Backend::template row_sum<T, Acc>(ctx, dgates[dir]), dtype_of<T>());
+      Tensor sum;
+      if constexpr (kInLoop) {
+        sum = empty_like_device({G}, dtype_of<Acc>(), in.input);
+        bias_sums[dir].total(G, ptr<Acc>(sum));
+      } else {
+        sum = Backend::template row_sum<T, Acc>(ctx, dgates[dir]);
+      }
+      Tensor db = to_dtype(sum, dtype_of<T>());
       grad_weights[k++] = db;
       grad_weights[k++] = torch::stable::clone(db);
     }

@@ -126,6 +126,36 @@ def test_training_parity_per_partition(case, partition, n_threads, threads, monk
         lengths, D, n_threads, partition)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("n_threads", [4, 5])
+def test_backward_weight_gradients_repeat_bit_for_bit(n_threads, dtype, threads, monkeypatch):
+    """In the backward's time loop each group gathers its tokens' previous h (for dW_hh) into
+    an uninitialised buffer and sums its dgates (for the bias gradient); the groups' sums are
+    added in the order of their rows, not in the order their threads finish
+    (csrc/group_sums.h). Identical calls give identical gradients. (A gathered row left
+    unwritten fails this: the buffer's garbage differs from call to call. The finishing order
+    of this call's groups barely varies, so the order of the sums is checked only as far as it
+    does.)"""
+    monkeypatch.setenv("FASTLSTM_CPU_PARTITION", "rows")
+    threads(n_threads)
+    torch.manual_seed(0)
+    lstm = fastlstm.LSTM(16, 32, bidirectional=True, dtype=dtype)
+    x = torch.randn(60, 9, 16, dtype=dtype)
+    lengths = torch.tensor([60, 3, 41, 0, 17, 60, 1, 29, 8])
+
+    def grads():
+        lstm.zero_grad(set_to_none=True)
+        out, _ = lstm(x, lengths=lengths)
+        out.float().pow(2).sum().backward()
+        return [p.grad.clone() for p in lstm.parameters()]
+
+    first = grads()
+    assert torch.ops.fastlstm._cpu_last_row_groups() > 2  # several groups per direction
+    for _ in range(6):
+        for (name, _), a, b in zip(lstm.named_parameters(), first, grads()):
+            assert torch.equal(a, b), f"{name}.grad differs between identical calls"
+
+
 @pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
 @pytest.mark.parametrize("partition", ["rows", "steps"])
 @pytest.mark.parametrize("bidirectional,proj_size", [(False, 0), (True, 0), (False, 5)])

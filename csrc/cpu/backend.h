@@ -308,36 +308,28 @@ struct CpuBackend {
     for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<Acc>(src[i]);
   }
 
-  // The sum of dgates' rows [N, G] (type T, contiguous), as a new [G] tensor of type Acc:
-  // blocks of 256 columns over torch's threads (none in a serial call), each summed 64 rows
-  // at a time into a partial sum, then into the total (rounding error grows with N / 64 + 64,
-  // not N).
+  // The backward's time loop also does the two weight-gradient preparations that would each
+  // be another pass over memory after it (layer_driver.h): each group gathers its tokens'
+  // previous h (dW_hh's operand) and sums its dgates (the bias gradient, add_row_sums) while
+  // its thread has them in cache.
+  static constexpr bool kWeightGradWorkInLoop = true;
+
+  // sum [C] += the n rows of src [n, C] (type T, contiguous), on the calling thread: the rows
+  // are summed first, 256 columns at a time, then added, so that a time loop's rounding error
+  // grows with its rows per step plus its steps, not with their product.
   template <typename T, typename Acc>
-  static Tensor row_sum(Context&, const Tensor& dgates) {
-    const int64_t N = dgates.size(0), G = dgates.size(1);
-    Tensor out = empty_like_device({G}, dtype_of<Acc>(), dgates);
-    const T* src = cptr<T>(dgates);
-    Acc* total = ptr<Acc>(out);
-    constexpr int64_t kCols = 256, kRows = 64;
-    const int64_t blocks = (G + kCols - 1) / kCols;
-    const int64_t grain =
-        std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, N * kCols));
-    rows_loop(blocks, grain, [&](int64_t b0, int64_t b1) {
-      Acc partial[kCols];
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t c0 = b * kCols, cols = std::min(kCols, G - c0);
-        std::fill(total + c0, total + c0 + cols, Acc(0));
-        for (int64_t n0 = 0; n0 < N; n0 += kRows) {
-          std::fill(partial, partial + cols, Acc(0));
-          for (int64_t n = n0; n < std::min(N, n0 + kRows); ++n) {
-            const T* row = src + n * G + c0;
-            for (int64_t c = 0; c < cols; ++c) partial[c] += static_cast<Acc>(row[c]);
-          }
-          for (int64_t c = 0; c < cols; ++c) total[c0 + c] += partial[c];
-        }
+  static void add_row_sums(Context&, int64_t n, int64_t C, const T* src, Acc* sum) {
+    constexpr int64_t kCols = 256;
+    Acc partial[kCols];
+    for (int64_t c0 = 0; c0 < C; c0 += kCols) {
+      const int64_t cols = std::min(kCols, C - c0);
+      std::fill(partial, partial + cols, Acc(0));
+      for (int64_t r = 0; r < n; ++r) {
+        const T* row = src + r * C + c0;
+        for (int64_t c = 0; c < cols; ++c) partial[c] += static_cast<Acc>(row[c]);
       }
-    });
-    return out;
+      for (int64_t c = 0; c < cols; ++c) sum[c0 + c] += partial[c];
+    }
   }
 
   template <typename T, typename Acc>

@@ -101,6 +101,11 @@ struct CudaBackend {
   template <typename T, typename Acc>
   static void combine_bias(Context& ctx, int64_t G, Acc* out, const T* b_ih, const T* b_hh);
 
+  // The backward's weight-gradient preparations (the previous h of every token, the bias
+  // gradient) run after its time loop, as a copy and torch's sum, not in it (layer_driver.h):
+  // a GPU step is latency-bound, and in the loop they would be two more launches a step.
+  static constexpr bool kWeightGradWorkInLoop = false;
+
   // The sum of dgates' rows [N, G] (type T), as a [G] tensor of type Acc: torch's sum.
   template <typename T, typename Acc>
   static Tensor row_sum(Context&, const Tensor& dgates) {

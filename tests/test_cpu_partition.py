@@ -25,18 +25,29 @@ from helpers import assert_close, check_parity, make_pair, random_lengths, refer
 STEP_ROWS = 4  # kStepRows in csrc/cpu/partition.h: a step's cost beside its rows, in rows
 
 
-def planned(lengths, directions, threads, partition):
+def planned(lengths, directions, threads, partition, tile_rows=0):
     """The groups for sorted lengths: [(dir, r0, r1), ...]."""
     t = torch.ops.fastlstm._cpu_row_groups(torch.tensor(lengths, dtype=torch.long), directions,
-                                           threads, partition)
+                                           threads, partition, tile_rows)
     return [tuple(row) for row in t.tolist()]
 
 
-def cost(lengths, a, b):
-    return STEP_ROWS * lengths[a] + sum(lengths[a:b]) if a < b else 0
+def step_cost(n, tile_rows):
+    """A step of n active rows, in rows: STEP_ROWS beside them, and with tiles of rows, a
+    partial last tile's extra (1.5 rows under half a tile, else 0.5; StepCost in partition.h)."""
+    if n == 0:
+        return 0
+    m = n % tile_rows if tile_rows else 0
+    return STEP_ROWS + n + (0 if m == 0 else 1.5 if 2 * m < tile_rows else 0.5)
 
 
-def best_max_cost(lengths, groups):
+def cost(lengths, a, b, tile_rows=0):
+    """Sorted rows [a, b) run step by step: each step costs step_cost of its active rows."""
+    steps = lengths[a] if a < b else 0
+    return sum(step_cost(sum(1 for n in lengths[a:b] if n > t), tile_rows) for t in range(steps))
+
+
+def best_max_cost(lengths, groups, tile_rows=0):
     """The smallest largest-group cost over every cut of lengths into <= groups contiguous
     groups of at least one row (brute force)."""
     B = len(lengths)
@@ -44,21 +55,23 @@ def best_max_cost(lengths, groups):
     for k in range(1, min(groups, B) + 1):
         for cuts in itertools.combinations(range(1, B), k - 1):
             bounds = (0,) + cuts + (B,)
-            worst = max(cost(lengths, a, b) for a, b in zip(bounds, bounds[1:]))
+            worst = max(cost(lengths, a, b, tile_rows) for a, b in zip(bounds, bounds[1:]))
             best = worst if best is None else min(best, worst)
     return best
 
 
+@pytest.mark.parametrize("tile_rows", [0, 3, 4, 8])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("directions", [1, 2])
 @pytest.mark.parametrize("n_threads", [1, 2, 3, 4, 7])
-def test_rows_groups_cover_every_active_row_once_and_balance(n_threads, directions, seed):
+def test_rows_groups_cover_every_active_row_once_and_balance(n_threads, directions, seed,
+                                                              tile_rows):
     gen = torch.Generator().manual_seed(seed)
-    B = int(torch.randint(1, 9, (1,), generator=gen))
+    B = int(torch.randint(1, 13, (1,), generator=gen))
     lengths = sorted(torch.randint(0, 30, (B,), generator=gen).tolist(), reverse=True)
     lengths[0] = max(lengths[0], 1)
     active = sum(1 for n in lengths if n > 0)
-    groups = planned(lengths, directions, n_threads, "rows")
+    groups = planned(lengths, directions, n_threads, "rows", tile_rows)
     per_dir = min(max(n_threads // directions, 1), active)
     assert len(groups) == directions * per_dir
     for d in range(directions):
@@ -66,8 +79,18 @@ def test_rows_groups_cover_every_active_row_once_and_balance(n_threads, directio
         assert mine[0][0] == 0 and mine[-1][1] == active
         assert all(a < b for a, b in mine)  # every group has a row
         assert all(b == a2 for (_, b), (a2, _) in zip(mine, mine[1:]))  # contiguous
-        worst = max(cost(lengths, a, b) for a, b in mine)
-        assert worst == best_max_cost(lengths[:active], per_dir), (lengths, mine)
+        worst = max(cost(lengths, a, b, tile_rows) for a, b in mine)
+        assert worst == best_max_cost(lengths[:active], per_dir, tile_rows), (lengths, mine)
+
+
+def test_groups_of_nearly_full_rows_end_on_whole_tiles():
+    """32 rows of lengths 90-100 on 2 threads: with tiles of 8 rows the cut is 16 + 16 (two
+    full tiles each), where rows alike cut 15 + 17 (17 = 8 + 8 + 1, 1.05x slower on the Xeon)."""
+    gen = torch.Generator().manual_seed(0)
+    lengths = sorted(torch.randint(90, 101, (32,), generator=gen).tolist(), reverse=True)
+    assert planned(lengths, 1, 2, "rows", 0) == [(0, 0, 15), (0, 15, 32)]
+    assert planned(lengths, 1, 2, "rows", 8) == [(0, 0, 16), (0, 16, 32)]
+    assert torch.ops.fastlstm._cpu_step_gemm_tile_rows() in (4, 6, 8)
 
 
 @pytest.mark.parametrize("directions", [1, 2])

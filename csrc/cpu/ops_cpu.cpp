@@ -144,13 +144,14 @@ IndexList sorted_lengths_for_test(const Tensor& sorted_lengths, int64_t directio
 // Test op: the row groups (partition.h) for sorted lengths [B] (int64, descending) -> [G, 3]
 // int64 rows (direction, first row, end row).
 Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int64_t threads,
-                           std::string partition) {
+                           std::string partition, int64_t tile_rows) {
   const IndexList length = sorted_lengths_for_test(sorted_lengths, directions, threads);
   FASTLSTM_CHECK_VALUE(partition == "rows" || partition == "steps",
                        "fastlstm: partition must be 'rows' or 'steps', got '", partition, "'");
+  FASTLSTM_CHECK_VALUE(tile_rows >= 0, "fastlstm: tile_rows must be >= 0, got ", tile_rows);
   const auto groups = plan_row_groups(length, directions, threads,
                                       partition == "rows" ? Partition::rows : Partition::steps,
-                                      kStepRows);
+                                      StepCost{2 * kStepRows, tile_rows});
   Tensor out = empty_cpu({static_cast<int64_t>(groups.size()), 3}, kLong);
   int64_t* o = ptr<int64_t>(out);
   for (const RowGroup& g : groups) {
@@ -345,8 +346,9 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // For tests: torch.ops.fastlstm._cpu_packed_gemm_available(), whether torch's BLAS has the packed
 // GEMM that cpu::loop_weight uses, and _cpu_packed_gemm_count(), the per-step GEMMs that
 // multiplied by a weight packed once per time loop so far in this process;
-// _cpu_row_groups(sorted_lengths, directions, threads, partition), the groups of rows a layer
-// runs on its own threads (csrc/cpu/partition.h), and _cpu_last_row_groups(), how many the last
+// _cpu_row_groups(sorted_lengths, directions, threads, partition, tile_rows), the groups of
+// rows a layer runs on its own threads (csrc/cpu/partition.h; tile_rows: its StepCost's tile),
+// _cpu_step_gemm_tile_rows(), the float32 step GEMM's tile here, and _cpu_last_row_groups(), how many the last
 // CPU layer call ran; _cpu_partition_choice(...) and _cpu_l2_bytes(), the partition a layer
 // would take and the L2 size it is judged by; _cpu_step_team_selftest(helpers, jobs) and
 // _cpu_step_team_helped_count(), a step team's jobs and how many teams had a helper join
@@ -371,8 +373,9 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_packed_gemm_available() -> bool");
   m.def("_cpu_packed_gemm_count() -> int");
-  m.def("_cpu_row_groups(Tensor sorted_lengths, int directions, int threads, str partition) "
-        "-> Tensor");
+  m.def("_cpu_row_groups(Tensor sorted_lengths, int directions, int threads, str partition, "
+        "int tile_rows=0) -> Tensor");
+  m.def("_cpu_step_gemm_tile_rows() -> int");
   m.def("_cpu_last_row_groups() -> int");
   m.def("_cpu_contention_window_open() -> bool");
   m.def("_cpu_report_contention(bool contended) -> ()");
@@ -402,6 +405,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_packed_gemm_available", TORCH_BOX(&fastlstm::cpu::packed_gemm_available));
   m.impl("_cpu_packed_gemm_count", TORCH_BOX(&fastlstm::cpu::packed_gemm_count));
   m.impl("_cpu_row_groups", TORCH_BOX(&fastlstm::cpu::row_groups_for_test));
+  m.impl("_cpu_step_gemm_tile_rows", TORCH_BOX(&fastlstm::cpu::step_gemm_tile_rows));
   m.impl("_cpu_last_row_groups", TORCH_BOX(&fastlstm::cpu::last_row_groups));
   m.impl("_cpu_contention_window_open", TORCH_BOX(&fastlstm::cpu::contention_window_open));
   m.impl("_cpu_report_contention", TORCH_BOX(&fastlstm::cpu::report_contention_for_test));

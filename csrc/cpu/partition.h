@@ -12,9 +12,10 @@
 //          where a direction's W_hh does not fit one core's L2 and each thread would own only a
 //          row or two: choose_partition takes it there; FASTLSTM_CPU_PARTITION=rows|steps forces
 //          either.
-// Groups are balanced by their cost: a group of rows [a, b) (lengths sorted descending) is
-// active for length[a] steps and runs sum(length[a..b)) row-steps, and each step costs
-// kStepRows rows' worth beside its rows (the GEMM call and the weights' pass).
+// Groups are balanced by their cost (StepCost): a group of rows [a, b) (lengths sorted
+// descending) runs a step for each t < length[a], on its rows still active at t, and each step
+// costs kStepRows rows' worth beside its rows (the GEMM call and the weights' pass), plus a
+// penalty where the step GEMM's last tile of rows is only partly full.
 #pragma once
 
 #include <algorithm>
@@ -47,33 +48,53 @@ inline const char* forced_partition() {
                                                                                         : nullptr;
 }
 
-// Cost of sorted rows [a, b) in row-steps (see the header comment); prefix[j] = sum of
-// length[0..j).
-inline int64_t group_cost(const IndexList& length, const IndexList& prefix, int64_t a, int64_t b,
-                          int64_t step_rows) {
-  return a >= b ? 0 : step_rows * length[a] + prefix[b] - prefix[a];
+// The cost of one step of a group with n active rows, in half-rows (integers): `step` beside
+// them, 2 per row, and where the step GEMM runs its rows in tiles of `tile` rows (fastlstm's
+// float32 kernel: 8 on AVX-512, 6 on AVX2, 4 portable), a partial last tile's extra: 1.5 rows
+// for one of under tile / 2 rows, 0.5 for a larger one. Measured on the 2-core Xeon, one
+// thread, H = 256 (python -m benchmarks.step_gemm): M rows cost as much as 8 floor(M / 8) + m
+// full-tile rows plus 1.4, 1.2, 1.8, 0.2, 0.7, 0.35, 0.3 for m = M mod 8 = 1..7. Two groups of
+// nearly full lengths at B = 32 were cut 15 + 17 rows without it (17 = 8 + 8 + 1), and 16 + 16
+// ran 1.05x faster (uni H = 256 inference).
+struct StepCost {
+  int64_t step = 2 * 4;  // kStepRows
+  int64_t tile = 0;      // 0: every row costs alike
+  int64_t partial(int64_t n) const {
+    const int64_t m = tile > 0 ? n % tile : 0;
+    return m == 0 ? 0 : (2 * m < tile ? 3 : 1);
+  }
+  int64_t operator()(int64_t n) const { return n == 0 ? 0 : step + 2 * n + partial(n); }
+};
+
+// What adding row b (lengths descending) to the group of rows [a, b) adds to its cost: that row
+// is the (b - a + 1)-th active row of each of its length[b] steps, and no row of the group is
+// active at a step where it is not.
+inline int64_t added_row_cost(const StepCost& cost, const IndexList& length, int64_t a,
+                              int64_t b) {
+  return length[b] * (cost(b - a + 1) - cost(b - a));
 }
 
 // Cuts rows [0, B) into at most `groups` contiguous groups whose largest cost is as small as
 // possible (binary search on that cost; greedy cuts are optimal for contiguous groups since a
-// group's cost grows with b and shrinks with a). Returns the cut points [0, ..., B].
+// group's cost grows with b and shrinks with a: StepCost grows with its rows). Returns the cut
+// points [0, ..., B].
 inline std::vector<int64_t> balanced_cuts(const IndexList& length, int64_t groups,
-                                          int64_t step_rows) {
+                                          const StepCost& cost) {
   const int64_t B = static_cast<int64_t>(length.size());
-  IndexList prefix(B + 1, 0);
-  for (int64_t j = 0; j < B; ++j) prefix[j + 1] = prefix[j] + length[j];
   const auto cuts_for = [&](int64_t limit) {
     std::vector<int64_t> cuts{0};
     int64_t a = 0;
     while (a < B) {
-      int64_t b = a + 1;  // a group holds at least one row
-      while (b < B && group_cost(length, prefix, a, b + 1, step_rows) <= limit) ++b;
+      int64_t sum = added_row_cost(cost, length, a, a), b = a + 1;  // at least one row
+      while (b < B && sum + added_row_cost(cost, length, a, b) <= limit)
+        sum += added_row_cost(cost, length, a, b++);
       cuts.push_back(b);
       a = b;
     }
     return cuts;
   };
-  int64_t lo = 0, hi = group_cost(length, prefix, 0, B, step_rows);
+  int64_t lo = 0, hi = 0;
+  for (int64_t b = 0; b < B; ++b) hi += added_row_cost(cost, length, 0, b);
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo) / 2;
     if (static_cast<int64_t>(cuts_for(mid).size()) - 1 <= groups)
@@ -87,7 +108,7 @@ inline std::vector<int64_t> balanced_cuts(const IndexList& length, int64_t group
 // The groups of a layer with D directions over the sorted lengths (descending), for `threads`
 // threads. Rows of length 0 join no group (they run no step).
 inline std::vector<RowGroup> plan_row_groups(const IndexList& length, int64_t D, int64_t threads,
-                                             Partition how, int64_t step_rows) {
+                                             Partition how, const StepCost& cost) {
   int64_t active = 0;
   while (active < static_cast<int64_t>(length.size()) && length[active] > 0) ++active;
   const int64_t per_dir =
@@ -99,15 +120,15 @@ inline std::vector<RowGroup> plan_row_groups(const IndexList& length, int64_t D,
     return groups;
   }
   const IndexList lens(length.begin(), length.begin() + active);
-  const std::vector<int64_t> cuts = balanced_cuts(lens, per_dir, step_rows);
+  const std::vector<int64_t> cuts = balanced_cuts(lens, per_dir, cost);
   for (int64_t dir = 0; dir < D; ++dir)
     for (size_t k = 0; k + 1 < cuts.size(); ++k) groups.push_back({dir, cuts[k], cuts[k + 1]});
   return groups;
 }
 
-// A step's cost beside its rows, in rows (see the header comment). Measured on the 2-core
-// Xeon, one thread, inference, T = 200, all rows full length: a step of 1 row costs as much as
-// about 3 rows at H = 64 and 4 rows at H = 512 (every step reads the whole W_hh once).
+// A step's cost beside its rows, in rows (StepCost::step is in half-rows). Measured on the
+// 2-core Xeon, one thread, inference, T = 200, all rows full length: a step of 1 row costs as
+// much as about 3 rows at H = 64 and 4 rows at H = 512 (every step reads the whole W_hh once).
 constexpr int64_t kStepRows = 4;
 
 // One core's L2 cache in bytes (sysconf where the C library says, else 1 MiB).
@@ -184,7 +205,11 @@ inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule
                                               Partition* how = nullptr) {
   const Partition chosen = choose_partition(d, s, threads, elem_bytes);
   if (how != nullptr) *how = chosen;
-  std::vector<RowGroup> groups = plan_row_groups(s.length, d.D, threads, chosen, kStepRows);
+  // Tiles of rows where the float32 loops take fastlstm's own step GEMM.
+  const StepCost cost{2 * kStepRows,
+                      elem_bytes == 4 && step_gemm_choice() != StepGemm::blas ? step_gemm_tile_rows()
+                                                                              : 0};
+  std::vector<RowGroup> groups = plan_row_groups(s.length, d.D, threads, chosen, cost);
   last_row_group_count() = static_cast<int64_t>(groups.size());
   return groups;
 }

@@ -236,6 +236,12 @@ const Variant& variant(Isa isa) {
   return portable;
 }
 
+}  // namespace
+
+int64_t step_gemm_tile_rows() { return variant(isa()).mr; }
+
+namespace {
+
 // The bf16_pairs variant (AVX512_BF16; only reached where bf16_kernel() is pairs).
 const VariantOf<uint32_t>& bf16_variant() {
 #if defined(__x86_64__)

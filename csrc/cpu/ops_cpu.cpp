@@ -348,12 +348,13 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // multiplied by a weight packed once per time loop so far in this process;
 // _cpu_row_groups(sorted_lengths, directions, threads, partition, tile_rows), the groups of
 // rows a layer runs on its own threads (csrc/cpu/partition.h; tile_rows: its StepCost's tile),
-// _cpu_step_gemm_tile_rows(), the float32 step GEMM's tile here, and _cpu_last_row_groups(), how many the last
-// CPU layer call ran; _cpu_partition_choice(...) and _cpu_l2_bytes(), the partition a layer
-// would take and the L2 size it is judged by; _cpu_step_team_selftest(helpers, jobs) and
-// _cpu_step_team_helped_count(), a step team's jobs and how many teams had a helper join
-// (step_team.h); _cpu_team_gemm_count() and _cpu_team_gemm_alone_count(), how many GEMMs a
-// step team split, and ran on its leader alone for want of a helper (backend.h's team_gemm);
+// _cpu_step_gemm_tile_rows(), the float32 step GEMM's tile here, and _cpu_last_row_groups(),
+// how many the last CPU layer call ran; _cpu_partition_choice(...) and _cpu_l2_bytes(), the
+// partition a layer would take and the L2 size it is judged by;
+// _cpu_step_team_selftest(helpers, jobs) and _cpu_step_team_helped_count(), a step team's jobs
+// and how many teams had a helper join (step_team.h); _cpu_team_gemm_count() and
+// _cpu_team_gemm_alone_count(), how many GEMMs a step team split, and ran on its leader alone
+// for want of a helper (backend.h's team_gemm);
 // _cpu_team_gemm_selftest(helpers, M, N, K), one such split against the same GEMM unsplit.
 // For the benchmark's roofline: _cpu_loop_seconds(), the wall time of all CPU layer calls'
 // time loops so far; _cpu_fma_peak_gflops(threads, seconds), the float32 FMA

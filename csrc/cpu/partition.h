@@ -48,6 +48,11 @@ inline const char* forced_partition() {
                                                                                         : nullptr;
 }
 
+// A step's cost beside its rows, in rows (StepCost::step is in half-rows). Measured on the
+// 2-core Xeon, one thread, inference, T = 200, all rows full length: a step of 1 row costs as
+// much as about 3 rows at H = 64 and 4 rows at H = 512 (every step reads the whole W_hh once).
+constexpr int64_t kStepRows = 4;
+
 // The cost of one step of a group with n active rows, in half-rows (integers): `step` beside
 // them, 2 per row, and where the step GEMM runs its rows in tiles of `tile` rows (fastlstm's
 // float32 kernel: 8 on AVX-512, 6 on AVX2, 4 portable), a partial last tile's extra: 1.5 rows
@@ -57,8 +62,8 @@ inline const char* forced_partition() {
 // nearly full lengths at B = 32 were cut 15 + 17 rows without it (17 = 8 + 8 + 1), and 16 + 16
 // ran 1.05x faster (uni H = 256 inference).
 struct StepCost {
-  int64_t step = 2 * 4;  // kStepRows
-  int64_t tile = 0;      // 0: every row costs alike
+  int64_t step = 2 * kStepRows;
+  int64_t tile = 0;  // 0: every row costs alike
   int64_t partial(int64_t n) const {
     const int64_t m = tile > 0 ? n % tile : 0;
     return m == 0 ? 0 : (2 * m < tile ? 3 : 1);
@@ -126,10 +131,6 @@ inline std::vector<RowGroup> plan_row_groups(const IndexList& length, int64_t D,
   return groups;
 }
 
-// A step's cost beside its rows, in rows (StepCost::step is in half-rows). Measured on the
-// 2-core Xeon, one thread, inference, T = 200, all rows full length: a step of 1 row costs as
-// much as about 3 rows at H = 64 and 4 rows at H = 512 (every step reads the whole W_hh once).
-constexpr int64_t kStepRows = 4;
 
 // One core's L2 cache in bytes (sysconf where the C library says, else 1 MiB).
 inline int64_t l2_bytes_per_core() {
@@ -206,9 +207,8 @@ inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule
   const Partition chosen = choose_partition(d, s, threads, elem_bytes);
   if (how != nullptr) *how = chosen;
   // Tiles of rows where the float32 loops take fastlstm's own step GEMM.
-  const StepCost cost{2 * kStepRows,
-                      elem_bytes == 4 && step_gemm_choice() != StepGemm::blas ? step_gemm_tile_rows()
-                                                                              : 0};
+  const bool own_tiles = elem_bytes == 4 && step_gemm_choice() != StepGemm::blas;
+  const StepCost cost{2 * kStepRows, own_tiles ? step_gemm_tile_rows() : 0};
   std::vector<RowGroup> groups = plan_row_groups(s.length, d.D, threads, chosen, cost);
   last_row_group_count() = static_cast<int64_t>(groups.size());
   return groups;

@@ -46,10 +46,10 @@
 #include <memory>
 #include <vector>
 
+#include "group_sums.h"
 #include "layer_io.h"
 #include "loop_weight.h"
 #include "lstm.h"
-#include "group_sums.h"
 #include "once_per_direction.h"
 #include "schedule.h"
 #include "schedule_view.h"

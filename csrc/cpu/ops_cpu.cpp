@@ -151,7 +151,7 @@ Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int
   FASTLSTM_CHECK_VALUE(tile_rows >= 0, "fastlstm: tile_rows must be >= 0, got ", tile_rows);
   const auto groups = plan_row_groups(length, directions, threads,
                                       partition == "rows" ? Partition::rows : Partition::steps,
-                                      StepCost{2 * kStepRows, tile_rows});
+                                      StepCost{tile_rows});
   Tensor out = empty_cpu({static_cast<int64_t>(groups.size()), 3}, kLong);
   int64_t* o = ptr<int64_t>(out);
   for (const RowGroup& g : groups) {

@@ -26,6 +26,7 @@ class Device:
     fma_per_clk: tuple = (("float32", 128), ("float64", 64))  # scalar FMAs per SM
     tensor_fma_per_s: float = 989.4e12 / 2 / 132                # bf16 dense, per SM
     shared_bytes_per_clk: int = 128
+    l2_bytes_per_clk: float = 8986e9 / 1.755e9  # the whole L2 (8986 GB/s at 1755 MHz)
     shuffles_per_clk: int = 1       # warp-level, per SM
     shared_latency: int = 20        # cycles
     l2_latency: int = 200
@@ -49,6 +50,7 @@ class Work:
     turns: int = 0         # dependent loop turns (k values per lane, or mma) of the busiest warp
     reduction: int = 0     # dependent shuffles at its end
     split: bool = False    # a K split: two __syncthreads and a trip through the scratch
+    l2_read: int = 0       # bytes of A (h_{t-1}, or the gate gradients) read from L2
 
 
 def ceil_div(a, b):
@@ -142,35 +144,48 @@ def step_products(pass_, dtype, rows, units, H, device, tf32=False, staged=True,
     A (FASTLSTM_CUDA_STAGE, on by default; TF32 reads it from global memory)."""
     tensor = dtype in ("bfloat16", "float16") or (dtype == "float32" and tf32)
     cols, C, K = (units, 4, H) if pass_ == "forward" else (units, 1, 4 * H)
+    elem = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}[dtype]
     if tensor:
-        elem = 4 if dtype == "float32" else 2
-        return mma_products(rows, cols * C, K, 8 if dtype == "float32" else 16, device.warps, elem,
-                            staged and elem == 2, stage_rows)
-    elem = {"float32": 4, "float64": 8}[dtype]
-    return dot_items(rows, cols, K, C, elem, device.warps)
+        w = mma_products(rows, cols * C, K, 8 if dtype == "float32" else 16, device.warps, elem,
+                         staged and elem == 2, stage_rows)
+    else:
+        w = dot_items(rows, cols, K, C, elem, device.warps)
+    # A's rows come from global memory every step, written by every block of the step before:
+    # each block reads all of them from L2 once (its L1 assumed to catch its own re-reads).
+    w.l2_read = rows * K * elem
+    return w
 
 
 def step_cycles(w, dtype, rows, units, blocks, device):
     """Cycles of one block's step: (throughput bound, path latency, barriers), where the
     throughput bound is the largest of the SM's shared-memory, FMA, tensor-core and shuffle
-    rates for the block's whole work, and the path is its busiest warp's: h_{t-1} from L2,
-    the loop's dependent turns, the reduction's shuffles, a K split's trip through the
-    scratch, then the cells."""
+    rates for the block's whole work and of its share of the L2's bandwidth (every SM reading
+    at once) for A's rows, and the path is its busiest warp's: h_{t-1} from L2, the loop's
+    dependent turns, the reduction's shuffles, a K split's trip through the scratch, then the
+    cells."""
+    return tuple(sum(parts.values()) if i else max(parts.values())
+                 for i, parts in enumerate(step_cycle_parts(w, dtype, rows, units, blocks, device)))
+
+
+def step_cycle_parts(w, dtype, rows, units, blocks, device):
+    """step_cycles' terms by name: ({throughput bounds}, {path latencies}, {barrier})."""
     clk = device.clock_ghz * 1e9
     fma_rate = dict(device.fma_per_clk).get(dtype, 128)
-    throughput = max((w.shared_read + w.shared_write) / device.shared_bytes_per_clk,
-                     w.fma / fma_rate,
-                     w.mma * 2048 * clk / device.tensor_fma_per_s,
-                     w.shuffles / device.shuffles_per_clk)
-    loop = w.turns * (device.mma_latency if w.mma else device.alu_latency)
-    path = (device.l2_latency + device.shared_latency + loop
-            + w.reduction * device.shared_latency
-            + (4 * device.shared_latency if w.split else 0)
-            + ceil_div(rows * units, 32 * device.warps) * device.cell_cycles)
+    throughput = {"shared": (w.shared_read + w.shared_write) / device.shared_bytes_per_clk,
+                  "fma": w.fma / fma_rate,
+                  "tensor": w.mma * 2048 * clk / device.tensor_fma_per_s,
+                  "shuffle": w.shuffles / device.shuffles_per_clk,
+                  "l2": w.l2_read / (device.l2_bytes_per_clk / device.sms)}
+    path = {"l2": device.l2_latency,
+            "shared": device.shared_latency,
+            "loop": w.turns * (device.mma_latency if w.mma else device.alu_latency),
+            "reduction": w.reduction * device.shared_latency,
+            "split": 4 * device.shared_latency if w.split else 0,
+            "cells": ceil_div(rows * units, 32 * device.warps) * device.cell_cycles}
     # The grid barrier (csrc/cuda/grid_barrier.cuh): __syncthreads, a fence, an atomic add in
     # L2, polling until every block's add is seen, a fence, __syncthreads; the direction's
     # blocks' adds to one counter taken one per clock (assumed).
-    barrier = 3 * device.l2_latency + 2 * device.shared_latency + blocks
+    barrier = {"barrier": 3 * device.l2_latency + 2 * device.shared_latency + blocks}
     return throughput, path, barrier
 
 
@@ -179,11 +194,13 @@ def predict_step_us(pass_, dtype, B, H, D, device=H100, tf32=False):
     blocks = min(H, device.sms // D)
     units = max(block_units(H, blocks))
     w = step_products(pass_, dtype, B, units, H, device, tf32)
+    bounds = step_cycle_parts(w, dtype, B, units, blocks, device)[0]
     throughput, path, barrier = step_cycles(w, dtype, B, units, blocks, device)
     return {"us": (throughput + path + barrier) / (device.clock_ghz * 1e3),
             "throughput_us": throughput / (device.clock_ghz * 1e3),
             "path_us": path / (device.clock_ghz * 1e3),
             "barrier_us": barrier / (device.clock_ghz * 1e3),
+            "bound": max(bounds, key=bounds.get),
             "units": units, "blocks_per_dir": blocks}
 
 
@@ -197,13 +214,14 @@ GRID = [(dtype, H, B, D) for dtype in ("float32", "bfloat16") for H in (256, 512
 
 def table(device=H100):
     """Markdown rows: the prediction for the GPU session's grid, forward and backward."""
-    lines = ["| dtype | H | B | dirs | forward µs/step | backward µs/step | target | "
-             "cuDNN published |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dtype | H | B | dirs | forward µs/step (bound) | backward µs/step (bound) | "
+             "target | cuDNN published |", "|---|---|---|---|---|---|---|---|"]
     for dtype, H, B, D in GRID:
         f = predict_step_us("forward", dtype, B, H, D, device)
         b = predict_step_us("backward", dtype, B, H, D, device)
         target = TARGETS.get((dtype, H, B, D))
-        lines.append(f"| {dtype} | {H} | {B} | {D} | {f['us']:.2f} | {b['us']:.2f} | "
+        lines.append(f"| {dtype} | {H} | {B} | {D} | {f['us']:.2f} ({f['bound']}) | "
+                     f"{b['us']:.2f} ({b['bound']}) | "
                      f"{'≤ %.0f' % target if target else '—'} | — |")
     return "\n".join(lines)
 

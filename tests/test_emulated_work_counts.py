@@ -127,6 +127,20 @@ def test_the_model_predicts_the_targets_shapes():
         assert p["us"] <= target, (dtype, H, B, D, p)
 
 
+def test_the_backward_of_large_batches_is_bound_by_l2():
+    """Every block reads all 4H gate gradients of every active row from L2 at every step of the
+    backward: at B = 64 that share of the L2's bandwidth, not shared memory or the tensor
+    cores, bounds the step, and the term is the A rows' bytes at a 132nd of 5120 B per clock."""
+    for dtype, elem in (("bfloat16", BF16), ("float32", FLOAT)):
+        p = model.predict_step_us("backward", dtype, 64, 512, 2)
+        assert p["bound"] == "l2", (dtype, p)
+        l2_cycles = 64 * 4 * 512 * elem / (model.H100.l2_bytes_per_clk / model.H100.sms)
+        assert p["throughput_us"] == pytest.approx(l2_cycles / (model.H100.clock_ghz * 1e3))
+        assert model.H100.l2_bytes_per_clk == pytest.approx(5120, rel=1e-3)
+    # The forward's h_{t-1} is a quarter of that: shared memory bounds it there.
+    assert model.predict_step_us("forward", "bfloat16", 64, 512, 2)["bound"] == "shared"
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_16_bit_products_with_a_projection_all_run_on_tensor_cores(dtype, monkeypatch):
     """With proj_size, the backward's dout W_hr (the raw h's gradient) also takes the tensor

@@ -55,7 +55,7 @@ constexpr int64_t kStepRows = 4;
 
 // The cost of one step of a group with n active rows, in half-rows (integers): `step`
 // (kStepRows) beside them, 2 per row, and where the step GEMM runs its rows in tiles of `tile`
-// rows (fastlstm's float32 kernel: 8 on AVX-512, 6 on AVX2, 4 portable), a partial last tile's
+// rows (fastlstm's float32 kernel: 12 on AVX-512, 6 on AVX2, 4 portable), a partial last tile's
 // extra: 1.5 rows for one of under tile / 2 rows, 0.5 for a larger one. Measured on the
 // 2-core Xeon, one thread, H = 256 (python -m benchmarks.step_gemm): M rows cost as much as
 // 8 floor(M / 8) + m full-tile rows plus 1.4, 1.2, 1.8, 0.2, 0.7, 0.35, 0.3 for
@@ -70,6 +70,13 @@ struct StepCost {
   }
   int64_t operator()(int64_t n) const { return n == 0 ? 0 : step + 2 * n + partial(n); }
 };
+
+// The tile that StepCost charges partial tiles on: the step GEMM's, but at most 8 rows. AVX-512's
+// tiles hold 12 rows since 2026-12-07, yet the cuts that tile 8 gives stayed faster: uni B = 32,
+// lengths 90-100, inference, 16 + 16 rows against tile 12's 15 + 17 (8 + 7 and 12 + 5 rows),
+// nn.LSTM padded over fastlstm 0.963-0.969 against 0.949-0.951 at H = 512 and 0.975-0.981
+// against 0.958-0.959 at H = 256 (2 runs, 15 interleaved calls; training level).
+inline int64_t partition_tile_rows() { return std::min<int64_t>(step_gemm_tile_rows(), 8); }
 
 // What adding row b (lengths descending) to the group of rows [a, b) adds to its cost: that row
 // is the (b - a + 1)-th active row of each of its length[b] steps, and no row of the group is
@@ -208,7 +215,7 @@ inline std::vector<RowGroup> layer_row_groups(const LayerDims& d, const Schedule
   if (how != nullptr) *how = chosen;
   // Tiles of rows where the float32 loops take fastlstm's own step GEMM.
   const bool own_tiles = elem_bytes == 4 && step_gemm_choice() != StepGemm::blas;
-  const StepCost cost{own_tiles ? step_gemm_tile_rows() : 0};
+  const StepCost cost{own_tiles ? partition_tile_rows() : 0};
   std::vector<RowGroup> groups = plan_row_groups(s.length, d.D, threads, chosen, cost);
   last_row_group_count() = static_cast<int64_t>(groups.size());
   return groups;

@@ -35,14 +35,14 @@ using TileFn = void (*)(int64_t kc, const Word* A, int64_t lda, const Word* pane
 // A variant: tile[MR][j] runs MR rows (1 <= MR <= mr) over kPanels[j] panels; panels_for[MR]
 // is how many panels a tile of MR rows takes at once. Few rows take several panels, so that
 // enough independent accumulators cover the FMA latency (at least 8 on the x86 variants).
-// even_row_tiles: M rows that leave 1-3 over mr run as tiles of sizes at most one apart (9
-// rows: 5 + 4, not 8 + 1).
+// even_row_tiles: M rows that leave 1-3 over mr run as tiles of sizes at most one apart (13
+// rows: 7 + 6, not 12 + 1).
 constexpr int kPanels[3] = {1, 2, 4};
 template <typename Word>
 struct VariantOf {
   int64_t mr, nr;
-  int64_t panels_for[9];
-  TileFn<Word> tile[9][3];
+  int64_t panels_for[13];
+  TileFn<Word> tile[13][3];
   bool even_row_tiles = false;
 };
 using Variant = VariantOf<float>;
@@ -82,31 +82,31 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int64_t kc, const float* A, i
                                                    int64_t cols) {
   constexpr int V = 2 * P;  // vectors a row
   __m256 acc[MR][V];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int v = 0; v < V; ++v) acc[i][v] = _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
     // The panels' rows 8 steps ahead, towards L1 (as the AVX-512 tile).
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int p = 0; p < P; ++p)
       _mm_prefetch(reinterpret_cast<const char*>(panel + p * panel_stride + (k + 8) * 16),
                    _MM_HINT_T0);
     __m256 b[V];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int v = 0; v < V; ++v)
       b[v] = _mm256_load_ps(panel + (v / 2) * panel_stride + k * 16 + (v % 2) * 8);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
       for (int v = 0; v < V; ++v) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
     }
   }
   const __m256 vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int v = 0; v < V; ++v) {
       float* c = C + i * ldc + v * 8;
       if (cols >= V * 8) {
@@ -120,7 +120,11 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int64_t kc, const float* A, i
     }
 }
 
-// AVX-512: panels of 32 columns (two 16-wide vectors); 8 rows x 1 panel = 16 accumulators.
+// AVX-512: panels of 32 columns (two 16-wide vectors); up to 12 rows x 1 panel = 24
+// accumulators, with the 2 panel vectors in 26 of the 32 registers. Tiles of 12 rows rather
+// than 8 read W a third less often per FMA: one thread, N = 2048, K = 512 (H = 512, W from L3),
+// 16 rows 151 GFLOP/s against 141, 32 rows 155 against 148, 12 rows 154 against 134; H = 256
+// level or faster (24 rows 168 against 163; medians of 3, 2026-12-07).
 // Each FMA takes its A value as an embedded broadcast: a step of k is 2 P loads and 2 P MR FMAs.
 __attribute__((target("avx512f"))) inline __mmask16 lanes_below_avx512(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
@@ -131,15 +135,15 @@ __attribute__((target("avx512f"))) inline __mmask16 lanes_below_avx512(int64_t n
 // stored under a mask of the tile's columns.
 template <int MR, int V>
 __attribute__((target("avx512f"))) inline void zero_tile(__m512 (&acc)[MR][V]) {
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
 }
 template <int V, typename Word>
 __attribute__((target("avx512f"))) inline void prefetch_panels(const Word* panel,
                                                               int64_t panel_stride, int64_t k) {
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int v = 0; v < V; ++v)
     _mm_prefetch(reinterpret_cast<const char*>(panel + (v / 2) * panel_stride + (k + 8) * 32 +
                                                (v % 2) * 16),
@@ -149,9 +153,9 @@ template <int MR, int V>
 __attribute__((target("avx512f"))) inline void store_tile(__m512 (&acc)[MR][V], float beta,
                                                          float* C, int64_t ldc, int64_t cols) {
   const __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int v = 0; v < V; ++v) {
       float* c = C + i * ldc + v * 16;
       const __mmask16 m = lanes_below_avx512(cols - v * 16);
@@ -171,13 +175,13 @@ __attribute__((target("avx512f"))) void tile_avx512(int64_t kc, const float* A, 
   for (int64_t k = 0; k < kc; ++k) {
     prefetch_panels<V>(panel, panel_stride, k);
     __m512 b[V];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int v = 0; v < V; ++v)
       b[v] = _mm512_load_ps(panel + (v / 2) * panel_stride + k * 32 + (v % 2) * 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(A[i * lda + k]);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
       for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
     }
   }
@@ -197,13 +201,13 @@ __attribute__((target("avx512f,avx512bf16"))) void tile_avx512_bf16(
   for (int64_t k = 0; k < kc; ++k) {
     prefetch_panels<V>(panel, panel_stride, k);
     __m512bh b[V];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int v = 0; v < V; ++v)
       b[v] = (__m512bh)_mm512_load_si512(panel + (v / 2) * panel_stride + k * 32 + (v % 2) * 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[i * lda + k]));
-#pragma GCC unroll 8
+#pragma GCC unroll 12
       for (int v = 0; v < V; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], a, b[v]);
     }
   }
@@ -218,21 +222,21 @@ const Variant& variant(Isa isa) {
   static const Variant portable{
       4, 16, {0, 2, 1, 1, 1, 0, 0, 0, 0},
       {FASTLSTM_NO_TILES, FASTLSTM_TILE_ROW(tile_portable, 1), FASTLSTM_TILE_ROW(tile_portable, 2),
-       FASTLSTM_TILE_ROW(tile_portable, 3), FASTLSTM_TILE_ROW(tile_portable, 4), FASTLSTM_NO_TILES,
-       FASTLSTM_NO_TILES, FASTLSTM_NO_TILES, FASTLSTM_NO_TILES}};
+       FASTLSTM_TILE_ROW(tile_portable, 3), FASTLSTM_TILE_ROW(tile_portable, 4)}};
 #if defined(__x86_64__)
   static const Variant avx2{
       6, 16, {0, 2, 2, 1, 1, 1, 1, 0, 0},
       {FASTLSTM_NO_TILES, FASTLSTM_TILE_ROW(tile_avx2, 1), FASTLSTM_TILE_ROW(tile_avx2, 2),
        FASTLSTM_TILE_ROW(tile_avx2, 3), FASTLSTM_TILE_ROW(tile_avx2, 4),
-       FASTLSTM_TILE_ROW(tile_avx2, 5), FASTLSTM_TILE_ROW(tile_avx2, 6), FASTLSTM_NO_TILES,
-       FASTLSTM_NO_TILES}};
+       FASTLSTM_TILE_ROW(tile_avx2, 5), FASTLSTM_TILE_ROW(tile_avx2, 6)}};
   static const Variant avx512{
-      8, 32, {0, 4, 4, 2, 2, 1, 1, 1, 1},
+      12, 32, {0, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1},
       {FASTLSTM_NO_TILES, FASTLSTM_TILE_ROW(tile_avx512, 1), FASTLSTM_TILE_ROW(tile_avx512, 2),
        FASTLSTM_TILE_ROW(tile_avx512, 3), FASTLSTM_TILE_ROW(tile_avx512, 4),
        FASTLSTM_TILE_ROW(tile_avx512, 5), FASTLSTM_TILE_ROW(tile_avx512, 6),
-       FASTLSTM_TILE_ROW(tile_avx512, 7), FASTLSTM_TILE_ROW(tile_avx512, 8)},
+       FASTLSTM_TILE_ROW(tile_avx512, 7), FASTLSTM_TILE_ROW(tile_avx512, 8),
+       FASTLSTM_TILE_ROW(tile_avx512, 9), FASTLSTM_TILE_ROW(tile_avx512, 10),
+       FASTLSTM_TILE_ROW(tile_avx512, 11), FASTLSTM_TILE_ROW(tile_avx512, 12)},
       true};
   if (isa == Isa::avx512) return avx512;
   if (isa == Isa::avx2) return avx2;
@@ -397,8 +401,9 @@ void run_tiles(const VariantOf<Word>& v, int64_t M, const Word* A, int64_t lda, 
   // Row tiles: as few as mr allows. Where mr leaves 1-3 rows over, a variant with
   // even_row_tiles makes their sizes at most one apart: on the Xeon's AVX-512 a 1-row tile
   // runs at about half the FMA rate (one W load an FMA), and one thread's H = 256 products
-  // (N = 4H, K = H) took 9 rows at 150 GFLOP/s against 139, 11 at 145 against 136, 19 at 151
-  // against 145 (medians of 3). On AVX2 (mr 6) and the portable tiles they were slower.
+  // (N = 4H, K = H) took 13 rows at 155 GFLOP/s against 149, 15 at 155 against 142, 26 at 164
+  // against 157 (medians of 3; at H = 512 13-14 rows lost up to 7%, 25-27 gained 2-3%). On
+  // AVX2 (mr 6) and the portable tiles even tiles were slower.
   const int64_t row_tiles = (M + v.mr - 1) / v.mr, over = M % v.mr;
   const bool even = v.even_row_tiles && M > v.mr && over != 0 && over <= 3;
   const auto row_tile_rows = [&](int64_t tile) {
@@ -447,7 +452,7 @@ void step_gemm(int64_t M, const float* A, int64_t lda, const StepPanels& w, floa
   if (M <= 0 || w.N <= 0) return;
   FASTLSTM_CHECK(w.format == PanelFormat::f32, "fastlstm: step_gemm needs float panels");
   // Rows a multiple of 4 KB apart (the backward's dgates at H = 256: 4H floats) all fall in
-  // one set of L1, and a tile's 8 rows evict each other: such an A is copied with its rows
+  // one set of L1, and a tile's rows evict each other: such an A is copied with its rows
   // 64 bytes further apart (a copy of M K floats, against M N K multiply-adds).
   if (lda % 1024 == 0 && M > 1) {
     int64_t ld = 0;
@@ -517,7 +522,7 @@ __attribute__((target("avx512f"))) void pack_pairs_block(const BFloat16* w, int6
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i)
       r[i] = _mm512_loadu_si512(w + (n0 + 16 * half + i) * ld + 2 * kp0);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int i = 0; i < 8; ++i) {
       t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
       t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);

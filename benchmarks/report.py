@@ -26,13 +26,15 @@ def cpu_model():
 
 
 def git_revision():
-    """HEAD, with +dirty when the code measured (kernels, package, suite) differs from it."""
+    """HEAD, with +dirty when the code measured (kernels, package, suite) differs from it; the
+    suite's own results (benchmarks/results) are not code, so an earlier run's files left
+    uncommitted do not count."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                                       stderr=subprocess.DEVNULL, text=True).strip()
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc", "fastlstm",
-                                "benchmarks", "setup.py"], cwd=root,
+                                "benchmarks", ":!benchmarks/results", "setup.py"], cwd=root,
                                stderr=subprocess.DEVNULL).returncode != 0
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -5,12 +5,12 @@ this file under each. bfloat16 and float16 loops go through the same float tiles
 operands widened, or, for bfloat16, an AVX512_BF16 kernel on pairs of k or AMX tiles.
 
 The product itself is checked against float64 matmul on shapes that leave every remainder: rows
-not a multiple of the tile's (13, 25 and 26 also take AVX-512's even row tiles), columns
-not a multiple of the panel's, K of 1, row strides wider than K, beta 0 (C's NaNs ignored), 1
-and 0.5, with every packed weight starting as NaN bytes (FASTLSTM_CPU_POISON_PACKS=1), so that
-padding the pack does not zero shows. Then whole layers against nn.LSTM with the step GEMM
-forced each way (FASTLSTM_CPU_STEP_GEMM=own|blas, read at every call), and
-_cpu_step_gemm_count() shows which ran.
+not a multiple of the tile's (13, 25 and 26 also take AVX-512's even row tiles), columns not a
+multiple of the panel's, K of 1 and of two K blocks (1000), row strides wider than K, beta 0
+(C's NaNs ignored), 1 and 0.5, with every packed weight starting as NaN bytes
+(FASTLSTM_CPU_POISON_PACKS=1), so that padding the pack does not zero shows. Then whole layers
+against nn.LSTM with the step GEMM forced each way (FASTLSTM_CPU_STEP_GEMM=own|blas, read at
+every call), and _cpu_step_gemm_count() shows which ran.
 """
 
 import os
@@ -48,7 +48,7 @@ def product(M, N, K, trans, beta, row_stride, seed):
 
 @pytest.mark.parametrize("M", [1, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 25, 26, 33])
 @pytest.mark.parametrize("N,K", [(1, 1), (15, 7), (16, 16), (17, 64), (32, 33), (33, 100),
-                                 (100, 64), (256, 65)])
+                                 (100, 64), (256, 65), (40, 1000)])
 @pytest.mark.parametrize("trans", [True, False], ids=["wT", "w"])
 def test_product_matches_float64(M, N, K, trans, monkeypatch):
     monkeypatch.setenv("FASTLSTM_CPU_POISON_PACKS", "1")  # packs start as NaN: padding shows

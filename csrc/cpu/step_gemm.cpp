@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
-#include <unistd.h>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -278,18 +277,20 @@ bool poison_packs() {
   return v != nullptr && std::strcmp(v, "0") != 0;
 }
 
-// K is taken in blocks, so that a panel's block (kc x NR floats: half of L1) and the rows of
-// A stay in L1 while every row block of C passes over them: kc = 192 on AVX-512 with a 48 KB
-// L1 (measured on the Xeon: 128 to 256 within noise), 128 with AMD Zen 4's 32 KB.
-// FASTLSTM_CPU_STEP_GEMM_KC overrides it (read once).
-int64_t k_block(int64_t nr) {
-  static const int64_t l1 = [] {
-    const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-    return v > 0 ? int64_t(v) : int64_t(32 * 1024);
-  }();
+// K is taken in blocks of kc = 512 (a panel's block: kc x NR words), so that the products of
+// H <= 512 (forward) run their K in one block: each further block stores and reloads the C tile
+// and restarts the tile's loop. Blocks sized to half of L1 (kc = 192 on the Xeon's 48 KB) ran
+// slower with 12-row tiles: one thread, GFLOP/s, kc 192 against 512, H = 256 16 rows 153-159
+// against 166-169, H = 512 16 rows 148-153 against 157-158, the backward at H = 256 (K = 1024)
+// 157-159 against 164-165; layers (3 alternating process pairs, nn.LSTM padded over fastlstm):
+// uni I = 256 H = 512 B = 32 nearfull inference 0.91-0.98 against 1.01-1.05, uni H = 256
+// nearfull 0.93-0.98 against 0.99. The panel block then streams from L2, which the tiles'
+// prefetch covers. AVX2 (16-column panels) measured level. FASTLSTM_CPU_STEP_GEMM_KC overrides
+// it (read once).
+int64_t k_block(int64_t) {
   static const char* forced = std::getenv("FASTLSTM_CPU_STEP_GEMM_KC");
   if (forced != nullptr) return std::max<int64_t>(1, std::atoll(forced));
-  return std::clamp<int64_t>(l1 / 2 / (nr * int64_t(sizeof(float))), 64, 512);
+  return 512;
 }
 // Panels a chunk of C's columns holds: the chunk's rows all run before the next chunk's, so
 // each panel is read from memory once per K block however many rows there are.

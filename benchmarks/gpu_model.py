@@ -157,18 +157,12 @@ def step_products(pass_, dtype, rows, units, H, device, tf32=False, staged=True,
 
 
 def step_cycles(w, dtype, rows, units, blocks, device):
-    """Cycles of one block's step: (throughput bound, path latency, barriers), where the
-    throughput bound is the largest of the SM's shared-memory, FMA, tensor-core and shuffle
-    rates for the block's whole work and of its share of the L2's bandwidth (every SM reading
-    at once) for A's rows, and the path is its busiest warp's: h_{t-1} from L2, the loop's
-    dependent turns, the reduction's shuffles, a K split's trip through the scratch, then the
-    cells."""
-    return tuple(sum(parts.values()) if i else max(parts.values())
-                 for i, parts in enumerate(step_cycle_parts(w, dtype, rows, units, blocks, device)))
-
-
-def step_cycle_parts(w, dtype, rows, units, blocks, device):
-    """step_cycles' terms by name: ({throughput bounds}, {path latencies}, {barrier})."""
+    """Cycles of one block's step, by name: ({throughput bounds}, {path latencies}, {barrier}).
+    The step is the largest throughput bound (the SM's shared-memory, FMA, tensor-core and
+    shuffle rates for the block's whole work, and its share of the L2's bandwidth, every SM
+    reading at once, for A's rows) plus the path of its busiest warp (h_{t-1} from L2, the
+    loop's dependent turns, the reduction's shuffles, a K split's trip through the scratch, then
+    the cells) plus the barrier."""
     clk = device.clock_ghz * 1e9
     fma_rate = dict(device.fma_per_clk).get(dtype, 128)
     throughput = {"shared": (w.shared_read + w.shared_write) / device.shared_bytes_per_clk,
@@ -194,8 +188,9 @@ def predict_step_us(pass_, dtype, B, H, D, device=H100, tf32=False):
     blocks = min(H, device.sms // D)
     units = max(block_units(H, blocks))
     w = step_products(pass_, dtype, B, units, H, device, tf32)
-    bounds = step_cycle_parts(w, dtype, B, units, blocks, device)[0]
-    throughput, path, barrier = step_cycles(w, dtype, B, units, blocks, device)
+    bounds, paths, barriers = step_cycles(w, dtype, B, units, blocks, device)
+    throughput, path, barrier = (max(bounds.values()), sum(paths.values()),
+                                 sum(barriers.values()))
     return {"us": (throughput + path + barrier) / (device.clock_ghz * 1e3),
             "throughput_us": throughput / (device.clock_ghz * 1e3),
             "path_us": path / (device.clock_ghz * 1e3),

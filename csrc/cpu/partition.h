@@ -138,7 +138,6 @@ inline std::vector<RowGroup> plan_row_groups(const IndexList& length, int64_t D,
   return groups;
 }
 
-
 // One core's L2 cache in bytes (sysconf where the C library says, else 1 MiB).
 inline int64_t l2_bytes_per_core() {
   static const int64_t bytes = [] {

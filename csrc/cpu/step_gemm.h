@@ -67,9 +67,10 @@ enum class Bf16Kernel { floats, pairs, amx };
 Bf16Kernel bf16_kernel();
 const char* bf16_kernel_name(Bf16Kernel kernel);
 
-// Rows of a full tile of this process's float32 step GEMM (its variant for isa()): 8 on
+// Rows of a full tile of this process's float32 step GEMM (its variant for isa()): 12 on
 // AVX-512, 6 on AVX2, 4 portable. A product of M rows runs M / tile full tiles and one partial
-// one (the partition's cost model, partition.h, charges for it).
+// one (on AVX-512, 1-3 rows over make all its tiles even instead); the partition's cost model
+// charges for it (partition.h, partition_tile_rows).
 int64_t step_gemm_tile_rows();
 
 // Which per-step GEMM the time loops use (FASTLSTM_CPU_STEP_GEMM, read at every layer call so

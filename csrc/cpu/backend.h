@@ -14,7 +14,6 @@
 
 #include "../loop_weight.h"
 #include "../lstm.h"
-#include "../once_per_direction.h"
 #include "../schedule.h"
 #include "../torch_api.h"
 #include "cell.h"
@@ -349,26 +348,29 @@ struct CpuBackend {
     return false;
   }
 
-  // The rows partition: one task per group in one parallel region of torch's threads. Each
-  // task measures the time its thread lost to other processes (contention.h): its late start,
-  // and its wall time less its own CPU time.
+  // The rows partition: one task per group in one parallel region of torch's threads. The
+  // call measures the time its threads lost to other processes (contention.h): each task's late
+  // start and its wall time less its own CPU time (waits in the call spin, so they are CPU
+  // time), and the region's end after the last task's (a thread descheduled in the join).
   template <typename F>
   static void run_row_groups_in_parallel(const std::vector<RowGroup>& groups, const F& f) {
     const int64_t n = static_cast<int64_t>(groups.size());
     const int64_t start = steady_ns();
-    std::atomic<int64_t> worst_lost{0};
-    torch::stable::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
-      const int64_t begun = steady_ns(), cpu = thread_cpu_ns(), waited = direction_wait_ns();
-      for (int64_t k = i0; k < i1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
-      const int64_t wall = steady_ns() - begun, used = thread_cpu_ns() - cpu;
-      // Waiting for another group's packed weights (OncePerDirection) is the call's own.
-      const int64_t off_cpu = wall - used - (direction_wait_ns() - waited);
-      const int64_t lost = (begun - start) + std::max<int64_t>(0, off_cpu);
-      int64_t seen = worst_lost.load(std::memory_order_relaxed);
-      while (lost > seen && !worst_lost.compare_exchange_weak(seen, lost)) {
+    std::atomic<int64_t> worst_lost{0}, last_end{start};
+    const auto raise = [](std::atomic<int64_t>& a, int64_t v) {
+      int64_t seen = a.load(std::memory_order_relaxed);
+      while (v > seen && !a.compare_exchange_weak(seen, v)) {
       }
+    };
+    torch::stable::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
+      const int64_t begun = steady_ns(), cpu = thread_cpu_ns();
+      for (int64_t k = i0; k < i1; ++k) f(groups[k].dir, groups[k].r0, groups[k].r1);
+      const int64_t end = steady_ns(), used = thread_cpu_ns() - cpu;
+      raise(worst_lost, (begun - start) + std::max<int64_t>(0, end - begun - used));
+      raise(last_end, end);
     });
-    report_parallel_call(steady_ns() - start, worst_lost.load());
+    const int64_t end = steady_ns();
+    report_parallel_call(end - start, std::max(worst_lost.load(), end - last_end.load()));
   }
 
   // The steps partition: one task per group and per helper of its step team (the threads left

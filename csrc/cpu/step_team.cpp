@@ -2,21 +2,13 @@
 
 #include <thread>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+#include "../cpu_relax.h"
 
 namespace fastlstm::cpu {
 namespace {
 
 thread_local StepTeam* t_team = nullptr;
 std::atomic<int64_t> g_helped_teams{0};
-
-void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#endif
-}
 
 // Waits until done(a's value) and returns that value: spins for up to StepTeam::kSpin, then
 // blocks until a changes (and checks again).

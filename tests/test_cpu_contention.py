@@ -88,3 +88,21 @@ def test_window_opens_after_a_contended_call_and_closes_after_a_clean_one(monkey
     inference_matches(ref, fast, x, lengths)
     assert torch.ops.fastlstm._cpu_last_row_groups() == 2
     torch.ops.fastlstm._cpu_report_contention(False)
+
+
+def test_a_thread_held_before_the_join_opens_the_window(monkeypatch, threads):
+    # Each task sleeps 20 ms after its own measured end (_cpu_delay_task_ends), as a thread
+    # descheduled before the parallel region's join would: only the region's end shows it.
+    threads(2)
+    monkeypatch.setenv("FASTLSTM_CPU_CONTENTION", "auto")
+    ref, fast, x, lengths = small_case(False, seed=3)
+    inference_matches(ref, fast, x, lengths)  # warm: weights, kernels
+    torch.ops.fastlstm._cpu_report_contention(False)
+    try:
+        torch.ops.fastlstm._cpu_delay_task_ends(20_000)
+        inference_matches(ref, fast, x, lengths)
+        assert torch.ops.fastlstm._cpu_last_row_groups() == 2  # it ran parallel
+        assert torch.ops.fastlstm._cpu_contention_window_open()
+    finally:
+        torch.ops.fastlstm._cpu_delay_task_ends(0)
+        torch.ops.fastlstm._cpu_report_contention(False)

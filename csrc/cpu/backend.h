@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -368,6 +369,8 @@ struct CpuBackend {
       const int64_t end = steady_ns(), used = thread_cpu_ns() - cpu;
       raise(worst_lost, (begun - start) + std::max<int64_t>(0, end - begun - used));
       raise(last_end, end);
+      if (const int64_t us = task_end_delay_us())
+        std::this_thread::sleep_for(std::chrono::microseconds(us));
     });
     const int64_t end = steady_ns();
     report_parallel_call(end - start, std::max(worst_lost.load(), end - last_end.load()));

@@ -18,6 +18,7 @@ constexpr int64_t kMinLostNs = 300'000;            // 0.3 ms
 
 std::atomic<int64_t> g_window_ns{0};  // length of the current (or last) window; 0: clean
 std::atomic<int64_t> g_until_ns{0};   // steady-clock time at which the window closes
+std::atomic<int64_t> g_task_end_delay_us{0};
 
 thread_local bool t_serial = false;
 
@@ -61,6 +62,9 @@ void report_parallel_call(int64_t wall_ns, int64_t worst_lost_ns) {
 }
 
 void report_contention_for_test(bool contended) { open_or_close(contended); }
+
+void delay_task_ends_for_test(int64_t us) { g_task_end_delay_us.store(us); }
+int64_t task_end_delay_us() { return g_task_end_delay_us.load(std::memory_order_relaxed); }
 
 int64_t thread_cpu_ns() {
   timespec ts{};

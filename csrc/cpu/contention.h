@@ -41,6 +41,11 @@ void report_parallel_call(int64_t wall_ns, int64_t worst_lost_ns);
 bool contention_window_open();
 void report_contention_for_test(bool contended);
 
+// Tests: every task of a parallel layer call sleeps `us` microseconds after its own measured
+// end, as a thread descheduled before the call's join would (0, the default: never).
+void delay_task_ends_for_test(int64_t us);
+int64_t task_end_delay_us();
+
 // CPU time of the calling thread, and the steady clock, in nanoseconds.
 int64_t thread_cpu_ns();
 int64_t steady_ns();

@@ -22,7 +22,7 @@ import torch
 import fastlstm
 from helpers import assert_close, check_parity, make_pair, random_lengths, reference_forward
 
-STEP_ROWS = 4  # kStepRows in csrc/cpu/partition.h: a step's cost beside its rows, in rows
+STEP_ROWS = 1.5  # kStepHalfRows / 2 in csrc/cpu/partition.h: a step's cost beside its rows
 
 
 def planned(lengths, directions, threads, partition, tile_rows=0):

@@ -19,6 +19,7 @@ constexpr int64_t kMinLostNs = 300'000;            // 0.3 ms
 std::atomic<int64_t> g_window_ns{0};  // length of the current (or last) window; 0: clean
 std::atomic<int64_t> g_until_ns{0};   // steady-clock time at which the window closes
 std::atomic<int64_t> g_task_end_delay_us{0};
+std::atomic<int64_t> g_contended_calls{0};
 
 thread_local bool t_serial = false;
 
@@ -58,8 +59,12 @@ bool contended_serial(int64_t macs) {
 }
 
 void report_parallel_call(int64_t wall_ns, int64_t worst_lost_ns) {
-  open_or_close(worst_lost_ns > std::max(kMinLostNs, wall_ns / 4));
+  const bool contended = worst_lost_ns > std::max(kMinLostNs, wall_ns / 4);
+  if (contended) g_contended_calls.fetch_add(1, std::memory_order_relaxed);
+  open_or_close(contended);
 }
+
+int64_t contended_call_count() { return g_contended_calls.load(std::memory_order_relaxed); }
 
 void report_contention_for_test(bool contended) { open_or_close(contended); }
 

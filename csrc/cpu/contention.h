@@ -39,6 +39,8 @@ void report_parallel_call(int64_t wall_ns, int64_t worst_lost_ns);
 
 // Whether a contended window is open (tests), and a way to open or close one (tests).
 bool contention_window_open();
+// How many parallel layer calls this process has judged contended (tests).
+int64_t contended_call_count();
 void report_contention_for_test(bool contended);
 
 // Tests: every task of a parallel layer call sleeps `us` microseconds after its own measured

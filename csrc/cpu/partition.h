@@ -14,7 +14,7 @@
 //          either.
 // Groups are balanced by their cost (StepCost): a group of rows [a, b) (lengths sorted
 // descending) runs a step for each t < length[a], on its rows still active at t, and each step
-// costs kStepRows rows' worth beside its rows (the GEMM call and the weights' pass), plus a
+// costs kStepHalfRows half-rows beside its rows (the GEMM call and the weights' pass), plus a
 // penalty where the step GEMM's last tile of rows is only partly full.
 #pragma once
 
@@ -48,21 +48,29 @@ inline const char* forced_partition() {
                                                                                         : nullptr;
 }
 
-// A step's cost beside its rows, in rows (StepCost::step is in half-rows). Measured on the
-// 2-core Xeon, one thread, inference, T = 200, all rows full length: a step of 1 row costs as
-// much as about 3 rows at H = 64 and 4 rows at H = 512 (every step reads the whole W_hh once).
-constexpr int64_t kStepRows = 4;
+// A step's cost beside its rows, in half-rows: 1.5 rows. With W_hh packed once per layer call
+// for fastlstm's own step GEMM, one thread at H = 256 takes about 0.011 + 0.0054 M time units
+// for a step of M rows (about 2 rows' worth per step), and each row also carries its cell and,
+// in inference, its share of the input projection. Rows partition cuts, 2-core Xeon, 2 threads,
+// T = 100, lengths uniform in [T/4, T], interleaved against the 4 rows charged before (medians
+// of 15-21, nn.LSTM padded over fastlstm): uni B = 8 H = 256 inference 1.24x -> 1.39x (cut 2 +
+// 6 rows -> 3 + 5; the threads' loops took 2.7 and 4.3 ms, now 3.4 and 3.5), B = 4 H = 512
+// 1.71x -> 1.88x, B = 32 I = H = 64 1.47x -> 1.65x, training uni B = 32 H = 128 1.33x -> 1.57x,
+// B = 8 H = 256 1.22x -> 1.38x; nearly full lengths level to 1.05x faster; AVX2-capped 5 of 6
+// rows faster. 1 row (2 half-rows) measured level with 1.5, 2 rows slower.
+constexpr int64_t kStepHalfRows = 3;
 
-// The cost of one step of a group with n active rows, in half-rows (integers): `step` (kStepRows)
-// beside them, 2 per row, and where the step GEMM runs its rows in tiles of `tile` rows
-// (partition_tile_rows: 8 on AVX-512, whose kernel's tiles hold 12; 6 on AVX2, 4 portable), a
-// partial last tile's extra: 1.5 rows for one of under tile / 2 rows, 0.5 for a larger one.
+// The cost of one step of a group with n active rows, in half-rows (integers): `step`
+// (kStepHalfRows) beside them, 2 per row, and where the step GEMM runs its rows in tiles of
+// `tile` rows (partition_tile_rows: 8 on AVX-512, whose kernel's tiles hold 12; 6 on AVX2, 4
+// portable), a partial last tile's extra: 1.5 rows for one of under tile / 2 rows, 0.5 for a
+// larger one.
 // Measured on the 2-core Xeon, one thread, H = 256 (python -m benchmarks.step_gemm): M rows cost
 // as much as 8 floor(M / 8) + m full-tile rows plus 1.4, 1.2, 1.8, 0.2, 0.7, 0.35, 0.3 for m = M
 // mod 8 = 1..7. Two groups of nearly full lengths at B = 32 were cut 15 + 17 rows without it (17 =
 // 8 + 8 + 1), and 16 + 16 ran 1.05x faster (uni H = 256 inference).
 struct StepCost {
-  static constexpr int64_t step = 2 * kStepRows;
+  static constexpr int64_t step = kStepHalfRows;
   int64_t tile = 0;  // 0: every row costs alike
   int64_t partial(int64_t n) const {
     const int64_t m = tile > 0 ? n % tile : 0;

@@ -7,12 +7,13 @@
 // threads against 1.6-2.0 on one (1.3 idle on two). Larger calls gain more from the second
 // thread and lose less to the meeting, and there two threads stay faster (docs/PERFORMANCE.md).
 //
-// So each parallel call measures the time its threads lost (late start, or wall time less
-// their own CPU time). A call that lost much opens a window (50 ms, doubled while it recurs, up
-// to 1.6 s) in which the layer calls of under kContendedSerialMaxMacs run on the calling thread
-// alone: their groups in turn, nested loops inline, MKL on one thread. The first call after the
-// window runs parallel again and so measures again; a clean parallel call closes the window.
-// Idle, no call loses time, and nothing changes.
+// So each parallel call measures the time its threads lost (late start, wall time less their
+// own CPU time, or a late end of the region after its last task). Two calls in a row that lost
+// much open a window (50 ms, doubled while it recurs, up to 1.6 s) in which the layer calls of
+// under kContendedSerialMaxMacs run on the calling thread alone: their groups in turn, nested
+// loops inline, MKL on one thread. The first call after the window runs parallel again and so
+// measures again; a clean parallel call closes the window. Idle, calls rarely lose time, and
+// one such call alone opens nothing.
 //
 // FASTLSTM_CPU_CONTENTION (read at every call): auto (default); off, never serial; on, always
 // treated as contended (tests).
@@ -34,14 +35,17 @@ constexpr int64_t kContendedSerialMaxMacs = int64_t(1) << 29;
 bool contended_serial(int64_t macs);
 
 // A parallel layer call's verdict: whether one of its threads lost more than a quarter of the
-// call's wall time, and at least 0.3 ms, to late start or descheduling.
+// call's wall time, and at least 0.3 ms, to late start or descheduling. `worst_lost_ns`: the
+// most any thread lost.
 void report_parallel_call(int64_t wall_ns, int64_t worst_lost_ns);
 
 // Whether a contended window is open (tests), and a way to open or close one (tests).
 bool contention_window_open();
-// How many parallel layer calls this process has judged contended (tests).
-int64_t contended_call_count();
 void report_contention_for_test(bool contended);
+
+// Tests: 0 clean, 1 clean after one contended parallel call, 2 a window opened since the last
+// clean call (open or expired).
+int64_t contention_state();
 
 // Tests: every task of a parallel layer call sleeps `us` microseconds after its own measured
 // end, as a thread descheduled before the call's join would (0, the default: never).

@@ -371,7 +371,7 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // _cpu_step_gemm_gflops(M, N, K, trans, how, seconds, dtype), one per-step product's speed with
 // W packed once, own or MKL's, in float32, bfloat16 or float16 (step_gemm_timing.h);
 // _cpu_contention_window_open() and _cpu_report_contention(contended), contention.h's window,
-// _cpu_contended_calls(), how many parallel calls it judged contended, and
+// _cpu_contention_state(), clean (0), one contended call (1) or a window (2), and
 // _cpu_delay_task_ends(us), its stand-in for a thread descheduled before a call's join.
 STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_packed_gemm_available() -> bool");
@@ -383,7 +383,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_contention_window_open() -> bool");
   m.def("_cpu_report_contention(bool contended) -> ()");
   m.def("_cpu_delay_task_ends(int us) -> ()");
-  m.def("_cpu_contended_calls() -> int");
+  m.def("_cpu_contention_state() -> int");
   m.def("_cpu_partition_choice(Tensor sorted_lengths, int directions, int H, int Hout, "
         "int threads, int elem_bytes, int l2_bytes) -> str");
   m.def("_cpu_l2_bytes() -> int");
@@ -415,7 +415,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_contention_window_open", TORCH_BOX(&fastlstm::cpu::contention_window_open));
   m.impl("_cpu_report_contention", TORCH_BOX(&fastlstm::cpu::report_contention_for_test));
   m.impl("_cpu_delay_task_ends", TORCH_BOX(&fastlstm::cpu::delay_task_ends_for_test));
-  m.impl("_cpu_contended_calls", TORCH_BOX(&fastlstm::cpu::contended_call_count));
+  m.impl("_cpu_contention_state", TORCH_BOX(&fastlstm::cpu::contention_state));
   m.impl("_cpu_partition_choice", TORCH_BOX(&fastlstm::cpu::partition_choice_for_test));
   m.impl("_cpu_l2_bytes", TORCH_BOX(&fastlstm::cpu::l2_bytes_for_test));
   m.impl("_cpu_step_team_selftest", TORCH_BOX(&fastlstm::cpu::step_team_selftest));

@@ -20,6 +20,7 @@
 //                                          W^T for an inference's `uses` chunk projections
 //   gemm<T, C>(ctx, M, A, lda, loop_weight, beta, C, ldc)                 C = A op(W) + beta C
 //   cell_forward<T, Acc>(ctx, rows, H, gates, bias, PrevCell, c_out, h_out)
+//   cell_inference<T, Acc>(...)            as cell_forward; gates need not keep the activations
 //   cell_backward<T, Acc>(ctx, rows, H, gates, c, PrevCell, dh, dc, dgates)
 //   copy_rows<D, S>(ctx, n, C, dst, ldd, dst_idx, src, lds, src_idx)   dst[dst_idx[r]] = src[src_idx[r]]
 //   zero_rows<T>(ctx, n, C, dst, ldd, idx)
@@ -354,8 +355,8 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
       Acc* c_prev = c_steps + ((k + 1) & 1) * gB * H;
       Acc* c_cur = c_steps + (k & 1) * gB * H;
       T* h = d.has_proj ? h_raw : out + off * Ho;
-      Backend::template cell_forward<T, Acc>(ctx, bs, H, g, b, PrevCell<Acc>{c_prev, c0d, nc},
-                                             c_cur, h);
+      Backend::template cell_inference<T, Acc>(ctx, bs, H, g, b, PrevCell<Acc>{c_prev, c0d, nc},
+                                               c_cur, h);
       if (d.has_proj) Backend::template gemm<T, T>(ctx, bs, h, H, sw.hr, 0, out + off * Ho, Ho);
       // Rows whose sequence ends at this step keep their cell state.
       const int64_t ends_from = reverse ? (t == 0 ? 0 : s.batch_sizes[t])

@@ -16,9 +16,9 @@ namespace fastlstm {
 // to ask and shared by the others (on the CPU, groups of one direction run on several threads
 // at once: each used to pack its own copy of the direction's weights). A group that asks while
 // another is making it waits for it spinning, never asleep: the making is short (packing a
-// direction's weights), and beside busy processes a thread asleep in the kernel took 1.7-3.9
-// ms to wake after it (uni B=8 H=128 inference on the 2-core Xeon, whose call takes 1.3 ms
-// idle). A spinning wait is CPU time too, so the contention measure (csrc/cpu/contention.h)
+// direction's weights: 0.05-0.2 ms at H=128), and beside busy processes a waiter asleep in the
+// kernel waited 1.7-4.9 ms for it (uni B=8 H=128 inference on the 2-core Xeon, whose whole
+// call takes 1.3 ms idle). A spinning wait is CPU time too, so the contention measure (csrc/cpu/contention.h)
 // sees any time the waiter is descheduled as lost. (An atomic state, not std::call_once:
 // that would export libstdc++ template symbols and need glibc 2.34.)
 template <typename V>

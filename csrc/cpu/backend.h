@@ -223,14 +223,21 @@ struct CpuBackend {
 
   template <typename T, typename Acc>
   static void cell_forward(Context&, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
-                           PrevCell<Acc> c_prev, Acc* c_out, T* h_out) {
+                           PrevCell<Acc> c_prev, Acc* c_out, T* h_out, bool keep_gates = true) {
     if constexpr (std::is_same_v<T, Acc>) {
-      cpu::cell_forward<T>(rows, H, gates, bias, c_prev, c_out, h_out);
+      cpu::cell_forward<T>(rows, H, gates, bias, c_prev, c_out, h_out, keep_gates);
     } else {
       float* h = lowp_buffer(rows * H);  // h in float, then rounded to T
-      cpu::cell_forward<Acc>(rows, H, gates, bias, c_prev, c_out, h);
+      cpu::cell_forward<Acc>(rows, H, gates, bias, c_prev, c_out, h, keep_gates);
       narrow(h, h_out, rows * H);
     }
+  }
+
+  // cell_forward for inference: the activations need not replace the pre-activations.
+  template <typename T, typename Acc>
+  static void cell_inference(Context& ctx, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
+                             PrevCell<Acc> c_prev, Acc* c_out, T* h_out) {
+    cell_forward<T, Acc>(ctx, rows, H, gates, bias, c_prev, c_out, h_out, false);
   }
 
   template <typename T, typename Acc>

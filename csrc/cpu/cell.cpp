@@ -25,7 +25,9 @@ struct DoubleMath {
   static FASTLSTM_INLINE double tanh(double x) { return fast::tanh(x); }
 };
 
-template <typename T, typename M>
+// kKeepGates: store the activations over the pre-activations (training's backward reads them);
+// inference leaves gates as they came, 4 stores a unit fewer.
+template <typename T, typename M, bool kKeepGates>
 FASTLSTM_INLINE void forward_rows(int64_t r0, int64_t r1, int64_t H, T* gates, const T* bias,
                                   PrevCell<T> c_prev, T* c_out, T* h_out) {
   for (int64_t j = r0; j < r1; ++j) {
@@ -47,10 +49,12 @@ FASTLSTM_INLINE void forward_rows(int64_t r0, int64_t r1, int64_t H, T* gates, c
       const T g = M::tanh(gg[k] + bg[k]);
       const T o = M::sigmoid(go[k] + bo[k]);
       const T cn = f * cp[k] + i * g;
-      gi[k] = i;
-      gf[k] = f;
-      gg[k] = g;
-      go[k] = o;
+      if constexpr (kKeepGates) {
+        gi[k] = i;
+        gf[k] = f;
+        gg[k] = g;
+        go[k] = o;
+      }
       c[k] = cn;
       h[k] = o * M::tanh(cn);
     }
@@ -92,7 +96,11 @@ FASTLSTM_INLINE void backward_rows(int64_t r0, int64_t r1, int64_t H, const T* g
 #define FASTLSTM_CELL_VARIANT(T, M, NAME, TARGET)                                                 \
   TARGET void forward_##NAME(int64_t r0, int64_t r1, int64_t H, T* g, const T* b,             \
                              PrevCell<T> cp, T* c, T* h) {                                    \
-    forward_rows<T, M>(r0, r1, H, g, b, cp, c, h);                                            \
+    forward_rows<T, M, true>(r0, r1, H, g, b, cp, c, h);                                      \
+  }                                                                                           \
+  TARGET void inference_##NAME(int64_t r0, int64_t r1, int64_t H, T* g, const T* b,           \
+                               PrevCell<T> cp, T* c, T* h) {                                  \
+    forward_rows<T, M, false>(r0, r1, H, g, b, cp, c, h);                                     \
   }                                                                                           \
   TARGET void backward_##NAME(int64_t r0, int64_t r1, int64_t H, const T* g, const T* c,      \
                               PrevCell<T> cp, const T* dh, T* dc, T* dg) {                    \
@@ -111,16 +119,18 @@ FASTLSTM_CELL_VARIANTS(baseline, )
 template <typename T>
 struct CellKernels {
   void (*forward)(int64_t, int64_t, int64_t, T*, const T*, PrevCell<T>, T*, T*);
+  void (*inference)(int64_t, int64_t, int64_t, T*, const T*, PrevCell<T>, T*, T*);
   void (*backward)(int64_t, int64_t, int64_t, const T*, const T*, PrevCell<T>, const T*, T*, T*);
 };
 
 template <typename T>
 CellKernels<T> cell_kernels() {
-#define FASTLSTM_PICK(PREFIX)                                                        \
-  switch (isa()) {                                                                   \
-    case Isa::avx512: return {forward_##PREFIX##_avx512, backward_##PREFIX##_avx512}; \
-    case Isa::avx2: return {forward_##PREFIX##_avx2, backward_##PREFIX##_avx2};       \
-    default: return {forward_##PREFIX##_baseline, backward_##PREFIX##_baseline};      \
+#define FASTLSTM_KERNELS(NAME) {forward_##NAME, inference_##NAME, backward_##NAME}
+#define FASTLSTM_PICK(PREFIX)                                     \
+  switch (isa()) {                                                \
+    case Isa::avx512: return FASTLSTM_KERNELS(PREFIX##_avx512);   \
+    case Isa::avx2: return FASTLSTM_KERNELS(PREFIX##_avx2);       \
+    default: return FASTLSTM_KERNELS(PREFIX##_baseline);          \
   }
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>) {
@@ -130,11 +140,12 @@ CellKernels<T> cell_kernels() {
   }
 #else
   if constexpr (std::is_same_v<T, float>)
-    return {forward_f32_baseline, backward_f32_baseline};
+    return FASTLSTM_KERNELS(f32_baseline);
   else
-    return {forward_f64_baseline, backward_f64_baseline};
+    return FASTLSTM_KERNELS(f64_baseline);
 #endif
 #undef FASTLSTM_PICK
+#undef FASTLSTM_KERNELS
 }
 
 // Rows per task so that each task touches about 16K gate values.
@@ -166,8 +177,8 @@ void for_rows(int64_t rows, int64_t H, const F& f) {
 
 template <typename T>
 void cell_forward(int64_t rows, int64_t H, T* gates, const T* bias, PrevCell<T> c_prev, T* c_out,
-                  T* h_out) {
-  const auto f = cell_kernels<T>().forward;
+                  T* h_out, bool keep_gates) {
+  const auto f = keep_gates ? cell_kernels<T>().forward : cell_kernels<T>().inference;
   for_rows(rows, H, [&](int64_t r0, int64_t r1) { f(r0, r1, H, gates, bias, c_prev, c_out, h_out); });
 }
 
@@ -179,9 +190,9 @@ void cell_backward(int64_t rows, int64_t H, const T* gates, const T* c, PrevCell
 }
 
 template void cell_forward<float>(int64_t, int64_t, float*, const float*, PrevCell<float>,
-                                  float*, float*);
+                                  float*, float*, bool);
 template void cell_forward<double>(int64_t, int64_t, double*, const double*, PrevCell<double>,
-                                   double*, double*);
+                                   double*, double*, bool);
 template void cell_backward<float>(int64_t, int64_t, const float*, const float*,
                                    PrevCell<float>, const float*, float*, float*);
 template void cell_backward<double>(int64_t, int64_t, const double*, const double*,

@@ -8,11 +8,13 @@
 
 namespace fastlstm::cpu {
 
-// gates [rows, 4H]: in, pre-activations without bias; out, activations i, f, g, o.
+// gates [rows, 4H]: in, pre-activations without bias; out, activations i, f, g, o where
+// keep_gates (training), else left as they came (inference).
 // bias [4H] (b_ih + b_hh) or nullptr. c_out [rows, H]. h_out [rows, H] = o * tanh(c).
 template <typename scalar_t>
 void cell_forward(int64_t rows, int64_t H, scalar_t* gates, const scalar_t* bias,
-                  PrevCell<scalar_t> c_prev, scalar_t* c_out, scalar_t* h_out);
+                  PrevCell<scalar_t> c_prev, scalar_t* c_out, scalar_t* h_out,
+                  bool keep_gates = true);
 
 // gates [rows, 4H] activations and c [rows, H] from the forward; dh [rows, H] gradient of h_t;
 // dc [rows, H]: in, gradient of c_t from step t+1 (or c_n); out, gradient of c_{t-1}.

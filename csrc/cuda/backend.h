@@ -81,6 +81,12 @@ struct CudaBackend {
   template <typename T, typename Acc>
   static void cell_forward(Context& ctx, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
                            PrevCell<Acc> c_prev, Acc* c_out, T* h_out);
+  // Inference's cell: the forward's kernel (which also stores the activations over gates).
+  template <typename T, typename Acc>
+  static void cell_inference(Context& ctx, int64_t rows, int64_t H, Acc* gates, const Acc* bias,
+                             PrevCell<Acc> c_prev, Acc* c_out, T* h_out) {
+    cell_forward<T, Acc>(ctx, rows, H, gates, bias, c_prev, c_out, h_out);
+  }
 
   template <typename T, typename Acc>
   static void cell_backward(Context& ctx, int64_t rows, int64_t H, const Acc* gates, const Acc* c,

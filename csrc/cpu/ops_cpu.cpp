@@ -162,6 +162,12 @@ Tensor row_groups_for_test(const Tensor& sorted_lengths, int64_t directions, int
   return out;
 }
 
+// Test op: contention.h's stand-in for a thread descheduled before a call's join.
+void delay_task_ends_checked(int64_t us) {
+  FASTLSTM_CHECK_VALUE(us >= 0, "fastlstm: us must be >= 0, got ", us);
+  delay_task_ends_for_test(us);
+}
+
 // Test op: the partition (partition.h, choose_partition) a float layer of H hidden units (Hout
 // outputs) would take for these sorted lengths on `threads` threads and this L2 size.
 std::string partition_choice_for_test(const Tensor& sorted_lengths, int64_t directions, int64_t H,
@@ -414,7 +420,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_last_row_groups", TORCH_BOX(&fastlstm::cpu::last_row_groups));
   m.impl("_cpu_contention_window_open", TORCH_BOX(&fastlstm::cpu::contention_window_open));
   m.impl("_cpu_report_contention", TORCH_BOX(&fastlstm::cpu::report_contention_for_test));
-  m.impl("_cpu_delay_task_ends", TORCH_BOX(&fastlstm::cpu::delay_task_ends_for_test));
+  m.impl("_cpu_delay_task_ends", TORCH_BOX(&fastlstm::cpu::delay_task_ends_checked));
   m.impl("_cpu_contention_state", TORCH_BOX(&fastlstm::cpu::contention_state));
   m.impl("_cpu_partition_choice", TORCH_BOX(&fastlstm::cpu::partition_choice_for_test));
   m.impl("_cpu_l2_bytes", TORCH_BOX(&fastlstm::cpu::l2_bytes_for_test));

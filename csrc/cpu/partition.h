@@ -64,11 +64,10 @@ constexpr int64_t kStepHalfRows = 3;
 // (kStepHalfRows) beside them, 2 per row, and where the step GEMM runs its rows in tiles of
 // `tile` rows (partition_tile_rows: 8 on AVX-512, whose kernel's tiles hold 12; 6 on AVX2, 4
 // portable), a partial last tile's extra: 1.5 rows for one of under tile / 2 rows, 0.5 for a
-// larger one.
-// Measured on the 2-core Xeon, one thread, H = 256 (python -m benchmarks.step_gemm): M rows cost
-// as much as 8 floor(M / 8) + m full-tile rows plus 1.4, 1.2, 1.8, 0.2, 0.7, 0.35, 0.3 for m = M
-// mod 8 = 1..7. Two groups of nearly full lengths at B = 32 were cut 15 + 17 rows without it (17 =
-// 8 + 8 + 1), and 16 + 16 ran 1.05x faster (uni H = 256 inference).
+// larger one. Measured on the 2-core Xeon, one thread, H = 256 (python -m benchmarks.step_gemm):
+// M rows cost as much as 8 floor(M / 8) + m full-tile rows plus 1.4, 1.2, 1.8, 0.2, 0.7, 0.35,
+// 0.3 for m = M mod 8 = 1..7. Two groups of nearly full lengths at B = 32 were cut 15 + 17 rows
+// without it (17 = 8 + 8 + 1), and 16 + 16 ran 1.05x faster (uni H = 256 inference).
 struct StepCost {
   static constexpr int64_t step = kStepHalfRows;
   int64_t tile = 0;  // 0: every row costs alike

@@ -287,7 +287,7 @@ bool poison_packs() {
 // nearfull 0.93-0.98 against 0.99. The panel block then streams from L2, which the tiles'
 // prefetch covers. AVX2 (16-column panels) measured level. FASTLSTM_CPU_STEP_GEMM_KC overrides
 // it (read once).
-int64_t k_block(int64_t) {
+int64_t k_block() {
   static const char* forced = std::getenv("FASTLSTM_CPU_STEP_GEMM_KC");
   if (forced != nullptr) return std::max<int64_t>(1, std::atoll(forced));
   return 512;
@@ -389,7 +389,7 @@ template <typename Word>
 void run_tiles(const VariantOf<Word>& v, int64_t M, const Word* A, int64_t lda, const Word* panels,
                int64_t Kw, int64_t N, float beta, float* C, int64_t ldc) {
   const int64_t nr = v.nr, K = Kw, panel_count = (N + nr - 1) / nr, stride = K * nr;
-  const int64_t kc = k_block(nr);
+  const int64_t kc = k_block();
   // Chunks [c0, c1) of kChunkPanels panels each: every K block, every row block. Every other
   // call on a thread walks W backwards (K blocks and chunks in reverse): a W larger than L2
   // then starts each step on the part the previous step read last, still in L2, instead of

@@ -1,7 +1,7 @@
 // exp, sigmoid and tanh for float32 and float64 written so that GCC vectorises loops that call
-// them: no branches (selects only), no libm calls. float32: Cephes' single-precision
-// polynomials; float64: a degree-13 Taylor polynomial for exp and Cephes' double rational for
-// tanh near 0, within a few ulp of libm. Measured in tests/test_cell_math.py through the ops
+// them: no branches (selects only), no libm calls. float32: Cephes' single-precision exp
+// polynomial, which tanh evaluates once (see there); float64: a degree-13 Taylor polynomial for
+// exp and Cephes' double rational for tanh near 0, within a few ulp of libm. Measured in tests/test_cell_math.py through the ops
 // (float32 against nn.LSTM in float64, float64 against nn.LSTM in float64). NaN propagates.
 #pragma once
 
@@ -46,19 +46,34 @@ FASTLSTM_INLINE float exp(float x) {
 
 FASTLSTM_INLINE float sigmoid(float x) { return 1.0f / (1.0f + fast::exp(-x)); }
 
+// tanh from one exp-like evaluation, e^y with y = -2|x| (the float64 tanh below evaluates a
+// polynomial for small |x| and an exp, both, then selects):
+//   |x| < 0.55:  tanh|x| = -expm1(y) / (1 + e^y), expm1 = 2^n (e^r - 1) + (2^n - 1) with
+//                e^r - 1 = r + r^2 P(r) summed without its leading 1, so no 1 - e^y cancels
+//                (relative error a few ulp down to the smallest floats);
+//   else:        tanh|x| = 1 - 2 e^y / (1 + e^y), the small term's error scaled down.
+// One division serves both. Max abs error 8.0e-8 over [-20, 20] (the polynomial-and-exp form:
+// 7.1e-8), and the AVX-512 cell 1.13x faster (2.16 against 2.45 ns a unit, 2-core Xeon).
 FASTLSTM_INLINE float tanh(float x) {
   const float ax = x < 0.0f ? -x : x;
-  // |x| < 0.625: odd polynomial, avoids the cancellation in 1 - 2/(e^2x + 1).
-  const float z = x * x;
-  float p = -5.70498872745e-3f;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const float small = p * z * x + x;
-  const float big_abs = 1.0f - 2.0f / (fast::exp(2.0f * ax) + 1.0f);
-  const float big = x < 0.0f ? -big_abs : big_abs;
-  return ax < 0.625f ? small : big;
+  float y = -2.0f * ax;
+  y = y < -88.0f ? -88.0f : y;  // e^y is 0 in float below; NaN passes
+  const float shifter = 12582912.0f;
+  const float n = (y * 1.44269504088896341f + shifter) - shifter;
+  const float r = y - n * 0.693359375f - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float em1 = p * (r * r) + r;  // e^r - 1
+  const float scale = bits_as<float>((static_cast<int32_t>(n) + 127) << 23);  // 2^n
+  const float ey = em1 * scale + scale;                                     // e^y, in (0, 1]
+  const float inv = 1.0f / (1.0f + ey);
+  const float near0 = -(em1 * scale + (scale - 1.0f)) * inv;
+  const float far = 1.0f - 2.0f * ey * inv;
+  return __builtin_copysignf(ax < 0.55f ? near0 : far, x);
 }
 
 FASTLSTM_INLINE double exp(double x) {

@@ -1,8 +1,9 @@
 // exp, sigmoid and tanh for float32 and float64 written so that GCC vectorises loops that call
 // them: no branches (selects only), no libm calls. float32: Cephes' single-precision exp
 // polynomial, which tanh evaluates once (see there); float64: a degree-13 Taylor polynomial for
-// exp and Cephes' double rational for tanh near 0, within a few ulp of libm. Measured in tests/test_cell_math.py through the ops
-// (float32 against nn.LSTM in float64, float64 against nn.LSTM in float64). NaN propagates.
+// exp and Cephes' double rational for tanh near 0, within a few ulp of libm. Measured in
+// tests/test_cell_math.py through the ops (float32 against nn.LSTM in float64, float64 against
+// nn.LSTM in float64). NaN propagates.
 #pragma once
 
 #include <cstdint>

@@ -36,9 +36,10 @@ NEUTRAL = 20.0  # sigmoid(20) and tanh(20) round to 1 in float32
 def sweep_values():
     grid = torch.linspace(-200, 200, 4001, dtype=F64)
     small = torch.logspace(-30, 0, 61, dtype=F64)
-    edges = torch.tensor([0.625, 0.6249, 0.6251, 44.0, 44.4, 44.5, 45.0, 87.0, 87.5, 88.0,
-                          88.5, 88.7, 89.0, 89.5, 90.0, 100.0, 1e3, 1e6, 1e30, 3.4e38],
-                         dtype=F64)
+    # 0.55: where fast_math.h's float32 tanh changes form; 0.625: the float64 tanh's.
+    edges = torch.tensor([0.55, 0.5499, 0.5501, 0.275, 0.625, 0.6249, 0.6251, 44.0, 44.4, 44.5,
+                          45.0, 87.0, 87.5, 88.0, 88.5, 88.7, 89.0, 89.5, 90.0, 100.0, 1e3, 1e6,
+                          1e30, 3.4e38], dtype=F64)
     specials = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan], dtype=F64)
     return torch.cat([grid, small, -small, edges, -edges, specials]).to(F32)
 
@@ -114,6 +115,18 @@ def test_cell_sweep_against_float64(which):
         finite = torch.isfinite(c0[sl])
         check_close(span + " grad gates", fast[2][:, finite], exact[2][:, finite])
         check_close(span + " grad c_0", fast[3][finite], exact[3][finite])
+
+
+def test_tanh_near_zero_keeps_its_relative_accuracy():
+    """h = o * tanh(c) with o = 1 and |c| from 1e-30 to 0.5: float32 tanh without cancellation
+    near 0, so h is right to a few ulp of itself, not only to CELL_TOL's absolute 5e-7 (a tanh
+    of 1 - 2 e^-2|c| / (1 + e^-2|c|) would be off by ~6e-8 absolute, all of h at |c| = 1e-7)."""
+    small = torch.logspace(-30, math.log10(0.5), 301, dtype=F64)
+    v = torch.cat([small, -small]).to(F32)
+    pre, c0 = layout("c", v)
+    pre[3] = math.inf  # o = 1 exactly in both precisions
+    h_fast, h_exact = cell_step(F32, pre, c0)[0], cell_step(F64, pre, c0)[0]
+    torch.testing.assert_close(h_fast.double(), h_exact, rtol=1e-6, atol=0)
 
 
 # float64 (fast_math.h's double exp, sigmoid and tanh, within ~2 ulp of libm) against nn.LSTM in

@@ -120,39 +120,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 def slow_modules_first(items):
-    """The modules that hold a test marked slow run first, each module's tests in their order:
-    pytest-xdist hands the workers tests in this order, so the long ones start early instead of
-    leaving one worker busy at the end."""
+    """The modules that hold a test marked slow run first, each module's tests in their order
+    (module-scoped fixtures are set up once): pytest-xdist hands the workers tests in this
+    order, so the long ones start early instead of leaving one worker busy at the end."""
     slow = {item.module.__name__ for item in items
             if item.get_closest_marker("slow") is not None and hasattr(item, "module")}
     items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") not in slow)
-
-
-# Modules whose module-scoped fixture is expensive. Each pytest-xdist worker sets up a module
-# fixture for the tests it is handed, so each of these modules goes to one worker as a whole.
-ONE_WORKER_MODULES = {
-    "tests/test_gpu_session_script.py",  # three gpu_session.sh rehearsals: ~90 s of both cores
-    "tests/test_fsdp.py",                # a launch of 2 worker processes
-    "tests/test_cpu_regions.py",         # a C shim's build and a torch process
-    "tests/test_sass.py",                # cuobjdump over the whole CUDA library
-}
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's load scheduling (make test's -n), except that each of ONE_WORKER_MODULES
-    runs on one worker. (--dist loadgroup with xdist_group marks would do it, but pytest-xdist
-    3.8 groups nothing under pytest 9: it rewrites a node id attribute pytest no longer reads.)"""
-    if config.getvalue("dist") != "load":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class OneWorkerModules(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            module = nodeid.split("::", 1)[0]
-            return module if module in ONE_WORKER_MODULES else nodeid
-
-    return OneWorkerModules(config, log)
 
 
 def select_wheel_subset(config, items):

@@ -51,7 +51,7 @@ default_envs() {
 }
 # The test dependencies of requirements-dev.txt, except torch and the build tools.
 test_deps() {
-  grep -vE '^(#|torch==|ninja|setuptools|wheel|uv|$)' "$root/requirements-dev.txt" > "$1"
+  grep -vE '^(#|torch==|ninja|setuptools|wheel|uv$|$)' "$root/requirements-dev.txt" > "$1"
 }
 uv=$(command -v uv || { [ -x "$root/.venv/bin/uv" ] && echo "$root/.venv/bin/uv"; } || true)
 

@@ -127,12 +127,15 @@ for spec in "${envs[@]}"; do
   # --no-compile: modules are compiled as they are imported (all of torch's: about 40 s).
   # (uv compiles nothing unless asked.)
   installer=pip
-  if [ -n "$uv" ] && [ -n "${find_links[*]}" ] &&
-     "$uv" pip install --quiet --python "$py" --no-index "${find_links[@]}" "$torch_spec" \
-       -r "$tmp/test-deps.txt"; then
-    installer="uv, offline"
-  else
-    [ -n "$uv" ] && [ -n "${find_links[*]}" ] && echo "ci-wheel: uv could not install it; pip" >&2
+  if [ -n "$uv" ] && [ -n "${find_links[*]}" ]; then
+    if "$uv" pip install --quiet --python "$py" --no-index "${find_links[@]}" "$torch_spec" \
+         -r "$tmp/test-deps.txt"; then
+      installer="uv, offline"
+    else
+      echo "ci-wheel: uv could not install it; pip" >&2
+    fi
+  fi
+  if [ "$installer" = pip ]; then
     "$root/scripts/pip_retry.sh" "$py" --quiet --no-compile "${find_links[@]}" "$torch_spec" \
       -r "$tmp/test-deps.txt"
   fi

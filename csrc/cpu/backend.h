@@ -145,16 +145,22 @@ struct CpuBackend {
 
   // op(W_ih) = W^T [K, N] for an inference's chunked input projection, `uses` GEMMs of at most
   // max_rows rows, packed once (per direction: the driver shares it between row groups) when
-  // there are at least kPackedInputMinUses chunks: for the own step GEMM in bfloat16 and
-  // float16 (MKL's half-type GEMMs repack W in every call); for MKL's packed GEMM in float32,
-  // where MKL has it (its sgemm repacks W in every call too) and no step team splits the chunks
-  // (team_gemm). Else as it is, as in float64. Measured on the 2-core Xeon, I = 256, T = 100,
-  // nearfull lengths, inference, packed against as it is (FASTLSTM_CPU_PACKED_INPUT=0, read at
-  // every call), interleaved in one process:
-  //   bfloat16 and float16, medians of 21-31: 12 chunks (B = 32, H = 128 and 256) 1.03-1.11x;
-  //   3 chunks (B = 8, H = 256) 0.90-0.99x, where the packing is not repaid.
-  //   float32, B = 32, medians of 15, three runs: H = 256 1.02-1.04x, H = 512 0.98-1.03x.
-  //   (fastlstm's own panels instead were 0.95-0.99x: MKL's kernel wins at 128 rows.)
+  // there are at least kPackedInputMinUses chunks, for the own step GEMM (step_gemm.h) in every
+  // dtype it serves. MKL's GEMMs repack W in every call, and MKL picks its kernels by CPU
+  // vendor. With FASTLSTM_CPU_STEP_GEMM=blas, float32 takes MKL's packed GEMM instead, where
+  // MKL has it and no step team splits the chunks (team_gemm). Else as it is, as in float64.
+  // Measured on the 2-core Xeon, inference, interleaved in one process:
+  //   bfloat16 and float16, I = 256, T = 100, nearfull lengths, against as it is
+  //   (FASTLSTM_CPU_PACKED_INPUT=0, read at every call), medians of 21-31: 12 chunks (B = 32,
+  //   H = 128 and 256) 1.03-1.11x; 3 chunks (B = 8, H = 256) 0.90-0.99x, not repaid.
+  //   float32, own panels against MKL's packed GEMM, medians of 31: level to 1.04x faster on
+  //   six rows (uni B = 32 H = 256 and 512 nearfull, B = 8 and 16 H = 128, bi B = 32 H = 128);
+  //   with MKL held to AVX2 (MKL_ENABLE_INSTRUCTIONS=AVX2, the kernels MKL can give a CPU
+  //   that is not Intel's) 1.08-1.24x, where MKL's projection had cost nn.LSTM padded's lead
+  //   at B = 32 H = 256 (0.82x, now 1.01x). In a step team against team_gemm: level, 1.11x
+  //   with MKL held to AVX2 (B = 4, I = H = 512, T = 500). One product alone (one thread,
+  //   M = 64-128, N = 512-2048, K = 128-512): own 0.96-1.06x of MKL's packed GEMM, 1.56-1.59x
+  //   with MKL held to AVX2.
   static constexpr int64_t kPackedInputMinUses = 4;
   template <typename T>
   static LoopWeight<T> input_weight(Context&, int64_t N, int64_t K, const T* w, int64_t ld,
@@ -169,7 +175,11 @@ struct CpuBackend {
         packed_input_count().fetch_add(1, std::memory_order_relaxed);
       }
     } else if constexpr (std::is_same_v<T, float>) {
-      if (current_step_team() == nullptr) {
+      if (use_own_step_gemm(N, K, uses)) {
+        lw.packed = std::make_shared<StepPanels>(pack_step_weight(true, N, K, w, ld));
+        lw.packed_own = true;
+        packed_input_count().fetch_add(1, std::memory_order_relaxed);
+      } else if (current_step_team() == nullptr) {
         lw.packed = pack_b_f32(true, max_rows, N, K, w, ld);
         if (lw.packed) packed_input_count().fetch_add(1, std::memory_order_relaxed);
       }

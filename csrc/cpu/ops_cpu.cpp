@@ -370,7 +370,7 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // bfloat16 kernel it takes here (amx, pairs or float), _cpu_narrow(x, dtype) and _cpu_widen(x),
 // the half types' row conversions (convert.h), _cpu_packed_input_count(), how many inference
 // input weights were packed once for their chunks (CpuBackend::input_weight: the own step
-// GEMM's panels in bfloat16 and float16, MKL's packed layout in float32),
+// GEMM's panels; MKL's packed layout in float32 with FASTLSTM_CPU_STEP_GEMM=blas),
 // _cpu_step_gemm_count() and
 // _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and

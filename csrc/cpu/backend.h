@@ -11,6 +11,7 @@
 #include <memory>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../loop_weight.h"
@@ -128,19 +129,27 @@ struct CpuBackend {
                                    int64_t ld, int64_t max_rows, int64_t steps) {
     LoopWeight<T> lw{w, trans, N, K, ld, max_rows, nullptr};
     if constexpr (kLowp<T>) {
-      if (use_own_lowp_step_gemm<T>(N, K, steps)) {
-        lw.packed = std::make_shared<StepPanels>(pack_step_weight_lowp(trans, N, K, w, ld));
-        lw.packed_own = true;
-      }
+      if (use_own_lowp_step_gemm<T>(N, K, steps)) pack_own(lw);
     } else if constexpr (std::is_same_v<T, float>) {
-      if (use_own_step_gemm(N, K, steps)) {
-        lw.packed = std::make_shared<StepPanels>(pack_step_weight(trans, N, K, w, ld));
-        lw.packed_own = true;
-      } else if (steps >= kPackedGemmMinSteps && N * K >= kPackedGemmMinElements) {
+      if (use_own_step_gemm(N, K, steps))
+        pack_own(lw);
+      else if (steps >= kPackedGemmMinSteps && N * K >= kPackedGemmMinElements)
         lw.packed = pack_b_f32(trans, max_rows, N, K, w, ld);
-      }
     }
     return lw;
+  }
+
+  // lw's op(W) packed for fastlstm's own step GEMM: step_gemm's float panels, or
+  // step_gemm_lowp's for the half types.
+  template <typename T>
+  static void pack_own(LoopWeight<T>& lw) {
+    StepPanels panels;
+    if constexpr (kLowp<T>)
+      panels = pack_step_weight_lowp(lw.trans, lw.N, lw.K, lw.w, lw.ld);
+    else
+      panels = pack_step_weight(lw.trans, lw.N, lw.K, lw.w, lw.ld);
+    lw.packed = std::make_shared<StepPanels>(std::move(panels));
+    lw.packed_own = true;
   }
 
   // op(W_ih) = W^T [K, N] for an inference's chunked input projection, `uses` GEMMs of at most
@@ -169,21 +178,14 @@ struct CpuBackend {
     const char* off = std::getenv("FASTLSTM_CPU_PACKED_INPUT");
     if (uses < kPackedInputMinUses || (off != nullptr && std::strcmp(off, "0") == 0)) return lw;
     if constexpr (kLowp<T>) {
-      if (use_own_lowp_step_gemm<T>(N, K, uses)) {
-        lw.packed = std::make_shared<StepPanels>(pack_step_weight_lowp(true, N, K, w, ld));
-        lw.packed_own = true;
-        packed_input_count().fetch_add(1, std::memory_order_relaxed);
-      }
+      if (use_own_lowp_step_gemm<T>(N, K, uses)) pack_own(lw);
     } else if constexpr (std::is_same_v<T, float>) {
-      if (use_own_step_gemm(N, K, uses)) {
-        lw.packed = std::make_shared<StepPanels>(pack_step_weight(true, N, K, w, ld));
-        lw.packed_own = true;
-        packed_input_count().fetch_add(1, std::memory_order_relaxed);
-      } else if (current_step_team() == nullptr) {
+      if (use_own_step_gemm(N, K, uses))
+        pack_own(lw);
+      else if (current_step_team() == nullptr)
         lw.packed = pack_b_f32(true, max_rows, N, K, w, ld);
-        if (lw.packed) packed_input_count().fetch_add(1, std::memory_order_relaxed);
-      }
     }
+    if (lw.packed) packed_input_count().fetch_add(1, std::memory_order_relaxed);
     return lw;
   }
   // How many input weights input_weight packed so far in this process (tests:

@@ -18,7 +18,6 @@ in float64, with tolerances measured on nn.LSTM's own bfloat16 error (see BF16_T
 
 import os
 import sys
-import tempfile
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ from torch import nn
 import fastlstm
 from distributed_launch import init_gloo, run_workers, step_batch
 from helpers import assert_close, reference_forward
+from once_per_run import mark_done, shared_folder, wait_done
 
 WORLD = 2
 STEPS = 3
@@ -181,12 +181,19 @@ def check(ranks, judge, tolerance=None):
 
 
 @pytest.fixture(scope="module")
-def fsdp_runs():
-    """{mode: [rank 0's results, rank 1's]}, from one launch of the 2 workers."""
-    with tempfile.TemporaryDirectory() as out_dir:
-        run_workers(__file__, out_dir, WORLD, "FSDP")
-        return {mode: [torch.load(os.path.join(out_dir, f"{mode}.{r}.pt")) for r in range(WORLD)]
-                for mode in MODES}
+def fsdp_runs(tmp_path_factory):
+    """{mode: [rank 0's results, rank 1's]}, from one launch of the 2 workers per pytest run
+    (tests/once_per_run.py)."""
+    out_dir, owner = shared_folder(tmp_path_factory, "fsdp")
+    if owner:
+        try:
+            run_workers(__file__, str(out_dir), WORLD, "FSDP")
+        finally:
+            mark_done(out_dir, "ranks")   # a failed launch fails the other worker's load too
+    else:
+        wait_done(out_dir, "ranks", timeout_s=300)
+    return {mode: [torch.load(out_dir / f"{mode}.{r}.pt") for r in range(WORLD)]
+            for mode in MODES}
 
 
 @pytest.mark.slow

@@ -23,6 +23,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from once_per_run import mark_done, shared_folder, wait_done
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "gpu_session.sh")
 STAGES = ["build", "plan", "test", "sanitize", "bench", "wheel"]
@@ -69,9 +71,9 @@ FAKE_TESTS = {
         def test_never_reached():
             pass
     """,
-    # the group's cap, 10 s, comes before its per-test cap, 60 s (10, not less: under a loaded
-    # CI, starting pytest with torch took about 3 s, and a cap that fell between test_a and
-    # test_long left test_long unrun rather than cut)
+    # the group's cap, 30 s, comes before its per-test cap, 60 s, and while test_long sleeps
+    # (30, not less: pytest's start took about 3 s under a loaded CI, and once near 10 s, when
+    # a 10 s cap fell at test_a's end and test_long went unrun rather than cut)
     "test_capped.py": """
         import time
         import pytest
@@ -82,7 +84,7 @@ FAKE_TESTS = {
 
         @pytest.mark.gpu
         def test_long():
-            time.sleep(30)
+            time.sleep(120)
 
         @pytest.mark.gpu
         def test_after():
@@ -107,38 +109,58 @@ def start(out, stage="all", **env_extra):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.fixture(scope="module")
-def sessions(tmp_path_factory):
-    """The three rehearsals, started together; each test waits for the one it reads."""
-    base = tmp_path_factory.mktemp("gpu_session")
+def start_sessions(base):
+    """Starts the three rehearsals in folders under base: {name: (out folder, process)}."""
     fake = base / "fake"
     fake.mkdir()
     for name, text in FAKE_TESTS.items():
         (fake / name).write_text(textwrap.dedent(text))
-    extensions = glob.glob(os.path.join(ROOT, "fastlstm", "_C*.so"))
-    before = {p: os.stat(p).st_mtime_ns for p in extensions}
-    procs = {
+    return {
         "full": (base / "full", start(base / "full")),
         "faults": (base / "faults", start(
             base / "faults", "test,bench",
             FASTLSTM_GPU_TEST_GROUPS=f"first={fake}/test_first.py;hang::1.5={fake}/test_hang.py;"
-                                     f"capped:10:60={fake}/test_capped.py;last={fake}/test_last.py",
+                                     f"capped:30:60={fake}/test_capped.py;last={fake}/test_last.py",
             FASTLSTM_GPU_HANG_GRACE=1, FASTLSTM_BENCH_TIME_LIMIT=0,
             FASTLSTM_TIME_PLAN_LIMIT=200)),
         "no_time": (base / "no_time", start(base / "no_time", FASTLSTM_SESSION_BUDGET=1)),
     }
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    """The three rehearsals, started together; each test waits for the one it reads. Once per
+    pytest run (tests/once_per_run.py): two sets at once under pytest-xdist had loaded the
+    machine enough to move the capped group's SIGINT off the test it must cut."""
+    base, owner = shared_folder(tmp_path_factory, "gpu_session")
+    distributed = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    extensions = glob.glob(os.path.join(ROOT, "fastlstm", "_C*.so"))
+    before = {p: os.stat(p).st_mtime_ns for p in extensions}
+    procs = start_sessions(base) if owner else {}
     done = {}
 
     def get(name):
         if name not in done:
-            out, proc = procs[name]
-            stdout, _ = proc.communicate(timeout=300)
-            done[name] = (out, proc.returncode, stdout)
+            if owner:
+                out, proc = procs[name]
+                try:
+                    stdout, _ = proc.communicate(timeout=300)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        stdout, _ = proc.communicate()
+                    mark_done(base, name, {"rc": proc.returncode, "stdout": stdout})
+                done[name] = (out, proc.returncode, stdout)
+            else:
+                r = wait_done(base, name, timeout_s=400)
+                done[name] = (base / name, r["rc"], r["stdout"])
         return done[name]
 
     yield get
-    for out, proc in procs.values():
-        if proc.poll() is None:
+    for name, (out, proc) in procs.items():
+        if distributed and name not in done:
+            get(name)                   # another worker may read it
+        elif proc.poll() is None:       # a test selection that reads no more of them
             proc.kill()
             proc.communicate()
     # Nothing was rebuilt or reinstalled.
@@ -299,7 +321,7 @@ def test_faults_cost_only_their_group_and_are_named(sessions):
                      log)
     assert "KeyboardInterrupt" in log  # pytest's own summary of the interrupted run
     summary = (out / "summary.txt").read_text()
-    assert re.search(r"capped: 1 passed, 1 errors \(cut by its 10 s cap \(SIGINT\) in " + node
+    assert re.search(r"capped: 1 passed, 1 errors \(cut by its 30 s cap \(SIGINT\) in " + node
                      + r"test_capped\.py::test_long\)", summary), summary
     assert re.search(r"hang: 1 passed, 2 failed \(hung in " + node + r"test_hang\.py::test_stuck",
                      summary), summary

@@ -145,7 +145,6 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
   typename Backend::Context ctx(in.input);
   const int64_t N = s.rows(), G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
   const int64_t* order = s.order(ctx);
-  const int64_t* token_tb = s.token_tb(ctx);
 
   const Tensor x = packed_input<Backend, T>(ctx, s, in.input);
   void* reserve = in.reserve.mutable_data_ptr();
@@ -207,11 +206,13 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
     Backend::template for_each_row_group<T>(d, *s.host(), per_step);
   }
 
-  s.zero_padding(ctx, ptr<T>(output), d.D * Ho, d.D * Ho);
+  // output [T, B, D Hout]: time- or batch-major (layer_io.h, empty_tb).
+  s.zero_padding(ctx, ptr<T>(output), d.D * Ho, output.stride(0), output.stride(1));
+  const RowPairs to_output = s.token_scatter(ctx, output.stride(0), output.stride(1));
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
-    Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(output) + dir * Ho, d.D * Ho,
-                                      token_tb, r.out, Ho, nullptr);
+    Backend::template copy_rows<T, T>(ctx, to_output.n, Ho, ptr<T>(output) + dir * Ho, 1,
+                                      to_output.dst, r.out, Ho, to_output.src);
     // Final state: each sequence's own last step, or h0/c0 for an empty sequence.
     RowPairs o, st;
     s.final_rows(ctx, dir == 1, o, st);
@@ -259,7 +260,6 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
   typename Backend::Context ctx(in.input);
   const int64_t N = s.total, G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
   const int64_t* order = ctx.indices(s.order);
-  const int64_t* token_tb = ctx.indices(s.token_tb);
   const IndexList token_offsets = s.token_offsets(in.input.stride(0), in.input.stride(1));
   const int64_t* token_in = ctx.indices(token_offsets);
   const int64_t chunk = inference_chunk_rows<Acc>(d);
@@ -368,12 +368,16 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
     }
   });
 
-  Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s.padding_tb.size()), d.D * Ho,
-                                 ptr<T>(output), d.D * Ho, ctx.indices(s.padding_tb));
+  // output [T, B, D Hout]: time- or batch-major (layer_io.h, empty_tb).
+  const IndexList padding_out = s.padding_offsets(output.stride(0), output.stride(1));
+  const RowMap to_output = s.token_scatter(output.stride(0), output.stride(1));
+  Backend::template zero_rows<T>(ctx, static_cast<int64_t>(padding_out.size()), d.D * Ho,
+                                 ptr<T>(output), 1, ctx.indices(padding_out));
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const T* out = cptr<T>(outs[dir]);
-    Backend::template copy_rows<T, T>(ctx, N, Ho, ptr<T>(output) + dir * Ho, d.D * Ho,
-                                      token_tb, out, Ho, nullptr);
+    Backend::template copy_rows<T, T>(ctx, to_output.size(), Ho, ptr<T>(output) + dir * Ho, 1,
+                                      ctx.indices(to_output.dst), out, Ho,
+                                      ctx.indices(to_output.src));
     RowMap from_out, from_start;
     s.final_rows(dir == 1, from_out, from_start);
     T* hn = ptr<T>(h_n) + dir * B * Ho;
@@ -399,7 +403,6 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
   typename Backend::Context ctx(in.input);
   const int64_t N = s.rows(), G = 4 * d.H, H = d.H, Ho = d.Hout, I = d.I, B = d.B;
   const int64_t* order = s.order(ctx);
-  const int64_t* token_tb = s.token_tb(ctx);
   void* reserve = const_cast<void*>(in.reserve.const_data_ptr());  // read only
 
   // Per direction: dgates [N, 4H]; dout [N, Hout] (projection only: each step's total output
@@ -569,9 +572,12 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                                         cptr<Acc>(dc[dir]), H, nullptr);
   }
   if (input_requires_grad) {
-    s.zero_padding(ctx, ptr<T>(grad_input), I, I);
-    Backend::template copy_rows<T, Acc>(ctx, N, I, ptr<T>(grad_input), I, token_tb,
-                                        cptr<Acc>(dx), I, nullptr);
+    // grad_input [T, B, I]: in the input's memory order (layer_io.h, empty_tb).
+    const int64_t st = grad_input.stride(0), sb = grad_input.stride(1);
+    s.zero_padding(ctx, ptr<T>(grad_input), I, st, sb);
+    const RowPairs to_grad_input = s.token_scatter(ctx, st, sb);
+    Backend::template copy_rows<T, Acc>(ctx, to_grad_input.n, I, ptr<T>(grad_input), 1,
+                                        to_grad_input.dst, cptr<Acc>(dx), I, to_grad_input.src);
   }
 }
 

@@ -38,9 +38,18 @@ Tensor allocate_reserve(const LayerDims& d, int64_t rows, const Tensor& input) {
   return reserve;
 }
 
+bool batch_major(const Tensor& input) {
+  return input.dim() == 3 && input.stride(2) == 1 && input.stride(0) < input.stride(1);
+}
+
+Tensor empty_tb(int64_t T, int64_t B, int64_t C, ScalarType dtype, const Tensor& like) {
+  if (!batch_major(like)) return empty_like_device({T, B, C}, dtype, like);
+  return torch::stable::transpose(empty_like_device({B, T, C}, dtype, like), 0, 1);
+}
+
 ForwardOutputs allocate_forward_outputs(const LayerDims& d, const Tensor& input) {
   const auto dtype = input.scalar_type();
-  return {empty_like_device({d.T, d.B, d.D * d.Hout}, dtype, input),
+  return {empty_tb(d.T, d.B, d.D * d.Hout, dtype, input),
           empty_like_device({d.D, d.B, d.Hout}, dtype, input),
           empty_like_device({d.D, d.B, d.H}, dtype, input)};
 }
@@ -90,8 +99,8 @@ BackwardOutputs allocate_backward_outputs(const LayerDims& d, const LayerTensors
                                           bool input_requires_grad) {
   const auto dtype = in.input.scalar_type();
   BackwardOutputs out;
-  out.grad_input = empty_like_device(input_requires_grad ? Sizes{d.T, d.B, d.I} : Sizes{0},
-                                     dtype, in.input);
+  out.grad_input = input_requires_grad ? empty_tb(d.T, d.B, d.I, dtype, in.input)
+                                       : empty_like_device({0}, dtype, in.input);
   out.grad_h0 = empty_like_device({d.D, d.B, d.Hout}, dtype, in.input);
   out.grad_c0 = empty_like_device({d.D, d.B, d.H}, dtype, in.input);
   out.grad_weights.resize(in.weights.size());  // filled by layer_backward

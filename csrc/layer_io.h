@@ -31,12 +31,24 @@ int64_t reserve_bytes(const LayerDims& d, int64_t rows, const Tensor& input);
 // alignment padding.
 Tensor allocate_reserve(const LayerDims& d, int64_t rows, const Tensor& input);
 
+// Whether input [T, B, *] lies batch-major in memory (stride(2) == 1, stride(0) < stride(1)),
+// as a batch-first caller's transposed view does. Strides only, no sizes: under torch.compile
+// T may be a size the fake kernel cannot compare (the packed path's), and where T or B is 1
+// both orders are the same memory anyway.
+bool batch_major(const Tensor& input);
+
+// A new dense [T, B, C] tensor on like's device, in like's memory order (batch_major): a
+// batch-first caller's output.transpose(0, 1) is then contiguous, and costs the next layer
+// (a Linear, say) no copy. fastlstm/_ops.py's fake kernels make the same choice.
+Tensor empty_tb(int64_t T, int64_t B, int64_t C, ScalarType dtype, const Tensor& like);
+
 struct ForwardOutputs {
-  Tensor output;  // [T, B, D*Hout]
+  Tensor output;  // [T, B, D*Hout], in the input's memory order (empty_tb)
   Tensor h_n;     // [D, B, Hout]
   Tensor c_n;     // [D, B, H]
 };
 
+// input: LayerTensors::input.
 ForwardOutputs allocate_forward_outputs(const LayerDims& d, const Tensor& input);
 
 // Incoming gradients, or undefined where none flows: grad_h_n and grad_c_n contiguous,

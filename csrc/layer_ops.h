@@ -41,7 +41,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_layer_forward(
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
   in.reserve_rows = padded_reserve ? d.T * d.B : s.total;
   in.reserve = allocate_reserve(d, in.reserve_rows, input);
-  ForwardOutputs out = allocate_forward_outputs(d, input);
+  ForwardOutputs out = allocate_forward_outputs(d, in.input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     layer_forward<Backend, T, acc_type_t<T>>(d, HostScheduleView<Backend>(s), in, out.output,
@@ -58,7 +58,7 @@ std::tuple<Tensor, Tensor, Tensor> run_layer_inference(
   const Schedule s = schedule_from_lengths(lengths, d.T);
   const typename Backend::CallScope call(d, s);  // e.g. serial on a contended CPU
   LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
-  ForwardOutputs out = allocate_forward_outputs(d, input);
+  ForwardOutputs out = allocate_forward_outputs(d, in.input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     layer_inference<Backend, T, acc_type_t<T>>(d, s, in, out.output, out.h_n, out.c_n);

@@ -53,9 +53,56 @@ Schedule schedule_from_lengths(const Tensor& lengths, int64_t T) {
   return make_schedule(lengths_cpu, T);
 }
 
+namespace {
+// t*B + b positions -> element offsets t * stride_t + b * stride_b.
+IndexList element_offsets(const IndexList& tb, int64_t B, int64_t stride_t, int64_t stride_b) {
+  IndexList out(tb.size());
+  for (size_t r = 0; r < tb.size(); ++r) out[r] = (tb[r] / B) * stride_t + (tb[r] % B) * stride_b;
+  return out;
+}
+}  // namespace
+
 IndexList Schedule::token_offsets(int64_t stride_t, int64_t stride_b) const {
-  IndexList out(total);
-  for (int64_t r = 0; r < total; ++r) out[r] = (token_tb[r] / B) * stride_t + (token_tb[r] % B) * stride_b;
+  return element_offsets(token_tb, B, stride_t, stride_b);
+}
+
+namespace {
+// [B] sorted row of batch row b (the inverse of order).
+IndexList sorted_row_of(const IndexList& order) {
+  IndexList rank(order.size());
+  for (size_t j = 0; j < order.size(); ++j) rank[order[j]] = static_cast<int64_t>(j);
+  return rank;
+}
+}  // namespace
+
+RowMap Schedule::token_scatter(int64_t stride_t, int64_t stride_b) const {
+  RowMap m;
+  if (stride_t >= stride_b) {  // time-major: packed order is memory order
+    m.dst = token_offsets(stride_t, stride_b);
+    m.src.resize(total);
+    for (int64_t r = 0; r < total; ++r) m.src[r] = r;
+    return m;
+  }
+  m.dst.reserve(total);
+  m.src.reserve(total);
+  const IndexList rank = sorted_row_of(order);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t j = rank[b];
+    for (int64_t t = 0; t < length[j]; ++t) {
+      m.dst.push_back(t * stride_t + b * stride_b);
+      m.src.push_back(offsets[t] + j);  // packed row of sorted row j at step t
+    }
+  }
+  return m;
+}
+
+IndexList Schedule::padding_offsets(int64_t stride_t, int64_t stride_b) const {
+  if (stride_t >= stride_b) return element_offsets(padding_tb, B, stride_t, stride_b);
+  IndexList out;
+  out.reserve(T * B - total);
+  const IndexList rank = sorted_row_of(order);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = length[rank[b]]; t < T; ++t) out.push_back(t * stride_t + b * stride_b);
   return out;
 }
 

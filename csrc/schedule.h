@@ -65,6 +65,15 @@ struct Schedule {
 
   // Element offsets of every valid token's row in a [T, B, *] tensor with these strides.
   IndexList token_offsets(int64_t stride_t, int64_t stride_b) const;
+  // Scatters into a [T, B, *] tensor with these strides, its rows in the order of its memory.
+  // Batch-major (stride_t < stride_b, a batch-first caller's layout): sequence by sequence, so
+  // that consecutive rows land next to each other, not T rows apart (row by row in packed
+  // order, each write went to another page: the batch-first output took 0.2-0.5 ms longer to
+  // write at B = 32, T = 64, 2H = 256, 2-core Xeon).
+  //   token_scatter: every valid token, packed row src[k] -> element offset dst[k];
+  //   padding_offsets: the element offset of every padding position (t >= its length).
+  RowMap token_scatter(int64_t stride_t, int64_t stride_b) const;
+  IndexList padding_offsets(int64_t stride_t, int64_t stride_b) const;
   // Packed rows -> the rows their h_prev comes from: `from_out` indexes the direction's packed
   // outputs, `from_start` indexes the sorted h0 rows.
   void previous_rows(bool reverse, RowMap& from_out, RowMap& from_start) const;

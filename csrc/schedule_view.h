@@ -37,17 +37,22 @@ class HostScheduleView {
   const int64_t* order(Context& ctx) const { return ctx.indices(s_.order); }
   const int64_t* active(Context& ctx) const { return ctx.indices(s_.batch_sizes); }
   const int64_t* offsets(Context& ctx) const { return ctx.indices(s_.offsets); }
-  // [rows()] t*B + b of each packed row (b in batch order).
-  const int64_t* token_tb(Context& ctx) const { return ctx.indices(s_.token_tb); }
   // [rows()] element offset of each packed row in a [T, B, *] tensor with these strides.
   const int64_t* token_offsets(Context& ctx, int64_t stride_t, int64_t stride_b) const {
     return ctx.indices(keep(s_.token_offsets(stride_t, stride_b)));
   }
-  // Zeroes the padding rows of a [T*B, C] tensor (row stride ld), before valid rows land.
+  // Every valid token's packed row -> its row of a [T, B, *] tensor with these strides
+  // (element offsets), in the order of that tensor's memory (Schedule::token_scatter).
+  RowPairs token_scatter(Context& ctx, int64_t stride_t, int64_t stride_b) const {
+    RowMap m = s_.token_scatter(stride_t, stride_b);
+    return upload(ctx, m);
+  }
+  // Zeroes the padding rows of a [T, B, C] tensor with these strides (its last dim
+  // contiguous), before valid rows land.
   template <typename T>
-  void zero_padding(Context& ctx, T* dst, int64_t C, int64_t ld) const {
-    Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s_.padding_tb.size()), C, dst, ld,
-                                   ctx.indices(s_.padding_tb));
+  void zero_padding(Context& ctx, T* dst, int64_t C, int64_t stride_t, int64_t stride_b) const {
+    Backend::template zero_rows<T>(ctx, static_cast<int64_t>(s_.padding_tb.size()), C, dst, 1,
+                                   ctx.indices(keep(s_.padding_offsets(stride_t, stride_b))));
   }
   // Batch row <- the packed row of its last step (from_out), or its sorted h0 row when its
   // length is 0 (from_start).

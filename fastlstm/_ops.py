@@ -101,6 +101,16 @@ def check_layer_args(input, lengths, h0, c0, weights, has_biases, has_projection
     return T, B, H, Hout, D
 
 
+def _empty_tb(input, C):
+    """A new [T, B, C] tensor in input's memory order, as the kernels allocate their output and
+    grad_input (csrc/layer_io.h, empty_tb): batch-major where input is a batch-first caller's
+    transposed view."""
+    T, B = input.shape[0], input.shape[1]
+    if input.stride(2) == 1 and input.stride(0) < input.stride(1):
+        return input.new_empty(B, T, C).transpose(0, 1)
+    return input.new_empty(T, B, C)
+
+
 @torch.library.register_fake("fastlstm::lstm_layer_forward")
 def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_projections,
                         bidirectional, padded_reserve=False):
@@ -113,7 +123,7 @@ def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_project
         reserve_size = reserve_bytes(T * B, H, Hout, D, has_projections, input.dtype)
     else:
         reserve_size = torch.library.get_ctx().new_dynamic_size()
-    return (input.new_empty(T, B, D * Hout), input.new_empty(D, B, Hout),
+    return (_empty_tb(input, D * Hout), input.new_empty(D, B, Hout),
             input.new_empty(D, B, H), input.new_empty(reserve_size, dtype=torch.uint8))
 
 
@@ -122,7 +132,7 @@ def _layer_inference_fake(input, lengths, h0, c0, weights, has_biases, has_proje
                           bidirectional):
     T, B, H, Hout, D = check_layer_args(input, lengths, h0, c0, weights, has_biases,
                                         has_projections, bidirectional)
-    return (input.new_empty(T, B, D * Hout), input.new_empty(D, B, Hout),
+    return (_empty_tb(input, D * Hout), input.new_empty(D, B, Hout),
             input.new_empty(D, B, H))
 
 
@@ -146,7 +156,8 @@ def _layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0
         if t is not None and t.device != input.device:
             raise ValueError(f"fastlstm: {name} must be on the input's device {input.device}, "
                              f"got {t.device}")
-    grad_input = input.new_empty(input.shape) if input_requires_grad else input.new_empty(0)
+    grad_input = (_empty_tb(input, input.shape[2]) if input_requires_grad
+                  else input.new_empty(0))
     return (grad_input, h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             [w.new_empty(w.shape) for w in weights])
 
@@ -273,7 +284,8 @@ def _layer_backward_tensors_fake(grad_output, grad_h_n, grad_c_n, input, lengths
                                  reserve, has_biases, has_projections, bidirectional,
                                  input_requires_grad, *weights):
     weights = [w for w in weights if w is not None]
-    grad_input = input.new_empty(input.shape) if input_requires_grad else input.new_empty(0)
+    grad_input = (_empty_tb(input, input.shape[2]) if input_requires_grad
+                  else input.new_empty(0))
     pad = [input.new_empty(0) for _ in range(MAX_WEIGHTS - len(weights))]
     return (grad_input, h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             *[w.new_empty(w.shape) for w in weights], *pad)

@@ -160,12 +160,18 @@ class DeviceScheduleView {
   const int64_t* order(Context&) const { return cptr<int64_t>(s_.order); }
   const int64_t* active(Context&) const { return cptr<int64_t>(s_.active); }
   const int64_t* offsets(Context&) const { return cptr<int64_t>(s_.offsets); }
-  const int64_t* token_tb(Context& ctx) const { return token_offsets(ctx, B_, 1); }
   const int64_t* token_offsets(Context& ctx, int64_t stride_t, int64_t stride_b) const;
-  // Every row: the valid ones are written afterwards.
+  // Packed row r -> token_offsets[r] (T * B pairs, those past N "no row"): a GPU scatter
+  // writes whole rows per warp in either order.
+  RowPairs token_scatter(Context& ctx, int64_t stride_t, int64_t stride_b) const {
+    return {T_ * B_, token_offsets(ctx, stride_t, stride_b), nullptr};
+  }
+  // Every row: the valid ones are written afterwards. dst is a dense [T, B, C] tensor, time-
+  // or batch-major (layer_io.h, empty_tb), so its T * B rows of C are its whole memory
+  // whatever the order.
   template <typename T>
-  void zero_padding(Context& ctx, T* dst, int64_t C, int64_t ld) const {
-    CudaBackend::zero_rows<T>(ctx, T_ * B_, C, dst, ld, nullptr);
+  void zero_padding(Context& ctx, T* dst, int64_t C, int64_t, int64_t) const {
+    CudaBackend::zero_rows<T>(ctx, T_ * B_, C, dst, C, nullptr);
   }
   void final_rows(Context& ctx, bool reverse, RowPairs& from_out, RowPairs& from_start) const;
   void previous_rows(Context& ctx, bool reverse, RowPairs& from_out, RowPairs& from_start) const;

@@ -40,7 +40,7 @@ bool device_layer_forward(const LayerDims& d, const Tensor& input, const Tensor&
     in.reserve_rows = d.T * d.B;
     in.reserve = allocate_reserve(d, in.reserve_rows, input);
     torch::stable::zero_(in.reserve);  // rows past N are never written
-    ForwardOutputs out = allocate_forward_outputs(d, input);
+    ForwardOutputs out = allocate_forward_outputs(d, in.input);
     layer_forward<CudaBackend, T, acc_type_t<T>>(d, view, in, out.output, out.h_n, out.c_n);
     result = {out.output, out.h_n, out.c_n, in.reserve};
   });

@@ -60,13 +60,7 @@ IndexList element_offsets(const IndexList& tb, int64_t B, int64_t stride_t, int6
   for (size_t r = 0; r < tb.size(); ++r) out[r] = (tb[r] / B) * stride_t + (tb[r] % B) * stride_b;
   return out;
 }
-}  // namespace
 
-IndexList Schedule::token_offsets(int64_t stride_t, int64_t stride_b) const {
-  return element_offsets(token_tb, B, stride_t, stride_b);
-}
-
-namespace {
 // [B] sorted row of batch row b (the inverse of order).
 IndexList sorted_row_of(const IndexList& order) {
   IndexList rank(order.size());
@@ -74,6 +68,10 @@ IndexList sorted_row_of(const IndexList& order) {
   return rank;
 }
 }  // namespace
+
+IndexList Schedule::token_offsets(int64_t stride_t, int64_t stride_b) const {
+  return element_offsets(token_tb, B, stride_t, stride_b);
+}
 
 RowMap Schedule::token_scatter(int64_t stride_t, int64_t stride_b) const {
   RowMap m;

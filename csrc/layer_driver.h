@@ -62,8 +62,15 @@ DirectionWeights<T> direction_weights(const LayerDims& d, const std::vector<Tens
                                       int64_t dir) {
   int64_t k = dir * d.weights_per_dir();
   DirectionWeights<T> w{};
-  w.w_ih = cptr<T>(weights[k++]);
-  w.w_hh = cptr<T>(weights[k++]);
+  const Tensor& ih = weights[k++];
+  const Tensor& hh = weights[k++];
+  w.w_ih = cptr<T>(ih);
+  w.w_hh = cptr<T>(hh);
+  // (prepare_layer_tensors has made them contiguous unless the backend reads them transposed)
+  w.ih_t = transposed_weight(ih);
+  w.hh_t = transposed_weight(hh);
+  w.ld_ih = w.ih_t ? 4 * d.H : d.I;
+  w.ld_hh = w.hh_t ? 4 * d.H : d.Hout;
   if (d.has_biases) {
     w.b_ih = cptr<T>(weights[k++]);
     w.b_hh = cptr<T>(weights[k++]);
@@ -84,14 +91,17 @@ template <typename Backend, typename T>
 StepWeights<T> step_weights(typename Backend::Context& ctx, const LayerDims& d,
                             const Schedule& s, const DirectionWeights<T>& w, bool backward) {
   const int64_t steps = s.length.empty() ? 0 : s.length[0];  // lengths sorted descending
-  // W [rows, cols] row-major: the forward multiplies by W^T, the backward by W.
-  const auto op = [&](const T* W, int64_t rows, int64_t cols) {
-    return backward ? Backend::template loop_weight<T>(ctx, false, cols, rows, W, cols, d.B, steps)
-                    : Backend::template loop_weight<T>(ctx, true, rows, cols, W, cols, d.B, steps);
+  // W [rows, cols] (stored row-major, or transposed: W^T row-major): the forward multiplies
+  // by W^T, the backward by W.
+  const auto op = [&](const T* W, int64_t rows, int64_t cols, bool stored_t) {
+    const int64_t ld = stored_t ? rows : cols;
+    return backward
+        ? Backend::template loop_weight<T>(ctx, stored_t, cols, rows, W, ld, d.B, steps)
+        : Backend::template loop_weight<T>(ctx, !stored_t, rows, cols, W, ld, d.B, steps);
   };
   StepWeights<T> sw;
-  sw.hh = op(w.w_hh, 4 * d.H, d.Hout);
-  if (d.has_proj) sw.hr = op(w.w_hr, d.Hout, d.H);
+  sw.hh = op(w.w_hh, 4 * d.H, d.Hout, w.hh_t);
+  if (d.has_proj) sw.hr = op(w.w_hr, d.Hout, d.H, false);
   return sw;
 }
 
@@ -153,8 +163,8 @@ void layer_forward(const LayerDims& d, const View& s, const LayerTensors& in,
     const auto w = direction_weights<T>(d, in.weights, dir);
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     // Input projection of every valid token: one GEMM over all of them.
-    Backend::template gemm<T, Acc>(ctx, false, true, N, G, I, cptr<T>(x), I, w.w_ih, I,
-                                   0, r.gates, G);
+    Backend::template gemm<T, Acc>(ctx, false, !w.ih_t, N, G, I, cptr<T>(x), I, w.w_ih,
+                                   w.ld_ih, 0, r.gates, G);
     h0s[dir] = sorted_h0<Backend, T>(ctx, d, in, order, dir);
     c0s[dir] = sorted_c0<Backend, T, Acc>(ctx, d, in, order, dir);
     bias[dir] = combined_bias<Backend, T, Acc>(ctx, d, w, in.input);
@@ -306,7 +316,8 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
     const int64_t chunks = (N + rows - 1) / std::max<int64_t>(rows, 1);  // at most, all groups
     const auto input_weight = [&]() -> const LoopWeight<T>& {
       return input_weights.get(dir, [&] {
-        return Backend::template input_weight<T>(ctx, G, I, w.w_ih, I, rows, chunks);
+        return Backend::template input_weight<T>(ctx, !w.ih_t, G, I, w.w_ih, w.ld_ih, rows,
+                                                 chunks);
       });
     };
     // The direction's later groups pack W_ih first while its first packs W_hh: else they wait
@@ -394,6 +405,22 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
 
 // grad_* may be undefined (no gradient flows into that output). Outputs preallocated:
 // grad_input [T, B, I] (when input_requires_grad), grad_h0, grad_c0, grad_weights like weights.
+// dW [G, K] = dgates^T [G, N] · X [N, K], type T. Stored transposed (the weight was: a
+// Keras kernel), it is computed as dW^T = X^T · dgates into [K, G] and returned as its
+// transposed view, so that autograd hands the caller's [K, G] tensor a contiguous gradient.
+template <typename Backend, typename T, typename Acc>
+Tensor weight_grad(typename Backend::Context& ctx, bool stored_t, int64_t G, int64_t K,
+                   int64_t N, const T* dgates, const T* X, const Tensor& like) {
+  if (!stored_t) {
+    Tensor dw = empty_like_device({G, K}, dtype_of<Acc>(), like);
+    Backend::template gemm<T, Acc>(ctx, true, false, G, K, N, dgates, G, X, K, 0, ptr<Acc>(dw), K);
+    return to_dtype(dw, dtype_of<T>());
+  }
+  Tensor dw_t = empty_like_device({K, G}, dtype_of<Acc>(), like);
+  Backend::template gemm<T, Acc>(ctx, true, false, K, G, N, X, K, dgates, G, 0, ptr<Acc>(dw_t), G);
+  return torch::stable::transpose(to_dtype(dw_t, dtype_of<T>()), 0, 1);
+}
+
 template <typename Backend, typename T, typename Acc, typename View>
 void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                     const Tensor& grad_output, const Tensor& grad_h_n,
@@ -527,10 +554,8 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
     const auto r = reserve_blocks<T, Acc>(d, in.reserve_rows, reserve, dir);
     const T* dg = cptr<T>(dgates[dir]);
     int64_t k = dir * d.weights_per_dir();
-    Tensor dw_ih = empty_like_device({G, I}, dtype_of<Acc>(), in.input);
-    Backend::template gemm<T, Acc>(ctx, true, false, G, I, N, dg, G, cptr<T>(x), I, 0,
-                                   ptr<Acc>(dw_ih), I);
-    grad_weights[k++] = to_dtype(dw_ih, dtype_of<T>());
+    grad_weights[k++] = weight_grad<Backend, T, Acc>(ctx, w.ih_t, G, I, N, dg, cptr<T>(x),
+                                                     in.input);
     // dW_hh pairs each token's dgates with its h_prev: the previous step's output or h0.
     Tensor hp = std::move(h_prev[dir]);
     if constexpr (!kInLoop) {
@@ -541,10 +566,8 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
       Backend::template copy_rows<T, T>(ctx, st.n, Ho, ptr<T>(hp), Ho, st.dst,
                                         cptr<T>(h0s[dir]), Ho, st.src);
     }
-    Tensor dw_hh = empty_like_device({G, Ho}, dtype_of<Acc>(), in.input);
-    Backend::template gemm<T, Acc>(ctx, true, false, G, Ho, N, dg, G, cptr<T>(hp), Ho,
-                                   0, ptr<Acc>(dw_hh), Ho);
-    grad_weights[k++] = to_dtype(dw_hh, dtype_of<T>());
+    grad_weights[k++] = weight_grad<Backend, T, Acc>(ctx, w.hh_t, G, Ho, N, dg, cptr<T>(hp),
+                                                     in.input);
     if (d.has_biases) {
       Tensor sum;
       if constexpr (kInLoop) {
@@ -564,8 +587,8 @@ void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
       grad_weights[k++] = to_dtype(dw_hr, dtype_of<T>());
     }
     if (input_requires_grad)
-      Backend::template gemm<T, Acc>(ctx, false, false, N, I, G, dg, G, w.w_ih, I, dir == 0 ? 0 : 1,
-                                     ptr<Acc>(dx), I);
+      Backend::template gemm<T, Acc>(ctx, false, w.ih_t, N, I, G, dg, G, w.w_ih, w.ld_ih,
+                                     dir == 0 ? 0 : 1, ptr<Acc>(dx), I);
     Backend::template copy_rows<T, Acc>(ctx, B, Ho, ptr<T>(grad_h0) + dir * B * Ho, Ho,
                                         order, cptr<Acc>(dh[dir]), Ho, nullptr);
     Backend::template copy_rows<T, Acc>(ctx, B, H, ptr<T>(grad_c0) + dir * B * H, H, order,

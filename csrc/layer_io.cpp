@@ -4,14 +4,26 @@
 
 namespace fastlstm {
 
+bool transposed_weight(const Tensor& w) {
+  return w.dim() == 2 && w.size(0) > 1 && w.size(1) > 1 && w.stride(0) == 1 &&
+         w.stride(1) == w.size(0);
+}
+
 LayerTensors prepare_layer_tensors(const Tensor& input, const Tensor& h0, const Tensor& c0,
-                                   const std::vector<Tensor>& weights) {
+                                   const std::vector<Tensor>& weights, bool transposed_weights,
+                                   int64_t weights_per_dir) {
   LayerTensors in;
   in.input = input.stride(2) == 1 ? input : torch::stable::contiguous(input);
   in.h0 = as_contiguous(h0);
   in.c0 = as_contiguous(c0);
   in.weights.reserve(weights.size());
-  for (const auto& w : weights) in.weights.push_back(as_contiguous(w));
+  for (size_t k = 0; k < weights.size(); ++k) {
+    const bool w_ih_or_w_hh = static_cast<int64_t>(k) % weights_per_dir < 2;
+    const Tensor& w = weights[k];
+    in.weights.push_back(transposed_weights && w_ih_or_w_hh && transposed_weight(w)
+                             ? w
+                             : as_contiguous(w));
+  }
   return in;
 }
 

@@ -18,8 +18,16 @@ struct LayerTensors {
   std::vector<Tensor> weights;
 };
 
+// transposed_weights: a backend that reads w_ih and w_hh transposed in place (the CPU's)
+// keeps a transposed_weight as it is; every other weight is made contiguous.
 LayerTensors prepare_layer_tensors(const Tensor& input, const Tensor& h0,
-                                   const Tensor& c0, const std::vector<Tensor>& weights);
+                                   const Tensor& c0, const std::vector<Tensor>& weights,
+                                   bool transposed_weights, int64_t weights_per_dir);
+
+// Whether a 2-D weight is a transposed view of a contiguous tensor (strides (1, rows)), as
+// Keras's kernel [I, 4H] is once turned into torch's [4H, I] by .T. fastlstm/_ops.py's fake
+// backward gives such a weight's gradient the same layout on the CPU.
+bool transposed_weight(const Tensor& w);
 
 // Bytes of the accumulation type for this input: float for half/bfloat16, else the dtype.
 int64_t acc_size(const Tensor& input);

@@ -38,7 +38,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_layer_forward(
     const Tensor& c0, const std::vector<Tensor>& weights, bool padded_reserve) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
   const typename Backend::CallScope call(d, s);  // e.g. serial on a contended CPU
-  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
+  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights,
+                                          Backend::kTransposedWeights, d.weights_per_dir());
   in.reserve_rows = padded_reserve ? d.T * d.B : s.total;
   in.reserve = allocate_reserve(d, in.reserve_rows, input);
   ForwardOutputs out = allocate_forward_outputs(d, in.input);
@@ -57,7 +58,8 @@ std::tuple<Tensor, Tensor, Tensor> run_layer_inference(
     const Tensor& c0, const std::vector<Tensor>& weights) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
   const typename Backend::CallScope call(d, s);  // e.g. serial on a contended CPU
-  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
+  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights,
+                                          Backend::kTransposedWeights, d.weights_per_dir());
   ForwardOutputs out = allocate_forward_outputs(d, in.input);
   dispatch_dtype<kHalfTypes>(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
@@ -73,7 +75,8 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> run_layer_backward(
     const std::vector<Tensor>& weights, const Tensor& reserve, bool input_requires_grad) {
   const Schedule s = schedule_from_lengths(lengths, d.T);
   const typename Backend::CallScope call(d, s);  // e.g. serial on a contended CPU
-  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
+  LayerTensors in = prepare_layer_tensors(input, h0, c0, weights,
+                                          Backend::kTransposedWeights, d.weights_per_dir());
   in.reserve = reserve;
   in.reserve_rows = reserve_rows(d, s.total, input, reserve);
   BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);

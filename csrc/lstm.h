@@ -73,6 +73,11 @@ struct DirectionWeights {
   const T* b_ih;  // [4H] or nullptr
   const T* b_hh;  // [4H] or nullptr
   const T* w_hr;  // [Hout, H] or nullptr
+  // w_ih, w_hh stored transposed, W^T row-major ([I, 4H], [Hout, 4H]): a transposed view the
+  // caller passed (layer_io.h, transposed_weight; Keras's kernel layout), read in place, with
+  // its gradient returned in the same layout. ld_*: the row stride of what is stored.
+  bool ih_t = false, hh_t = false;
+  int64_t ld_ih = 0, ld_hh = 0;
 };
 
 // Row blocks of one direction's reserve (layout in LayerDims::reserve_bytes_per_dir).

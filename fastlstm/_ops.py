@@ -111,6 +111,22 @@ def _empty_tb(input, C):
     return input.new_empty(T, B, C)
 
 
+def _transposed_weight(w):
+    """csrc/layer_io.h transposed_weight: a transposed view of a contiguous 2-D tensor."""
+    return (w.dim() == 2 and w.shape[0] > 1 and w.shape[1] > 1 and w.stride(0) == 1
+            and w.stride(1) == w.shape[0])
+
+
+def _weight_grads_fake(weights, device, has_biases, has_projections):
+    """The backward's weight gradients: each like its weight, but on the CPU a transposed
+    w_ih or w_hh (Keras's kernel layout) gets a gradient in the same layout, as the kernels
+    return it (csrc/layer_driver.h, weight_grad)."""
+    per_dir = 2 + 2 * has_biases + has_projections
+    return [w.new_empty(w.shape[1], w.shape[0]).t()
+            if device.type == "cpu" and k % per_dir < 2 and _transposed_weight(w)
+            else w.new_empty(w.shape) for k, w in enumerate(weights)]
+
+
 @torch.library.register_fake("fastlstm::lstm_layer_forward")
 def _layer_forward_fake(input, lengths, h0, c0, weights, has_biases, has_projections,
                         bidirectional, padded_reserve=False):
@@ -159,7 +175,7 @@ def _layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0
     grad_input = (_empty_tb(input, input.shape[2]) if input_requires_grad
                   else input.new_empty(0))
     return (grad_input, h0.new_empty(h0.shape), c0.new_empty(c0.shape),
-            [w.new_empty(w.shape) for w in weights])
+            _weight_grads_fake(weights, input.device, has_biases, has_projections))
 
 
 def _setup_context(ctx, inputs, output):
@@ -288,7 +304,7 @@ def _layer_backward_tensors_fake(grad_output, grad_h_n, grad_c_n, input, lengths
                   else input.new_empty(0))
     pad = [input.new_empty(0) for _ in range(MAX_WEIGHTS - len(weights))]
     return (grad_input, h0.new_empty(h0.shape), c0.new_empty(c0.shape),
-            *[w.new_empty(w.shape) for w in weights], *pad)
+            *_weight_grads_fake(weights, input.device, has_biases, has_projections), *pad)
 
 
 torch.library.register_autograd("fastlstm::lstm_layer_forward", _backward,

@@ -177,7 +177,9 @@ class LSTM(keras.layers.LSTM):
         if kernel is None:
             kernel = keras.ops.convert_to_tensor(cell.kernel)
             recurrent = keras.ops.convert_to_tensor(cell.recurrent_kernel)
-        weights = [kernel.t().contiguous(), recurrent.t().contiguous()]  # copied once, not twice
+        # Transposed views, not copies: the CPU kernels read Keras's [I, 4H] layout in place and
+        # give its gradient in that layout (the GPU's copy them).
+        weights = [kernel.t(), recurrent.t()]
         if cell.use_bias:
             bias = keras.ops.convert_to_tensor(cell.bias)
             weights += [bias, torch.zeros_like(bias)]

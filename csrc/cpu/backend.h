@@ -29,6 +29,9 @@
 namespace fastlstm::cpu {
 
 struct CpuBackend {
+  // w_ih and w_hh may arrive transposed (layer_io.h, transposed_weight): every GEMM and packing
+  // of them takes a transpose flag, so Keras's kernel layout costs no copy.
+  static constexpr bool kTransposedWeights = true;
   // Alive for one layer call (csrc/layer_ops.h): runs it serially where contention.h says so.
   struct CallScope {
     CallScope(const LayerDims& d, const Schedule& s)
@@ -152,7 +155,8 @@ struct CpuBackend {
     lw.packed_own = true;
   }
 
-  // op(W_ih) = W^T [K, N] for an inference's chunked input projection, `uses` GEMMs of at most
+  // op(W_ih) = W^T [K, N] (trans; else W stored transposed) for an inference's chunked input
+  // projection, `uses` GEMMs of at most
   // max_rows rows, packed once (per direction: the driver shares it between row groups) when
   // there are at least kPackedInputMinUses chunks, for the own step GEMM (step_gemm.h) in every
   // dtype it serves. MKL's GEMMs repack W in every call, and MKL picks its kernels by CPU
@@ -172,9 +176,9 @@ struct CpuBackend {
   //   with MKL held to AVX2.
   static constexpr int64_t kPackedInputMinUses = 4;
   template <typename T>
-  static LoopWeight<T> input_weight(Context&, int64_t N, int64_t K, const T* w, int64_t ld,
-                                    int64_t max_rows, int64_t uses) {
-    LoopWeight<T> lw{w, true, N, K, ld, max_rows, nullptr};
+  static LoopWeight<T> input_weight(Context&, bool trans, int64_t N, int64_t K, const T* w,
+                                    int64_t ld, int64_t max_rows, int64_t uses) {
+    LoopWeight<T> lw{w, trans, N, K, ld, max_rows, nullptr};
     const char* off = std::getenv("FASTLSTM_CPU_PACKED_INPUT");
     if (uses < kPackedInputMinUses || (off != nullptr && std::strcmp(off, "0") == 0)) return lw;
     if constexpr (kLowp<T>) {
@@ -183,7 +187,7 @@ struct CpuBackend {
       if (use_own_step_gemm(N, K, uses))
         pack_own(lw);
       else if (current_step_team() == nullptr)
-        lw.packed = pack_b_f32(true, max_rows, N, K, w, ld);
+        lw.packed = pack_b_f32(trans, max_rows, N, K, w, ld);
     }
     if (lw.packed) packed_input_count().fetch_add(1, std::memory_order_relaxed);
     return lw;

@@ -36,6 +36,8 @@ DeviceSchedule device_schedule(const Tensor& lengths, int64_t T);
 bool tf32_allowed();
 
 struct CudaBackend {
+  // Weights arrive contiguous (layer_io.h): the persistent kernels read W_hh row-major.
+  static constexpr bool kTransposedWeights = false;
   // Alive for one layer call (csrc/layer_ops.h); nothing to set up on the GPU.
   struct CallScope {
     CallScope(const LayerDims&, const Schedule&) {}
@@ -68,9 +70,9 @@ struct CudaBackend {
   }
   // op(W_ih) for an inference's chunked input projection: likewise as it is.
   template <typename T>
-  static LoopWeight<T> input_weight(Context&, int64_t N, int64_t K, const T* w, int64_t ld,
-                                    int64_t max_rows, int64_t /*uses*/) {
-    return {w, true, N, K, ld, max_rows, nullptr};
+  static LoopWeight<T> input_weight(Context&, bool trans, int64_t N, int64_t K, const T* w,
+                                    int64_t ld, int64_t max_rows, int64_t /*uses*/) {
+    return {w, trans, N, K, ld, max_rows, nullptr};
   }
   template <typename T, typename C>
   static void gemm(Context& ctx, int64_t M, const T* A, int64_t lda, const LoopWeight<T>& w,

@@ -36,7 +36,8 @@ bool device_layer_forward(const LayerDims& d, const Tensor& input, const Tensor&
   return for_persistent_dtype(d, input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const DeviceScheduleView view(lengths, d.T);
-    LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
+    LayerTensors in = prepare_layer_tensors(input, h0, c0, weights, CudaBackend::kTransposedWeights,
+                                            d.weights_per_dir());
     in.reserve_rows = d.T * d.B;
     in.reserve = allocate_reserve(d, in.reserve_rows, input);
     torch::stable::zero_(in.reserve);  // rows past N are never written
@@ -60,7 +61,8 @@ bool device_layer_backward(const LayerDims& d, const BackwardGrads& g, const Ten
                          "] tensor (T * B rows) the forward returned, got ",
                          text(reserve.sizes()));
     const DeviceScheduleView view(lengths, d.T);
-    LayerTensors in = prepare_layer_tensors(input, h0, c0, weights);
+    LayerTensors in = prepare_layer_tensors(input, h0, c0, weights, CudaBackend::kTransposedWeights,
+                                            d.weights_per_dir());
     in.reserve = reserve;
     in.reserve_rows = rows;
     BackwardOutputs out = allocate_backward_outputs(d, in, input_requires_grad);

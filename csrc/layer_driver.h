@@ -403,8 +403,6 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
   }
 }
 
-// grad_* may be undefined (no gradient flows into that output). Outputs preallocated:
-// grad_input [T, B, I] (when input_requires_grad), grad_h0, grad_c0, grad_weights like weights.
 // dW [G, K] = dgates^T [G, N] · X [N, K], type T. Stored transposed (the weight was: a
 // Keras kernel), it is computed as dW^T = X^T · dgates into [K, G] and returned as its
 // transposed view, so that autograd hands the caller's [K, G] tensor a contiguous gradient.
@@ -421,6 +419,8 @@ Tensor weight_grad(typename Backend::Context& ctx, bool stored_t, int64_t G, int
   return torch::stable::transpose(to_dtype(dw_t, dtype_of<T>()), 0, 1);
 }
 
+// grad_* may be undefined (no gradient flows into that output). Outputs preallocated:
+// grad_input [T, B, I] (when input_requires_grad), grad_h0, grad_c0, grad_weights like weights.
 template <typename Backend, typename T, typename Acc, typename View>
 void layer_backward(const LayerDims& d, const View& s, const LayerTensors& in,
                     const Tensor& grad_output, const Tensor& grad_h_n,

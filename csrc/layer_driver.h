@@ -379,16 +379,15 @@ void layer_inference(const LayerDims& d, const Schedule& s, const LayerTensors& 
     }
   });
 
-  // output [T, B, D Hout]: time- or batch-major (layer_io.h, empty_tb).
-  const IndexList padding_out = s.padding_offsets(output.stride(0), output.stride(1));
-  const RowMap to_output = s.token_scatter(output.stride(0), output.stride(1));
-  Backend::template zero_rows<T>(ctx, static_cast<int64_t>(padding_out.size()), d.D * Ho,
-                                 ptr<T>(output), 1, ctx.indices(padding_out));
+  // output [T, B, D Hout]: time- or batch-major (layer_io.h, empty_tb), written as
+  // layer_forward writes it.
+  const HostScheduleView<Backend> view(s);
+  view.zero_padding(ctx, ptr<T>(output), d.D * Ho, output.stride(0), output.stride(1));
+  const RowPairs to_output = view.token_scatter(ctx, output.stride(0), output.stride(1));
   for (int64_t dir = 0; dir < d.D; ++dir) {
     const T* out = cptr<T>(outs[dir]);
-    Backend::template copy_rows<T, T>(ctx, to_output.size(), Ho, ptr<T>(output) + dir * Ho, 1,
-                                      ctx.indices(to_output.dst), out, Ho,
-                                      ctx.indices(to_output.src));
+    Backend::template copy_rows<T, T>(ctx, to_output.n, Ho, ptr<T>(output) + dir * Ho, 1,
+                                      to_output.dst, out, Ho, to_output.src);
     RowMap from_out, from_start;
     s.final_rows(dir == 1, from_out, from_start);
     T* hn = ptr<T>(h_n) + dir * B * Ho;

@@ -21,9 +21,14 @@ import os
 import time
 
 
+def distributed():
+    """Whether this process is a pytest-xdist worker (other workers may read what it owns)."""
+    return os.environ.get("PYTEST_XDIST_WORKER") is not None
+
+
 def shared_folder(tmp_path_factory, name):
     """(folder, owner): a folder all of this run's workers see, and whether this one made it."""
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+    if not distributed():
         return tmp_path_factory.mktemp(name), True
     # Each worker's base temporary folder lies in the run's own; that one is shared.
     folder = tmp_path_factory.getbasetemp().parent / f"shared_{name}"

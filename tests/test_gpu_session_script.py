@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from once_per_run import mark_done, shared_folder, wait_done
+from once_per_run import distributed, mark_done, shared_folder, wait_done
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "gpu_session.sh")
@@ -133,7 +133,6 @@ def sessions(tmp_path_factory):
     pytest run (tests/once_per_run.py): two sets at once under pytest-xdist had loaded the
     machine enough to move the capped group's SIGINT off the test it must cut."""
     base, owner = shared_folder(tmp_path_factory, "gpu_session")
-    distributed = os.environ.get("PYTEST_XDIST_WORKER") is not None
     extensions = glob.glob(os.path.join(ROOT, "fastlstm", "_C*.so"))
     before = {p: os.stat(p).st_mtime_ns for p in extensions}
     procs = start_sessions(base) if owner else {}
@@ -158,7 +157,7 @@ def sessions(tmp_path_factory):
 
     yield get
     for name, (out, proc) in procs.items():
-        if distributed and name not in done:
+        if distributed() and name not in done:
             get(name)                   # another worker may read it
         elif proc.poll() is None:       # a test selection that reads no more of them
             proc.kill()

@@ -24,6 +24,7 @@
 #include "gemm.h"
 #include "partition.h"
 #include "step_gemm.h"
+#include "step_gemm_amx.h"
 #include "step_team.h"
 
 namespace fastlstm::cpu {
@@ -435,13 +436,18 @@ struct CpuBackend {
     Partition how = Partition::rows;
     const int64_t threads = layer_threads(d, s);
     const std::vector<RowGroup> groups = layer_row_groups(d, s, threads, sizeof(T), &how);
+    // A group's time loop keeps its thread's AMX tiles configured from step to step.
+    const auto loop = [&f](int64_t dir, int64_t r0, int64_t r1) {
+      const AmxTileHold hold;
+      f(dir, r0, r1);
+    };
     const auto start = std::chrono::steady_clock::now();
     if (threads == 1) {
-      for (const RowGroup& g : groups) f(g.dir, g.r0, g.r1);  // a small layer: no region at all
+      for (const RowGroup& g : groups) loop(g.dir, g.r0, g.r1);  // a small layer: no region
     } else if (how == Partition::rows) {
-      run_row_groups_in_parallel(groups, f);
+      run_row_groups_in_parallel(groups, loop);
     } else {
-      run_step_teams_in_parallel(groups, threads, f);
+      run_step_teams_in_parallel(groups, threads, loop);
     }
     loop_nanoseconds() += std::chrono::duration_cast<std::chrono::nanoseconds>(
                               std::chrono::steady_clock::now() - start)

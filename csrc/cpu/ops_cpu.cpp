@@ -20,6 +20,7 @@
 #include "fma_peak.h"
 #include "isa.h"
 #include "step_gemm.h"
+#include "step_gemm_amx.h"
 #include "step_gemm_timing.h"
 #include "step_team.h"
 
@@ -367,7 +368,8 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // peak measured on that many threads (fma_peak.h); _cpu_isa(), the instruction set in use;
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
 // (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_kernel(), the
-// bfloat16 kernel it takes here (amx, pairs or float), _cpu_narrow(x, dtype) and _cpu_widen(x),
+// bfloat16 kernel it takes here (amx, pairs or float), _cpu_amx_tile_config_loads(), how many
+// AMX tile configurations were loaded so far (step_gemm_amx.h), _cpu_narrow(x, dtype) and _cpu_widen(x),
 // the half types' row conversions (convert.h), _cpu_packed_input_count(), how many inference
 // input weights were packed once for their chunks (CpuBackend::input_weight: the own step
 // GEMM's panels; MKL's packed layout in float32 with FASTLSTM_CPU_STEP_GEMM=blas),
@@ -404,6 +406,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(fastlstm, m) {
   m.def("_cpu_step_gemm(Tensor a, Tensor w, bool trans, float beta, Tensor c) -> Tensor");
   m.def("_cpu_step_gemm_count() -> int");
   m.def("_cpu_bf16_kernel() -> str");
+  m.def("_cpu_amx_tile_config_loads() -> int");
   m.def("_cpu_packed_input_count() -> int");
   m.def("_cpu_narrow(Tensor x, str dtype) -> Tensor");
   m.def("_cpu_widen(Tensor x) -> Tensor");
@@ -435,6 +438,7 @@ STABLE_TORCH_LIBRARY_IMPL(fastlstm, CompositeExplicitAutograd, m) {
   m.impl("_cpu_step_gemm", TORCH_BOX(&fastlstm::cpu::step_gemm_for_test));
   m.impl("_cpu_step_gemm_count", TORCH_BOX(&fastlstm::cpu::step_gemm_count));
   m.impl("_cpu_bf16_kernel", TORCH_BOX(&fastlstm::cpu::bf16_kernel_for_test));
+  m.impl("_cpu_amx_tile_config_loads", TORCH_BOX(&fastlstm::cpu::amx_tile_config_loads));
   m.impl("_cpu_packed_input_count", TORCH_BOX(&fastlstm::cpu::packed_input_count));
   m.impl("_cpu_narrow", TORCH_BOX(&fastlstm::cpu::narrow_for_test));
   m.impl("_cpu_widen", TORCH_BOX(&fastlstm::cpu::widen_for_test));

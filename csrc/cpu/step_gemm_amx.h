@@ -25,12 +25,13 @@ void amx_bf16_chunks(int64_t M, const uint32_t* A, int64_t lda, const uint32_t* 
                      int64_t Kpp, int64_t N, float beta, float* C, int64_t ldc, int64_t c0,
                      int64_t c1);
 
-// Keeps the calling thread's tile configuration between amx_bf16_chunks calls while alive (a
-// time loop: one call a step), and releases the tiles at its end. LDTILECFG costs about 60 ns
+// Keeps the calling thread's tiles configured between amx_bf16_chunks calls while alive (a row
+// group's time loop: a call a step), and releases them at its end. LDTILECFG costs about 60 ns
 // alone but stalls the pipeline; at every step it took 5.5% of a bfloat16 inference's samples
-// (uni H = 256, B = 32, 2-core Xeon). Each call still reads the configuration back (STTILECFG,
-// about 6 ns) and loads its own where another kernel on this thread (oneDNN's, MKL's) left a
-// different one. Nests; does nothing where AMX is not in use.
+// (uni H = 256, B = 32, 2-core Xeon). Every chunk still reads the configuration back
+// (STTILECFG, about 6 ns) and loads its own where other code on this thread left another or
+// released the tiles (torch's BLAS does, between the inference's chunks of steps). Nests; does
+// nothing where no AMX kernel ran (docs/PERFORMANCE.md, bfloat16).
 class AmxTileHold {
  public:
   AmxTileHold();

@@ -369,10 +369,10 @@ Tensor step_gemm_for_test(const Tensor& a, const Tensor& w, bool trans, double b
 // _cpu_step_gemm(a, w, trans, beta, c), one product through fastlstm's own per-step GEMM
 // (step_gemm.h; bfloat16 and float16 through step_gemm_lowp), _cpu_bf16_kernel(), the
 // bfloat16 kernel it takes here (amx, pairs or float), _cpu_amx_tile_config_loads(), how many
-// AMX tile configurations were loaded so far (step_gemm_amx.h), _cpu_narrow(x, dtype) and _cpu_widen(x),
-// the half types' row conversions (convert.h), _cpu_packed_input_count(), how many inference
-// input weights were packed once for their chunks (CpuBackend::input_weight: the own step
-// GEMM's panels; MKL's packed layout in float32 with FASTLSTM_CPU_STEP_GEMM=blas),
+// AMX tile configurations were loaded so far (step_gemm_amx.h), _cpu_narrow(x, dtype) and
+// _cpu_widen(x), the half types' row conversions (convert.h), _cpu_packed_input_count(), how
+// many inference input weights were packed once for their chunks (CpuBackend::input_weight: the
+// own step GEMM's panels; MKL's packed layout in float32 with FASTLSTM_CPU_STEP_GEMM=blas),
 // _cpu_step_gemm_count() and
 // _cpu_split_step_gemm_count(), how many of those
 // ran so far in this process and how many split W over threads (steps partition), and

@@ -293,3 +293,30 @@ def cpu_has(flag: str) -> bool:
             return any(line.startswith("flags") and flag in line.split() for line in f)
     except OSError:
         return False
+
+
+def max_abs_err(a: Tensor, b: Tensor) -> float:
+    """Largest |a - b| in float64 (0 for empty tensors)."""
+    return (a.detach().double() - b.detach().double()).abs().max().item() if a.numel() else 0.0
+
+
+def run_judged(model, x: Tensor, lengths: Sequence[int], hx: Tuple[Tensor, Tensor], grad: bool,
+               fast: bool) -> List[Tensor]:
+    """(output, h_n, c_n[, grads of x and of each parameter]) of one model, in its dtype:
+    fastlstm with lengths=, or nn.LSTM through reference_forward. The gradients come from the
+    same random output gradients (seed 3) for every model."""
+    x = x.detach().clone().requires_grad_(grad)
+    hx = tuple(h.detach().clone() for h in hx)
+    with torch.set_grad_enabled(grad):
+        if fast:
+            out, (h, c) = model(x, hx, lengths=torch.tensor(lengths))
+        else:
+            out, h, c = reference_forward(model, x, lengths, hx)
+    res = [out, h, c]
+    if grad:
+        model.zero_grad(set_to_none=True)
+        gen = torch.Generator().manual_seed(3)
+        g = [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype) for t in res]
+        torch.autograd.backward(res, g)
+        res += [x.grad] + [p.grad for p in model.parameters()]
+    return res

@@ -3,14 +3,15 @@
 runs on the same threads between or inside fastlstm's calls.
 
 nn.LSTM is the judge: fastlstm's bfloat16 error against a float64 run of the same weights is
-at most twice nn.LSTM's own bfloat16 error (as in test_half_cpu.py).
+at most twice nn.LSTM's own bfloat16 error, for every output and gradient (as in
+test_half_cpu.py, through the same helpers).
 """
 
 import pytest
 import torch
 
 import fastlstm
-from helpers import cpu_has, make_pair, reference_forward
+from helpers import cpu_has, make_pair, max_abs_err, run_judged
 
 F64 = torch.float64
 
@@ -52,9 +53,9 @@ def test_one_configuration_per_loop_not_per_step():
 
 
 def bf16_errors(case, interleave, grad):
-    """{name: (fastlstm's, nn.LSTM's) largest bfloat16 error against float64} for the output
-    (and, when grad, the input's gradient), fastlstm called 3 times with interleave() run
-    before each call."""
+    """[(name, fastlstm's, nn.LSTM's largest bfloat16 error against float64)] for the output,
+    h_n, c_n (and, when grad, the input's and every parameter's gradient), fastlstm called 3
+    times with interleave() run before each call (its worst call counts)."""
     T, B, I, H = 24, 10, 32, 48
     gen = torch.Generator().manual_seed(1)
     lengths = torch.randint(1, T + 1, (B,), generator=gen).tolist()
@@ -63,28 +64,21 @@ def bf16_errors(case, interleave, grad):
     ref, fast = make_pair(I, H, torch.bfloat16, **case)
     ref.load_state_dict(ref64.state_dict())
     fast.load_state_dict(ref64.state_dict())
-    x = torch.randn(T, B, I, generator=gen, dtype=F64).to(torch.bfloat16)
-
-    def results(run, x):
-        x = x.detach().clone().requires_grad_(grad)
-        with torch.set_grad_enabled(grad):
-            out = run(x)
-        if not grad:
-            return {"output": out}
-        out.float().sum().backward()
-        return {"output": out, "grad_x": x.grad}
-
-    exact = results(lambda v: reference_forward(ref64, v, lengths)[0], x.to(F64))
-    judge = results(lambda v: reference_forward(ref, v, lengths)[0], x)
-    worst = {}
+    D, Hout = 2 if ref.bidirectional else 1, ref.proj_size or H
+    x = torch.randn(T, B, I, generator=gen, dtype=F64).to(torch.bfloat16).to(F64)
+    hx = (torch.zeros(ref.num_layers * D, B, Hout, dtype=F64),
+          torch.zeros(ref.num_layers * D, B, H, dtype=F64))
+    half = lambda t: t.to(torch.bfloat16)  # noqa: E731
+    exact = run_judged(ref64, x, lengths, hx, grad, fast=False)
+    judge = run_judged(ref, half(x), lengths, tuple(map(half, hx)), grad, fast=False)
+    worst = [0.0] * len(exact)
     for _ in range(3):
         interleave()
-        ours = results(lambda v: fast(v, lengths=torch.tensor(lengths))[0], x)
-        for name, value in ours.items():
-            err = (value.double() - exact[name].double()).abs().max().item()
-            worst[name] = max(worst.get(name, 0.0), err)
-    return {name: (worst[name], (judge[name].double() - exact[name].double()).abs().max().item())
-            for name in worst}
+        ours = run_judged(fast, half(x), lengths, tuple(map(half, hx)), grad, fast=True)
+        worst = [max(w, max_abs_err(o, e)) for w, o, e in zip(worst, ours, exact)]
+    names = ["output", "h_n", "c_n"] + (["grad_x"] + [n for n, _ in ref.named_parameters()]
+                                         if grad else [])
+    return [(name, w, max_abs_err(j, e)) for name, w, j, e in zip(names, worst, judge, exact)]
 
 
 def onednn_amx_work():
@@ -100,7 +94,7 @@ def onednn_amx_work():
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
 def test_right_after_other_amx_code(grad):
     errors = bf16_errors(dict(num_layers=2, bidirectional=True), onednn_amx_work, grad)
-    for name, (ours, judge) in errors.items():
+    for name, ours, judge in errors:
         assert ours <= 2 * judge, f"{name}: fastlstm error {ours:.3e} > 2 x nn.LSTM's {judge:.3e}"
 
 
@@ -111,5 +105,5 @@ def test_right_with_blas_gemms_inside_the_loop(grad, monkeypatch):
     monkeypatch.setenv("FASTLSTM_CPU_PACKED_INPUT", "0")
     errors = bf16_errors(dict(num_layers=1, bidirectional=True, proj_size=24), lambda: None,
                          grad)
-    for name, (ours, judge) in errors.items():
+    for name, ours, judge in errors:
         assert ours <= 2 * judge, f"{name}: fastlstm error {ours:.3e} > 2 x nn.LSTM's {judge:.3e}"

@@ -12,33 +12,10 @@ import pytest
 import torch
 
 import fastlstm
-from helpers import cpu_has, make_pair, reference_forward
+from helpers import cpu_has, make_pair, max_abs_err, run_judged
 
 F64 = torch.float64
 HALF = [torch.bfloat16, torch.float16]
-
-
-def max_err(a, b):
-    return (a.detach().double() - b.detach().double()).abs().max().item() if a.numel() else 0.0
-
-
-def run(model, x, lengths, hx, grad, fast):
-    """(output, h_n, c_n[, grads of x and of each parameter]) of one model, in its dtype."""
-    x = x.detach().clone().requires_grad_(grad)
-    hx = tuple(h.detach().clone() for h in hx)
-    with torch.set_grad_enabled(grad):
-        if fast:
-            out, (h, c) = model(x, hx, lengths=torch.tensor(lengths))
-        else:
-            out, h, c = reference_forward(model, x, lengths, hx)
-    res = [out, h, c]
-    if grad:
-        model.zero_grad(set_to_none=True)
-        gen = torch.Generator().manual_seed(3)
-        g = [torch.randn(t.shape, generator=gen, dtype=F64).to(t.dtype) for t in res]
-        torch.autograd.backward(res, g)
-        res += [x.grad] + [p.grad for p in model.parameters()]
-    return res
 
 
 CASES = {
@@ -88,17 +65,19 @@ def test_error_within_twice_nn_lstm(dtype, kernel, case, grad, monkeypatch):
     # Inputs rounded to the dtype once, so that every run sees the same values.
     x = x.to(dtype).to(F64)
     hx = tuple(h.to(dtype).to(F64) for h in hx)
-    exact = run(ref64, x, lengths, hx, grad, fast=False)
-    judge = run(ref, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad, fast=False)
+    exact = run_judged(ref64, x, lengths, hx, grad, fast=False)
+    judge = run_judged(ref, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad,
+                       fast=False)
     before = torch.ops.fastlstm._cpu_step_gemm_count()
-    ours = run(fast, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad, fast=True)
+    ours = run_judged(fast, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), grad,
+                      fast=True)
     own = torch.ops.fastlstm._cpu_step_gemm_count() - before
     assert (own > 0) == (kernel != "blas"), f"{own} own step GEMMs with kernel {kernel}"
     names = ["output", "h_n", "c_n"] + (["grad_x"] + [n for n, _ in ref.named_parameters()]
                                          if grad else [])
     for name, e, j, o in zip(names, exact, judge, ours):
         assert o.dtype == dtype, name
-        err_j, err_o = max_err(j, e), max_err(o, e)
+        err_j, err_o = max_abs_err(j, e), max_abs_err(o, e)
         print(f"  {name:18s} nn.LSTM {err_j:.3e}  fastlstm {err_o:.3e}  ratio "
               f"{err_o / max(err_j, 1e-30):.2f}")
         assert err_o <= 2 * err_j, f"{name}: fastlstm error {err_o:.3e} > 2 x nn.LSTM's {err_j:.3e}"
@@ -125,13 +104,15 @@ def test_inference_in_many_chunks_within_twice_nn_lstm(dtype, kernel, monkeypatc
     fast.load_state_dict(ref64.state_dict())
     x = torch.randn(T, B, I, generator=gen, dtype=F64).to(dtype).to(F64)
     hx = (torch.zeros(2, B, H, dtype=F64), torch.zeros(2, B, H, dtype=F64))
-    exact = run(ref64, x, lengths, hx, False, fast=False)
-    judge = run(ref, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), False, fast=False)
+    exact = run_judged(ref64, x, lengths, hx, False, fast=False)
+    judge = run_judged(ref, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), False,
+                       fast=False)
     packed = torch.ops.fastlstm._cpu_packed_input_count()
-    ours = run(fast, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), False, fast=True)
+    ours = run_judged(fast, x.to(dtype), lengths, tuple(h.to(dtype) for h in hx), False,
+                      fast=True)
     assert (torch.ops.fastlstm._cpu_packed_input_count() > packed) == (kernel != "blas")
     for name, e, j, o in zip(["output", "h_n", "c_n"], exact, judge, ours):
-        err_j, err_o = max_err(j, e), max_err(o, e)
+        err_j, err_o = max_abs_err(j, e), max_abs_err(o, e)
         assert err_o <= 2 * err_j, f"{name}: fastlstm error {err_o:.3e} > 2 x nn.LSTM's {err_j:.3e}"
 
 
@@ -162,8 +143,8 @@ def test_autocast_cpu_bfloat16_like_nn_lstm(bidirectional):
     assert out.dtype == torch.bfloat16
     with torch.no_grad():
         exact, (exact_h, exact_c) = ref(x)
-    assert max_err(out, exact) <= 2 * max_err(e_out, exact) + 1e-2
-    assert max_err(c, exact_c) <= 2 * max_err(e_c, exact_c) + 1e-2
+    assert max_abs_err(out, exact) <= 2 * max_abs_err(e_out, exact) + 1e-2
+    assert max_abs_err(c, exact_c) <= 2 * max_abs_err(e_c, exact_c) + 1e-2
     out.float().square().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in fast.parameters())
 
@@ -196,16 +177,18 @@ def test_row_groups_share_one_pack_per_direction(bidirectional, monkeypatch, thr
     fast.load_state_dict(ref64.state_dict())
     x = torch.randn(T, B, I, generator=gen, dtype=F64).half().double()
     hx = (torch.zeros(D, B, H, dtype=F64), torch.zeros(D, B, H, dtype=F64))
-    exact = run(ref64, x, lengths.tolist(), hx, False, fast=False)
-    judge = run(ref, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False, fast=False)
+    exact = run_judged(ref64, x, lengths.tolist(), hx, False, fast=False)
+    judge = run_judged(ref, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False,
+                       fast=False)
     packed = torch.ops.fastlstm._cpu_packed_input_count()
-    ours = run(fast, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False, fast=True)
+    ours = run_judged(fast, x.half(), lengths.tolist(), tuple(h.half() for h in hx), False,
+                      fast=True)
     groups = torch.ops.fastlstm._cpu_last_row_groups()
     assert groups == 4, f"expected 4 row groups on 4 threads, got {groups}"
     assert torch.ops.fastlstm._cpu_packed_input_count() - packed == D, (
         "W_ih packed once per group, not once per direction")
     for name, e, j, o in zip(["output", "h_n", "c_n"], exact, judge, ours):
-        assert max_err(o, e) <= 2 * max_err(j, e), name
+        assert max_abs_err(o, e) <= 2 * max_abs_err(j, e), name
 
 
 CLEAR_REFS = "/proc/self/clear_refs"

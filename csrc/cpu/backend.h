@@ -158,10 +158,11 @@ struct CpuBackend {
 
   // op(W_ih) = W^T [K, N] (trans; else W stored transposed) for an inference's chunked input
   // projection, `uses` GEMMs of at most max_rows rows, packed once (per direction: the driver
-  // shares it between row groups) when there are at least kPackedInputMinUses chunks, for the own step GEMM (step_gemm.h) in every
-  // dtype it serves. MKL's GEMMs repack W in every call, and MKL picks its kernels by CPU
-  // vendor. With FASTLSTM_CPU_STEP_GEMM=blas, float32 takes MKL's packed GEMM instead, where
-  // MKL has it and no step team splits the chunks (team_gemm). Else as it is, as in float64.
+  // shares it between row groups) when there are at least kPackedInputMinUses chunks, for the
+  // own step GEMM (step_gemm.h) in every dtype it serves. MKL's GEMMs repack W in every call,
+  // and MKL picks its kernels by CPU vendor. With FASTLSTM_CPU_STEP_GEMM=blas, float32 takes
+  // MKL's packed GEMM instead, where MKL has it and no step team splits the chunks (team_gemm).
+  // Else as it is, as in float64.
   // Measured on the 2-core Xeon, inference, interleaved in one process:
   //   bfloat16 and float16, I = 256, T = 100, nearfull lengths, against as it is
   //   (FASTLSTM_CPU_PACKED_INPUT=0, read at every call), medians of 21-31: 12 chunks (B = 32,
